@@ -1,0 +1,3 @@
+from robustbench_dc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""The decoupled operator family (Liu et al., "Decoupled Networks", CVPR 2018).
+
+``f_d(w, x) = h(||w||, ||x||) * g(theta)``: a magnitude function ``h`` times an angular
+function ``g``. See :class:`DecoupledConv2d` for the layer, :func:`get_operator` for
+operator specs (``"tanh+cos"``, ``"baseline"``, ``"my_ops.py:MyOp"``) and
+:func:`convert` to decouple an existing network.
+"""
+
+from .angular import ANGULARS, Angular, angle, get_angular, register_angular
+from .convert import classifier_name, convert
+from .functional import WEIGHTED, decoupled_conv2d, decoupled_linear, decoupled_response, filter_norm, patch_norm2d
+from .hooks import (WeightProjection, decoupled_layers, enable_weighted_gradients, orthogonality_penalty,
+                    project_weights)
+from .layers import RHO_MODES, DecoupledConv2d, DecoupledLayer, DecoupledLinear
+from .magnitude import MAGNITUDES, Magnitude, get_magnitude, register_magnitude
+from .registry import (ENTRY_POINT_GROUP, OPERATORS, OperatorSpec, UnknownOperatorError, entry_point_operators,
+                       get_operator, known_operators, load_reference, register_operator)
+
+__all__ = [
+    "ANGULARS", "Angular", "angle", "get_angular", "register_angular",
+    "classifier_name", "convert",
+    "WEIGHTED", "decoupled_conv2d", "decoupled_linear", "decoupled_response", "filter_norm", "patch_norm2d",
+    "WeightProjection", "decoupled_layers", "enable_weighted_gradients", "orthogonality_penalty",
+    "project_weights",
+    "RHO_MODES", "DecoupledConv2d", "DecoupledLayer", "DecoupledLinear",
+    "MAGNITUDES", "Magnitude", "get_magnitude", "register_magnitude",
+    "ENTRY_POINT_GROUP", "OPERATORS", "OperatorSpec", "UnknownOperatorError", "entry_point_operators",
+    "get_operator", "known_operators", "load_reference", "register_operator",
+]

@@ -1,0 +1,123 @@
+"""Functional core of the decoupled operators.
+
+A decoupled operator replaces ``<w, x> = ||w|| ||x|| cos(theta)`` by
+``f_d(w, x) = h(||w||, ||x||) * g(theta)`` (Liu et al., CVPR 2018). The quantities are
+computed as in the authors' code:
+
+- ``||w|| = sqrt(sum(w^2) + eps)`` per output filter;
+- ``||x|| = sqrt(conv2d(x*x, ones) + eps)`` per output position, with the stride,
+  padding and dilation of the main convolution (zero padding counts as zeros). The
+  channel sum is taken first, so the extra convolution has one input and one output
+  channel;
+- ``cos(theta) = <w, x> / (||w|| ||x||)``, clipped to [-1, 1].
+
+Weighted variants put ``||w||`` back: ``"linear"`` multiplies the magnitude by ``||w||``,
+``"nonlinear"`` feeds ``||x|| * ||w||`` to the magnitude in place of ``||x||`` and
+``"separable"`` multiplies the magnitude by ``tanh(||w|| / rho)``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .angular import Angular
+from .magnitude import Magnitude
+
+__all__ = [
+    "WEIGHTED",
+    "filter_norm",
+    "patch_norm2d",
+    "decoupled_response",
+    "decoupled_conv2d",
+    "decoupled_linear",
+]
+
+WEIGHTED: tuple[str | None, ...] = (None, "linear", "nonlinear", "separable")
+
+IntOr2 = int | Sequence[int]
+
+
+def filter_norm(weight: Tensor, eps: float = 1e-4) -> Tensor:
+    """``||w|| = sqrt(sum(w^2) + eps)`` per output filter (first dimension), shape ``(O,)``."""
+    return torch.sqrt(weight.pow(2).flatten(1).sum(1) + eps)
+
+
+def patch_norm2d(x: Tensor, kernel_size: tuple[int, int], stride: IntOr2 = 1, padding: IntOr2 | str = 0,
+                 dilation: IntOr2 = 1, eps: float = 1e-4) -> Tensor:
+    """``||x||`` of every input patch under a ``kernel_size`` window, shape ``(N, 1, H', W')``.
+
+    Computed as ``sqrt(conv2d(sum_c x_c^2, ones[1, 1, kh, kw]) + eps)`` with the given
+    stride, padding and dilation: one single-channel convolution.
+    """
+    sq = x.pow(2).sum(1, keepdim=True)
+    ones = sq.new_ones((1, 1, *kernel_size))
+    total = F.conv2d(sq, ones, None, stride, padding, dilation)
+    # Fast convolution algorithms may round a sum of squares slightly below zero.
+    return torch.sqrt(total.clamp_min(0.0) + eps)
+
+
+def decoupled_response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: Magnitude,
+                       angular: Angular, weighted: str | None = None, alpha: float = 1.0,
+                       beta: float = 0.5, rho: float | Tensor = 1.0, k: float = 0.3) -> Tensor:
+    """Combine the inner product and the norms into ``h * g``.
+
+    Args:
+        dot: ``<w, x>`` for every (example, filter, position), e.g. ``(N, O, H, W)``.
+        xnorm: ``||x||`` broadcastable against ``dot`` (e.g. ``(N, 1, H, W)``).
+        wnorm: ``||w||`` broadcastable against ``dot`` (e.g. ``(1, O, 1, 1)``).
+        magnitude, angular: the registered functions.
+        weighted: ``None``, ``"linear"``, ``"nonlinear"`` or ``"separable"``.
+        alpha, beta, rho, k: hyper-parameters (``rho`` may be a tensor broadcastable
+            against ``dot``, e.g. a per-filter radius).
+    """
+    cos = (dot / (xnorm * wnorm)).clamp(-1.0, 1.0)
+    g = angular(cos, k=k)
+    if weighted is None:
+        h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
+    elif weighted == "linear":
+        h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho) * wnorm
+    elif weighted == "nonlinear":
+        h = magnitude(xnorm * wnorm, alpha=alpha, beta=beta, rho=rho)
+    elif weighted == "separable":
+        h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho) * torch.tanh(wnorm / rho)
+    else:
+        raise ValueError(f"weighted: must be one of {WEIGHTED}, got {weighted!r}")
+    return h * g
+
+
+def decoupled_conv2d(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular: Angular,
+                     stride: IntOr2 = 1, padding: IntOr2 | str = 0, dilation: IntOr2 = 1,
+                     weighted: str | None = None, alpha: float = 1.0, beta: float = 0.5,
+                     rho: float | Tensor = 1.0, k: float = 0.3, eps: float = 1e-4,
+                     xnorm: Tensor | None = None) -> Tensor:
+    """Decoupled 2-D convolution of ``x`` (N, C, H, W) with ``weight`` (O, C, kh, kw).
+
+    ``rho`` may be a float or a tensor of shape ``(O,)`` (per filter). ``xnorm`` may be
+    passed when already computed (it must come from :func:`patch_norm2d` with the same
+    geometry).
+    """
+    dot = F.conv2d(x, weight, None, stride, padding, dilation)
+    if xnorm is None:
+        xnorm = patch_norm2d(x, tuple(weight.shape[2:]), stride, padding, dilation, eps)  # type: ignore[arg-type]
+    wnorm = filter_norm(weight, eps).view(1, -1, 1, 1)
+    if isinstance(rho, Tensor) and rho.dim() == 1:
+        rho = rho.view(1, -1, 1, 1)
+    return decoupled_response(dot, xnorm, wnorm, magnitude=magnitude, angular=angular,
+                              weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)
+
+
+def decoupled_linear(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular: Angular,
+                     weighted: str | None = None, alpha: float = 1.0, beta: float = 0.5,
+                     rho: float | Tensor = 1.0, k: float = 0.3, eps: float = 1e-4,
+                     xnorm: Tensor | None = None) -> Tensor:
+    """Decoupled fully-connected map of ``x`` (..., in) with ``weight`` (out, in)."""
+    dot = F.linear(x, weight)
+    if xnorm is None:
+        xnorm = torch.sqrt(x.pow(2).sum(-1, keepdim=True) + eps)
+    wnorm = filter_norm(weight, eps)
+    return decoupled_response(dot, xnorm, wnorm, magnitude=magnitude, angular=angular,
+                              weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)

@@ -1,0 +1,112 @@
+"""Optimisation tricks of Decoupled Networks (Liu et al., CVPR 2018, Sec. 5) as training hooks.
+
+- Weight projection: every ``every`` optimiser steps, ``w <- s * w / ||w||`` for every
+  filter of every decoupled layer (s = 1 in the authors' code, every 100 iterations).
+- Weighted gradients: each filter's gradient is multiplied by ``||w||``, which turns the
+  gradient of ``w_hat . x`` into ``x_hat - (w_hat . x_hat) w_hat`` up to scale.
+- Orthogonality penalty: ``coef * 0.5 * ||W_hat^T W_hat - I||^2`` over the normalised
+  filters of each decoupled layer (coef 1e-5 in the authors' code).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .functional import filter_norm
+from .layers import DecoupledLayer
+
+__all__ = ["decoupled_layers", "project_weights", "WeightProjection", "enable_weighted_gradients",
+           "orthogonality_penalty"]
+
+
+def decoupled_layers(model: nn.Module) -> Iterator[DecoupledLayer]:
+    """Every decoupled layer of ``model`` (instances of :class:`DecoupledLayer`)."""
+    for module in model.modules():
+        if isinstance(module, DecoupledLayer):
+            yield module
+
+
+def _per_filter(norm: Tensor, weight: Tensor) -> Tensor:
+    return norm.view(-1, *([1] * (weight.dim() - 1)))
+
+
+@torch.no_grad()
+def project_weights(model: nn.Module, scale: float = 1.0) -> int:
+    """Set every decoupled filter to ``scale * w / ||w||``; returns the number of layers touched.
+
+    ``||w||`` here is the plain Euclidean norm (no epsilon), so projected filters have
+    norm exactly ``scale``.
+    """
+    count = 0
+    for layer in decoupled_layers(model):
+        w = layer.weight
+        w.mul_(scale / _per_filter(filter_norm(w, 0.0).clamp_min(1e-12), w))
+        count += 1
+    return count
+
+
+class WeightProjection:
+    """Call :meth:`step` after each optimiser step; projects the weights every ``every`` calls.
+
+    Example::
+
+        projection = WeightProjection(model, every=100)
+        for x, y in loader:
+            ...; optimizer.step(); projection.step()
+    """
+
+    def __init__(self, model: nn.Module, every: int = 100, scale: float = 1.0) -> None:
+        if every < 1:
+            raise ValueError(f"every: must be >= 1, got {every}")
+        if scale <= 0:
+            raise ValueError(f"scale: must be > 0, got {scale}")
+        self.model, self.every, self.scale = model, int(every), float(scale)
+        self.steps = 0
+
+    def step(self) -> bool:
+        """Count one optimiser step; returns ``True`` when a projection happened."""
+        self.steps += 1
+        if self.steps % self.every == 0:
+            project_weights(self.model, self.scale)
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, int]:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.steps = int(state["steps"])
+
+
+def enable_weighted_gradients(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+    """Multiply each decoupled filter's gradient by its norm ``||w||`` (a tensor hook).
+
+    Returns the hook handles; call ``handle.remove()`` on each to switch it off.
+    """
+    handles = []
+    for layer in decoupled_layers(model):
+        weight = layer.weight
+
+        def hook(grad: Tensor, weight: Tensor = weight) -> Tensor:
+            return grad * _per_filter(filter_norm(weight.detach(), 0.0), grad)
+
+        handles.append(weight.register_hook(hook))
+    return handles
+
+
+def orthogonality_penalty(model: nn.Module, coef: float = 1e-5) -> Tensor:
+    """``coef * 0.5 * sum_layers ||W_hat W_hat^T - I||_F^2`` over normalised filters."""
+    total: Tensor | None = None
+    for layer in decoupled_layers(model):
+        w = layer.weight.flatten(1)
+        w_hat = w / filter_norm(w, layer.eps).unsqueeze(1)
+        gram = w_hat @ w_hat.t()
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        term = 0.5 * (gram - eye).pow(2).sum()
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros(())
+    return coef * total

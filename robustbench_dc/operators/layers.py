@@ -1,0 +1,293 @@
+"""``DecoupledConv2d`` and ``DecoupledLinear``: drop-in replacements of ``nn.Conv2d`` / ``nn.Linear``.
+
+Example::
+
+    >>> conv = DecoupledConv2d(3, 16, 3, padding=1, magnitude="tanh", angular="cos")
+    >>> conv(torch.rand(2, 3, 32, 32)).shape
+    torch.Size([2, 16, 32, 32])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+from .angular import Angular, get_angular
+from .functional import WEIGHTED, decoupled_conv2d, decoupled_linear, patch_norm2d
+from .magnitude import Magnitude, get_magnitude
+
+__all__ = ["DecoupledLayer", "DecoupledConv2d", "DecoupledLinear", "RHO_MODES"]
+
+
+RHO_MODES = ("absolute", "relative")
+EMA_DECAY = 0.999
+RADIUS_EPS = 1e-4
+
+
+class DecoupledLayer(nn.Module):
+    """Shared hyper-parameters, validation and operator radius of the decoupled layers.
+
+    The radius ``rho`` used by ``ball``, ``tanh``, ``seg`` and the ``nonlinear`` /
+    ``separable`` weightings is
+
+    - ``rho_mode="absolute"``, ``learnable_rho=False``: the constant ``rho``;
+    - ``rho_mode="absolute"``, ``learnable_rho=True``: ``r_c^2 + 1e-4`` with one parameter
+      ``r_c`` per output channel, initialised to ``sqrt(rho)``;
+    - ``rho_mode="relative"`` (the authors' learnable radius): ``(r_c^2 + 1e-4) * m`` where
+      ``m`` is the mean patch norm ``||x||``: the batch mean over (N, H, W) in training
+      mode, and in evaluation mode its exponential moving average (decay 0.999,
+      zero-debiased like TensorFlow's ``ExponentialMovingAverage`` on tensors, so one
+      training batch already gives its mean; before any training batch the batch mean
+      is used). ``r_c`` is a parameter when
+      ``learnable_rho=True`` and a fixed buffer otherwise. ``model.eval()`` matters.
+
+    Any module inheriting from this class (and holding a ``weight`` whose first dimension
+    indexes the output filters) is treated as decoupled by the optimisation hooks and
+    the Lipschitz tools.
+    """
+
+    magnitude: Magnitude
+    angular: Angular
+
+    def _init_decoupled(self, out_features: int, magnitude: str | Callable[..., Tensor],
+                        angular: str | Callable[..., Tensor], alpha: float, beta: float, rho: float,
+                        k: float, weighted: str | None, learnable_rho: bool, rho_mode: str,
+                        eps: float, factory: dict[str, Any]) -> None:
+        self.magnitude = get_magnitude(magnitude)
+        self.angular = get_angular(angular)
+        if weighted is not None:
+            weighted = str(weighted).lower()
+            if weighted in ("none", ""):
+                weighted = None
+        if weighted not in WEIGHTED:
+            raise ValueError(f"weighted: must be one of {WEIGHTED}, got {weighted!r}")
+        if rho_mode not in RHO_MODES:
+            raise ValueError(f"rho_mode: must be one of {RHO_MODES}, got {rho_mode!r}")
+        if not (isinstance(rho, (int, float)) and rho > 0):
+            raise ValueError(f"rho: must be > 0, got {rho!r}")
+        if not (isinstance(k, (int, float)) and k > 0):
+            raise ValueError(f"k: must be > 0, got {k!r}")
+        if not (isinstance(eps, (int, float)) and eps >= 0):
+            raise ValueError(f"eps: must be >= 0, got {eps!r}")
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.rho = float(rho)
+        self.k = float(k)
+        self.weighted = weighted
+        self.learnable_rho = bool(learnable_rho)
+        self.rho_mode = rho_mode
+        self.eps = float(eps)
+        if learnable_rho or rho_mode == "relative":
+            r0 = torch.full((out_features,), math.sqrt(rho), **factory)
+            if learnable_rho:
+                self.radius = nn.Parameter(r0)
+            else:
+                self.register_buffer("radius", r0)
+        else:
+            self.radius = None
+        if rho_mode == "relative":
+            self.register_buffer("xnorm_running", torch.zeros((), **factory))
+            self.register_buffer("xnorm_steps", torch.zeros((), dtype=torch.long,
+                                                            device=factory.get("device")))
+
+    @property
+    def uses_rho(self) -> bool:
+        """Whether the operator reads the radius (bounded ball/tanh, seg, weighted variants)."""
+        return self.magnitude.uses_rho or self.weighted in ("nonlinear", "separable")
+
+    @property
+    def bounded(self) -> bool:
+        """``True`` when ``|output| <= alpha`` whatever the input (before any bias)."""
+        return self.magnitude.bounded and self.weighted in (None, "nonlinear", "separable") and \
+            self.angular.name in ("linear", "cos", "sigmoid", "sqcos")
+
+    def running_xnorm(self) -> Tensor | None:
+        """The zero-debiased running mean of ``||x||`` (``None`` before any training batch)."""
+        if self.rho_mode != "relative" or int(self.xnorm_steps) == 0:
+            return None
+        return self.xnorm_running
+
+    def effective_rho(self, xnorm: Tensor) -> float | Tensor:
+        """The radius for this forward pass (float, or a per-output-channel tensor).
+
+        In ``rho_mode="relative"`` a training-mode call also updates the running mean;
+        an evaluation-mode call before any training batch falls back to the batch mean.
+        No host-device synchronisation happens here.
+        """
+        if self.radius is None:
+            return self.rho
+        scale = self.radius.pow(2) + RADIUS_EPS
+        if self.rho_mode == "absolute":
+            return scale
+        batch_mean = xnorm.mean()
+        if self.training:
+            with torch.no_grad():
+                # Zero-debiased EMA: s_t = s_{t-1} + (1 - d) / (1 - d^t) * (m_t - s_{t-1}).
+                self.xnorm_steps.add_(1)
+                weight = (1.0 - EMA_DECAY) / (1.0 - EMA_DECAY ** self.xnorm_steps.double())
+                self.xnorm_running.add_(weight.to(self.xnorm_running.dtype)
+                                        * (batch_mean.detach().to(self.xnorm_running.dtype) - self.xnorm_running))
+            return scale * batch_mean
+        running = torch.where(self.xnorm_steps > 0, self.xnorm_running.to(xnorm.dtype), batch_mean)
+        return scale * running
+
+    def _response_kwargs(self) -> dict[str, Any]:
+        return dict(magnitude=self.magnitude, angular=self.angular, weighted=self.weighted,
+                    alpha=self.alpha, beta=self.beta, k=self.k, eps=self.eps)
+
+    def _decoupled_repr(self) -> str:
+        s = f"magnitude={self.magnitude.name}, angular={self.angular.name}"
+        if self.weighted is not None:
+            s += f", weighted={self.weighted}"
+        s += f", alpha={self.alpha:g}"
+        if self.magnitude.name in ("seg", "mix"):
+            s += f", beta={self.beta:g}"
+        if self.uses_rho:
+            s += f", rho={self.rho:g}, rho_mode={self.rho_mode}"
+            if self.learnable_rho:
+                s += ", learnable_rho=True"
+        if self.angular.name == "sigmoid":
+            s += f", k={self.k:g}"
+        return s
+
+
+class DecoupledConv2d(DecoupledLayer):
+    """Decoupled convolution ``f_d(w, x) = h(||x||) * g(theta)`` (Liu et al., CVPR 2018).
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation: as ``nn.Conv2d``
+            (``padding`` may also be ``"same"`` / ``"valid"``).
+        magnitude: ``"sphere" | "ball" | "tanh" | "linear" | "seg" | "log" | "mix"`` or a
+            registered / plain callable (default ``"tanh"``).
+        angular: ``"linear" | "cos" | "sigmoid" | "sqcos"`` or a callable (default ``"cos"``).
+        alpha: magnitude scale (default 1). Bounded operators satisfy ``|f| <= alpha``.
+        beta: second slope of ``seg``, weight of the log term of ``mix`` (default 0.5).
+        rho: operator radius of ``ball``, ``tanh``, ``seg`` and the weighted variants
+            (default 1); see :class:`DecoupledLayer` for ``rho_mode`` / ``learnable_rho``.
+        k: steepness of the sigmoid angular function (default 0.3).
+        weighted: ``None`` (default), ``"linear"``, ``"nonlinear"`` or ``"separable"``.
+        eps: added inside the square roots of ``||w||`` and ``||x||`` (default 1e-4).
+        bias: add a learnable bias after the decoupled response (default ``False``).
+        padding_mode: ``"zeros"`` (default), ``"reflect"``, ``"replicate"`` or ``"circular"``.
+
+    Shapes: input ``(N, C_in, H, W)``, output ``(N, C_out, H', W')`` as ``nn.Conv2d``;
+    ``weight`` has ``nn.Conv2d``'s shape ``(C_out, C_in, kh, kw)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] = 1, padding: int | Sequence[int] | str = 0,
+                 dilation: int | Sequence[int] = 1, magnitude: str | Callable[..., Tensor] = "tanh",
+                 angular: str | Callable[..., Tensor] = "cos", alpha: float = 1.0, beta: float = 0.5,
+                 rho: float = 1.0, k: float = 0.3, weighted: str | None = None,
+                 learnable_rho: bool = False, rho_mode: str = "absolute", eps: float = 1e-4,
+                 bias: bool = False, padding_mode: str = "zeros", device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        if in_channels <= 0 or out_channels <= 0:
+            raise ValueError(f"channels: must be > 0, got in={in_channels}, out={out_channels}")
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"padding_mode: must be zeros/reflect/replicate/circular, got {padding_mode!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self.dilation = _pair(dilation)
+        self.padding_mode = padding_mode
+        if isinstance(self.padding, str) and padding_mode != "zeros":
+            raise ValueError("padding: string padding needs padding_mode='zeros'")
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self._init_decoupled(out_channels, magnitude, angular, alpha, beta, rho, k, weighted,
+                             learnable_rho, rho_mode, eps, factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise like ``nn.Conv2d`` (Kaiming-uniform with a = sqrt(5))."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.weight[0].numel())
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _geometry(self, x: Tensor) -> tuple[Tensor, Any]:
+        if self.padding_mode == "zeros":
+            return x, self.padding
+        ph, pw = self.padding  # type: ignore[misc]
+        return F.pad(x, (pw, pw, ph, ph), mode=self.padding_mode), 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, padding = self._geometry(x)
+        xnorm = patch_norm2d(x, self.kernel_size, self.stride, padding, self.dilation, self.eps)
+        out = decoupled_conv2d(x, self.weight, stride=self.stride, padding=padding,
+                               dilation=self.dilation, rho=self.effective_rho(xnorm), xnorm=xnorm,
+                               **self._response_kwargs())
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1)
+        return out
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding not in ((0, 0), "valid"):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        if self.bias is not None:
+            s += ", bias=True"
+        return s + ", " + self._decoupled_repr()
+
+
+class DecoupledLinear(DecoupledLayer):
+    """Decoupled fully-connected layer ``f_d(w, x) = h(||x||) * g(theta)`` per output unit.
+
+    Same keywords as :class:`DecoupledConv2d`; ``weight`` has ``nn.Linear``'s shape
+    ``(out_features, in_features)``; input ``(..., in_features)``, output
+    ``(..., out_features)``. In ``rho_mode="relative"`` the mean of ``||x||`` is taken over
+    all leading dimensions.
+    """
+
+    def __init__(self, in_features: int, out_features: int, magnitude: str | Callable[..., Tensor] = "tanh",
+                 angular: str | Callable[..., Tensor] = "cos", alpha: float = 1.0, beta: float = 0.5,
+                 rho: float = 1.0, k: float = 0.3, weighted: str | None = None,
+                 learnable_rho: bool = False, rho_mode: str = "absolute", eps: float = 1e-4,
+                 bias: bool = False, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        if in_features <= 0 or out_features <= 0:
+            raise ValueError(f"features: must be > 0, got in={in_features}, out={out_features}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self._init_decoupled(out_features, magnitude, angular, alpha, beta, rho, k, weighted,
+                             learnable_rho, rho_mode, eps, factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise like ``nn.Linear``."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.in_features)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        xnorm = torch.sqrt(x.pow(2).sum(-1, keepdim=True) + self.eps)
+        out = decoupled_linear(x, self.weight, rho=self.effective_rho(xnorm), xnorm=xnorm,
+                               **self._response_kwargs())
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+    def extra_repr(self) -> str:
+        s = f"in_features={self.in_features}, out_features={self.out_features}"
+        if self.bias is not None:
+            s += ", bias=True"
+        return s + ", " + self._decoupled_repr()

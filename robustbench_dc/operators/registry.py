@@ -1,0 +1,275 @@
+"""Operator specs: from a string, a class or a reference to a layer factory.
+
+An operator spec says which layer replaces the convolutions (and hidden fully-connected
+layers) of a network:
+
+- ``"baseline"``: plain ``nn.Conv2d`` / ``nn.Linear``;
+- ``"<magnitude>+<angular>"``: :class:`DecoupledConv2d` / :class:`DecoupledLinear` with
+  those functions, e.g. ``"tanh+cos"``, ``"sphere+sqcos"``; the paper's names
+  ``"sphereconv"``, ``"ballconv"``, ``"tanhconv"``, ``"linearconv"``, ``"segconv"``,
+  ``"logconv"``, ``"mixconv"`` mean ``"<magnitude>+cos"``;
+- a name registered with :func:`register_operator` (a whole conv-like module class);
+- a name from the entry-point group ``robustbench_dc.operators`` of an installed package;
+- a reference ``path/to/file.py:Name`` or ``package.module:Name`` to a module class, a
+  function registered with ``@register_magnitude`` / ``@register_angular`` (the other
+  function defaults to ``cos`` / ``tanh``), or an :class:`OperatorSpec`.
+
+Parameters (``alpha``, ``rho``, ``weighted``, ...) come as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import logging
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from .angular import ANGULARS
+from .layers import DecoupledConv2d, DecoupledLinear
+from .magnitude import MAGNITUDES
+
+__all__ = [
+    "OperatorSpec",
+    "UnknownOperatorError",
+    "ENTRY_POINT_GROUP",
+    "OPERATORS",
+    "register_operator",
+    "get_operator",
+    "known_operators",
+    "load_reference",
+    "entry_point_operators",
+]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "robustbench_dc.operators"
+PAPER_ALIASES = {
+    "sphereconv": "sphere", "ballconv": "ball", "tanhconv": "tanh", "linearconv": "linear",
+    "segconv": "seg", "logconv": "log", "mixconv": "mix",
+}
+# Hyper-parameters understood by the built-in decoupled layers.
+DECOUPLED_PARAMS = ("magnitude", "angular", "alpha", "beta", "rho", "k", "weighted", "learnable_rho",
+                    "rho_mode", "eps")
+
+
+class UnknownOperatorError(ValueError):
+    """An operator spec that names nothing known; the message lists the known names."""
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """A resolved operator: how to build its conv-like and linear-like layers.
+
+    Attributes:
+        name: canonical name (``"tanh+cos"``, ``"baseline"``, ``"my_ops.py:MyOp"``).
+        conv: factory ``conv(in_channels, out_channels, kernel_size, stride=1, padding=0,
+            dilation=1, **params) -> nn.Module``.
+        linear: factory ``linear(in_features, out_features, **params) -> nn.Module``, or
+            ``None`` when the operator has no fully-connected counterpart (hidden
+            fully-connected layers then stay ``nn.Linear``).
+        params: keyword arguments passed to both factories.
+    """
+
+    name: str
+    conv: Callable[..., nn.Module]
+    linear: Callable[..., nn.Module] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.name == "baseline"
+
+    def make_conv(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                  padding: int = 0, dilation: int = 1, bias: bool = False) -> nn.Module:
+        """Build a conv-like layer with this operator."""
+        return self.conv(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                         dilation=dilation, bias=bias, **self.params)
+
+    def make_linear(self, in_features: int, out_features: int, bias: bool = False) -> nn.Module:
+        """Build a hidden fully-connected layer with this operator (``nn.Linear`` if it has none)."""
+        if self.linear is None:
+            return nn.Linear(in_features, out_features, bias=bias)
+        return self.linear(in_features, out_features, bias=bias, **self.params)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly description (name and parameters) for model cards and results."""
+        return {"name": self.name, "params": {k: _jsonable(v) for k, v in sorted(self.params.items())}}
+
+    def with_params(self, **params: Any) -> "OperatorSpec":
+        return OperatorSpec(self.name, self.conv, self.linear, {**self.params, **params})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return getattr(value, "__name__", repr(value))
+
+
+def _baseline_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                   padding: int = 0, dilation: int = 1, bias: bool = False, **params: Any) -> nn.Module:
+    if params:
+        raise ValueError(f"operator 'baseline' takes no parameters, got {sorted(params)}")
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                     dilation=dilation, bias=bias)
+
+
+def _baseline_linear(in_features: int, out_features: int, bias: bool = False, **params: Any) -> nn.Module:
+    if params:
+        raise ValueError(f"operator 'baseline' takes no parameters, got {sorted(params)}")
+    return nn.Linear(in_features, out_features, bias=bias)
+
+
+OPERATORS: dict[str, OperatorSpec] = {}
+
+
+def register_operator(name: str, *, linear: Callable[..., nn.Module] | None = None,
+                      overwrite: bool = False) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator registering a whole conv-like module under ``name``.
+
+    The class is constructed like ``nn.Conv2d``:
+    ``cls(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, **params)``
+    and must accept ``bias`` as a keyword. ``linear`` optionally gives the
+    fully-connected counterpart (same keywords as ``nn.Linear`` plus ``**params``); a
+    class attribute ``linear_counterpart`` does the same.
+    """
+
+    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
+        key = name.lower()
+        if key in OPERATORS and not overwrite and OPERATORS[key].conv is not cls:
+            raise ValueError(f"operator {name!r} is already registered; pass overwrite=True to replace it")
+        OPERATORS[key] = OperatorSpec(key, cls, linear or getattr(cls, "linear_counterpart", None))
+        cls._rbdc_operator = key  # type: ignore[attr-defined]
+        return cls
+
+    return decorator
+
+
+def entry_point_operators() -> dict[str, Any]:
+    """Operators advertised by installed packages in the ``robustbench_dc.operators`` group."""
+    return {ep.name.lower(): ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _module_name_for(path: Path) -> str:
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    return f"rbdc_user_{path.stem}_{digest}"
+
+
+def load_reference(ref: str, base_dir: str | Path | None = None) -> Any:
+    """Import ``path/to/file.py:Name`` or ``package.module:Name`` and return ``Name``.
+
+    A relative file path is resolved against ``base_dir`` (e.g. the folder of the
+    protocol that names it), then the working directory. The file is imported once
+    per path (re-used on later calls) under a private module name.
+    """
+    if ref.count(":") < 1:
+        raise UnknownOperatorError(f"reference {ref!r}: expected 'path/to/file.py:Name' or 'package.module:Name'")
+    target, _, attr = ref.rpartition(":")
+    if not attr.isidentifier():
+        raise UnknownOperatorError(f"reference {ref!r}: {attr!r} is not a Python name")
+    if target.endswith(".py"):
+        candidates = [Path(base_dir) / target] if base_dir is not None else []
+        candidates.append(Path(target))
+        path = next((p.resolve() for p in candidates if p.is_file()), None)
+        if path is None:
+            raise UnknownOperatorError(f"reference {ref!r}: file not found (looked at "
+                                       f"{', '.join(str(c) for c in candidates)})")
+        mod_name = _module_name_for(path)
+        module = sys.modules.get(mod_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            if spec is None or spec.loader is None:
+                raise UnknownOperatorError(f"reference {ref!r}: cannot import {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[mod_name]
+                raise
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise UnknownOperatorError(f"reference {ref!r}: cannot import module {target!r} ({exc})") from exc
+    if not hasattr(module, attr):
+        public = sorted(n for n in vars(module) if not n.startswith("_"))
+        raise UnknownOperatorError(f"reference {ref!r}: {target} has no {attr!r}; it defines {', '.join(public)}")
+    return getattr(module, attr)
+
+
+def known_operators() -> list[str]:
+    """Every operator name a spec string can use (reference strings aside)."""
+    names = ["baseline"]
+    names += [f"{m}+{a}" for m in MAGNITUDES for a in ANGULARS]
+    names += sorted(PAPER_ALIASES)
+    names += sorted(OPERATORS)
+    names += sorted(n for n in entry_point_operators() if n not in OPERATORS)
+    return names
+
+
+def _decoupled(name: str, magnitude: Any, angular: Any, params: dict[str, Any]) -> OperatorSpec:
+    unknown = sorted(set(params) - set(DECOUPLED_PARAMS) - {"bias"})
+    if unknown:
+        raise ValueError(f"operator {name!r}: unknown parameter(s) {unknown}; "
+                         f"known: {', '.join(p for p in DECOUPLED_PARAMS if p not in ('magnitude', 'angular'))}")
+    params = {**params, "magnitude": magnitude, "angular": angular}
+    # Build one layer now so that a bad parameter fails here, naming the field.
+    DecoupledLinear(2, 2, **params)
+    return OperatorSpec(name, DecoupledConv2d, DecoupledLinear, params)
+
+
+def _from_object(obj: Any, name: str, params: dict[str, Any]) -> OperatorSpec:
+    if isinstance(obj, OperatorSpec):
+        return obj.with_params(**params)
+    if inspect.isclass(obj) and issubclass(obj, nn.Module):
+        return OperatorSpec(name, obj, getattr(obj, "linear_counterpart", None), dict(params))
+    if callable(obj) and hasattr(obj, "_rbdc_magnitude"):
+        angular = params.pop("angular", "cos")
+        return _decoupled(name, obj, angular, params)
+    if callable(obj) and hasattr(obj, "_rbdc_angular"):
+        magnitude = params.pop("magnitude", "tanh")
+        return _decoupled(name, magnitude, obj, params)
+    raise UnknownOperatorError(
+        f"operator {name!r}: {obj!r} is neither an nn.Module class, an OperatorSpec, nor a function "
+        "decorated with @register_magnitude / @register_angular")
+
+
+def get_operator(spec: str | OperatorSpec | type[nn.Module], base_dir: str | Path | None = None,
+                 **params: Any) -> OperatorSpec:
+    """Resolve an operator spec (see the module docstring) with keyword parameters.
+
+    Raises:
+        UnknownOperatorError: the name is unknown; the message lists the known names.
+        ValueError: a parameter is unknown or out of range (the message names it).
+    """
+    if not isinstance(spec, str):
+        name = getattr(spec, "name", None) or getattr(spec, "__name__", repr(spec))
+        return _from_object(spec, str(name), dict(params))
+    text = spec.strip()
+    key = text.lower()
+    if key == "baseline":
+        return OperatorSpec("baseline", _baseline_conv, _baseline_linear, dict(params))
+    if key in PAPER_ALIASES:
+        key = f"{PAPER_ALIASES[key]}+cos"
+    if "+" in key and ":" not in key:
+        mag, _, ang = key.partition("+")
+        if mag in MAGNITUDES and ang in ANGULARS:
+            return _decoupled(key, mag, ang, dict(params))
+    if key in OPERATORS:
+        return OPERATORS[key].with_params(**params)
+    eps_ = entry_point_operators()
+    if key in eps_:
+        return _from_object(eps_[key].load(), key, dict(params))
+    if ":" in text:
+        return _from_object(load_reference(text, base_dir), text, dict(params))
+    raise UnknownOperatorError(
+        f"operator: unknown {spec!r}; known: {', '.join(known_operators())} "
+        "(or a reference 'path/to/file.py:Name' / 'package.module:Name')")
