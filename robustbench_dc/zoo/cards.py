@@ -1,0 +1,164 @@
+"""Model cards: one YAML file per zoo entry under ``models/``.
+
+A card names the architecture, the operator and its parameters, the dataset and the
+training recipe, and once trained the checkpoint path and its sha256::
+
+    name: cnn9-tanh-cifar10
+    arch: cnn9
+    operator: tanh+cos
+    operator_params: {rho: 1.0}
+    arch_params: {width: 0.25}
+    dataset: cifar10
+    recipe: cifar10-natural
+    checkpoint: checkpoints/cnn9-tanh-cifar10.pt   # relative to the card's folder
+    sha256: 3f2a...
+
+Cards are looked up in ``$RBDC_MODELS`` (a folder, or several separated by ``:``), then
+the ``models/`` folder of the repository checkout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import nn
+
+from .registry import build_model, list_archs
+
+__all__ = ["ModelCard", "CardError", "card_dirs", "list_cards", "get_card", "load_card", "load_model",
+           "sha256_file"]
+
+log = logging.getLogger(__name__)
+
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+class CardError(ValueError):
+    """A model card that cannot be found, parsed or validated; the message says which and why."""
+
+
+class ModelCard(BaseModel):
+    """One zoo entry (validated; unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    arch: str
+    operator: str = "baseline"
+    operator_params: dict[str, Any] = Field(default_factory=dict)
+    arch_params: dict[str, Any] = Field(default_factory=dict)
+    dataset: str
+    recipe: str | dict[str, Any] | None = None
+    description: str = ""
+    checkpoint: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str) -> str:
+        if value.lower() not in list_archs():
+            raise ValueError(f"unknown architecture {value!r}; known: {', '.join(list_archs())}")
+        return value.lower()
+
+    def build(self) -> nn.Module:
+        """The untrained network described by this card."""
+        return build_model(self.arch, self.operator, dataset=self.dataset, **self.arch_params, **self.operator_params)
+
+    def checkpoint_path(self) -> Path | None:
+        if self.checkpoint is None:
+            return None
+        p = Path(self.checkpoint)
+        if not p.is_absolute() and self.path is not None:
+            p = self.path.parent / p
+        return p
+
+
+def card_dirs() -> list[Path]:
+    """Folders searched for cards, in order."""
+    dirs = [Path(p) for p in os.environ.get("RBDC_MODELS", "").split(os.pathsep) if p]
+    dirs.append(REPO_MODELS)
+    return dirs
+
+
+def load_card(path: str | Path) -> ModelCard:
+    """Parse and validate one card file (safe YAML)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CardError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CardError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return ModelCard(**data, path=path)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise CardError(f"{path}: {problems}") from None
+
+
+def list_cards() -> list[ModelCard]:
+    """Every card found (the first of a name wins), sorted by name."""
+    seen: dict[str, ModelCard] = {}
+    for folder in card_dirs():
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+            card = load_card(path)
+            seen.setdefault(card.name, card)
+    return [seen[k] for k in sorted(seen)]
+
+
+def get_card(name: str) -> ModelCard:
+    """The card called ``name`` (or a path to a card file)."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return load_card(name)
+    cards = {c.name: c for c in list_cards()}
+    if name not in cards:
+        raise CardError(f"model: unknown {name!r}; known: {', '.join(cards) or '(no cards found)'}")
+    return cards[name]
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(name: str, pretrained: bool = True, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Build a zoo entry and load its checkpoint when the card records one.
+
+    The checkpoint's sha256 is checked against the card and the file is read with
+    ``torch.load(..., weights_only=True)`` (no code from the file runs). A checkpoint may
+    be a plain state dict or a training checkpoint holding it under ``"model"``.
+
+    Raises:
+        CardError: unknown name, invalid card, missing checkpoint file or checksum mismatch.
+    """
+    card = get_card(name)
+    model = card.build()
+    ckpt = card.checkpoint_path()
+    if not pretrained or ckpt is None:
+        if ckpt is None:
+            log.info("model %s: the card records no checkpoint; returning an untrained network", card.name)
+        return model
+    if not ckpt.is_file():
+        raise CardError(f"model {card.name!r}: checkpoint {ckpt} not found (train it, or load with pretrained=False)")
+    if card.sha256 is not None:
+        digest = sha256_file(ckpt)
+        if digest != card.sha256:
+            raise CardError(f"model {card.name!r}: checkpoint {ckpt} has sha256 {digest}, the card says {card.sha256}")
+    state = torch.load(ckpt, map_location=map_location, weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    model.load_state_dict(state)
+    return model

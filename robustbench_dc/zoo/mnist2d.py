@@ -1,0 +1,53 @@
+"""A small MNIST CNN whose last hidden layer has 2 units, for 2-D feature plots (Figures 6-7)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor, nn
+
+from ..operators import OperatorSpec
+from .base import Normalize, ZooModel, scaled
+from .registry import register_arch
+
+__all__ = ["MNIST2D"]
+
+
+class MNIST2D(ZooModel):
+    """Three blocks of two 5x5 convolutions (32/64/128 filters, BN + ReLU, 2x2 max-pool),
+    a 2-unit layer (the feature embedding) and a linear classifier on it.
+
+    The convolutions and the 2-unit layer use the operator. :meth:`features` returns the
+    2-D embedding that the figures scatter.
+    """
+
+    def __init__(self, operator: OperatorSpec, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
+                 width: float = 1.0, widths: Sequence[int] = (32, 64, 128), feature_dim: int = 2,
+                 mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,)) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        layers: list[nn.Module] = []
+        c_in, size = in_channels, input_size
+        for c in widths:
+            c_out = scaled(c, width)
+            for _ in range(2):
+                layers += [operator.make_conv(c_in, c_out, 5, padding=2), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+                c_in = c_out
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        self.body = nn.Sequential(*layers)
+        self.embed = operator.make_linear(c_in * size * size, feature_dim)
+        self.classifier = nn.Linear(feature_dim, num_classes)
+        self._record("mnist2d", operator, width=width, widths=list(widths), feature_dim=feature_dim,
+                     in_channels=in_channels, input_size=input_size, num_classes=num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.embed(self.body(self.normalize(x)).flatten(1))
+
+
+@register_arch("mnist2d")
+def mnist2d(operator: OperatorSpec, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
+            width: float = 1.0, widths: Sequence[int] = (32, 64, 128), feature_dim: int = 2,
+            mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,)) -> MNIST2D:
+    """MNIST CNN with a 2-unit embedding exposed by ``features(x)``."""
+    return MNIST2D(operator, num_classes, in_channels, input_size, width, widths, feature_dim, mean, std)

@@ -1,0 +1,37 @@
+"""The rbdc command: listings work, user errors are one line with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from robustbench_dc.cli import main
+
+
+def test_operators_list_shows_the_family(capsys):
+    assert main(["operators", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("sphere", "ball", "tanh", "linear", "seg", "log", "mix", "cos", "sigmoid", "sqcos", "separable"):
+        assert name in out
+
+
+def test_zoo_list_shows_the_cards(capsys):
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "cnn9-tanh-cifar10" in out and "mnist2d-baseline-mnist" in out
+
+
+def test_nonexistent_dataset_folder_is_a_one_line_error_with_exit_code_2(tmp_path):
+    missing = tmp_path / "no-such-folder"
+    proc = subprocess.run([sys.executable, "-m", "robustbench_dc", "data", "check", "mnist", "--data-dir",
+                           str(missing)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rbdc: error:") and str(missing) in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_operator_error_lists_known_names(capsys):
+    assert main(["zoo", "show", "no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "known: cnn9-ball-cifar10" in err
