@@ -19,7 +19,6 @@ the ``models/`` folder of the repository checkout.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -30,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
+from ..data.download import file_digest
 from .registry import build_model, list_archs
 
 __all__ = ["ModelCard", "CardError", "card_dirs", "list_cards", "get_card", "load_card", "load_model",
@@ -127,11 +127,8 @@ def get_card(name: str) -> ModelCard:
 
 
 def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 hex digest of a file."""
+    return file_digest(path, "sha256")
 
 
 def load_model(name: str, pretrained: bool = True, map_location: str | torch.device = "cpu") -> nn.Module:
