@@ -1,0 +1,102 @@
+"""Small internal helpers shared by the attack modules."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+__all__ = [
+    "eval_mode",
+    "model_device",
+    "seeded",
+    "per_example",
+    "model_fingerprint",
+    "data_fingerprint",
+    "batched_logits",
+]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule of ``model`` in eval mode; restore each one's previous
+    ``training`` flag on exit (also on error)."""
+    saved = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def model_device(model: nn.Module, default: torch.device | None = None) -> torch.device:
+    """Device of the model's first parameter or buffer (``default`` or CPU if none)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return default if default is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG (CPU and, if used, the CUDA device) inside the block
+    and restore the previous RNG state afterwards."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if (
+        device.type == "cuda"
+    ) else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def per_example(value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Broadcastable (N, 1, ..., 1) tensor of a scalar or per-example (N,) value."""
+    if isinstance(value, torch.Tensor):
+        t = value.to(device=x.device, dtype=x.dtype)
+        if t.dim() == 0:
+            t = t.expand(x.shape[0])
+    else:  # a fill kernel, no host-to-device copy
+        t = torch.full((x.shape[0],), float(value), dtype=x.dtype, device=x.device)
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"eps: per-example values must have shape ({x.shape[0]},), got {tuple(t.shape)}")
+    return t.view(-1, *([1] * (x.dim() - 1)))
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 of the model's class and ``state_dict`` (names, shapes, dtypes, bytes).
+
+    Parameter-free models of the same class share a fingerprint: give such
+    models explicit keys (``model_keys=``) where it matters."""
+    h = hashlib.sha256()
+    h.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        if isinstance(t, torch.Tensor):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:  # pragma: no cover - extra state
+            h.update(repr(t).encode())
+    return h.hexdigest()
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """sha256 of the bytes, shapes and dtypes of ``x`` and ``y`` (data slice identity)."""
+    h = hashlib.sha256()
+    for t in (x, y):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def batched_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in batches (no grad), shape (N, K)."""
+    outs = [model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0)

@@ -1,0 +1,204 @@
+"""White-box evaluation of one model against a list of attacks, with masking flags.
+
+Every adversarial batch comes from :func:`~robustbench_dc.attacks.attack.run_attack`
+and is therefore constraint-checked before it is scored. The gradient-masking
+diagnostics of :mod:`~robustbench_dc.attacks.masking` run with every evaluation
+(``masking=False`` turns them off) and are stored in :attr:`EvalResult.flags`.
+
+Example::
+
+    >>> res = evaluate_whitebox(model, x, y, [load_attack_config("fgsm-linf"),
+    ...                                       load_attack_config("pgd-linf")], dataset="cifar10")
+    >>> res.to_dict()["worst"]["linf-eps0.0314"]["robust_accuracy"], res.triggered
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustbench_dc.attacks._utils import batched_logits, eval_mode, model_device
+from robustbench_dc.attacks.attack import run_attack, validate_inputs
+from robustbench_dc.attacks.checks import perturbation_norms
+from robustbench_dc.attacks.masking import (
+    MaskingConfig,
+    MaskingFlag,
+    diagnose_masking,
+    flag_transfer_beats_whitebox,
+)
+from robustbench_dc.attacks.metrics import AttackResult, attack_result, worst_case
+from robustbench_dc.attacks.spec import AttackSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from robustbench_dc.attacks.transfer import TransferResult
+
+__all__ = ["EvalResult", "evaluate_whitebox", "group_key"]
+
+
+def group_key(threat_model: str, eps: float | None) -> str:
+    """Key of a (threat model, eps) group, e.g. ``"linf-eps0.0314"``."""
+    return f"{threat_model}-eps{eps:.4f}" if eps is not None else f"{threat_model}-eps?"
+
+
+@dataclass
+class EvalResult:
+    """White-box evaluation of one model.
+
+    Attributes:
+        model (str): model name.
+        n (int): number of examples (the first n of the split, in order).
+        clean_accuracy (float): fraction correct without attack.
+        results (list[AttackResult]): one per attack, in the given order.
+        worst (dict[str, AttackResult]): per-example worst case per (threat model, eps)
+            group, keyed by :func:`group_key`.
+        flags (list[MaskingFlag]): masking diagnostics (empty if ``masking=False``).
+    """
+
+    model: str
+    n: int
+    clean_accuracy: float
+    results: list[AttackResult]
+    worst: dict[str, AttackResult]
+    flags: list[MaskingFlag] = field(default_factory=list)
+
+    def __getitem__(self, attack: str) -> AttackResult:
+        for r in self.results:
+            if r.attack == attack:
+                return r
+        raise KeyError(f"attack {attack!r} not evaluated; have: {[r.attack for r in self.results]}")
+
+    def flag(self, name: str) -> MaskingFlag:
+        """The flag called ``name``."""
+        for f in self.flags:
+            if f.name == name:
+                return f
+        raise KeyError(f"flag {name!r} not computed; have: {[f.name for f in self.flags]}")
+
+    @property
+    def triggered(self) -> list[str]:
+        """Names of the triggered masking flags."""
+        return [f.name for f in self.flags if f.triggered]
+
+    def add_transfer(self, transfer: TransferResult | list[AttackResult], tol: float = 0.01) -> MaskingFlag:
+        """(Re)compute the ``transfer-beats-whitebox`` flag from transfer results
+        whose target is this model; returns the flag."""
+        cells = transfer if isinstance(transfer, list) else transfer.cells
+        mine = [c for c in cells if c.model == self.model]
+        new = flag_transfer_beats_whitebox(self.results, mine, tol)
+        if any(f.name == new.name for f in self.flags):
+            self.flags = [new if f.name == new.name else f for f in self.flags]
+        else:
+            self.flags.append(new)
+        return new
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dict."""
+        return {
+            "model": self.model,
+            "n": self.n,
+            "clean_accuracy": self.clean_accuracy,
+            "results": [r.to_dict() for r in self.results],
+            "worst": {k: v.to_dict() for k, v in self.worst.items()},
+            "flags": [f.to_dict() for f in self.flags],
+        }
+
+
+def evaluate_whitebox(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: list[AttackSpec],
+    batch_size: int = 256,
+    progress: bool = False,
+    *,
+    dataset: str | None = None,
+    model_name: str = "model",
+    masking: bool | MaskingConfig = True,
+    transfer: TransferResult | list[AttackResult] | None = None,
+) -> EvalResult:
+    """Evaluate ``model`` on (x, y) under each attack, plus masking diagnostics.
+
+    Arguments:
+        model (nn.Module): (N, C, H, W) in [0, 1] -> (N, K) logits; eval mode is used
+            and the previous mode restored.
+        x (Tensor): (N, C, H, W) clean inputs in [0, 1] (the first N test examples).
+        y (Tensor): (N,) int64 labels.
+        attacks (list[AttackSpec]): the attack set (eps=None -> ``dataset``'s standard eps).
+        batch_size (int): attack batch size. Default 256.
+        progress (bool): tqdm bar over attacks x batches. Default False.
+        dataset (str | None): dataset name for standard / large eps. Default None.
+        model_name (str): name stored in the results. Default ``"model"``.
+        masking (bool | MaskingConfig): run the diagnostics (with this config). Default True.
+        transfer (TransferResult | list[AttackResult] | None): transfer results whose
+            target is ``model_name``, for the ``transfer-beats-whitebox`` flag. Default None.
+
+    Returns:
+        EvalResult.
+
+    Example::
+
+        >>> res = evaluate_whitebox(model, x, y, [AttackSpec(name="pgd")], dataset="mnist")
+        >>> res.results[0].robust_accuracy, res.triggered
+    """
+    validate_inputs(x, y)
+    if not attacks:
+        raise ValueError("attacks: need at least one AttackSpec")
+    specs = [s.resolve(dataset) for s in attacks]
+    labels = [s.label for s in specs]
+    dup = {lab for lab in labels if labels.count(lab) > 1}
+    if dup:
+        raise ValueError(f"attacks: duplicate attack labels {sorted(dup)}")
+    dev = model_device(model, x.device)
+    n = x.shape[0]
+    with eval_mode(model):
+        clean_pred = batched_logits(model, x.to(dev), batch_size).argmax(1).cpu()
+    clean_correct = clean_pred == y.cpu()
+    results: list[AttackResult] = []
+    n_batches = (n + batch_size - 1) // batch_size
+    bar = tqdm(total=len(specs) * n_batches, disable=not progress, desc=f"white-box {model_name}")
+    try:
+        for spec in specs:
+            bar.set_postfix_str(spec.label)
+            t0 = time.perf_counter()
+            adv_correct = torch.empty(n, dtype=torch.bool)
+            norms = torch.empty(n, dtype=torch.float64)
+            for i in range(0, n, batch_size):
+                xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
+                x_adv = run_attack(model, xb, yb, spec)
+                with torch.no_grad(), eval_mode(model):
+                    adv_correct[i : i + batch_size] = (model(x_adv).argmax(1) == yb).cpu()
+                norms[i : i + batch_size] = perturbation_norms(x_adv, xb, spec.threat_model).double().cpu()
+                bar.update(1)
+            results.append(
+                attack_result(model_name, spec, clean_correct, adv_correct, norms,
+                              seconds=time.perf_counter() - t0)
+            )
+    finally:
+        bar.close()
+    groups: dict[str, list[AttackResult]] = {}
+    for r in results:
+        groups.setdefault(group_key(r.threat_model, r.eps), []).append(r)
+    worst = {k: worst_case(v, name=f"worst-case[{k}]") for k, v in groups.items()}
+    flags: list[MaskingFlag] = []
+    if masking is not False:
+        cfg = masking if isinstance(masking, MaskingConfig) else MaskingConfig()
+        tr_cells: list[AttackResult] = []
+        if transfer is not None:
+            cells = transfer if isinstance(transfer, list) else transfer.cells
+            tr_cells = [c for c in cells if c.model == model_name]
+        flags = diagnose_masking(
+            model, x, y, results, dataset=dataset, config=cfg, transfer=tr_cells, batch_size=batch_size
+        )
+    return EvalResult(
+        model=model_name,
+        n=n,
+        clean_accuracy=float(clean_correct.float().mean()) if n else float("nan"),
+        results=results,
+        worst=worst,
+        flags=flags,
+    )

@@ -1,0 +1,209 @@
+"""Per-model, per-attack robustness metrics and the per-example worst case.
+
+Definitions (over the first ``n`` examples):
+
+* clean accuracy: fraction classified correctly without attack;
+* robust accuracy: fraction classified correctly *and* still correctly after the
+  attack (a clean error counts as non-robust);
+* attack success rate: fraction of the clean-correct examples that the attack
+  makes misclassified;
+* mean / max perturbation: the threat model's norm of ``x_adv - x`` over the
+  clean-correct (i.e. attacked) examples.
+
+:func:`worst_case` takes the per-example AND of robust correctness over several
+attacks on the same model and data (AutoAttack-style ensemble).
+
+Example::
+
+    >>> res = attack_result("model", spec, clean_correct, adv_correct, norms)
+    >>> worst_case([res_fgsm, res_pgd]).robust_accuracy
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from robustbench_dc.attacks.spec import AttackSpec
+
+__all__ = ["AttackResult", "attack_result", "worst_case"]
+
+
+def _nan_to_none(v: float | None) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+@dataclass
+class AttackResult:
+    """Metrics of one attack against one model (JSON-serialisable via :meth:`to_dict`).
+
+    Attributes:
+        model (str): evaluated (target) model name.
+        attack (str): attack label (``spec.label``).
+        spec (dict): the resolved spec's fields.
+        threat_model (str): ``"linf"`` / ``"l2"`` (``"mixed"`` for a worst case over both).
+        eps (float | None): budget (None for a worst case over different budgets).
+        n (int): number of examples.
+        clean_accuracy (float), robust_accuracy (float), attack_success_rate (float):
+            fractions in [0, 1]; success rate is NaN (``None`` in JSON) without clean-correct examples.
+        mean_perturbation (float | None), max_perturbation (float | None): norms over
+            the clean-correct examples (None if there are none).
+        clean_correct (list[bool]), robust_correct (list[bool]): per-example vectors.
+        perturbation_norms (list[float]): per-example norms (all examples).
+        source (str | None): source model for a transfer attack, None for white-box.
+        seconds (float): wall time spent crafting (0 when loaded from cache).
+    """
+
+    model: str
+    attack: str
+    spec: dict[str, Any]
+    threat_model: str
+    eps: float | None
+    n: int
+    clean_accuracy: float
+    robust_accuracy: float
+    attack_success_rate: float
+    mean_perturbation: float | None
+    max_perturbation: float | None
+    clean_correct: list[bool] = field(repr=False)
+    robust_correct: list[bool] = field(repr=False)
+    perturbation_norms: list[float] = field(repr=False)
+    source: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def robust_correct_tensor(self) -> torch.Tensor:
+        """Per-example robust correctness as a bool tensor (n,)."""
+        return torch.tensor(self.robust_correct, dtype=torch.bool)
+
+    @property
+    def clean_correct_tensor(self) -> torch.Tensor:
+        """Per-example clean correctness as a bool tensor (n,)."""
+        return torch.tensor(self.clean_correct, dtype=torch.bool)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dict (NaN -> None)."""
+        d = asdict(self)
+        d["attack_success_rate"] = _nan_to_none(d["attack_success_rate"])
+        return d
+
+    def summary(self) -> str:
+        """One line: ``model attack: clean 98.0% robust 12.0%``."""
+        src = f" (from {self.source})" if self.source else ""
+        return (
+            f"{self.model} {self.attack}{src}: clean {100 * self.clean_accuracy:.1f}% "
+            f"robust {100 * self.robust_accuracy:.1f}%"
+        )
+
+
+def attack_result(
+    model: str,
+    spec: AttackSpec,
+    clean_correct: torch.Tensor,
+    adv_correct: torch.Tensor,
+    norms: torch.Tensor,
+    *,
+    source: str | None = None,
+    seconds: float = 0.0,
+) -> AttackResult:
+    """Build an :class:`AttackResult`.
+
+    Arguments:
+        model (str): target model name.
+        spec (AttackSpec): resolved spec.
+        clean_correct (Tensor): bool (n,), clean prediction == label.
+        adv_correct (Tensor): bool (n,), prediction on the adversarial input == label.
+        norms (Tensor): (n,) perturbation norms in ``spec.threat_model``.
+        source (str | None): source model of a transfer attack. Default None.
+        seconds (float): crafting time. Default 0.
+    """
+    cc = clean_correct.detach().cpu().bool()
+    rc = cc & adv_correct.detach().cpu().bool()
+    nm = norms.detach().cpu().double()
+    n = int(cc.numel())
+    n_cc = int(cc.sum())
+    clean_acc = n_cc / n if n else float("nan")
+    rob_acc = int(rc.sum()) / n if n else float("nan")
+    asr = (n_cc - int(rc.sum())) / n_cc if n_cc else float("nan")
+    attacked = nm[cc]
+    return AttackResult(
+        model=model,
+        attack=spec.label,
+        spec=spec.model_dump(mode="json"),
+        threat_model=spec.threat_model,
+        eps=spec.eps,
+        n=n,
+        clean_accuracy=clean_acc,
+        robust_accuracy=rob_acc,
+        attack_success_rate=asr,
+        mean_perturbation=float(attacked.mean()) if attacked.numel() else None,
+        max_perturbation=float(attacked.max()) if attacked.numel() else None,
+        clean_correct=cc.tolist(),
+        robust_correct=rc.tolist(),
+        perturbation_norms=nm.tolist(),
+        source=source,
+        seconds=seconds,
+    )
+
+
+def worst_case(results: list[AttackResult], name: str | None = None) -> AttackResult:
+    """Per-example worst case over attacks on the same model and examples.
+
+    An example is robust only if it is robust to every attack (per-example AND).
+    Its perturbation norm is that of the first attack (in list order) that broke
+    it, else the largest norm over attacks. Norm statistics are None when the
+    attacks use different threat models.
+
+    Arguments:
+        results (list[AttackResult]): >= 1 results with the same ``n`` and clean vector.
+        name (str | None): label; default ``"worst-case(a, b, ...)"``.
+
+    Example::
+
+        >>> worst_case([fgsm_res, pgd_res, aa_res]).robust_accuracy
+    """
+    if not results:
+        raise ValueError("results: need at least one AttackResult")
+    first = results[0]
+    for r in results[1:]:
+        if r.n != first.n or r.clean_correct != first.clean_correct:
+            raise ValueError(
+                f"results: {r.attack!r} on {r.model!r} is not on the same model/examples as "
+                f"{first.attack!r} on {first.model!r} (n or clean predictions differ)"
+            )
+    cc = torch.tensor(first.clean_correct, dtype=torch.bool)
+    robust = torch.stack([torch.tensor(r.robust_correct, dtype=torch.bool) for r in results])
+    norms = torch.tensor([r.perturbation_norms for r in results], dtype=torch.float64)
+    rc = robust.all(dim=0)
+    broken = ~robust & cc[None]
+    any_broken = broken.any(dim=0)
+    first_idx = broken.to(torch.int8).argmax(dim=0)
+    chosen = torch.where(any_broken, norms.gather(0, first_idx[None]).squeeze(0), norms.max(dim=0).values)
+    tms = {r.threat_model for r in results}
+    epss = {r.eps for r in results}
+    same_tm = len(tms) == 1
+    n = first.n
+    n_cc = int(cc.sum())
+    attacked = chosen[cc]
+    label = name or f"worst-case({', '.join(r.attack for r in results)})"
+    return AttackResult(
+        model=first.model,
+        attack=label,
+        spec={"worst_case_of": [r.spec for r in results]},
+        threat_model=first.threat_model if same_tm else "mixed",
+        eps=first.eps if len(epss) == 1 else None,
+        n=n,
+        clean_accuracy=first.clean_accuracy,
+        robust_accuracy=int(rc.sum()) / n if n else float("nan"),
+        attack_success_rate=(n_cc - int(rc.sum())) / n_cc if n_cc else float("nan"),
+        mean_perturbation=float(attacked.mean()) if same_tm and attacked.numel() else None,
+        max_perturbation=float(attacked.max()) if same_tm and attacked.numel() else None,
+        clean_correct=list(first.clean_correct),
+        robust_correct=rc.tolist(),
+        perturbation_norms=chosen.tolist(),
+        source=first.source if len({r.source for r in results}) == 1 else None,
+        seconds=sum(r.seconds for r in results),
+    )

@@ -1,0 +1,297 @@
+"""Native FGSM, BIM and PGD: one projected-gradient loop, L-inf and L2.
+
+* FGSM: Goodfellow et al., "Explaining and Harnessing Adversarial Examples",
+  ICLR 2015 -- one step of size eps (L-inf: sign of the gradient; L2: the
+  normalised gradient, a.k.a. FGM).
+* BIM / I-FGSM: Kurakin et al., "Adversarial Examples in the Physical World",
+  ICLR-W 2017 -- ``steps`` steps from the clean input.
+* PGD: Madry et al., "Towards Deep Learning Models Resistant to Adversarial
+  Attacks", ICLR 2018 -- random start in the eps-ball and restarts.
+
+All three call :func:`projected_gradient_attack`. Each step is
+``x <- Proj_{B_p(x0, eps) ∩ [0,1]^d}(x + alpha * s(g))`` with ``s = sign`` (L-inf)
+or ``g / ||g||_2`` (L2), and ``g`` the gradient of the per-example objective
+(:mod:`~robustbench_dc.attacks.losses`) with respect to the input only, computed
+with :func:`torch.autograd.grad` (parameter ``.grad`` fields are never touched).
+Non-finite gradient entries are treated as 0 (the masking diagnostics report
+them separately).
+
+Per example, the attack keeps the *first successful* iterate over all steps and
+restarts (the clean starting point is never a candidate); where no iterate
+succeeds it keeps the highest-objective iterate. The step loop contains no
+host-device synchronisation.
+
+The model is put in eval mode during the attack and every submodule's previous
+train/eval flag is restored afterwards. Inputs are floats in [0, 1], NCHW (any
+(N, ...) shape works); the model returns logits of shape (N, K).
+
+Example::
+
+    >>> x_adv = pgd(model, x, y, eps=8 / 255, steps=10)
+    >>> (model(x_adv).argmax(1) == y).float().mean()
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robustbench_dc.attacks._utils import eval_mode, per_example
+from robustbench_dc.attacks.losses import attack_loss, attack_success
+from robustbench_dc.attacks.spec import AttackSpec, default_step_size
+
+__all__ = ["projected_gradient_attack", "fgsm", "bim", "pgd", "run_native", "BestTracker"]
+
+_TINY = 1e-12
+
+
+class BestTracker:
+    """Per-example bookkeeping of the best adversarial candidate.
+
+    A candidate replaces the current one for an example that has not succeeded
+    yet if it succeeds or has a higher objective. Updates use ``torch.where``
+    only (no host synchronisation).
+
+    Arguments:
+        x (Tensor): (N, ...) clean inputs (returned for examples without candidates).
+    """
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x.detach().clone()
+        self.loss = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
+        self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+
+    def update(self, cand: torch.Tensor, loss: torch.Tensor, success: torch.Tensor) -> None:
+        """Offer candidates ``cand`` (N, ...) with objective ``loss`` (N,) and bool ``success`` (N,)."""
+        take = ~self.success & (success | (loss > self.loss))
+        self.x = torch.where(take.view(-1, *([1] * (cand.dim() - 1))), cand.detach(), self.x)
+        self.loss = torch.where(take, loss.detach().to(self.loss.dtype), self.loss)
+        self.success = self.success | success
+
+
+def _random_start(
+    x: torch.Tensor, eps: torch.Tensor, threat_model: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Uniform sample in the L-inf box, or uniform in the L2 ball (radius eps * u^(1/d))."""
+    if threat_model == "linf":
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return (2 * u - 1) * eps
+    d = x[0].numel()
+    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    direction = direction / direction.flatten(1).norm(dim=1).clamp_min(_TINY).view_as(eps)
+    u = torch.rand(eps.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return direction * eps * u.pow(1.0 / d)
+
+
+def _project(x0: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, threat_model: str) -> torch.Tensor:
+    """Project ``x`` onto the eps-ball around ``x0`` (per example), then onto [0, 1]."""
+    delta = x - x0
+    if threat_model == "linf":
+        delta = torch.maximum(torch.minimum(delta, eps), -eps)
+    else:
+        norm = delta.flatten(1).norm(dim=1).view_as(eps)
+        delta = delta * torch.clamp(eps / norm.clamp_min(_TINY), max=1.0)
+    return (x0 + delta).clamp(0.0, 1.0)
+
+
+def _input_grad(obj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """d(sum obj)/dx; zeros where the output does not depend differentiably on x."""
+    if not obj.requires_grad:
+        return torch.zeros_like(x)
+    (g,) = torch.autograd.grad(obj.sum(), x, allow_unused=True)
+    return torch.zeros_like(x) if g is None else g
+
+
+def _direction(g: torch.Tensor, threat_model: str) -> torch.Tensor:
+    if threat_model == "linf":
+        return g.sign()
+    norm = g.flatten(1).norm(dim=1).view(-1, *([1] * (g.dim() - 1)))
+    return g / norm.clamp_min(_TINY)
+
+
+def projected_gradient_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float | torch.Tensor,
+    step_size: float | torch.Tensor,
+    steps: int,
+    threat_model: str = "linf",
+    random_start: bool = False,
+    restarts: int = 1,
+    loss: str = "ce",
+    targets: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The shared projected-gradient loop behind FGSM, BIM and PGD.
+
+    Arguments:
+        model (nn.Module): maps (N, ...) inputs in [0, 1] to (N, K) logits.
+        x (Tensor): (N, ...) clean inputs in [0, 1].
+        y (Tensor): (N,) int64 labels.
+        eps (float | Tensor): budget, scalar or per-example (N,).
+        step_size (float | Tensor): step length alpha, scalar or per-example (N,).
+        steps (int): number of gradient steps, >= 1.
+        threat_model (str): ``"linf"`` (default) or ``"l2"``.
+        random_start (bool): start uniformly in the eps-ball. Default False.
+        restarts (int): independent runs; per example the first success is kept. Default 1.
+        loss (str): ``"ce"`` (default), ``"margin"`` or ``"dlr"``.
+        targets (Tensor | None): (N,) target labels for a targeted attack. Default None.
+        generator (torch.Generator | None): RNG for the random start (on x's device).
+
+    Returns:
+        Tensor: (N, ...) adversarial inputs, detached, within the budget and [0, 1].
+
+    Example::
+
+        >>> x_adv = projected_gradient_attack(model, x, y, eps=0.3, step_size=0.01, steps=40,
+        ...                                   random_start=True)
+    """
+    if threat_model not in ("linf", "l2"):
+        raise ValueError(f"threat_model: must be 'linf' or 'l2', got {threat_model!r}")
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"steps/restarts: must be >= 1, got steps={steps}, restarts={restarts}")
+    x0 = x.detach()
+    y = y.detach()
+    eps_b = per_example(eps, x0)
+    alpha = per_example(step_size, x0)
+    best = BestTracker(x0)
+    with eval_mode(model):
+        for r in range(restarts):
+            if random_start:
+                x_adv = (x0 + _random_start(x0, eps_b, threat_model, generator)).clamp(0.0, 1.0)
+            else:
+                x_adv = x0.clone()
+            for t in range(steps):
+                x_adv.requires_grad_(True)
+                with torch.enable_grad():
+                    logits = model(x_adv)
+                    obj = attack_loss(logits, y, loss, targets)
+                    g = _input_grad(obj, x_adv)
+                x_adv = x_adv.detach()
+                with torch.no_grad():
+                    if t > 0:  # x_adv is iterate t (the start point is not a candidate)
+                        best.update(x_adv, obj.detach(), attack_success(logits.detach(), y, targets))
+                    g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
+                    x_adv = _project(x0, x_adv + alpha * _direction(g, threat_model), eps_b, threat_model)
+            with torch.no_grad():
+                logits = model(x_adv)
+                best.update(x_adv, attack_loss(logits, y, loss, targets), attack_success(logits, y, targets))
+            if r + 1 < restarts and bool(best.success.all()):  # one sync per restart
+                break
+    return best.x
+
+
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    threat_model: str = "linf",
+    loss: str = "ce",
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """FGSM (Goodfellow et al., ICLR 2015): ``clip(x + eps * sign(grad))`` (L-inf) or
+    ``clip(x + eps * grad/||grad||_2)`` (L2).
+
+    Arguments: see :func:`projected_gradient_attack`; ``threat_model`` default ``"linf"``,
+    ``loss`` default ``"ce"``, ``targets`` default None. Returns (N, ...) adversarial inputs.
+
+    Example::
+
+        >>> x_adv = fgsm(model, x, y, eps=8 / 255)
+    """
+    return projected_gradient_attack(
+        model, x, y, eps=eps, step_size=eps, steps=1, threat_model=threat_model,
+        random_start=False, restarts=1, loss=loss, targets=targets,
+    )
+
+
+def bim(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    threat_model: str = "linf",
+    loss: str = "ce",
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """BIM / I-FGSM (Kurakin et al., ICLR-W 2017): ``steps`` projected steps from x,
+    no random start; ``step_size`` default eps/steps.
+
+    Example::
+
+        >>> x_adv = bim(model, x, y, eps=8 / 255, steps=10)
+    """
+    return projected_gradient_attack(
+        model, x, y, eps=eps,
+        step_size=step_size if step_size is not None else default_step_size("bim", eps, steps),
+        steps=steps, threat_model=threat_model, random_start=False, restarts=1,
+        loss=loss, targets=targets,
+    )
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    threat_model: str = "linf",
+    random_start: bool = True,
+    restarts: int = 1,
+    loss: str = "ce",
+    targets: torch.Tensor | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """PGD (Madry et al., ICLR 2018) with random start and restarts; ``step_size``
+    default 2.5*eps/steps; ``seed`` (default 0) seeds the random start.
+
+    Example::
+
+        >>> x_adv = pgd(model, x, y, eps=0.5, threat_model="l2", steps=20, restarts=2)
+    """
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    return projected_gradient_attack(
+        model, x, y, eps=eps,
+        step_size=step_size if step_size is not None else default_step_size("pgd", eps, steps),
+        steps=steps, threat_model=threat_model, random_start=random_start, restarts=restarts,
+        loss=loss, targets=targets, generator=gen,
+    )
+
+
+def run_native(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: AttackSpec,
+    targets: torch.Tensor | None = None,
+    eps: float | torch.Tensor | None = None,
+    step_size: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Run a *resolved* native spec (see :meth:`AttackSpec.resolve`).
+
+    ``eps`` / ``step_size`` override the spec's values (scalars or per-example (N,)
+    tensors, used by the eps sweep)."""
+    if spec.eps is None or spec.steps is None or spec.step_size is None:
+        raise ValueError(f"spec {spec.label!r} must be resolved first (spec.resolve(dataset))")
+    gen = torch.Generator(device=x.device).manual_seed(spec.seed)
+    return projected_gradient_attack(
+        model, x, y,
+        eps=spec.eps if eps is None else eps,
+        step_size=spec.step_size if step_size is None else step_size,
+        steps=spec.steps,
+        threat_model=spec.threat_model,
+        random_start=bool(spec.random_start),
+        restarts=spec.restarts,
+        loss=spec.loss or "ce",
+        targets=targets,
+        generator=gen,
+    )

@@ -1,0 +1,434 @@
+"""Attack specifications: one validated, hashable description per attack.
+
+An :class:`AttackSpec` names an attack (native ``fgsm`` / ``bim`` / ``pgd``, or
+any ``torchattacks`` / ``foolbox`` class), its threat model and budget. It is a
+frozen pydantic v2 model: it can be written in YAML (see the repository's
+``attacks/*.yaml``), validated, hashed (:meth:`AttackSpec.key`) for caching and
+labelled (:attr:`AttackSpec.label`) for tables.
+
+Defaults that depend on other fields are filled by :meth:`AttackSpec.resolve`:
+
+========  =====  ======================  ============
+attack    steps  step_size               random_start
+========  =====  ======================  ============
+fgsm      1      eps                     False
+bim       10     eps / steps             False
+pgd       10     2.5 * eps / steps       True
+========  =====  ======================  ============
+
+* FGSM: Goodfellow et al., "Explaining and Harnessing Adversarial Examples",
+  ICLR 2015 (one step of size eps).
+* BIM / I-FGSM: Kurakin et al., "Adversarial Examples in the Physical World",
+  ICLR-W 2017. The paper uses a step of 1/255 and min(eps*255 + 4, 1.25*eps*255)
+  iterations; we use the equivalent-in-spirit "eps / steps" step so that the
+  total step length equals eps, whatever ``steps`` is. Pass ``step_size`` to
+  override.
+* PGD: Madry et al., "Towards Deep Learning Models Resistant to Adversarial
+  Attacks", ICLR 2018 (step 2.5 * eps / steps, uniform random start).
+
+``eps=None`` means "the dataset's standard budget" (:data:`STANDARD_EPS`):
+L-inf 8/255 on CIFAR-10 and 0.3 on MNIST, L2 0.5 on CIFAR-10.
+
+Example::
+
+    >>> spec = AttackSpec(name="pgd", threat_model="linf", eps=8 / 255, steps=10)
+    >>> spec.label
+    'pgd-linf-eps0.0314-s10'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "AttackSpec",
+    "NATIVE_ATTACKS",
+    "STANDARD_EPS",
+    "LARGE_EPS",
+    "canonical_dataset",
+    "resolve_eps",
+    "load_attack_config",
+    "attack_config_dir",
+]
+
+ThreatModel = Literal["linf", "l2"]
+LossName = Literal["ce", "margin", "dlr"]
+Backend = Literal["native", "torchattacks", "foolbox"]
+TargetMode = Literal["random", "least-likely"]
+
+#: Attacks implemented natively in :mod:`robustbench_dc.attacks.native`.
+NATIVE_ATTACKS: tuple[str, ...] = ("fgsm", "bim", "pgd")
+
+_THREAT_MODELS = ("linf", "l2")
+_LOSSES = ("ce", "margin", "dlr")
+_BACKENDS = ("native", "torchattacks", "foolbox")
+_TARGETS = ("random", "least-likely")
+
+#: Standard evaluation budgets of the field, keyed by canonical dataset name and
+#: threat model. :func:`resolve_eps` reads ``robustbench_dc.data.dataset_info``
+#: first and falls back to this table (kept equal to it). Fashion-MNIST has no
+#: standard L2 budget.
+STANDARD_EPS: dict[str, dict[str, float]] = {
+    "cifar10": {"linf": 8 / 255, "l2": 0.5},
+    "mnist": {"linf": 0.3, "l2": 2.0},
+    "fashion-mnist": {"linf": 0.1},
+}
+
+#: "Large" L-inf budgets used by the masking check ``accuracy-not-zero-at-large-eps``:
+#: at these budgets any correct attack drives accuracy to (almost) zero.
+LARGE_EPS: dict[str, float] = {"cifar10": 0.5, "mnist": 1.0, "fashion-mnist": 1.0}
+
+_DATASET_ALIASES = {
+    "cifar10": "cifar10",
+    "cifar-10": "cifar10",
+    "cifar_10": "cifar10",
+    "mnist": "mnist",
+    "fashion-mnist": "fashion-mnist",
+    "fashion_mnist": "fashion-mnist",
+    "fashionmnist": "fashion-mnist",
+    "fmnist": "fashion-mnist",
+}
+
+
+def canonical_dataset(dataset: str) -> str:
+    """Map a dataset name (``"CIFAR-10"``, ``"mnist-sample"``, ...) to its key in
+    :data:`STANDARD_EPS` (``"cifar10"``, ``"mnist"``, ``"fashion-mnist"``).
+
+    A ``-sample`` / ``_sample`` suffix (the bundled sample sets) is ignored.
+    Raises ``ValueError`` listing the known names for an unknown dataset.
+    """
+    key = dataset.strip().lower()
+    for suffix in ("-sample", "_sample"):
+        if key.endswith(suffix):
+            key = key[: -len(suffix)]
+    if key not in _DATASET_ALIASES:
+        raise ValueError(
+            f"dataset: unknown dataset {dataset!r}; known: {', '.join(sorted(STANDARD_EPS))} "
+            "(a '-sample' suffix is allowed)"
+        )
+    return _DATASET_ALIASES[key]
+
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+class AttackSpec(BaseModel):
+    """Validated description of one adversarial attack.
+
+    Arguments:
+        name (str): ``fgsm`` | ``bim`` | ``pgd`` (native backend), or any
+            ``torchattacks`` class name (``AutoAttack``, ``APGD``, ``Square``, ...)
+            or ``foolbox.attacks`` class name (``LinfPGD``, ``L2CarliniWagnerAttack``, ...)
+            with the matching ``backend``. Case-insensitive; stored lower-case.
+        threat_model (str): ``"linf"`` or ``"l2"``. Default ``"linf"``.
+        eps (float | None): budget, > 0; ``None`` (default) means the dataset's
+            standard budget, see :func:`resolve_eps`.
+        steps (int | None): iterations, >= 1; ``None`` -> 1 (fgsm), 10 (bim, pgd),
+            library default for third-party attacks.
+        step_size (float | None): > 0; ``None`` -> eps (fgsm), eps/steps (bim),
+            2.5*eps/steps (pgd).
+        restarts (int): >= 1, default 1. Per example the first successful restart
+            is kept (else the highest-loss one).
+        random_start (bool | None): ``None`` -> False (fgsm, bim), True (pgd).
+        targeted (bool): default False.
+        target (str): ``"random"`` (default) or ``"least-likely"``; used when targeted.
+        loss (str | None): ``"ce"``, ``"margin"`` (CW logit margin) or ``"dlr"``
+            (Croce & Hein 2020); ``None`` -> ``"ce"`` natively, library default otherwise.
+        backend (str): ``"native"`` (default), ``"torchattacks"`` or ``"foolbox"``.
+        seed (int): seed of the attack's randomness (random start, targets). Default 0.
+        params (dict): extra keyword arguments passed verbatim to the third-party
+            constructor (e.g. ``{"version": "standard"}`` for AutoAttack).
+
+    Example::
+
+        >>> spec = AttackSpec(name="pgd", eps=8 / 255, steps=10)
+        >>> spec.resolve().step_size  # 2.5 * eps / steps
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    threat_model: ThreatModel = "linf"
+    eps: float | None = None
+    steps: int | None = None
+    step_size: float | None = None
+    restarts: int = 1
+    random_start: bool | None = None
+    targeted: bool = False
+    target: TargetMode = "random"
+    loss: LossName | None = None
+    backend: Backend = "native"
+    seed: int = 0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    # ------------------------------------------------------------------ validation
+    @field_validator("name", mode="before")
+    @classmethod
+    def _check_name(cls, v: Any) -> str:
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"name: must be a non-empty string, got {_fmt(v)}")
+        return v.strip().lower()
+
+    @field_validator("threat_model", "loss", "backend", "target", mode="before")
+    @classmethod
+    def _check_choice(cls, v: Any, info: Any) -> Any:
+        choices = {
+            "threat_model": _THREAT_MODELS,
+            "loss": _LOSSES,
+            "backend": _BACKENDS,
+            "target": _TARGETS,
+        }[info.field_name]
+        if v is None and info.field_name == "loss":
+            return None
+        if isinstance(v, str):
+            low = v.strip().lower()
+            if info.field_name == "threat_model":
+                low = {"inf": "linf", "l_inf": "linf", "linfinity": "linf", "2": "l2"}.get(low, low)
+            if info.field_name == "target":
+                low = low.replace("_", "-")
+            if low in choices:
+                return low
+        raise ValueError(
+            f"{info.field_name}: must be one of {', '.join(map(repr, choices))}, got {_fmt(v)}"
+        )
+
+    @field_validator("eps", "step_size", mode="before")
+    @classmethod
+    def _check_positive_float(cls, v: Any, info: Any) -> Any:
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{info.field_name}: must be a number > 0 or null, got {_fmt(v)}")
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{info.field_name}: must be > 0, got {_fmt(v)}")
+        return float(v)
+
+    @field_validator("steps", "restarts", mode="before")
+    @classmethod
+    def _check_count(cls, v: Any, info: Any) -> Any:
+        if v is None and info.field_name == "steps":
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            else:
+                raise ValueError(f"{info.field_name}: must be an integer >= 1, got {_fmt(v)}")
+        if v < 1:
+            raise ValueError(f"{info.field_name}: must be >= 1, got {_fmt(v)}")
+        return v
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _check_seed(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"seed: must be an integer >= 0, got {_fmt(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> AttackSpec:
+        if self.backend == "native":
+            if self.name not in NATIVE_ATTACKS:
+                raise ValueError(
+                    f"name: unknown native attack {self.name!r}; available: "
+                    f"{', '.join(NATIVE_ATTACKS)} (set backend='torchattacks' or "
+                    "backend='foolbox' for third-party attacks)"
+                )
+            if self.params:
+                raise ValueError(
+                    f"params: only used by third-party backends, got {self.params!r} "
+                    "with backend='native'"
+                )
+            if self.name == "fgsm" and self.steps not in (None, 1):
+                raise ValueError(f"steps: fgsm is a one-step attack, got {self.steps}")
+        return self
+
+    # ------------------------------------------------------------------ defaults
+    @property
+    def family(self) -> str | None:
+        """``"fgsm"``, ``"bim"`` or ``"pgd"`` for attacks whose defaults follow the
+        native table (including the equivalent third-party classes), else ``None``."""
+        return _FAMILY.get((self.backend, self.name))
+
+    def resolve(self, dataset: str | None = None) -> AttackSpec:
+        """Return a copy with every derivable default filled in.
+
+        Arguments:
+            dataset (str | None): dataset name used when ``eps`` is None. Default None.
+
+        Raises ``ValueError`` if ``eps`` is None and no dataset is given.
+        """
+        eps = resolve_eps(self, dataset)
+        update: dict[str, Any] = {"eps": eps}
+        fam = self.family
+        if fam is not None:
+            steps = self.steps if self.steps is not None else (1 if fam == "fgsm" else 10)
+            update["steps"] = steps
+            if self.step_size is None:
+                update["step_size"] = default_step_size(fam, eps, steps)
+            if self.random_start is None:
+                update["random_start"] = fam == "pgd"
+        if self.backend == "native" and self.loss is None:
+            update["loss"] = "ce"
+        return self.model_copy(update=update)
+
+    # ------------------------------------------------------------------ identity
+    def canonical_json(self) -> str:
+        """Canonical JSON (sorted keys, no whitespace) of all fields."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def key(self) -> str:
+        """Stable sha256 hex digest of :meth:`canonical_json` (cache key).
+
+        Resolve the spec first (:meth:`resolve`) to make specs that differ only by
+        spelled-out defaults share a key."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+    @property
+    def label(self) -> str:
+        """Short human-readable label, e.g. ``"pgd-linf-eps0.0314-s10"``.
+
+        Non-default options are appended (``-r5`` restarts, ``-margin`` loss,
+        ``-tgt`` targeted) and third-party backends suffixed (``@torchattacks``)."""
+        eps = "std" if self.eps is None else f"{self.eps:.4f}"
+        parts = [self.name, self.threat_model, f"eps{eps}"]
+        steps = self.steps
+        if steps is None and self.family is not None:
+            steps = 1 if self.family == "fgsm" else 10
+        if steps is not None:
+            parts.append(f"s{steps}")
+        if self.restarts > 1:
+            parts.append(f"r{self.restarts}")
+        if self.loss not in (None, "ce"):
+            parts.append(self.loss)
+        if self.targeted:
+            parts.append("tgt" if self.target == "random" else "tgt-ll")
+        label = "-".join(parts)
+        if self.backend != "native":
+            label += f"@{self.backend}"
+        return label
+
+    def __str__(self) -> str:  # pragma: no cover - cosmetic
+        return self.label
+
+    # ------------------------------------------------------------------ YAML
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> AttackSpec:
+        """Load a spec from a YAML mapping of its fields."""
+        import yaml
+
+        text = Path(path).read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a YAML mapping of AttackSpec fields")
+        return cls.model_validate(data)
+
+    def to_yaml(self) -> str:
+        """YAML text of the fields that differ from their defaults."""
+        import yaml
+
+        return yaml.safe_dump(
+            self.model_dump(mode="json", exclude_defaults=True), sort_keys=False
+        )
+
+
+# (backend, lower-case name) -> family whose defaults apply.
+_FAMILY: dict[tuple[str, str], str] = {
+    ("native", "fgsm"): "fgsm",
+    ("native", "bim"): "bim",
+    ("native", "pgd"): "pgd",
+    ("torchattacks", "fgsm"): "fgsm",
+    ("torchattacks", "bim"): "bim",
+    ("torchattacks", "pgd"): "pgd",
+    ("torchattacks", "pgdl2"): "pgd",
+    ("foolbox", "fgsm"): "fgsm",
+    ("foolbox", "fgm"): "fgsm",
+    ("foolbox", "linffastgradientattack"): "fgsm",
+    ("foolbox", "l2fastgradientattack"): "fgsm",
+    ("foolbox", "linfbasiciterativeattack"): "bim",
+    ("foolbox", "l2basiciterativeattack"): "bim",
+    ("foolbox", "linfpgd"): "pgd",
+    ("foolbox", "l2pgd"): "pgd",
+    ("foolbox", "pgd"): "pgd",
+    ("foolbox", "linfprojectedgradientdescentattack"): "pgd",
+    ("foolbox", "l2projectedgradientdescentattack"): "pgd",
+}
+
+
+def default_step_size(family: str, eps: float, steps: int) -> float:
+    """Default step size of a family: fgsm -> eps, bim -> eps/steps, pgd -> 2.5*eps/steps."""
+    if family == "fgsm":
+        return eps
+    if family == "bim":
+        return eps / steps
+    if family == "pgd":
+        return 2.5 * eps / steps
+    raise ValueError(f"no default step size for attack family {family!r}")
+
+
+def resolve_eps(spec: AttackSpec, dataset: str | None = None) -> float:
+    """The budget of ``spec``: ``spec.eps`` if set, else the dataset's standard eps.
+
+    Arguments:
+        spec (AttackSpec): the attack.
+        dataset (str | None): e.g. ``"cifar10"``, ``"mnist"``, ``"mnist-sample"``.
+
+    Example::
+
+        >>> resolve_eps(AttackSpec(name="pgd"), "cifar10")
+        0.03137254901960784
+    """
+    if spec.eps is not None:
+        return spec.eps
+    if dataset is None:
+        raise ValueError(
+            f"eps: None means the dataset's standard eps, but no dataset was given for "
+            f"attack {spec.label!r}; pass dataset=... or set eps"
+        )
+    value: float | None
+    try:  # single source of truth: the dataset registry, when it knows the name
+        from robustbench_dc.data import dataset_info
+
+        info = dataset_info(dataset)
+        value = info.eps_linf if spec.threat_model == "linf" else info.eps_l2
+    except Exception:  # registry unavailable or name unknown to it: fall back to STANDARD_EPS
+        value = STANDARD_EPS[canonical_dataset(dataset)].get(spec.threat_model)
+    if value is None:
+        raise ValueError(
+            f"eps: dataset {dataset!r} has no standard {spec.threat_model} budget; set eps explicitly"
+        )
+    return float(value)
+
+
+def attack_config_dir() -> Path:
+    """The repository's top-level ``attacks/`` directory of named YAML configs."""
+    return Path(__file__).resolve().parents[2] / "attacks"
+
+
+def load_attack_config(name_or_path: str | Path, config_dir: str | Path | None = None) -> AttackSpec:
+    """Load a named attack configuration (``"pgd-linf"`` -> ``attacks/pgd-linf.yaml``)
+    or a YAML file path.
+
+    Example::
+
+        >>> spec = load_attack_config("pgd-linf")
+        >>> spec.resolve("cifar10").eps
+    """
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return AttackSpec.from_yaml(p)
+    d = Path(config_dir) if config_dir is not None else attack_config_dir()
+    cand = d / f"{name_or_path}.yaml"
+    if cand.exists():
+        return AttackSpec.from_yaml(cand)
+    known = sorted(q.stem for q in d.glob("*.yaml")) if d.is_dir() else []
+    raise ValueError(
+        f"attack config: unknown name {str(name_or_path)!r}; available in {d}: "
+        f"{', '.join(known) if known else '(none)'}"
+    )
