@@ -59,8 +59,10 @@ def test_mnist2d_exposes_two_dimensional_features():
     assert feats.shape == (5, 2)
     assert isinstance(model.embed, DecoupledLinear)
     torch.testing.assert_close(model(x), model.classifier(feats))
-    # A bounded operator bounds the embedding.
-    assert feats.abs().max() <= 1.0
+    # A bounded operator bounds the embedding (alpha = 1 times the fixed embedding scale).
+    assert model.embed_scale == 10.0
+    assert feats.abs().max() <= 10.0
+    assert build_model("mnist2d", "baseline", dataset="mnist", width=0.25).embed_scale == 1.0
 
 
 def test_parameters_are_split_between_architecture_and_operator():

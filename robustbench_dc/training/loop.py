@@ -1,0 +1,312 @@
+"""Natural and adversarial training with resumable, atomically written checkpoints.
+
+Every random choice of a run (batch order, augmentation, the training attack's random
+start) is drawn from a generator seeded by ``(recipe.seed, epoch)``, so resuming from the
+checkpoint of epoch ``e`` replays epochs ``e+1, ...`` exactly as an uninterrupted run
+would (on CPU, where kernels are deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attacks.native import projected_gradient_attack
+from ..data.download import file_digest
+from ..operators import WeightProjection, enable_weighted_gradients, orthogonality_penalty
+from .augment import augment
+from .recipe import Recipe, get_recipe
+
+__all__ = ["train", "TrainResult", "TrainingDiverged", "evaluate_accuracy", "atomic_torch_save",
+           "CHECKPOINT_NAME", "MODEL_NAME"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint-last.pt"
+MODEL_NAME = "model.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept on disk."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        model: the trained network (the same object that was passed in).
+        history: one record per epoch (loss, accuracy, learning rate, images/s, ...).
+        checkpoint: path of the final weights (``model.pt``) when ``out_dir`` was given.
+        sha256: sha256 of that file.
+        iterations: optimiser steps taken in total.
+        resumed_from: the epoch the run resumed after (0 for a fresh run).
+    """
+
+    model: nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
+    sha256: str | None = None
+    iterations: int = 0
+    resumed_from: int = 0
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> str:
+    """``torch.save`` to a temporary file in the same folder, then rename; returns the sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = file_digest(tmp, "sha256")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return digest
+
+
+def _atomic_json(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _as_tensors(data: Any) -> tuple[Tensor, Tensor]:
+    """(images, labels) from an ImageDataset (uint8) or a pair of tensors."""
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        return data.images, data.labels
+    x, y = data
+    return x, y
+
+
+def _to_float(x: Tensor) -> Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def _lr_factor(recipe: Recipe, it: int, total: int) -> float:
+    s = recipe.schedule
+    if s.name == "constant":
+        return 1.0
+    if s.name == "step":
+        marks = [m * total if m < 1 else m for m in s.milestones]
+        return s.gamma ** sum(1 for m in marks if it >= m)
+    if s.name == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * it / total))
+    warm = max(1, int(s.warmup * total))  # onecycle
+    if it < warm:
+        return (it + 1) / warm
+    return max(0.0, (total - it) / max(1, total - warm))
+
+
+def _make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    o = recipe.optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                               weight_decay=o.weight_decay)
+    return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, data: Any, batch_size: int = 500,
+                      device: str | torch.device | None = None) -> float:
+    """Clean top-1 accuracy in evaluation mode (the model's mode is restored)."""
+    x, y = _as_tensors(data)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        for i in range(0, len(y), batch_size):
+            xb = _to_float(x[i:i + batch_size].to(device))
+            correct += int((model(xb).argmax(1) == y[i:i + batch_size].to(device)).sum())
+    finally:
+        model.train(was_training)
+    return correct / max(1, len(y))
+
+
+def _adversarial_batch(model: nn.Module, x: Tensor, y: Tensor, recipe: Recipe,
+                       gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Replace the first ``ratio`` of the batch by adversarial examples; per-example loss weights."""
+    adv = recipe.adversarial
+    assert adv is not None
+    k = max(1, int(round(adv.ratio * x.shape[0])))
+    x_adv = projected_gradient_attack(
+        model, x[:k], y[:k], eps=adv.eps, step_size=adv.resolved_step_size(), steps=adv.steps,
+        threat_model=adv.threat_model, random_start=adv.method in ("pgd", "fgsm-rs"), generator=gen)
+    mixed = torch.cat([x_adv, x[k:]]) if k < x.shape[0] else x_adv
+    weights = torch.ones(x.shape[0], device=x.device)
+    weights[:k] = adv.adv_weight
+    return mixed, weights
+
+
+def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
+          out_dir: str | Path | None = None, resume: bool = True, eval_data: Any = None,
+          progress: bool = False, device: str | torch.device | None = None,
+          on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``model`` on ``data`` with ``recipe``, naturally or adversarially.
+
+    Args:
+        model: a network taking [0, 1] inputs (e.g. from :func:`robustbench_dc.zoo.build_model`).
+            Its initial weights are the caller's (seed before building it).
+        data: an :class:`~robustbench_dc.data.ImageDataset` or a pair ``(images, labels)``;
+            uint8 images are scaled to [0, 1].
+        recipe: a :class:`Recipe`, a named recipe or a mapping (see :mod:`.recipe`).
+        out_dir: where ``checkpoint-last.pt`` (after every epoch), ``model.pt`` and
+            ``train.json`` go; ``None`` keeps everything in memory.
+        resume: continue from ``out_dir/checkpoint-last.pt`` when it exists (the recipe
+            must be the same).
+        eval_data: optional held-out data; its clean accuracy is recorded every epoch.
+        progress: show a progress bar with images/s, running loss and accuracy.
+        device: where to train (default: the model's device).
+        on_epoch_end: called with each epoch's record.
+
+    Raises:
+        TrainingDiverged: the loss became NaN/inf (the last good checkpoint stays).
+    """
+    recipe = get_recipe(recipe)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    x_all, y_all = _as_tensors(data)
+    n = len(y_all)
+    if n == 0:
+        raise ValueError("data: no training examples")
+    bs = min(recipe.batch_size, n)
+    steps_per_epoch = n // bs  # drop the last incomplete batch (BatchNorm needs > 1 example)
+    total = recipe.iterations if recipe.iterations is not None else recipe.epochs * steps_per_epoch  # type: ignore[operator]
+    n_epochs = math.ceil(total / steps_per_epoch)
+
+    optimizer = _make_optimizer(model, recipe)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    tricks = recipe.tricks
+    projection = (WeightProjection(model, tricks.weight_projection_every, tricks.weight_projection_scale)
+                  if tricks.weight_projection_every else None)
+    handles = enable_weighted_gradients(model) if tricks.weighted_gradients else []
+
+    out = Path(out_dir) if out_dir is not None else None
+    result = TrainResult(model=model)
+    start_epoch, it = 0, 0
+    recipe_json = recipe.model_dump(mode="json")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt_path = out / CHECKPOINT_NAME
+        if resume and ckpt_path.is_file():
+            state = torch.load(ckpt_path, map_location=device, weights_only=True)
+            if state.get("recipe") != recipe_json:
+                raise ValueError(f"resume: {ckpt_path} was written by a different recipe; "
+                                 "delete it or use another out_dir")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if projection is not None:
+                projection.load_state_dict(state["projection"])
+            start_epoch, it = int(state["epoch"]), int(state["iteration"])
+            result.history = list(state["history"])
+            result.resumed_from = start_epoch
+            log.info("resuming %s after epoch %d (iteration %d)", ckpt_path, start_epoch, it)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=it, unit="it", leave=False, dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch + 1, n_epochs + 1):
+            gen = _epoch_generator(recipe.seed, epoch, device)
+            order = torch.randperm(n, generator=gen, device=device)
+            model.train()
+            t0 = time.perf_counter()
+            sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+            steps_this_epoch = min(steps_per_epoch, total - it)
+            for step in range(steps_this_epoch):
+                idx = order[step * bs:(step + 1) * bs]
+                xb = _to_float(x_all[idx.to(x_all.device)].to(device))
+                yb = y_all[idx.to(y_all.device)].to(device)
+                xb = augment(xb, recipe.augmentation.crop_padding, recipe.augmentation.flip, gen)
+                weights = None
+                if recipe.adversarial is not None:
+                    xb, weights = _adversarial_batch(model, xb, yb, recipe, gen)
+                    model.train()
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base * _lr_factor(recipe, it, total)
+                logits = model(xb)
+                per_example = F.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing, reduction="none")
+                loss = per_example.mean() if weights is None else (per_example * weights).sum() / weights.sum()
+                if tricks.orthogonality:
+                    loss = loss + orthogonality_penalty(model, tricks.orthogonality)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    last = f"{out / CHECKPOINT_NAME} (epoch {epoch - 1})" if out is not None and epoch > 1 \
+                        else "none (no epoch completed)"
+                    raise TrainingDiverged(f"training diverged: loss became {value} at epoch {epoch}, "
+                                           f"iteration {it + 1}; last good checkpoint: {last}. "
+                                           "Lower the learning rate or check the operator's parameters.")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if projection is not None:
+                    projection.step()
+                it += 1
+                sums += torch.tensor([value * len(yb), float((logits.argmax(1) == yb).sum()), len(yb)],
+                                     dtype=torch.float64)
+                if bar is not None:
+                    elapsed = time.perf_counter() - t0
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch, loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.3f}",
+                                    img_s=f"{sums[2] / max(elapsed, 1e-9):.0f}")
+            seconds = time.perf_counter() - t0
+            record: dict[str, Any] = {
+                "epoch": epoch, "iteration": it, "loss": float(sums[0] / sums[2]),
+                "train_accuracy": float(sums[1] / sums[2]), "lr": optimizer.param_groups[0]["lr"],
+                "seconds": seconds, "images_per_second": float(sums[2]) / max(seconds, 1e-9),
+            }
+            if eval_data is not None:
+                record["eval_accuracy"] = evaluate_accuracy(model, eval_data, device=device)
+            result.history.append(record)
+            log.info("epoch %d/%d: %s", epoch, n_epochs, record)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+            if out is not None:
+                atomic_torch_save({
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                    "iteration": it, "history": result.history, "recipe": recipe_json,
+                    "projection": projection.state_dict() if projection is not None else {},
+                }, out / CHECKPOINT_NAME)
+    finally:
+        if bar is not None:
+            bar.close()
+        for h in handles:
+            h.remove()
+    model.eval()
+    result.iterations = it
+    if out is not None:
+        result.checkpoint = out / MODEL_NAME
+        result.sha256 = atomic_torch_save(model.state_dict(), result.checkpoint)
+        _atomic_json({"recipe": recipe_json, "history": result.history, "iterations": it,
+                      "model_sha256": result.sha256, "torch": torch.__version__}, out / "train.json")
+    return result
