@@ -141,13 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-download", action="store_true", help="never download")
     check.set_defaults(func=cmd_data_check)
 
-    for register in _EXTENSIONS:
+    for register in _extensions():
         register(sub)
     return parser
 
 
-# Later subsystems (training, attacks, protocols, ...) add their sub-commands here.
-_EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
+def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """The ``register(subparsers)`` functions of the sub-command modules."""
+    from . import cli_engine, cli_plot
+
+    return [cli_engine.register, cli_plot.register]
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

@@ -35,3 +35,31 @@ def test_unknown_operator_error_lists_known_names(capsys):
     assert main(["zoo", "show", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "known: cnn9-ball-cifar10" in err
+
+
+def test_train_evaluate_and_transfer_from_the_command_line(tmp_path, capsys):
+    import json
+
+    common = ["--data", "mnist-sample", "--param", "width=0.125"]
+    for op in ("baseline", "tanh+cos"):
+        code = main(["train", "--arch", "mnist2d", "--dataset", "mnist", "--operator", op, *common,
+                     "--recipe", "mnist-fast", "--epochs", "1", "--n-train", "512", "--n-test", "64",
+                     "--out", str(tmp_path / op), "--quiet"])
+        assert code == 0 and (tmp_path / op / "model.pt").is_file()
+    out = capsys.readouterr().out
+    assert "epoch   1" in out and "sha256:" in out
+
+    report = tmp_path / "wb.json"
+    assert main(["evaluate", "--arch", "mnist2d", "--dataset", "mnist", "--operator", "tanh+cos", *common,
+                 "--checkpoint", str(tmp_path / "tanh+cos" / "model.pt"), "-n", "32", "--attack", "fgsm-linf",
+                 "--attack", "pgd-linf", "--steps", "3", "--json", str(report), "--quiet"]) == 0
+    payload = json.loads(report.read_text())
+    assert [r["attack"] for r in payload["whitebox"]["results"]] == ["fgsm-linf-eps0.3000-s1", "pgd-linf-eps0.3000-s3"]
+    assert payload["provenance"]["data_sha256"] and payload["provenance"]["versions"]["torch"]
+    assert len(payload["whitebox"]["flags"]) == 6
+
+
+def test_train_with_an_unknown_recipe_is_a_one_line_error(tmp_path, capsys):
+    code = main(["train", "--arch", "mnist2d", "--dataset", "mnist", "--recipe", "nope", "--out", str(tmp_path)])
+    assert code == 2
+    assert "recipe: unknown 'nope'" in capsys.readouterr().err

@@ -157,3 +157,25 @@ def test_named_recipes_and_validation_errors():
         get_recipe({"epochs": 1, "adversarial": {"method": "fgsm", "eps": 0.1, "steps": 5}})
     assert math.isclose(get_recipe({"epochs": 1, "adversarial": {"method": "fgsm-rs", "eps": 0.1}})
                         .adversarial.resolved_step_size(), 0.125)
+
+
+def test_relative_rho_running_means_are_recalibrated_after_each_epoch():
+    data = _data(128)
+    recipe = {"epochs": 2, "batch_size": 32, "optimizer": {"lr": 3e-3}}
+    fresh = train(_model(), data, {**recipe, "recalibrate_batches": 2})
+    stale = train(_model(), data, {**recipe, "recalibrate_batches": 0})
+    x = data[0][:64]
+    from robustbench_dc.operators import DecoupledLayer
+    for model in (fresh.model,):
+        layers = [m for m in model.modules() if isinstance(m, DecoupledLayer)]
+        assert all(int(layer.xnorm_steps) == 2 for layer in layers)
+    # Evaluation-mode outputs of the recalibrated model are close to the batch-statistics ones.
+    fresh.model.eval()
+    with torch.no_grad():
+        eval_out = fresh.model(x)
+        for m in fresh.model.modules():
+            if isinstance(m, DecoupledLayer):
+                m.xnorm_steps.zero_()  # eval falls back to the batch mean
+        batch_out = fresh.model(x)
+    assert (eval_out.argmax(1) == batch_out.argmax(1)).float().mean() > 0.9
+    assert all(int(m.xnorm_steps) == 8 for m in stale.model.modules() if isinstance(m, DecoupledLayer))

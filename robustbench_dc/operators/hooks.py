@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +19,7 @@ from .functional import filter_norm
 from .layers import DecoupledLayer
 
 __all__ = ["decoupled_layers", "project_weights", "WeightProjection", "enable_weighted_gradients",
-           "orthogonality_penalty"]
+           "orthogonality_penalty", "recalibrate_xnorm"]
 
 
 def decoupled_layers(model: nn.Module) -> Iterator[DecoupledLayer]:
@@ -110,3 +110,34 @@ def orthogonality_penalty(model: nn.Module, coef: float = 1e-5) -> Tensor:
     if total is None:
         return torch.zeros(())
     return coef * total
+
+
+@torch.no_grad()
+def recalibrate_xnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
+    """Re-estimate the running mean of ``||x||`` of every ``rho_mode="relative"`` layer.
+
+    The running means are reset and re-accumulated over ``batches`` with the current
+    weights; everything else runs in evaluation mode (batch-norm uses its running
+    statistics), so the estimate is the one the evaluation-mode network sees. Returns the
+    number of layers recalibrated (0: nothing to do, no forward pass).
+
+    Why: the authors track the mean with an EMA of decay 0.999 over 64k iterations, which
+    forgets the early weights; over the few hundred iterations of a CPU-scale run it does
+    not, and the stale mean wrecks evaluation-mode accuracy.
+    """
+    layers = [m for m in decoupled_layers(model) if m.rho_mode == "relative"]
+    if not layers:
+        return 0
+    was_training = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        for layer in layers:
+            layer.xnorm_steps.zero_()
+            layer.xnorm_running.zero_()
+            layer.train()
+        for x in batches:
+            model(x)
+    finally:
+        for m, mode in was_training.items():
+            m.training = mode
+    return len(layers)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..attacks.native import projected_gradient_attack
 from ..data.download import file_digest
-from ..operators import WeightProjection, enable_weighted_gradients, orthogonality_penalty
+from ..operators import WeightProjection, enable_weighted_gradients, orthogonality_penalty, recalibrate_xnorm
 from .augment import augment
 from .recipe import Recipe, get_recipe
 
@@ -280,6 +280,9 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
                     bar.set_postfix(epoch=epoch, loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.3f}",
                                     img_s=f"{sums[2] / max(elapsed, 1e-9):.0f}")
             seconds = time.perf_counter() - t0
+            if recipe.recalibrate_batches:
+                k = min(n, recipe.recalibrate_batches * bs)
+                recalibrate_xnorm(model, (_to_float(x_all[i:i + bs].to(device)) for i in range(0, k, bs)))
             record: dict[str, Any] = {
                 "epoch": epoch, "iteration": it, "loss": float(sums[0] / sums[2]),
                 "train_accuracy": float(sums[1] / sums[2]), "lr": optimizer.param_groups[0]["lr"],

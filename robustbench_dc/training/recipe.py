@@ -109,7 +109,13 @@ class Tricks(_Strict):
 
 
 class Recipe(_Strict):
-    """A complete, validated training recipe. Give ``epochs`` or ``iterations`` (not both)."""
+    """A complete, validated training recipe. Give ``epochs`` or ``iterations`` (not both).
+
+    ``recalibrate_batches``: after every epoch, the running ``||x||`` means of
+    ``rho_mode="relative"`` layers are re-estimated over this many training batches with
+    the current weights (see :func:`robustbench_dc.operators.recalibrate_xnorm`); 0 keeps
+    the authors' plain EMA, which is stale in short runs.
+    """
 
     name: str = "custom"
     optimizer: Optimizer = Optimizer()
@@ -121,6 +127,7 @@ class Recipe(_Strict):
     augmentation: Augmentation = Augmentation()
     tricks: Tricks = Tricks()
     adversarial: Adversarial | None = None
+    recalibrate_batches: int = Field(20, ge=0)
     seed: int = 0
 
     @model_validator(mode="after")
