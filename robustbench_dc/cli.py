@@ -148,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """The ``register(subparsers)`` functions of the sub-command modules."""
-    from . import cli_engine, cli_plot
+    from . import cli_engine, cli_lipschitz, cli_plot
 
-    return [cli_engine.register, cli_plot.register]
+    return [cli_engine.register, cli_lipschitz.register, cli_plot.register]
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

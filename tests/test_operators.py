@@ -330,3 +330,20 @@ def test_orthogonality_penalty_is_zero_for_orthonormal_filters():
         layer.weight.copy_(torch.ones(4, 4))
     # Gram of identical unit filters is all-ones: 12 off-diagonal ones.
     assert float(orthogonality_penalty(layer, coef=1.0).detach()) == pytest.approx(0.5 * 12, rel=1e-5)
+
+
+@pytest.mark.parametrize("angular", ANGS)
+def test_second_derivatives_are_exact_for_input_gradient_norms(angular):
+    # Lipschitz estimates maximise input-gradient norms: that needs exact double backward.
+    torch.manual_seed(9)
+    layer = DecoupledConv2d(2, 3, 3, padding=1, magnitude="tanh", angular=angular, dtype=torch.float64)
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: layer(x), (x,), atol=1e-5)
+
+
+def test_angle_works_with_torch_func():
+    c = torch.tensor([0.3, -0.7], dtype=torch.float64)
+    jac = torch.func.jacrev(angle)(c)
+    torch.testing.assert_close(torch.diagonal(jac), -1 / torch.sqrt(1 - c ** 2))
+    _, tangent = torch.func.jvp(angle, (c,), (torch.ones_like(c),))
+    torch.testing.assert_close(tangent, -1 / torch.sqrt(1 - c ** 2))

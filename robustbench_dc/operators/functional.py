@@ -74,7 +74,9 @@ def decoupled_response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: 
         alpha, beta, rho, k: hyper-parameters (``rho`` may be a tensor broadcastable
             against ``dot``, e.g. a per-filter radius).
     """
-    cos = (dot / (xnorm * wnorm)).clamp(-1.0, 1.0)
+    # The epsilons keep the norms positive; the clamp_min only guards eps=0 on blank patches.
+    denom = (xnorm * wnorm).clamp_min(torch.finfo(dot.dtype).tiny)
+    cos = (dot / denom).clamp(-1.0, 1.0)
     g = angular(cos, k=k)
     if weighted is None:
         h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)

@@ -1,0 +1,650 @@
+"""Exact per-layer operator norms of affine layers and their product as a network upper bound.
+
+For a chain ``f = phi_L o A_L o ... o phi_1 o A_1`` of affine maps ``A_i(x) = W_i x + b_i`` and
+``K_i``-Lipschitz activations ``phi_i``, ``Lip_p(f) <= prod_i ||W_i||_{p->p} K_i``. The norms are
+those of each layer AS A LINEAR MAP at its real input shape (recorded with forward hooks), so a
+convolution's stride, padding (mode included), dilation and groups all count:
+
+- ``||W||_2`` (largest singular value): exact SVD for ``nn.Linear``; power iteration on ``W^T W``
+  (``W v`` = the bias-free layer, ``W^T u`` = its autograd adjoint) for convolutions and average
+  pools; closed form for BatchNorm in evaluation mode (``max |gamma / sqrt(var + eps)|``) and the
+  zoo's ``Normalize`` (``1 / min(std)``). Power iteration converges from below, slowly when the top
+  singular values are close; by default (``method="auto"``) an unconverged power iteration is
+  refined by ARPACK Lanczos from its last iterate. The value is exact up to the tolerance
+  (``converged``); an unconverged value is slightly low.
+- ``||W||_inf`` (max absolute row sum): the layer with ``|W|`` and no bias applied to a tensor of
+  ones (exact for zero and circular padding when no tap wraps twice; an upper bound otherwise).
+
+Activations: ReLU / ReLU6 / Tanh / Hardtanh / Softplus / Softsign: 1; LeakyReLU: ``max(1, |slope|)``;
+ELU: ``max(1, alpha)``; Sigmoid: 1/4; SiLU: 1.1; GELU: 1.13 (rounded-up maxima of the derivative).
+Max pooling is 1-Lipschitz in Linf; in L2 it is ``sqrt(M)``-Lipschitz where ``M`` is the largest
+number of windows containing one input (``M = 1`` when ``kernel <= stride``). Flatten, reshapes,
+Identity and Dropout (evaluation mode) are isometries.
+
+The product is only a valid bound for a plain chain. :func:`affine_product_bound` traces the
+forward pass with ``torch.fx`` (decoupled layers and ``Normalize`` are leaves) and refuses -- with
+the reason -- networks with skip connections, branches, decoupled layers (not affine: they divide
+by ``||x||`` and ``||w||``), input-statistics normalisations or any operation it does not know.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import operator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..operators import DecoupledLayer
+from ..zoo.base import Normalize
+from ._utils import eval_mode, example_generator, model_device_dtype
+
+__all__ = ["LayerNorm", "BoundResult", "layer_operator_norms", "affine_product_bound", "operator_norm",
+           "NORM_METHODS"]
+
+log = logging.getLogger(__name__)
+
+NORM_METHODS = ("auto", "power", "lanczos")
+SQRT2 = math.sqrt(2.0)
+
+_ACTIVATIONS: dict[type, Callable[[nn.Module], float]] = {
+    nn.ReLU: lambda m: 1.0, nn.ReLU6: lambda m: 1.0, nn.Tanh: lambda m: 1.0, nn.Hardtanh: lambda m: 1.0,
+    nn.Softplus: lambda m: 1.0, nn.Softsign: lambda m: 1.0, nn.CELU: lambda m: 1.0,
+    nn.LeakyReLU: lambda m: max(1.0, abs(float(m.negative_slope))),
+    nn.ELU: lambda m: max(1.0, float(m.alpha)), nn.Sigmoid: lambda m: 0.25, nn.Hardsigmoid: lambda m: 1.0 / 6.0,
+    nn.SiLU: lambda m: 1.1, nn.GELU: lambda m: 1.13,
+}
+_ISOMETRIES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+               nn.AlphaDropout)
+_STAT_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
+
+
+@dataclass
+class LayerNorm:
+    """Operator norm (affine layers) or Lipschitz constant (other known layers) of one layer.
+
+    Attributes:
+        name: module path (``""`` for the root).
+        type: class name.
+        kind: ``"affine"``, ``"activation"``, ``"pooling"``, ``"isometry"``, ``"decoupled"`` or
+            ``"unsupported"``.
+        input_shape: per-example input shape recorded on a sample forward pass.
+        computed: whether a norm was computed.
+        l2, linf: ``||A||_{2->2}`` and ``||A||_{inf->inf}`` of the linear part (or the Lipschitz
+            constant of a nonlinearity); ``None`` when not computed.
+        method: how ``l2`` was obtained.
+        reason: why nothing was computed.
+        iterations, converged: power-iteration diagnostics.
+        calls: how many times the module ran in the sample forward pass.
+    """
+
+    name: str
+    type: str
+    kind: str
+    input_shape: list[int] | None
+    computed: bool
+    l2: float | None = None
+    linf: float | None = None
+    method: str | None = None
+    reason: str | None = None
+    iterations: int | None = None
+    converged: bool | None = None
+    calls: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class BoundResult:
+    """Product of per-layer norms: an UPPER bound of the global Lipschitz constant, or the reason why not.
+
+    ``l2`` / ``linf`` bound the logit map (``L2 -> L2``, ``Linf -> Linf``); ``margin_l2 = sqrt(2) l2``
+    bounds ``||grad m||_2`` and ``margin_linf = 2 linf`` bounds ``||grad m||_1`` for the margin
+    ``m = f_y - max_{j != y} f_j`` (``|Delta m| <= |Delta f_y| + max_j |Delta f_j|``).
+    """
+
+    computed: bool
+    reason: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    l2: float | None = None
+    linf: float | None = None
+    margin_l2: float | None = None
+    margin_linf: float | None = None
+    factors: list[dict] = field(default_factory=list)
+    all_converged: bool | None = None
+    kind: str = "upper bound (product of per-layer operator norms)"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- operator norms
+
+
+def _linear_copy(module: nn.Module, abs_weight: bool = False) -> nn.Module:
+    """A float64 evaluation-mode copy of ``module`` with zero bias (its linear part)."""
+    m = copy.deepcopy(module).to(torch.float64).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.requires_grad_(False)
+        if isinstance(getattr(m, "bias", None), Tensor):
+            m.bias.zero_()
+        if abs_weight and isinstance(getattr(m, "weight", None), Tensor):
+            m.weight.abs_()
+    return m
+
+
+class _Gram:
+    """``v -> A^T A v`` for a linear map ``apply`` (``A^T`` by autograd through one stored graph)."""
+
+    def __init__(self, apply: Callable[[Tensor], Tensor], shape: Sequence[int], device: torch.device) -> None:
+        self.apply, self.shape, self.device = apply, tuple(shape), device
+        self.z = torch.zeros(self.shape, dtype=torch.float64, device=device, requires_grad=True)
+        with torch.enable_grad():
+            self.out = apply(self.z)
+        self.calls = 0
+
+    def __call__(self, v: Tensor) -> Tensor:
+        self.calls += 1
+        with torch.no_grad():
+            u = self.apply(v)
+        return torch.autograd.grad(self.out, self.z, u, retain_graph=True)[0]
+
+
+def _power_iteration(gram: _Gram, v: Tensor, iters: int, tol: float) -> tuple[float, int, bool, Tensor]:
+    """Power iteration on ``A^T A`` from ``v``: ``(sigma, iterations, converged, last iterate)``.
+
+    ``sigma = sqrt(||A^T A v||)`` for the unit iterate ``v``: a lower bound of ``sigma_max``
+    (``||A v||^2 <= ||A^T A v|| <= sigma_max^2``) that increases to it. Converged: relative change
+    of ``sigma`` below ``tol``.
+    """
+    v = v / v.norm()
+    sigma, prev = 0.0, -1.0
+    for i in range(1, max(1, iters) + 1):
+        w = gram(v)
+        wn = float(w.norm())
+        if wn == 0.0:
+            return 0.0, i, True, v
+        sigma = math.sqrt(wn)
+        v = w / wn
+        if abs(sigma - prev) <= tol * sigma:
+            return sigma, i, True, v
+        prev = sigma
+    return sigma, iters, False, v
+
+
+def _lanczos(gram: _Gram, v0: Tensor, iters: int, tol: float) -> tuple[float, int, bool]:
+    """``sigma_max`` by ARPACK Lanczos (``scipy.sparse.linalg.eigsh``) on ``A^T A`` from ``v0``."""
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    n = v0.numel()
+    start = gram.calls
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(gram.shape)).to(gram.device)
+        return gram(t).cpu().numpy().ravel()
+
+    op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+    try:
+        val = eigsh(op, k=1, which="LA", v0=v0.detach().cpu().numpy().ravel(), tol=tol, maxiter=max(iters, 10),
+                    return_eigenvectors=False)
+        return math.sqrt(max(float(val[0]), 0.0)), gram.calls - start, True
+    except ArpackNoConvergence as exc:
+        vals = getattr(exc, "eigenvalues", None)
+        best = math.sqrt(max(float(vals[0]), 0.0)) if vals is not None and len(vals) else 0.0
+        return best, gram.calls - start, False
+
+
+def _operator_norm(module: nn.Module, input_shape: Sequence[int], iters: int, tol: float, method: str,
+                   seed: int) -> tuple[float, int, bool, str]:
+    if method not in NORM_METHODS:
+        raise ValueError(f"method: must be one of {NORM_METHODS}, got {method!r}")
+    device, _ = model_device_dtype(module)
+    gram = _Gram(_linear_copy(module), input_shape, device)
+    v = torch.randn(tuple(input_shape), generator=example_generator(seed), dtype=torch.float64).to(device)
+    if method == "lanczos" and v.numel() >= 3:
+        sigma, its, conv = _lanczos(gram, v, iters, tol)
+        if conv:
+            return sigma, its, conv, "Lanczos (ARPACK)"
+    sigma, its, conv, v = _power_iteration(gram, v, iters, tol)
+    if conv or method == "power" or v.numel() < 3:
+        return sigma, its, conv, "power iteration"
+    # "auto": power iteration did not settle (close top singular values): Lanczos from its iterate.
+    s2, its2, conv2 = _lanczos(gram, v, iters, tol)
+    return max(sigma, s2), its + its2, conv2, "power iteration + Lanczos refinement"
+
+
+def operator_norm(module: nn.Module, input_shape: Sequence[int], iters: int = 200, tol: float = 1e-7,
+                  method: str = "auto", seed: int = 0) -> tuple[float, int, bool]:
+    """``||A||_2`` of an affine module's linear part at ``input_shape`` (batch dimension included).
+
+    The linear part is the module in float64 with its bias zeroed; ``A^T`` is its autograd adjoint.
+    ``method``: ``"power"`` (power iteration on ``A^T A``, ``iters`` steps at most), ``"lanczos"``
+    (ARPACK ``eigsh`` on ``A^T A``) or ``"auto"`` (power iteration, refined by Lanczos from the last
+    iterate when it has not converged: power iteration is slow when the top singular values are close).
+    Returns ``(sigma, applications of A^T A, converged)``.
+    """
+    sigma, its, conv, _ = _operator_norm(module, input_shape, iters, tol, method, seed)
+    return sigma, its, conv
+
+
+def _linf_norm(module: nn.Module, input_shape: Sequence[int]) -> float:
+    """Max absolute row sum: ``|W|`` (no bias) applied to ones."""
+    m = _linear_copy(module, abs_weight=True)
+    device, _ = model_device_dtype(module)
+    with torch.no_grad():
+        return float(m(torch.ones(tuple(input_shape), dtype=torch.float64, device=device)).max())
+
+
+def _windows_per_input(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> int:
+    """Largest number of pooling windows that contain one input position."""
+    count = 1
+    for k, s, d in zip(kernel, stride, dilation):
+        count *= min(k, math.ceil(((k - 1) * d + 1) / s))
+    return count
+
+
+def _adaptive_windows(in_sizes: Sequence[int], out_sizes: Sequence[int | None]) -> int:
+    count = 1
+    for n, o in zip(in_sizes, out_sizes):
+        o = n if o is None else int(o)
+        cover = [0] * n
+        for i in range(o):
+            for p in range((i * n) // o, -((-(i + 1) * n) // o)):
+                cover[p] += 1
+        count *= max(cover)
+    return count
+
+
+def _tuple(v: Any, n: int) -> tuple[int, ...]:
+    return tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v),) * n
+
+
+def _module_norm(name: str, module: nn.Module, shape: Sequence[int], iters: int, tol: float, method: str,
+                 seed: int) -> LayerNorm:
+    """The :class:`LayerNorm` of one module at input ``shape`` (batch dimension included)."""
+    refused = _refusal(name, module, shape)
+    if refused is not None:
+        return refused
+    tname = type(module).__name__
+    per_example = [int(s) for s in shape[1:]]
+
+    def done(kind: str, l2: float, linf: float, how: str, iterations: int | None = None,
+             converged: bool | None = None) -> LayerNorm:
+        return LayerNorm(name, tname, kind, per_example, True, float(l2), float(linf), how, None, iterations,
+                         converged)
+
+    if isinstance(module, Normalize):
+        s = float(module.std.abs().min())
+        return done("affine", 1.0 / s, 1.0 / s, "closed form: 1 / min(std)")
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        scale = 1.0 / torch.sqrt(module.running_var.double() + module.eps)
+        if module.weight is not None:
+            scale = scale * module.weight.detach().double()
+        m = float(scale.abs().max())
+        return done("affine", m, m, "closed form: max |gamma / sqrt(var + eps)| (evaluation mode)")
+    if isinstance(module, nn.Linear):
+        w = module.weight.detach().double()
+        return done("affine", float(torch.linalg.matrix_norm(w, 2)), float(w.abs().sum(1).max()),
+                    "exact: SVD of the weight")
+    if isinstance(module, (nn.modules.conv._ConvNd, nn.modules.pooling._AvgPoolNd,
+                           nn.modules.pooling._AdaptiveAvgPoolNd)):
+        sigma, its, conv, how = _operator_norm(module, shape, iters, tol, method, seed)
+        how += " on the bias-free layer and its adjoint"
+        linf = _linf_norm(module, shape)
+        if getattr(module, "padding_mode", "zeros") not in ("zeros", "circular"):
+            how += f" (Linf: upper bound for padding_mode={module.padding_mode})"
+        if not conv:
+            log.info("layer %s: the norm did not reach the tolerance in %d steps (the value is a slightly low "
+                     "estimate)", name, its)
+        return done("affine", sigma, linf, how, its, conv)
+    if isinstance(module, nn.modules.pooling._MaxPoolNd):
+        nd = len(shape) - 2
+        k, s = _tuple(module.kernel_size, nd), _tuple(module.stride or module.kernel_size, nd)
+        m = _windows_per_input(k, s, _tuple(module.dilation, nd))
+        return done("pooling", math.sqrt(m), 1.0, f"Lipschitz constant: sqrt({m} windows per input)")
+    if isinstance(module, nn.modules.pooling._AdaptiveMaxPoolNd):
+        nd = len(shape) - 2
+        out = module.output_size if isinstance(module.output_size, (tuple, list)) else (module.output_size,) * nd
+        m = _adaptive_windows(shape[2:], out)
+        return done("pooling", math.sqrt(m), 1.0, f"Lipschitz constant: sqrt({m} windows per input)")
+    for cls, fn in _ACTIVATIONS.items():
+        if type(module) is cls:
+            k = fn(module)
+            return done("activation", k, k, "Lipschitz constant")
+    if isinstance(module, _ISOMETRIES):
+        return done("isometry", 1.0, 1.0, "isometry (evaluation mode)")
+    raise AssertionError(f"unclassified layer type {tname}")  # pragma: no cover - _refusal covers the rest
+
+
+_KNOWN = (Normalize, nn.modules.batchnorm._BatchNorm, nn.Linear, nn.modules.conv._ConvNd,
+          nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._MaxPoolNd,
+          nn.modules.pooling._AdaptiveMaxPoolNd, *_ISOMETRIES)
+
+
+def _refusal(name: str, module: nn.Module, shape: Sequence[int]) -> LayerNorm | None:
+    """The "not computed" entry of a layer without a norm (cheap: no norm is computed), else ``None``."""
+    tname = type(module).__name__
+    per_example = [int(s) for s in shape[1:]]
+
+    def refuse(kind: str, reason: str) -> LayerNorm:
+        return LayerNorm(name, tname, kind, per_example, False, reason=reason)
+
+    if isinstance(module, DecoupledLayer):
+        return refuse("decoupled", "decoupled layer, not affine: h(||x||) g(theta) divides by ||x|| and ||w||")
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is None:
+        return refuse("unsupported", f"{tname} without running statistics normalises by batch statistics "
+                                     "(not affine)")
+    if isinstance(module, _STAT_NORMS):
+        return refuse("unsupported", f"{tname} normalises by statistics of its input (not affine)")
+    if type(module) in _ACTIVATIONS or isinstance(module, _KNOWN):
+        return None
+    return refuse("unsupported", f"layer type {tname} is not understood by the layer-wise walker")
+
+
+def _atomic(module: nn.Module) -> bool:
+    return isinstance(module, (DecoupledLayer, Normalize)) or next(module.children(), None) is None
+
+
+def _record_shapes(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, nn.Module, list[int], int]]:
+    """(name, module, input shape with batch 1, calls) of every atomic module, in order of first call."""
+    seen: dict[str, list[Any]] = {}
+    handles = []
+    skip: set[str] = set()
+    for name, module in model.named_modules():
+        if any(name.startswith(p + ".") for p in skip):
+            continue
+        if _atomic(module):
+            skip.add(name)
+
+            def hook(mod: nn.Module, args: tuple, _out: Any, name: str = name) -> None:
+                if name in seen:
+                    seen[name][3] += 1
+                elif args and isinstance(args[0], Tensor):
+                    seen[name] = [name, mod, list(args[0].shape), 1]
+
+            handles.append(module.register_forward_hook(hook))
+    device, dtype = model_device_dtype(model)
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+    return [tuple(v) for v in seen.values()]  # type: ignore[misc]
+
+
+def layer_operator_norms(model: nn.Module, input_shape: Sequence[int], iters: int = 200, tol: float = 1e-7,
+                         method: str = "auto", seed: int = 0, progress: bool = False) -> list[LayerNorm]:
+    """Per-layer operator norms (affine layers) and Lipschitz constants (known nonlinearities).
+
+    Args:
+        model: any network; analysed in evaluation mode (flags restored after).
+        input_shape: the shape of ONE input example, e.g. ``(1, 28, 28)`` (no batch dimension).
+        iters, tol: power-iteration budget and relative tolerance.
+        method: ``"auto"`` (power iteration, refined by Lanczos when it has not converged), ``"power"``
+            or ``"lanczos"`` for convolutions and average pools (see :func:`operator_norm`).
+        seed: seed of the local generators (layer ``i`` uses ``(seed, i)``).
+        progress: progress bar over the layers.
+
+    Returns:
+        one :class:`LayerNorm` per atomic module (leaf module, decoupled layer or ``Normalize``), in
+        the order of their first call on a sample forward pass; decoupled layers and unknown layers
+        are marked ``computed=False`` with the reason.
+    """
+    with eval_mode(model):
+        records = _record_shapes(model, input_shape)
+        out = []
+        for i, (name, module, shape, calls) in enumerate(tqdm(records, desc="layer norms", disable=not progress,
+                                                              leave=False)):
+            entry = _module_norm(name or type(module).__name__, module, shape, iters, tol, method,
+                                 seed * 1_000_003 + i)
+            entry.calls = calls
+            out.append(entry)
+    return out
+
+
+# ----------------------------------------------------------------------------- the chain walker
+
+
+def _tracer_class() -> type:
+    import torch.fx as fx
+
+    class _Tracer(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return isinstance(m, (DecoupledLayer, Normalize)) or super().is_leaf_module(m, qualname)
+
+    return _Tracer
+
+
+def _is_tensor(node: Any) -> bool:
+    from torch.fx.passes.shape_prop import TensorMetadata
+
+    return hasattr(node, "meta") and isinstance(node.meta.get("tensor_meta"), TensorMetadata)
+
+
+def _where(node: Any) -> str:
+    if node.op == "call_module":
+        return repr(str(node.target))
+    stack = node.meta.get("nn_module_stack") or {}
+    path = next(reversed(stack), None) if stack else None
+    if isinstance(path, str) and path:
+        return f"{path!r} ({_op_name(node)})"
+    return _op_name(node)
+
+
+def _op_name(node: Any) -> str:
+    t = node.target
+    return f"'{t}'" if isinstance(t, str) else f"'{getattr(t, '__name__', str(t))}'"
+
+
+_ISO_NAMES = {"flatten", "view", "reshape", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "clone",
+              "detach", "neg", "unflatten", "view_as", "reshape_as"}
+_ACT_NAMES = {"relu": 1.0, "relu_": 1.0, "relu6": 1.0, "tanh": 1.0, "tanh_": 1.0, "hardtanh": 1.0, "softplus": 1.0,
+              "softsign": 1.0, "sigmoid": 0.25, "sigmoid_": 0.25, "silu": 1.1, "gelu": 1.13, "hardsigmoid": 1 / 6}
+_POOL_PARAMS = {
+    "max_pool": (["kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"], "MaxPool"),
+    "avg_pool": (["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"], "AvgPool"),
+    "adaptive_avg_pool": (["output_size"], "AdaptiveAvgPool"),
+    "adaptive_max_pool": (["output_size", "return_indices"], "AdaptiveMaxPool"),
+}
+
+
+def _functional_module(fname: str, node: Any) -> nn.Module | None:
+    """An ``nn`` pooling module equivalent to a functional pooling call, if it is one."""
+    base = fname.lstrip("_")
+    for prefix, (params, cls) in _POOL_PARAMS.items():
+        if base.startswith(prefix) and base[len(prefix):] in ("1d", "2d", "3d"):
+            kw = dict(zip(params, node.args[1:]))
+            kw.update({k: v for k, v in node.kwargs.items() if k in params})
+            if kw.pop("return_indices", False):
+                return None
+            if "stride" in kw and kw["stride"] in (None, []):
+                kw.pop("stride")
+            return getattr(nn, cls + base[len(prefix):].upper())(**kw)
+    return None
+
+
+def _functional_factor(node: Any, shape: Sequence[int], iters: int, tol: float, method: str, seed: int
+                       ) -> tuple[float, float, str] | str:
+    """(l2, linf, description) of a call_function / call_method node, or the reason it is refused."""
+    t = node.target
+    fname = t if isinstance(t, str) else getattr(t, "__name__", str(t))
+    if fname in _ISO_NAMES or t in (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, operator.neg):
+        return 1.0, 1.0, "isometry"
+    if fname in _ACT_NAMES:
+        return _ACT_NAMES[fname], _ACT_NAMES[fname], "Lipschitz constant"
+    if fname in ("leaky_relu", "leaky_relu_"):
+        slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+        k = max(1.0, abs(float(slope)))
+        return k, k, "Lipschitz constant"
+    if fname in ("elu", "elu_"):
+        k = max(1.0, float(node.args[1] if len(node.args) > 1 else node.kwargs.get("alpha", 1.0)))
+        return k, k, "Lipschitz constant"
+    if fname in ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"):
+        training = node.args[2] if len(node.args) > 2 else node.kwargs.get("training", True)
+        if training:
+            return f"functional {fname} with training=True is random"
+        return 1.0, 1.0, "isometry (evaluation mode)"
+    consts = [a for a in node.args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    if (t in (operator.mul, torch.mul) or fname in ("mul", "mul_")) and len(consts) == 1 and len(node.args) == 2:
+        c = abs(float(consts[0]))
+        return c, c, f"scaling by {c:g}"
+    if (t in (operator.truediv, torch.div) or fname in ("div", "div_", "truediv")) and len(node.args) == 2 \
+            and consts == [node.args[1]] and not node.kwargs:
+        c = 1.0 / abs(float(consts[0]))
+        return c, c, f"scaling by {c:g}"
+    if t in (operator.add, operator.sub, torch.add, torch.sub) or fname in ("add", "sub", "add_", "sub_"):
+        if len(node.args) == 2 and len(consts) == 1:
+            return 1.0, 1.0, "translation"
+    if fname in ("mean", "sum"):
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        if dims is not None:
+            dims = [dims] if isinstance(dims, int) else list(dims)
+            nd = len(shape)
+            dims = [d % nd for d in dims]
+            if 0 not in dims:
+                n = math.prod(int(shape[d]) for d in dims)
+                if fname == "mean":
+                    return 1.0 / math.sqrt(n), 1.0, f"mean over {n} entries"
+                return math.sqrt(n), float(n), f"sum over {n} entries"
+    module = _functional_module(fname, node) if isinstance(fname, str) else None
+    if module is not None:
+        entry = _module_norm(fname, module, shape, iters, tol, method, seed)
+        if entry.computed:
+            return entry.l2, entry.linf, entry.method  # type: ignore[return-value]
+        return entry.reason or "unsupported"
+    return f"operation {_op_name(node)} is not understood by the layer-wise walker"
+
+
+def affine_product_bound(model: nn.Module, input_shape: Sequence[int], iters: int = 200, tol: float = 1e-7,
+                         method: str = "auto", seed: int = 0, layers: Sequence[LayerNorm] | None = None
+                         ) -> BoundResult:
+    """Upper bound ``prod_i ||A_i|| K_i`` on the global Lipschitz constant of a plain chain, or why not.
+
+    The forward pass is traced with ``torch.fx`` (decoupled layers and ``Normalize`` are leaves).
+    The bound is computed only when the graph is a single chain from the input to the logits whose
+    every operation is an affine layer, a known Lipschitz nonlinearity, a pooling or a reshape.
+    Otherwise ``computed=False`` and ``reason`` names the offending layers: decoupled layers (not
+    affine), skip connections / branches (the product is not valid for a residual network),
+    normalisations by input statistics, unknown operations, or a forward pass that cannot be traced.
+
+    Args:
+        model: the network (analysed in evaluation mode).
+        input_shape: shape of ONE example (no batch dimension).
+        iters, tol, method, seed: as :func:`layer_operator_norms`.
+        layers: norms already computed by :func:`layer_operator_norms` (reused by name and shape).
+    """
+    import torch.fx as fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    cache = {(l.name, tuple(l.input_shape or ())): l for l in (layers or [])}
+    device, dtype = model_device_dtype(model)
+    if _atomic(model):  # a single layer: the chain is the layer itself
+        with eval_mode(model):
+            entry = layer_operator_norms(model, input_shape, iters, tol, method, seed)[0]
+        if not entry.computed:
+            return BoundResult(False, entry.reason, [entry.reason or ""])
+        factor = {"node": entry.name, "layer": "", "type": entry.type, "kind": entry.kind, "l2": entry.l2,
+                  "linf": entry.linf}
+        return BoundResult(True, None, [], entry.l2, entry.linf, SQRT2 * entry.l2, 2.0 * entry.linf,  # type: ignore
+                           [factor], entry.converged is not False)
+    with eval_mode(model):
+        try:
+            graph = _tracer_class()().trace(model)
+            gm = fx.GraphModule(model, graph)
+            ShapeProp(gm).propagate(torch.zeros((1, *input_shape), device=device, dtype=dtype))
+        except Exception as exc:  # noqa: BLE001 - any tracing failure means "no bound"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = (f"the forward pass could not be traced with torch.fx ({type(exc).__name__}: {first}); "
+                      "the walker only bounds plain chains of known layers")
+            return BoundResult(False, reason, [reason])
+        reasons: list[str] = []
+        decoupled: list[str] = []
+        skips: list[str] = []
+        factors: list[dict] = []
+        converged = True
+        placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+        head = placeholders[0] if placeholders else None
+        if len(placeholders) != 1:
+            reasons.append(f"the forward pass takes {len(placeholders)} inputs; only one is supported")
+        branched: set[str] = set()
+        for index, node in enumerate(graph.nodes):
+            if node.op in ("placeholder", "get_attr"):
+                continue
+            if node.op == "output":
+                if node.args[0] is not head:
+                    reasons.append("the network output is not the end of a single chain")
+                continue
+            if not _is_tensor(node):
+                continue  # metadata (x.size(0), x.shape)
+            ins = [a for a in node.all_input_nodes if _is_tensor(a)]
+            where = _where(node)
+            if len(ins) != 1:
+                attrs = [a.target for a in ins if a.op == "get_attr"]
+                if attrs and len(ins) - len(attrs) == 1:
+                    reasons.append(f"{where} uses the tensor attribute(s) {attrs} directly; not supported")
+                else:
+                    skips.append(f"{where} merges {len(ins)} tensors")
+                head = node
+                continue
+            src = ins[0]
+            users = [u for u in src.users if _is_tensor(u)]
+            if len(users) > 1 and src.name not in branched:
+                branched.add(src.name)
+                skips.append(f"{_where(src)} feeds {len(users)} operations")
+            elif src is not head and src.name not in branched:
+                reasons.append(f"{where} does not read the previous layer's output (not a plain chain)")
+            shape = tuple(src.meta["tensor_meta"].shape)
+            if node.op == "call_module":
+                module = model.get_submodule(node.target)
+                refused = _refusal(node.target, module, shape)
+                if refused is not None and refused.kind == "decoupled":
+                    decoupled.append(f"{node.target!r} ({refused.type})")
+                elif refused is not None:
+                    reasons.append(f"layer {node.target!r}: {refused.reason}")
+                else:  # the norm is computed below, once the network is known to be a plain chain
+                    factors.append({"node": node.name, "layer": node.target, "type": type(module).__name__,
+                                    "kind": None, "l2": None, "linf": None, "_pending": (module, shape, index)})
+            else:
+                got = _functional_factor(node, shape, iters, tol, method, seed * 1_000_003 + index)
+                if isinstance(got, str):
+                    reasons.append(f"{where}: {got}")
+                else:
+                    factors.append({"node": node.name, "layer": None, "type": _op_name(node).strip("'"),
+                                    "kind": got[2], "l2": got[0], "linf": got[1]})
+            head = node
+    if skips:
+        reasons.insert(0, f"skip connections / branches ({', '.join(skips[:4])}{', ...' if len(skips) > 4 else ''}"
+                          f"; {len(skips)} in all): the layer-wise product is not a valid bound for a network "
+                          "that is not a plain chain")
+    if decoupled:
+        reasons.insert(0, f"{len(decoupled)} decoupled layer(s) are not affine (h(||x||) g(theta) divides by ||x|| "
+                          f"and ||w||), so they have no operator norm: {', '.join(decoupled[:6])}"
+                          f"{f' and {len(decoupled) - 6} more' if len(decoupled) > 6 else ''}")
+    if reasons:
+        uniq = list(dict.fromkeys(reasons))
+        text = "; ".join(uniq[:3]) + (f"; and {len(uniq) - 3} more" if len(uniq) > 3 else "")
+        log.info("affine_product_bound: no bound computed: %s", text)
+        return BoundResult(False, text, uniq)
+    with eval_mode(model):
+        for f in factors:
+            pending = f.pop("_pending", None)
+            if pending is None:
+                continue
+            module, shape, index = pending
+            entry = cache.get((f["layer"], tuple(shape[1:])))
+            if entry is None:
+                entry = _module_norm(f["layer"], module, shape, iters, tol, method, seed * 1_000_003 + index)
+            converged = converged and entry.converged is not False
+            f.update(kind=entry.kind, l2=entry.l2, linf=entry.linf)
+    l2 = math.prod(f["l2"] for f in factors)
+    linf = math.prod(f["linf"] for f in factors)
+    return BoundResult(True, None, [], l2, linf, SQRT2 * l2, 2.0 * linf, factors, converged)
