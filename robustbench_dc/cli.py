@@ -166,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from .runtime import configure_allocator
+
+    configure_allocator()
     func = getattr(args, "func", None)
     if func is None:
         # ``rbdc`` or ``rbdc zoo`` without an action: show the relevant help.

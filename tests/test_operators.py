@@ -347,3 +347,37 @@ def test_angle_works_with_torch_func():
     torch.testing.assert_close(torch.diagonal(jac), -1 / torch.sqrt(1 - c ** 2))
     _, tangent = torch.func.jvp(angle, (c,), (torch.ones_like(c),))
     torch.testing.assert_close(tangent, -1 / torch.sqrt(1 - c ** 2))
+
+
+@pytest.mark.parametrize("magnitude", MAGS)
+@pytest.mark.parametrize("weighted", [None, "linear", "separable"])
+@pytest.mark.parametrize("variant", ["scalar-rho", "per-channel-rho", "negative-alpha"])
+def test_fused_cos_path_equals_the_generic_autograd_path(magnitude, weighted, variant):
+    torch.manual_seed(10)
+    kw = dict(magnitude=magnitude, angular="cos", weighted=weighted, rho=0.7, beta=0.3,
+              alpha=-1.5 if variant == "negative-alpha" else 1.5, learnable_rho=variant == "per-channel-rho",
+              dtype=torch.float64)
+    fused = DecoupledConv2d(3, 4, 3, padding=1, stride=2, **kw)
+    plain = DecoupledConv2d(3, 4, 3, padding=1, stride=2, **kw)
+    plain.load_state_dict(fused.state_dict())
+    plain.fused = False
+    x = torch.randn(2, 3, 7, 7, dtype=torch.float64)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out1, out2 = fused(x1), plain(x2)
+    torch.testing.assert_close(out1, out2)
+    g = torch.randn_like(out1)
+    grads1 = torch.autograd.grad(out1, [x1, *fused.parameters()], g, allow_unused=True)
+    grads2 = torch.autograd.grad(out2, [x2, *plain.parameters()], g, allow_unused=True)
+    for a, b in zip(grads1, grads2):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda x: fused(x), (x1,), eps=1e-6, atol=1e-5)
+    lin_kw = {k: v for k, v in kw.items()}
+    lin = DecoupledLinear(5, 3, **lin_kw)
+    xl = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: lin(x), (xl,), eps=1e-6, atol=1e-5)
+    lin_plain = DecoupledLinear(5, 3, **lin_kw)
+    lin_plain.load_state_dict(lin.state_dict())
+    lin_plain.fused = False
+    torch.testing.assert_close(lin(xl), lin_plain(xl))

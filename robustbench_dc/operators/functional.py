@@ -24,11 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import angular as _angular
+from . import magnitude as _magnitude
 from .angular import Angular
+from .fused import CosResponse, SquaredChannelSum
 from .magnitude import Magnitude
 
 __all__ = [
     "WEIGHTED",
+    "fused_applicable",
     "filter_norm",
     "patch_norm2d",
     "decoupled_response",
@@ -53,7 +57,7 @@ def patch_norm2d(x: Tensor, kernel_size: tuple[int, int], stride: IntOr2 = 1, pa
     Computed as ``sqrt(conv2d(sum_c x_c^2, ones[1, 1, kh, kw]) + eps)`` with the given
     stride, padding and dilation: one single-channel convolution.
     """
-    sq = x.pow(2).sum(1, keepdim=True)
+    sq = SquaredChannelSum.apply(x, 1)
     ones = sq.new_ones((1, 1, *kernel_size))
     total = F.conv2d(sq, ones, None, stride, padding, dilation)
     # Fast convolution algorithms may round a sum of squares slightly below zero.
@@ -91,23 +95,49 @@ def decoupled_response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: 
     return h * g
 
 
+_POSITIVE_MAGNITUDES = ("sphere", "ball", "tanh", "linear", "seg", "log", "mix")
+
+
+def fused_applicable(angular: Angular, weighted: str | None) -> bool:
+    """Whether :class:`~robustbench_dc.operators.fused.CosResponse` computes this operator."""
+    return angular.fn is _angular.cos and weighted in (None, "linear", "separable")
+
+
+def _fused_cos(dot_hat: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: Magnitude, weighted: str | None,
+               alpha: float, beta: float, rho: float | Tensor, eps: float, channel_dim: int) -> Tensor:
+    """``clip(cos) * h * s`` through :class:`CosResponse` (``dot_hat`` uses normalised filters)."""
+    h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
+    s = None
+    if weighted == "linear":
+        s = wnorm
+    elif weighted == "separable":
+        s = torch.tanh(wnorm / rho)
+    builtin = _magnitude.MAGNITUDES.get(magnitude.name) is magnitude and magnitude.name in _POSITIVE_MAGNITUDES
+    keep_output = builtin and alpha > 0 and beta >= 0 and eps > 0
+    return CosResponse.apply(dot_hat, xnorm.reciprocal(), h, s, channel_dim, keep_output)
+
+
 def decoupled_conv2d(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular: Angular,
                      stride: IntOr2 = 1, padding: IntOr2 | str = 0, dilation: IntOr2 = 1,
                      weighted: str | None = None, alpha: float = 1.0, beta: float = 0.5,
                      rho: float | Tensor = 1.0, k: float = 0.3, eps: float = 1e-4,
-                     xnorm: Tensor | None = None) -> Tensor:
+                     xnorm: Tensor | None = None, fused: bool = True) -> Tensor:
     """Decoupled 2-D convolution of ``x`` (N, C, H, W) with ``weight`` (O, C, kh, kw).
 
     ``rho`` may be a float or a tensor of shape ``(O,)`` (per filter). ``xnorm`` may be
     passed when already computed (it must come from :func:`patch_norm2d` with the same
-    geometry).
+    geometry). ``fused=False`` forces the generic autograd path (same values).
     """
-    dot = F.conv2d(x, weight, None, stride, padding, dilation)
     if xnorm is None:
         xnorm = patch_norm2d(x, tuple(weight.shape[2:]), stride, padding, dilation, eps)  # type: ignore[arg-type]
     wnorm = filter_norm(weight, eps).view(1, -1, 1, 1)
     if isinstance(rho, Tensor) and rho.dim() == 1:
         rho = rho.view(1, -1, 1, 1)
+    if fused and fused_applicable(angular, weighted):
+        dot_hat = F.conv2d(x, weight / wnorm.view(-1, 1, 1, 1), None, stride, padding, dilation)
+        return _fused_cos(dot_hat, xnorm, wnorm, magnitude=magnitude, weighted=weighted, alpha=alpha, beta=beta,
+                          rho=rho, eps=eps, channel_dim=1)
+    dot = F.conv2d(x, weight, None, stride, padding, dilation)
     return decoupled_response(dot, xnorm, wnorm, magnitude=magnitude, angular=angular,
                               weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)
 
@@ -115,11 +145,15 @@ def decoupled_conv2d(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular
 def decoupled_linear(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular: Angular,
                      weighted: str | None = None, alpha: float = 1.0, beta: float = 0.5,
                      rho: float | Tensor = 1.0, k: float = 0.3, eps: float = 1e-4,
-                     xnorm: Tensor | None = None) -> Tensor:
+                     xnorm: Tensor | None = None, fused: bool = True) -> Tensor:
     """Decoupled fully-connected map of ``x`` (..., in) with ``weight`` (out, in)."""
-    dot = F.linear(x, weight)
     if xnorm is None:
-        xnorm = torch.sqrt(x.pow(2).sum(-1, keepdim=True) + eps)
+        xnorm = torch.sqrt(SquaredChannelSum.apply(x, -1) + eps)
     wnorm = filter_norm(weight, eps)
+    if fused and fused_applicable(angular, weighted):
+        dot_hat = F.linear(x, weight / wnorm.view(-1, 1))
+        return _fused_cos(dot_hat, xnorm, wnorm, magnitude=magnitude, weighted=weighted, alpha=alpha, beta=beta,
+                          rho=rho, eps=eps, channel_dim=-1)
+    dot = F.linear(x, weight)
     return decoupled_response(dot, xnorm, wnorm, magnitude=magnitude, angular=angular,
                               weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)

@@ -19,6 +19,7 @@ from torch.nn.modules.utils import _pair
 
 from .angular import Angular, get_angular
 from .functional import WEIGHTED, decoupled_conv2d, decoupled_linear, patch_norm2d
+from .fused import SquaredChannelSum
 from .magnitude import Magnitude, get_magnitude
 
 __all__ = ["DecoupledLayer", "DecoupledConv2d", "DecoupledLinear", "RHO_MODES"]
@@ -136,9 +137,13 @@ class DecoupledLayer(nn.Module):
         running = torch.where(self.xnorm_steps > 0, self.xnorm_running.to(xnorm.dtype), batch_mean)
         return scale * running
 
+    #: Use the fused autograd path where it applies (same values; ``False`` forces the
+    #: generic autograd path, e.g. to compare the two).
+    fused: bool = True
+
     def _response_kwargs(self) -> dict[str, Any]:
         return dict(magnitude=self.magnitude, angular=self.angular, weighted=self.weighted,
-                    alpha=self.alpha, beta=self.beta, k=self.k, eps=self.eps)
+                    alpha=self.alpha, beta=self.beta, k=self.k, eps=self.eps, fused=self.fused)
 
     def _decoupled_repr(self) -> str:
         s = f"magnitude={self.magnitude.name}, angular={self.angular.name}"
@@ -279,7 +284,7 @@ class DecoupledLinear(DecoupledLayer):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        xnorm = torch.sqrt(x.pow(2).sum(-1, keepdim=True) + self.eps)
+        xnorm = torch.sqrt(SquaredChannelSum.apply(x, -1) + self.eps)
         out = decoupled_linear(x, self.weight, rho=self.effective_rho(xnorm), xnorm=xnorm,
                                **self._response_kwargs())
         if self.bias is not None:
