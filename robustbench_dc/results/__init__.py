@@ -1,0 +1,14 @@
+"""Results store and leaderboard.
+
+- :class:`ResultsStore` -- the SQLite database of protocol runs (WAL mode, one transaction per
+  write, safe for concurrent writer processes); ``ingest_summary``, ``runs``, ``entries``.
+- :class:`LeaderboardEntry` and :func:`rank_entries` -- RobustBench-like entries and their ranking.
+- :func:`render_leaderboard` / :func:`write_leaderboard` -- Markdown, CSV, JSON and static HTML.
+"""
+
+from .leaderboard import DEFAULT_METRIC, LeaderboardEntry, available_metrics, metric_value, rank_entries
+from .render import FORMATS, render_leaderboard, write_leaderboard
+from .store import DEFAULT_DB, SCHEMA_VERSION, ResultsStore
+
+__all__ = ["ResultsStore", "LeaderboardEntry", "rank_entries", "available_metrics", "metric_value",
+           "render_leaderboard", "write_leaderboard", "FORMATS", "DEFAULT_METRIC", "DEFAULT_DB", "SCHEMA_VERSION"]

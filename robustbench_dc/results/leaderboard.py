@@ -1,0 +1,157 @@
+"""Leaderboard entries and their ranking.
+
+A :class:`LeaderboardEntry` is one model of one protocol run, with RobustBench-like fields.
+Entries are ranked by a metric (:func:`rank_entries`): by default the worst-case robust accuracy
+(the per-example worst case over the protocol's attack set), descending, ties broken by clean
+accuracy (descending) and then by name. Other metrics: ``clean_accuracy``, a white-box attack
+label (e.g. ``fgsm-linf-eps0.3000-s1``) or ``transfer:<source>:<attack>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["LeaderboardEntry", "DEFAULT_METRIC", "available_metrics", "metric_value", "metric_title",
+           "rank_entries", "resolve_metric"]
+
+DEFAULT_METRIC = "worst_case"
+CLEAN_METRIC = "clean_accuracy"
+TRANSFER_PREFIX = "transfer:"
+_ALIASES = {
+    "worst_case": DEFAULT_METRIC, "worst-case": DEFAULT_METRIC, "worst_case_robust_accuracy": DEFAULT_METRIC,
+    "clean_accuracy": CLEAN_METRIC, "clean": CLEAN_METRIC,
+}
+
+
+@dataclass
+class LeaderboardEntry:
+    """One model of one protocol run, as shown on the leaderboard (accuracies are fractions in [0, 1])."""
+
+    name: str
+    architecture: str
+    operator: str
+    operator_params: dict[str, Any] = field(default_factory=dict)
+    dataset: str = ""
+    threat_model: str = ""
+    eps: float | None = None
+    clean_accuracy: float | None = None
+    #: white-box robust accuracy per attack label
+    robust_accuracy: dict[str, float | None] = field(default_factory=dict)
+    #: per-example worst case over the protocol's attack set (AutoAttack-style)
+    worst_case_robust_accuracy: float | None = None
+    #: transfer robust accuracy: {source model: {attack label: accuracy}}
+    transfer_robust_accuracy: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    #: names of the triggered gradient-masking flags
+    flags: list[str] = field(default_factory=list)
+    training: str | None = None
+    recipe: Any = None
+    date: str | None = None
+    version: str | None = None
+    run_id: str = ""
+    protocol: str = ""
+    n_test: int | None = None
+    label: str | None = None
+    attack_success_rate: dict[str, float | None] = field(default_factory=dict)
+    lipschitz: dict[str, float | None] = field(default_factory=dict)
+    seed: int | None = None
+    checkpoint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (non-finite numbers become ``None``)."""
+        return _finite(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LeaderboardEntry:
+        """The inverse of :meth:`to_dict` (unknown keys, e.g. ``rank``, are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _attack_labels(entries: Iterable[LeaderboardEntry]) -> list[str]:
+    return sorted({a for e in entries for a in e.robust_accuracy})
+
+
+def _transfer_pairs(entries: Iterable[LeaderboardEntry]) -> list[tuple[str, str]]:
+    return sorted({(s, a) for e in entries for s, attacks in e.transfer_robust_accuracy.items() for a in attacks})
+
+
+def available_metrics(entries: Iterable[LeaderboardEntry]) -> list[str]:
+    """The metric names :func:`rank_entries` accepts for these entries."""
+    entries = list(entries)
+    return ([DEFAULT_METRIC, CLEAN_METRIC] + _attack_labels(entries)
+            + [f"{TRANSFER_PREFIX}{s}:{a}" for s, a in _transfer_pairs(entries)])
+
+
+def resolve_metric(entries: Iterable[LeaderboardEntry], metric: str | None) -> str:
+    """The canonical name of ``metric`` (``None`` -> the default); ``ValueError`` listing the choices."""
+    if metric is None:
+        return DEFAULT_METRIC
+    if metric in _ALIASES:
+        return _ALIASES[metric]
+    choices = available_metrics(entries)
+    if metric in choices:
+        return metric
+    raise ValueError(f"unknown leaderboard metric {metric!r}; available: {', '.join(choices)}")
+
+
+def metric_value(entry: LeaderboardEntry, metric: str) -> float | None:
+    """``entry``'s value of the canonical ``metric`` (``None`` when the entry lacks it)."""
+    if metric == DEFAULT_METRIC:
+        value = entry.worst_case_robust_accuracy
+    elif metric == CLEAN_METRIC:
+        value = entry.clean_accuracy
+    elif metric in entry.robust_accuracy:
+        value = entry.robust_accuracy[metric]
+    elif metric.startswith(TRANSFER_PREFIX):
+        value = None
+        for source, attacks in entry.transfer_robust_accuracy.items():
+            for attack, acc in attacks.items():
+                if metric == f"{TRANSFER_PREFIX}{source}:{attack}":
+                    value = acc
+    else:
+        value = None
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+def metric_title(metric: str) -> str:
+    """A human-readable name of the canonical ``metric``."""
+    if metric == DEFAULT_METRIC:
+        return "worst-case robust accuracy"
+    if metric == CLEAN_METRIC:
+        return "clean accuracy"
+    if metric.startswith(TRANSFER_PREFIX):
+        source, _, attack = metric[len(TRANSFER_PREFIX):].partition(":")
+        return f"transfer robust accuracy ({source} \u2192 {attack})"
+    return f"robust accuracy under {metric}"
+
+
+def rank_entries(entries: Iterable[LeaderboardEntry], metric: str | None = None) -> list[LeaderboardEntry]:
+    """``entries`` best first by ``metric`` (descending; ties by clean accuracy, then name, then run id).
+
+    Entries without a value for the metric come last. Unknown metric -> ``ValueError``.
+    """
+    entries = list(entries)
+    metric = resolve_metric(entries, metric)
+
+    def key(e: LeaderboardEntry) -> tuple[Any, ...]:
+        value = metric_value(e, metric)
+        clean = metric_value(e, CLEAN_METRIC)
+        return (value is None, -(value or 0.0), clean is None, -(clean or 0.0), e.name, e.run_id)
+
+    return sorted(entries, key=key)

@@ -1,0 +1,320 @@
+"""Render a leaderboard as Markdown, CSV, JSON or a static self-contained HTML page.
+
+Markdown and HTML show accuracies as percentages with one decimal; CSV and JSON keep the raw
+fractions (for further processing). Every string taken from the results is escaped: HTML with
+``html.escape(..., quote=True)``, Markdown cells by escaping ``|``, ``\\``, ``<`` and ``>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .leaderboard import (
+    TRANSFER_PREFIX,
+    LeaderboardEntry,
+    _attack_labels,
+    _transfer_pairs,
+    metric_title,
+    rank_entries,
+    resolve_metric,
+)
+
+__all__ = ["FORMATS", "render_leaderboard", "write_leaderboard", "caption"]
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("md", "csv", "json", "html")
+_MISSING = "\u2013"
+_WARN = "\u26a0"
+
+
+# ----------------------------------------------------------------------------- cell helpers
+
+
+def _pct(value: float | None) -> str:
+    return _MISSING if value is None else f"{100.0 * value:.1f}"
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def _model_cell(e: LeaderboardEntry) -> str:
+    return e.name if not e.label or e.label == e.name else f"{e.name} ({e.label})"
+
+
+def _operator_cell(e: LeaderboardEntry) -> str:
+    return f"{e.operator} ({_params(e.operator_params)})" if e.operator_params else e.operator
+
+
+def _training_cell(e: LeaderboardEntry) -> str:
+    recipe = e.recipe.get("name") if isinstance(e.recipe, dict) else e.recipe
+    parts = [str(p) for p in (e.training, recipe) if p]
+    return " / ".join(parts) if parts else _MISSING
+
+
+def _flags_cell(e: LeaderboardEntry) -> str:
+    return f"{_WARN} {', '.join(e.flags)}" if e.flags else ""
+
+
+def _eps(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:.4g}"
+
+
+def _unique(values: Iterable[Any]) -> str:
+    seen = list(dict.fromkeys(str(v) for v in values if v is not None))
+    return ", ".join(seen) if seen else _MISSING
+
+
+def caption(entries: Sequence[LeaderboardEntry], metric: str) -> str:
+    """One line naming the dataset(s), threat model(s), eps, n_test and the ranking metric."""
+    eps = list(dict.fromkeys(_eps(e.eps) for e in entries)) or [_MISSING]
+    return (f"Dataset: {_unique(e.dataset for e in entries)} \u00b7 threat model: "
+            f"{_unique(e.threat_model for e in entries)} \u00b7 eps = {', '.join(eps)} \u00b7 "
+            f"n_test = {_unique(e.n_test for e in entries)} \u00b7 ranked by {metric_title(metric)}")
+
+
+def _columns(entries: Sequence[LeaderboardEntry]) -> list[tuple[str, str, Any]]:
+    """(header, kind 'num'|'text', getter -> (display text, sort value)) of the displayed table."""
+    cols: list[tuple[str, str, Any]] = [
+        ("Model", "text", lambda e: (_model_cell(e), e.name)),
+        ("Architecture", "text", lambda e: (e.architecture, e.architecture)),
+        ("Operator", "text", lambda e: (_operator_cell(e), _operator_cell(e))),
+        ("Training", "text", lambda e: (_training_cell(e), _training_cell(e))),
+        ("Clean (%)", "num", lambda e: (_pct(e.clean_accuracy), e.clean_accuracy)),
+        ("Worst-case (%)", "num", lambda e: (_pct(e.worst_case_robust_accuracy), e.worst_case_robust_accuracy)),
+    ]
+    for attack in _attack_labels(entries):
+        cols.append((f"{attack} (%)", "num",
+                     lambda e, a=attack: (_pct(e.robust_accuracy.get(a)), e.robust_accuracy.get(a))))
+    for source, attack in _transfer_pairs(entries):
+        def get(e: LeaderboardEntry, s: str = source, a: str = attack) -> tuple[str, float | None]:
+            v = e.transfer_robust_accuracy.get(s, {}).get(a)
+            return _pct(v), v
+        cols.append((f"transfer {source} \u2192 {attack} (%)", "num", get))
+    cols += [
+        ("Flags", "text", lambda e: (_flags_cell(e), _flags_cell(e))),
+        ("Date", "text", lambda e: ((e.date or _MISSING)[:10], e.date or "")),
+        ("Version", "text", lambda e: (e.version or _MISSING, e.version or "")),
+        ("Run", "text", lambda e: (e.run_id, e.run_id)),
+    ]
+    return cols
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def _md_escape(text: str) -> str:
+    text = " ".join(str(text).splitlines())
+    return (text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;"))
+
+
+def _render_md(ranked: Sequence[LeaderboardEntry], metric: str) -> str:
+    cols = _columns(ranked)
+    header = ["#"] + [c[0] for c in cols]
+    align = ["---:"] + ["---:" if c[1] == "num" else ":---" for c in cols]
+    lines = [f"_{_md_escape(caption(ranked, metric))}_", "",
+             "| " + " | ".join(_md_escape(h) for h in header) + " |", "| " + " | ".join(align) + " |"]
+    for rank, e in enumerate(ranked, 1):
+        cells = [str(rank)] + [_md_escape(get(e)[0]) for _, _, get in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv_number(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def _render_csv(ranked: Sequence[LeaderboardEntry], metric: str) -> str:
+    attacks = _attack_labels(ranked)
+    pairs = _transfer_pairs(ranked)
+    header = (["rank", "name", "label", "architecture", "operator", "operator_params", "dataset", "threat_model",
+               "eps", "n_test", "clean_accuracy", "worst_case_robust_accuracy"]
+              + [f"robust_accuracy:{a}" for a in attacks] + [f"{TRANSFER_PREFIX}{s}:{a}" for s, a in pairs]
+              + ["flags", "training", "recipe", "date", "version", "protocol", "run_id"])
+    buf = io.StringIO()
+    writer = csv.writer(buf, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+    writer.writerow(header)
+    for rank, e in enumerate(ranked, 1):
+        writer.writerow(
+            [rank, e.name, e.label or "", e.architecture, e.operator, json.dumps(e.operator_params, sort_keys=True),
+             e.dataset, e.threat_model, _csv_number(e.eps), "" if e.n_test is None else e.n_test,
+             _csv_number(e.clean_accuracy), _csv_number(e.worst_case_robust_accuracy)]
+            + [_csv_number(e.robust_accuracy.get(a)) for a in attacks]
+            + [_csv_number(e.transfer_robust_accuracy.get(s, {}).get(a)) for s, a in pairs]
+            + [";".join(e.flags), e.training or "", "" if e.recipe is None else json.dumps(e.recipe, sort_keys=True),
+               e.date or "", e.version or "", e.protocol, e.run_id])
+    return buf.getvalue()
+
+
+def _render_json(ranked: Sequence[LeaderboardEntry], metric: str) -> str:
+    rows = [{"rank": rank, **e.to_dict()} for rank, e in enumerate(ranked, 1)]
+    return json.dumps(rows, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em; color: #222; }
+table.leaderboard { border-collapse: collapse; font-size: 0.9em; }
+table.leaderboard caption { caption-side: top; text-align: left; font-weight: 600; padding: 0.5em 0; }
+table.leaderboard th, table.leaderboard td { border: 1px solid #ccc; padding: 0.3em 0.6em; }
+table.leaderboard th { background: #f3f3f3; cursor: pointer; user-select: none; white-space: nowrap; }
+table.leaderboard th[aria-sort="ascending"]::after { content: " \\25B2"; }
+table.leaderboard th[aria-sort="descending"]::after { content: " \\25BC"; }
+table.leaderboard td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.leaderboard tbody tr:nth-child(even) { background: #fafafa; }
+table.leaderboard td.flags { color: #a15c00; }
+footer { margin-top: 1em; font-size: 0.8em; color: #666; }
+"""
+
+# Click a header to sort by that column: numbers by their data-sort value (missing values last),
+# text alphabetically; a second click reverses the order.
+_JS = """
+(function () {
+  function key(cell, numeric) {
+    var v = cell.getAttribute("data-sort");
+    if (v === null) { v = cell.textContent; }
+    if (!numeric) { return v.toLowerCase(); }
+    return v === "" ? null : parseFloat(v);
+  }
+  document.querySelectorAll("table.leaderboard").forEach(function (table) {
+    var headers = table.tHead.rows[0].cells;
+    Array.prototype.forEach.call(headers, function (th, col) {
+      th.addEventListener("click", function () {
+        var numeric = th.getAttribute("data-type") === "num";
+        var current = th.getAttribute("aria-sort");
+        var ascending = current ? current === "descending" : !numeric;
+        Array.prototype.forEach.call(headers, function (h) { h.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+        var body = table.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (a, b) {
+          var x = key(a.cells[col], numeric), y = key(b.cells[col], numeric);
+          if (x === y) { return 0; }
+          if (x === null || (numeric && isNaN(x))) { return 1; }
+          if (y === null || (numeric && isNaN(y))) { return -1; }
+          var c = numeric ? x - y : (x < y ? -1 : 1);
+          return ascending ? c : -c;
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      });
+    });
+  });
+})();
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _render_html(ranked: Sequence[LeaderboardEntry], metric: str, title: str = "robustbench-dc leaderboard") -> str:
+    cols = _columns(ranked)
+    head = ['<th data-type="num" scope="col">#</th>'] + [
+        f'<th data-type="{kind}" scope="col">{_esc(name)}</th>' for name, kind, _ in cols]
+    body = []
+    for rank, e in enumerate(ranked, 1):
+        cells = [f'<td class="num" data-sort="{rank}">{rank}</td>']
+        for _, kind, get in cols:
+            text, sort = get(e)
+            if kind == "num":
+                cells.append(f'<td class="num" data-sort="{"" if sort is None else _esc(repr(float(sort)))}">'
+                             f"{_esc(text)}</td>")
+            else:
+                cls = ' class="flags"' if text.startswith(_WARN) else ""
+                cells.append(f'<td{cls} data-sort="{_esc(sort)}">{_esc(text)}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    from .. import __version__
+
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{_esc(title)}</h1>",
+        '<table class="leaderboard">',
+        f"<caption>{_esc(caption(ranked, metric))}</caption>",
+        "<thead><tr>" + "".join(head) + "</tr></thead>",
+        "<tbody>",
+        *body,
+        "</tbody>",
+        "</table>",
+        f"<footer>Accuracies in %; {_esc(_WARN)} marks triggered gradient-masking flags. Click a column header "
+        f"to sort. Generated by robustbench-dc {_esc(__version__)}.</footer>",
+        f"<script>{_JS}</script>",
+        "</body>",
+        "</html>",
+        "",
+    ])
+
+
+_RENDERERS = {"md": _render_md, "csv": _render_csv, "json": _render_json, "html": _render_html}
+_ALIASES = {"markdown": "md", "htm": "html"}
+
+
+def _format(fmt: str) -> str:
+    fmt = _ALIASES.get(fmt.lower(), fmt.lower())
+    if fmt not in _RENDERERS:
+        raise ValueError(f"unknown leaderboard format {fmt!r}; available: {', '.join(FORMATS)}")
+    return fmt
+
+
+def render_leaderboard(entries: Iterable[LeaderboardEntry], fmt: str = "md", metric: str | None = None) -> str:
+    """The leaderboard of ``entries`` ranked by ``metric`` (default: worst-case robust accuracy) as text.
+
+    ``fmt`` is ``md``, ``csv``, ``json`` or ``html``. Unknown format or metric -> ``ValueError``.
+    """
+    entries = list(entries)
+    fmt = _format(fmt)
+    canonical = resolve_metric(entries, metric)
+    return _RENDERERS[fmt](rank_entries(entries, canonical), canonical)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_leaderboard(entries: Iterable[LeaderboardEntry], out_dir: str | Path, formats: Iterable[str] = FORMATS,
+                      metric: str | None = None, stem: str = "leaderboard") -> list[Path]:
+    """Write ``out_dir/<stem>.<fmt>`` for each format (atomically: temp file + ``os.replace``).
+
+    Everything is rendered before anything is written, so a bad format or metric writes nothing.
+    Returns the written paths.
+    """
+    entries = list(entries)
+    out = Path(out_dir)
+    rendered = {fmt: render_leaderboard(entries, fmt, metric) for fmt in dict.fromkeys(_format(f) for f in formats)}
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt, text in rendered.items():
+        path = out / f"{stem}.{fmt}"
+        _atomic_write(path, text)
+        log.info("wrote %s (%d entries)", path, len(entries))
+        paths.append(path)
+    return paths
+

@@ -1,0 +1,518 @@
+"""The results store: every protocol run's summary, in one SQLite database.
+
+The database uses the standard library's :mod:`sqlite3` in WAL mode with a busy timeout, so
+several processes (parallel protocol runs, a leaderboard being rendered meanwhile) may use the
+same file at once. Every write is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, rolled
+back on any error: an ingest either stores a whole run or nothing, and re-ingesting a
+``run_id`` replaces that run's rows.
+
+Tables (see :data:`SCHEMA`): ``runs``, ``models``, ``evaluations`` (kind ``whitebox``,
+``transfer`` or ``worst_case``), ``flags``, ``lipschitz`` and ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .leaderboard import LeaderboardEntry
+
+__all__ = ["ResultsStore", "SCHEMA_VERSION", "SCHEMA", "DEFAULT_DB"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_DB = Path("runs") / "results.sqlite"
+WORST_CASE_LABEL = "worst-case"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id          TEXT PRIMARY KEY,
+    protocol        TEXT NOT NULL,
+    protocol_path   TEXT,
+    protocol_sha256 TEXT,
+    dataset         TEXT NOT NULL,
+    n_test          INTEGER,
+    seed            INTEGER,
+    data_sha256     TEXT,
+    threat_model    TEXT,
+    eps             REAL,
+    started         TEXT,
+    finished        TEXT,
+    command         TEXT,
+    versions        TEXT NOT NULL DEFAULT '{}',
+    summary         TEXT NOT NULL,
+    ingested        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_board ON runs (dataset, threat_model, eps, protocol);
+CREATE TABLE IF NOT EXISTS models (
+    run_id            TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    name              TEXT NOT NULL,
+    arch              TEXT NOT NULL,
+    operator          TEXT NOT NULL,
+    operator_params   TEXT NOT NULL DEFAULT '{}',
+    label             TEXT,
+    training          TEXT,
+    recipe            TEXT,
+    clean_accuracy    REAL,
+    checkpoint        TEXT,
+    checkpoint_sha256 TEXT,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id                  INTEGER PRIMARY KEY,
+    run_id              TEXT NOT NULL,
+    model               TEXT NOT NULL,
+    kind                TEXT NOT NULL CHECK (kind IN ('whitebox', 'transfer', 'worst_case')),
+    source              TEXT,
+    attack              TEXT NOT NULL,
+    threat_model        TEXT,
+    eps                 REAL,
+    backend             TEXT,
+    robust_accuracy     REAL,
+    attack_success_rate REAL,
+    extra               TEXT NOT NULL DEFAULT '{}',
+    CHECK ((kind = 'transfer') = (source IS NOT NULL)),
+    FOREIGN KEY (run_id, model) REFERENCES models (run_id, name) ON DELETE CASCADE
+);
+CREATE UNIQUE INDEX IF NOT EXISTS evaluations_unique
+    ON evaluations (run_id, model, kind, IFNULL(source, ''), attack);
+CREATE TABLE IF NOT EXISTS flags (
+    run_id    TEXT NOT NULL,
+    model     TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    triggered INTEGER NOT NULL CHECK (triggered IN (0, 1)),
+    value     REAL,
+    message   TEXT,
+    PRIMARY KEY (run_id, model, name),
+    FOREIGN KEY (run_id, model) REFERENCES models (run_id, name) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS lipschitz (
+    run_id TEXT NOT NULL,
+    model  TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    value  REAL,
+    PRIMARY KEY (run_id, model, kind),
+    FOREIGN KEY (run_id, model) REFERENCES models (run_id, name) ON DELETE CASCADE
+);
+"""
+
+_CHILD_TABLES = ("evaluations", "flags", "lipschitz", "models")
+
+
+# ----------------------------------------------------------------------------- validation helpers
+
+
+def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
+    if not isinstance(mapping, Mapping):
+        raise ValueError(f"results summary: {where} must be a mapping, got {type(mapping).__name__}")
+    if key not in mapping or mapping[key] is None:
+        raise ValueError(f"results summary: missing key {where}.{key}" if where else
+                         f"results summary: missing key {key!r}")
+    return mapping[key]
+
+
+def _present(mapping: Mapping[str, Any], key: str) -> Any:
+    """``mapping[key]``, which must exist but may be ``None``."""
+    if key not in mapping:
+        raise ValueError(f"results summary: missing key {key!r}")
+    return mapping[key]
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"results summary: {where} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _number(value: Any, where: str, *, fraction: bool = False, finite: bool = True) -> float | None:
+    """``value`` as a float (``None`` stays ``None``); a fraction must lie in [0, 1]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"results summary: {where} must be a number, got {value!r}")
+    x = float(value)
+    if math.isnan(x):
+        return None
+    if finite and math.isinf(x):
+        raise ValueError(f"results summary: {where} must be finite, got {value!r}")
+    if fraction and not 0.0 <= x <= 1.0:
+        raise ValueError(f"results summary: {where} must be a fraction in [0, 1], got {value!r}")
+    return x
+
+
+def _int(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"results summary: {where} must be an integer, got {value!r}")
+    return value
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _split_accuracy(value: Any, where: str) -> tuple[float | None, float | None, dict[str, Any]]:
+    """(robust_accuracy, attack_success_rate, other fields) of an evaluation entry (a number or a mapping)."""
+    if isinstance(value, Mapping):
+        if "robust_accuracy" not in value:
+            raise ValueError(f"results summary: missing key {where}.robust_accuracy")
+        extra = {k: v for k, v in value.items()
+                 if k not in {"robust_accuracy", "attack_success_rate", "eps", "threat_model", "backend"}}
+        return (_number(value["robust_accuracy"], f"{where}.robust_accuracy", fraction=True),
+                _number(value.get("attack_success_rate"), f"{where}.attack_success_rate", fraction=True), extra)
+    return _number(value, where, fraction=True), None, {}
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+class ResultsStore:
+    """A SQLite database of protocol runs (safe for concurrent writers in several processes).
+
+    >>> with ResultsStore("runs/results.sqlite") as store:       # doctest: +SKIP
+    ...     store.ingest_summary(summary)
+    ...     board = store.entries(dataset="mnist-sample")
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_DB, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.timeout = float(timeout)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; every write opens BEGIN IMMEDIATE itself.
+        self._conn: sqlite3.Connection | None = sqlite3.connect(
+            str(self.path), timeout=self.timeout, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._enable_wal()
+        self._init_schema()
+
+    # -- connection -----------------------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The open connection (``ValueError`` once closed)."""
+        if self._conn is None:
+            raise ValueError(f"results store {self.path} is closed")
+        return self._conn
+
+    def _enable_wal(self) -> None:
+        # Switching to WAL takes an exclusive lock; another process doing the same at the same moment
+        # may make it fail immediately despite busy_timeout, so retry for up to `timeout` seconds.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        if str(mode).lower() != "wal":
+            log.warning("results store %s: journal mode is %s, not WAL", self.path, mode)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction; rolled back on any error."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same snapshot."""
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def _init_schema(self) -> None:
+        with self._write() as conn:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            version = row[0]
+            if version is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif version > SCHEMA_VERSION:
+                raise ValueError(f"results store {self.path} has schema version {version}; this robustbench-dc "
+                                 f"understands up to {SCHEMA_VERSION} (upgrade robustbench-dc)")
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.path)!r})"
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def ingest_summary(self, summary: Mapping[str, Any]) -> str:
+        """Store one run's summary (replacing any earlier rows of its ``run_id``); returns the run_id.
+
+        Everything happens in one transaction: a summary that turns out to be invalid part-way
+        (``ValueError`` naming the offending key) leaves the database exactly as it was.
+        """
+        run_id = str(_require(summary, "run_id", ""))
+        if not run_id.strip():
+            raise ValueError("results summary: run_id is empty")
+        protocol = _require(summary, "protocol", "")
+        if isinstance(protocol, str):  # tolerate a bare protocol name
+            protocol = {"name": protocol}
+        protocol_name = str(_require(protocol, "name", "protocol"))
+        dataset = str(_require(summary, "dataset", ""))
+        # a protocol without attacks has no threat model / eps: the keys must exist, None is allowed
+        threat_model = _text(_present(summary, "threat_model"))
+        eps = _number(_present(summary, "eps"), "eps")
+        models = _require(summary, "models", "")
+        if not isinstance(models, Mapping):
+            raise ValueError(f"results summary: models must be a mapping of model name to results, "
+                             f"got {type(models).__name__}")
+        versions = _mapping(summary.get("versions"), "versions")
+
+        with self._write() as conn:
+            replaced = conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+            for table in _CHILD_TABLES:
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            conn.execute(
+                "INSERT INTO runs (run_id, protocol, protocol_path, protocol_sha256, dataset, n_test, seed, "
+                "data_sha256, threat_model, eps, started, finished, command, versions, summary, ingested) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, protocol_name, _text(protocol.get("path")), _text(protocol.get("sha256")), dataset,
+                 _int(summary.get("n_test"), "n_test"), _int(summary.get("seed"), "seed"),
+                 _text(summary.get("data_sha256")), threat_model, eps, _text(summary.get("started")),
+                 _text(summary.get("finished")), _text(summary.get("command")), _json(dict(versions)),
+                 _json(summary), datetime.now(timezone.utc).isoformat(timespec="seconds")))
+            for name, model in models.items():
+                self._insert_model(conn, run_id, str(name), model, threat_model, eps)
+        log.info("results store %s: %s run %s (%d models)", self.path, "replaced" if replaced else "added",
+                 run_id, len(models))
+        return run_id
+
+    @staticmethod
+    def _insert_model(conn: sqlite3.Connection, run_id: str, name: str, model: Any,
+                      threat_model: str | None, eps: float | None) -> None:
+        where = f"models.{name}"
+        if not isinstance(model, Mapping):
+            raise ValueError(f"results summary: {where} must be a mapping, got {type(model).__name__}")
+        recipe = model.get("recipe")
+        conn.execute(
+            "INSERT INTO models (run_id, name, arch, operator, operator_params, label, training, recipe, "
+            "clean_accuracy, checkpoint, checkpoint_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, name, str(_require(model, "arch", where)), str(_require(model, "operator", where)),
+             _json(dict(_mapping(model.get("operator_params"), f"{where}.operator_params"))),
+             _text(model.get("label")), _text(model.get("training")), None if recipe is None else _json(recipe),
+             _number(model.get("clean_accuracy"), f"{where}.clean_accuracy", fraction=True),
+             _text(model.get("checkpoint")), _text(model.get("checkpoint_sha256"))))
+
+        insert_eval = ("INSERT INTO evaluations (run_id, model, kind, source, attack, threat_model, eps, backend, "
+                       "robust_accuracy, attack_success_rate, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        for attack, result in _mapping(model.get("whitebox"), f"{where}.whitebox").items():
+            w = f"{where}.whitebox.{attack}"
+            acc, asr, extra = _split_accuracy(result, w)
+            info = result if isinstance(result, Mapping) else {}
+            conn.execute(insert_eval, (
+                run_id, name, "whitebox", None, str(attack), _text(info.get("threat_model") or threat_model),
+                _number(info.get("eps", eps), f"{w}.eps"), _text(info.get("backend")), acc, asr, _json(extra)))
+
+        worst = model.get("worst_case")
+        if worst is not None:
+            w = f"{where}.worst_case"
+            acc, asr, extra = _split_accuracy(worst, w)
+            conn.execute(insert_eval, (run_id, name, "worst_case", None, WORST_CASE_LABEL, threat_model, eps,
+                                       None, acc, asr, _json(extra)))
+
+        for source, attacks in _mapping(model.get("transfer"), f"{where}.transfer").items():
+            for attack, result in _mapping(attacks, f"{where}.transfer.{source}").items():
+                w = f"{where}.transfer.{source}.{attack}"
+                acc, asr, extra = _split_accuracy(result, w)
+                info = result if isinstance(result, Mapping) else {}
+                conn.execute(insert_eval, (
+                    run_id, name, "transfer", str(source), str(attack), _text(info.get("threat_model") or threat_model),
+                    _number(info.get("eps", eps), f"{w}.eps"), _text(info.get("backend")), acc, asr, _json(extra)))
+
+        for flag, result in _mapping(model.get("flags"), f"{where}.flags").items():
+            w = f"{where}.flags.{flag}"
+            if isinstance(result, Mapping):
+                triggered = result.get("triggered", False)
+                value = result.get("value")
+                value = _number(float(value) if isinstance(value, bool) else value, f"{w}.value", finite=False)
+                message = _text(result.get("message"))
+            else:
+                triggered, value, message = result, None, None
+            if not isinstance(triggered, (bool, int)):
+                raise ValueError(f"results summary: {w}.triggered must be a boolean, got {triggered!r}")
+            conn.execute("INSERT INTO flags (run_id, model, name, triggered, value, message) VALUES (?, ?, ?, ?, ?, ?)",
+                         (run_id, name, str(flag), int(bool(triggered)), value, message))
+
+        for kind, value in _mapping(model.get("lipschitz"), f"{where}.lipschitz").items():
+            if isinstance(value, Mapping):
+                value = value.get("value")
+            conn.execute("INSERT INTO lipschitz (run_id, model, kind, value) VALUES (?, ?, ?, ?)",
+                         (run_id, name, str(kind), _number(value, f"{where}.lipschitz.{kind}", finite=False)))
+
+    def delete_run(self, run_id: str) -> bool:
+        """Remove one run and all its rows; ``True`` when it existed."""
+        with self._write() as conn:
+            for table in _CHILD_TABLES:
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            return conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every stored run (without its full summary), oldest first, each with ``models`` (names)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT run_id, protocol, protocol_path, protocol_sha256, dataset, n_test, seed, data_sha256, "
+                "threat_model, eps, started, finished, command, versions, ingested FROM runs "
+                "ORDER BY COALESCE(finished, started, ingested), run_id").fetchall()
+            names: dict[str, list[str]] = {}
+            for r in conn.execute("SELECT run_id, name FROM models ORDER BY run_id, rowid"):
+                names.setdefault(r["run_id"], []).append(r["name"])
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["versions"] = json.loads(d["versions"] or "{}")
+            d["models"] = names.get(d["run_id"], [])
+            out.append(d)
+        return out
+
+    def summary(self, run_id: str) -> dict[str, Any]:
+        """The summary dict stored for ``run_id`` (``KeyError`` when unknown)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT summary FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(run_id)
+        return json.loads(row["summary"])
+
+    def entries(self, dataset: str | None = None, threat_model: str | None = None, eps: float | None = None,
+                protocol: str | None = None, *, latest: bool = False) -> list[LeaderboardEntry]:
+        """Leaderboard entries (one per model of each matching run), in storage order (unranked).
+
+        ``eps`` matches within a relative tolerance of 1e-9. With ``latest=True`` only the newest run
+        of each (protocol, dataset, threat model, eps, model name) is kept.
+        """
+        where, params = [], []  # type: list[str], list[Any]
+        if dataset is not None:
+            where.append("r.dataset = ?")
+            params.append(dataset)
+        if threat_model is not None:
+            where.append("r.threat_model = ?")
+            params.append(threat_model)
+        if eps is not None:
+            where.append("ABS(r.eps - ?) <= 1e-9 * MAX(1.0, ABS(?))")
+            params += [float(eps), float(eps)]
+        if protocol is not None:
+            where.append("r.protocol = ?")
+            params.append(protocol)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT m.*, r.protocol, r.dataset, r.threat_model, r.eps AS run_eps, r.n_test, r.seed, "
+                "r.started, r.finished, r.ingested, r.versions FROM models m JOIN runs r ON r.run_id = m.run_id "
+                f"{clause} ORDER BY COALESCE(r.finished, r.started, r.ingested), r.run_id, m.rowid",
+                params).fetchall()
+            run_ids = sorted({r["run_id"] for r in rows})
+            evals = self._by_model(conn, "SELECT run_id, model, kind, source, attack, robust_accuracy, "
+                                         "attack_success_rate FROM evaluations", run_ids)
+            flags = self._by_model(conn, "SELECT run_id, model, name, triggered FROM flags", run_ids)
+            lips = self._by_model(conn, "SELECT run_id, model, kind, value FROM lipschitz", run_ids)
+
+        entries = []
+        for r in rows:
+            key = (r["run_id"], r["name"])
+            robust: dict[str, float | None] = {}
+            success: dict[str, float | None] = {}
+            transfer: dict[str, dict[str, float | None]] = {}
+            worst = None
+            for e in evals.get(key, []):
+                if e["kind"] == "whitebox":
+                    robust[e["attack"]] = e["robust_accuracy"]
+                    if e["attack_success_rate"] is not None:
+                        success[e["attack"]] = e["attack_success_rate"]
+                elif e["kind"] == "transfer":
+                    transfer.setdefault(e["source"], {})[e["attack"]] = e["robust_accuracy"]
+                else:
+                    worst = e["robust_accuracy"]
+            versions = json.loads(r["versions"] or "{}")
+            entries.append(LeaderboardEntry(
+                name=r["name"], architecture=r["arch"], operator=r["operator"],
+                operator_params=json.loads(r["operator_params"] or "{}"), dataset=r["dataset"],
+                threat_model=r["threat_model"], eps=r["run_eps"], clean_accuracy=r["clean_accuracy"],
+                robust_accuracy=robust, worst_case_robust_accuracy=worst, transfer_robust_accuracy=transfer,
+                flags=[f["name"] for f in flags.get(key, []) if f["triggered"]],
+                training=r["training"], recipe=None if r["recipe"] is None else json.loads(r["recipe"]),
+                date=r["finished"] or r["started"] or r["ingested"],
+                version=str(versions.get("robustbench_dc")) if versions.get("robustbench_dc") else None,
+                run_id=r["run_id"], protocol=r["protocol"], n_test=r["n_test"], label=r["label"],
+                attack_success_rate=success, lipschitz={x["kind"]: x["value"] for x in lips.get(key, [])},
+                seed=r["seed"], checkpoint=r["checkpoint"]))
+        if latest:
+            newest: dict[tuple[Any, ...], LeaderboardEntry] = {}
+            for e in entries:  # oldest first, so later ones win
+                newest[(e.protocol, e.dataset, e.threat_model, e.eps, e.name)] = e
+            keep = {id(e) for e in newest.values()}
+            entries = [e for e in entries if id(e) in keep]
+        return entries
+
+    @staticmethod
+    def _by_model(conn: sqlite3.Connection, query: str, run_ids: list[str]) -> dict[tuple[str, str], list[sqlite3.Row]]:
+        out: dict[tuple[str, str], list[sqlite3.Row]] = {}
+        if not run_ids:
+            return out
+        # One query per chunk of run ids (SQLite limits the number of bound parameters).
+        for i in range(0, len(run_ids), 500):
+            chunk = run_ids[i:i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for row in conn.execute(f"{query} WHERE run_id IN ({marks}) ORDER BY rowid", chunk):
+                out.setdefault((row["run_id"], row["model"]), []).append(row)
+        return out
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check`` (``"ok"`` for a sound database), plus any foreign-key violations."""
+        rows = self.conn.execute("PRAGMA integrity_check").fetchall()
+        result = "\n".join(str(r[0]) for r in rows)
+        fk = self.conn.execute("PRAGMA foreign_key_check").fetchall()
+        if fk:
+            result += "\n" + "\n".join(f"foreign key violation: {tuple(r)}" for r in fk)
+        return result
