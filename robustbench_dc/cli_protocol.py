@@ -1,0 +1,54 @@
+"""``rbdc run PROTOCOL``: validate, plan and execute a protocol file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["register", "print_job"]
+
+
+def print_job(job: Any, status: str, seconds: float, counter: list[int], total: int) -> None:
+    counter[0] += 1
+    what = job.id.replace(":", " ")
+    tail = "cached" if status == "cached" else f"done in {seconds:.1f}s"
+    print(f"[{counter[0]:>2}/{total}] {what:<40} {tail}", flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .protocol import ProtocolError, execute, job_status, plan_protocol
+
+    try:
+        plan = plan_protocol(args.protocol, args.out)
+    except ProtocolError as exc:
+        for line in exc.errors:
+            print(f"rbdc: error: {line}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        status = job_status(plan)
+        print(f"plan for {plan.protocol.name} -> {plan.output} ({len(plan.jobs)} jobs)")
+        for job in plan.jobs:
+            state = "cached" if status[job.id] and not args.force else "to run"
+            print(f"  {job.id:<44} {state:<7} key {job.key[:12]}")
+        return 0
+    print(f"running {plan.protocol.name} -> {plan.output}")
+    counter = [0]
+    result = execute(plan, progress=not args.quiet and sys.stderr.isatty(), force=args.force,
+                     on_job=lambda j, s, t: print_job(j, s, t, counter, len(plan.jobs)))
+    print()
+    print(result.leaderboard)
+    print(f"wrote {len(result.written)} files under {result.run_dir}, e.g.:")
+    for p in [p for p in result.written if p.suffix in (".json", ".md", ".html", ".png")][:12]:
+        print(f"  {p}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a protocol file (training, attacks, Lipschitz, figures, leaderboard)")
+    p.add_argument("protocol", help="protocol YAML, e.g. protocols/quickstart.yaml")
+    p.add_argument("--out", help="run folder (default: the protocol's output, else runs/<name>)")
+    p.add_argument("--dry-run", action="store_true", help="print the job plan and what is cached; run nothing")
+    p.add_argument("--force", action="store_true", help="re-run every job")
+    p.add_argument("--quiet", action="store_true", help="no progress bars inside jobs")
+    p.set_defaults(func=cmd_run)

@@ -1,0 +1,78 @@
+"""Protocol runner: one YAML file -> validated protocol -> job graph -> results, figures, leaderboard.
+
+``run_protocol("protocols/quickstart.yaml")`` validates the file (every error names the file,
+the field and the value), plans it into content-hashed jobs and executes those that are not
+already done, so re-running is free and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from .execute import RunResult, execute, job_status, results_db
+from .plan import Job, Plan, ResolvedModel, make_plan, resolve, stable_hash
+from .schema import FIGURES, ModelEntry, Protocol, ProtocolError, load_protocol, parse_protocol
+
+__all__ = ["FIGURES", "Job", "ModelEntry", "Plan", "Protocol", "ProtocolError", "ResolvedModel", "RunResult",
+           "execute", "job_status", "load_protocol", "make_plan", "parse_protocol", "plan_protocol", "resolve",
+           "results_db", "run_protocol", "stable_hash", "submit_operator"]
+
+
+def plan_protocol(path: str | Path, output: str | Path | None = None) -> Plan:
+    """Load, validate and plan a protocol file (nothing is written)."""
+    protocol, provenance = load_protocol(path)
+    return make_plan(protocol, provenance, output)
+
+
+def run_protocol(path: str | Path, output: str | Path | None = None, *, progress: bool = True, force: bool = False,
+                 on_job: Callable[[Job, str, float], None] | None = None) -> RunResult:
+    """Run a protocol file end to end (see :func:`execute`)."""
+    return execute(plan_protocol(path, output), progress=progress, force=force, on_job=on_job)
+
+
+def _submission_name(operator: str) -> str:
+    base = operator.rpartition(":")[2] if ":" in operator else operator
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "-", base).strip("-.") or "submission"
+    return name if name[0].isalnum() else f"op-{name}"
+
+
+def _absolute_reference(operator: str) -> str:
+    """``my_ops.py:MyOp`` relative to the working directory -> absolute, so it survives the
+    protocol's own folder being the base for relative references."""
+    target, sep, attr = operator.rpartition(":")
+    if sep and target.endswith(".py") and Path(target).is_file():
+        return f"{Path(target).resolve()}:{attr}"
+    return operator
+
+
+def submit_operator(operator: str, protocol_path: str | Path, name: str | None = None, db: str | None = None,
+                    out: str | None = None, *, progress: bool = True,
+                    on_job: Callable[[Job, str, float], None] | None = None) -> tuple[RunResult, str]:
+    """Train and evaluate a user operator under a leaderboard protocol; returns the run and
+    the rendered leaderboard (Markdown).
+
+    The protocol's ``submission`` section says how: architecture, parameters, recipe. The
+    other models of the protocol are the reference entries; their jobs are cached in the
+    protocol's output folder, so a submission only trains and evaluates the new entry (and
+    redoes the transfer matrix, figures and report).
+    """
+    protocol, provenance = load_protocol(protocol_path)
+    if protocol.submission is None:
+        raise ProtocolError([f"{protocol_path}: submission: this protocol has no submission section "
+                             "(use protocols/leaderboard-mnist.yaml or protocols/leaderboard-cifar10.yaml)"])
+    entry_name = name or _submission_name(operator)
+    if any(m.name == entry_name for m in protocol.models):
+        raise ProtocolError([f"{protocol_path}: models: an entry named {entry_name!r} exists; pass --name"])
+    sub = protocol.submission
+    data: dict[str, Any] = protocol.model_dump(mode="json", exclude_none=True)
+    data["models"].append({"name": entry_name, "arch": sub.arch, "operator": _absolute_reference(operator),
+                           "params": dict(sub.params), "recipe": sub.recipe,
+                           **({"seed": sub.seed} if sub.seed is not None else {})})
+    if db is not None:
+        data["leaderboard"]["db"] = db
+    protocol = parse_protocol(data, str(protocol_path))
+    plan = make_plan(protocol, provenance, out)
+    result = execute(plan, progress=progress, on_job=on_job)
+    return result, result.leaderboard

@@ -1,0 +1,402 @@
+"""Execute a plan locally, job by job, writing every artifact atomically into the run folder.
+
+Run folder::
+
+    RUN/summary.json, RUN/leaderboard.md     the report (also ingested into the results DB)
+    RUN/models/<name>/model.pt, train.json   training
+    RUN/models/<name>/whitebox.json          white-box results + masking flags
+    RUN/models/<name>/sweep-<attack>.json    eps sweeps
+    RUN/models/<name>/lipschitz.json         Lipschitz estimates
+    RUN/models/<name>/embedding.npz          2-D features of the test set (2-D models)
+    RUN/transfer.json                        transfer matrix
+    RUN/figures/                             figures
+    RUN/.jobs/<job>.json                     done markers: the job's key
+    RUN/.work/                               resumable training checkpoints, attack cache
+
+A job is skipped when its marker holds its current key and its outputs exist. Every file
+is written to a temporary name and renamed, so a run killed at any point leaves either the
+old file or the new one; leftover temporary files are removed when a run starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .plan import Job, Plan
+
+__all__ = ["execute", "RunResult", "job_status", "results_db"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    leaderboard: str = ""
+    written: list[Path] = field(default_factory=list)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default).encode())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _marker(run_dir: Path, job: Job) -> Path:
+    return run_dir / ".jobs" / (job.id.replace(":", "__") + ".json")
+
+
+def _outputs(run_dir: Path, job: Job, plan: Plan) -> list[Path]:
+    m = run_dir / "models" / (job.model or "")
+    return {
+        "train": [m / "model.pt", m / "train.json"],
+        "whitebox": [m / "whitebox.json"],
+        "sweep": [m / f"sweep-{job.config.get('label', '')}.json"],
+        "lipschitz": [m / "lipschitz.json"],
+        "embedding": [m / "embedding.npz"],
+        "transfer": [run_dir / "transfer.json"],
+        "figures": [run_dir / "figures" / ".done"],
+        "report": [run_dir / "summary.json"],
+    }[job.kind]
+
+
+def job_status(plan: Plan, run_dir: Path | None = None) -> dict[str, bool]:
+    """``{job id: cached?}`` for every job of the plan."""
+    run_dir = run_dir or plan.output
+    status = {}
+    for job in plan.jobs:
+        marker = _marker(run_dir, job)
+        done = False
+        if marker.is_file():
+            try:
+                done = json.loads(marker.read_text()).get("key") == job.key
+            except (OSError, ValueError):
+                done = False
+        status[job.id] = done and all(p.exists() for p in _outputs(run_dir, job, plan))
+    return status
+
+
+def _clean_temporaries(run_dir: Path) -> int:
+    removed = 0
+    for p in run_dir.rglob(".*.tmp"):
+        try:
+            p.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+class _Context:
+    """Data and models shared by the jobs of one execution (loaded lazily, once)."""
+
+    def __init__(self, plan: Plan, run_dir: Path, progress: bool) -> None:
+        self.plan, self.run_dir, self.progress = plan, run_dir, progress
+        self._data: dict[str, Any] = {}
+        self._models: dict[str, Any] = {}
+
+    def data(self, split: str) -> Any:
+        from ..data import load_dataset
+
+        if split not in self._data:
+            ds = self.plan.protocol.dataset
+            n = ds.n_train if split == "train" else ds.n_test
+            self._data[split] = load_dataset(ds.name, split, n=n, data_dir=ds.data_dir)
+        return self._data[split]
+
+    def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.data("test")
+        return d.to_float(), d.labels
+
+    def model(self, name: str) -> Any:
+        if name not in self._models:
+            m = self.plan.models[name].build(self.plan.base_dir)
+            state = torch.load(self.run_dir / "models" / name / "model.pt", map_location="cpu", weights_only=True)
+            m.load_state_dict(state)
+            self._models[name] = m.eval()
+        return self._models[name]
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+def _run_train(ctx: _Context, job: Job) -> None:
+    from ..training import train
+
+    rm = ctx.plan.models[job.model]  # type: ignore[index]
+    model = rm.build(ctx.plan.base_dir)
+    work = ctx.run_dir / ".work" / f"train-{job.model}-{job.key[:12]}"
+    result = train(model, ctx.data("train"), rm.recipe, out_dir=work, eval_data=ctx.data("test"),
+                   progress=ctx.progress)
+    dest = ctx.run_dir / "models" / job.model  # type: ignore[operator]
+    dest.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(dest / "model.pt", (work / "model.pt").read_bytes())
+    _write_json(dest / "train.json", {"history": result.history, "recipe": rm.recipe, "model_sha256": result.sha256,
+                                      "iterations": result.iterations, "config": rm.config(),
+                                      "training": rm.training})
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_whitebox(ctx: _Context, job: Job) -> None:
+    from ..attacks import evaluate_whitebox
+
+    x, y = ctx.test_tensors()
+    ev = ctx.plan.protocol.evaluation
+    res = evaluate_whitebox(ctx.model(job.model), x, y, ctx.plan.attacks, batch_size=ev.batch_size,  # type: ignore[arg-type]
+                            progress=ctx.progress, dataset=ctx.plan.models[job.model].dataset,  # type: ignore[index]
+                            model_name=job.model or "model", masking=ev.masking)
+    _write_json(ctx.run_dir / "models" / job.model / "whitebox.json", res.to_dict())  # type: ignore[operator]
+
+
+def _run_sweep(ctx: _Context, job: Job) -> None:
+    from ..attacks import run_eps_sweep
+
+    x, y = ctx.test_tensors()
+    spec = job.config["attack"].resolve(ctx.plan.models[job.model].dataset)  # type: ignore[index]
+    res = run_eps_sweep(ctx.model(job.model), x, y, spec, job.config["eps"],  # type: ignore[arg-type]
+                        batch_size=ctx.plan.protocol.evaluation.batch_size, progress=ctx.progress)
+    d = res.to_dict()
+    out = {"attack": job.config["label"], "spec": d["spec"], "eps": d["eps"], "robust_accuracy": d["robust_accuracy"],
+           "monotone_robust_accuracy": d["monotone_robust_accuracy"], "clean_accuracy": d["clean_accuracy"]}
+    _write_json(ctx.run_dir / "models" / job.model / f"sweep-{job.config['label']}.json", out)  # type: ignore[operator]
+
+
+def _run_lipschitz(ctx: _Context, job: Job) -> None:
+    from ..lipschitz import clever_score, gradient_norm_estimate
+
+    cfg = ctx.plan.protocol.lipschitz
+    assert cfg is not None
+    x, y = ctx.test_tensors()
+    x, y = x[:cfg.n], y[:cfg.n]
+    model = ctx.model(job.model)  # type: ignore[arg-type]
+    estimates: dict[str, float] = {}
+    details = []
+    for norm in cfg.norms:
+        est = gradient_norm_estimate(model, x, y, norm, "margin", seed=ctx.plan.protocol.seed)
+        estimates[f"grad-norm-{norm}"] = est.max
+        details.append(est.to_dict())
+        if cfg.ball_eps is not None:
+            ball = gradient_norm_estimate(model, x, y, norm, "margin", ball_eps=cfg.ball_eps,
+                                          seed=ctx.plan.protocol.seed)
+            estimates[f"ball-grad-norm-{norm}"] = ball.max
+            details.append(ball.to_dict())
+        if cfg.clever:
+            scores = [clever_score(model, x[i:i + 1], y[i:i + 1], norm=norm, seed=ctx.plan.protocol.seed)
+                      for i in range(min(cfg.clever_n, len(y)))]
+            estimates[f"clever-{norm}"] = float(np.mean([s.score for s in scores]))
+            details.append({"kind": f"clever-{norm}", "scores": [s.to_dict() for s in scores]})
+    _write_json(ctx.run_dir / "models" / job.model / "lipschitz.json",  # type: ignore[operator]
+                {"estimates": estimates, "details": details,
+                 "note": "empirical local estimates: lower bounds of the true local Lipschitz constant"})
+
+
+def _run_embedding(ctx: _Context, job: Job) -> None:
+    model = ctx.model(job.model)  # type: ignore[arg-type]
+    features = getattr(model, "features", None)
+    x, y = ctx.test_tensors()
+    dest = ctx.run_dir / "models" / job.model / "embedding.npz"  # type: ignore[operator]
+    with torch.no_grad():
+        feats = torch.cat([features(x[i:i + 500]) for i in range(0, len(y), 500)]) if features else None
+        acc = float((torch.cat([model(x[i:i + 500]).argmax(1) for i in range(0, len(y), 500)]) == y).float().mean())
+    if feats is None or feats.dim() != 2 or feats.shape[1] != 2:
+        # Not a 2-D embedding model: write an empty marker so the job counts as done.
+        feats = torch.zeros(0, 2)
+        y = torch.zeros(0, dtype=torch.long)
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, features=feats.numpy(), labels=y.numpy(), accuracy=np.array(acc))
+    _atomic_write_bytes(dest, buf.getvalue())
+
+
+def _run_transfer(ctx: _Context, job: Job) -> None:
+    from ..attacks import evaluate_transfer
+
+    x, y = ctx.test_tensors()
+    plan = ctx.plan
+    res = evaluate_transfer({s: ctx.model(s) for s in plan.sources}, {t: ctx.model(t) for t in plan.targets}, x, y,
+                            plan.transfer_attacks, cache_dir=ctx.run_dir / ".work" / "transfer-cache",
+                            batch_size=plan.protocol.evaluation.batch_size, progress=ctx.progress,
+                            dataset=next(iter(plan.models.values())).dataset)
+    _write_json(ctx.run_dir / "transfer.json", res.to_dict())
+
+
+def _run_figures(ctx: _Context, job: Job) -> None:
+    from ..plots import redraw_run
+
+    _write_summary(ctx, partial=True)
+    paths = redraw_run(ctx.run_dir)
+    _write_json(ctx.run_dir / "figures" / ".done", {"figures": [str(p) for p in paths]})
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
+    plan, run = ctx.plan, ctx.run_dir
+    p = plan.protocol
+    models: dict[str, Any] = {}
+    transfer = _read(run / "transfer.json")
+    for name, rm in plan.models.items():
+        d = run / "models" / name
+        entry: dict[str, Any] = {"arch": rm.arch, "operator": rm.operator_label, "operator_params": rm.operator_params,
+                                 "arch_params": rm.arch_params, "label": rm.label, "training": rm.training,
+                                 "recipe": rm.recipe, "role": rm.role, "seed": rm.seed}
+        tr = _read(d / "train.json")
+        if tr is not None:
+            entry["checkpoint"] = str(d / "model.pt")
+            entry["checkpoint_sha256"] = tr.get("model_sha256")
+            if tr.get("history"):
+                entry["final_eval_accuracy"] = tr["history"][-1].get("eval_accuracy")
+        wb = _read(d / "whitebox.json")
+        if wb is not None:
+            entry["clean_accuracy"] = wb["clean_accuracy"]
+            entry["whitebox"] = {r["attack"]: {k: r[k] for k in ("robust_accuracy", "attack_success_rate", "eps",
+                                                                  "threat_model", "mean_perturbation",
+                                                                  "max_perturbation")}
+                                 | {"backend": r["spec"].get("backend", "native")} for r in wb["results"]}
+            worst = list(wb.get("worst", {}).values())
+            if worst:
+                entry["worst_case"] = {"robust_accuracy": min(w["robust_accuracy"] for w in worst),
+                                       "groups": {k: v["robust_accuracy"] for k, v in wb["worst"].items()}}
+            entry["flags"] = {f["name"]: {"triggered": f["triggered"], "value": f["value"], "message": f["message"],
+                                          "evaluated": f.get("evaluated", True)} for f in wb.get("flags", [])}
+        if transfer is not None and name in transfer.get("targets", []):
+            entry["transfer"] = {s: {a: transfer["matrices"][a][s][name] for a in transfer["attacks"]}
+                                 for s in transfer["sources"] if s != name}
+            flag = transfer.get("flags", {}).get(name)
+            if flag is not None and "flags" in entry:
+                entry["flags"][flag["name"]] = {"triggered": flag["triggered"], "value": flag["value"],
+                                                "message": flag["message"], "evaluated": flag.get("evaluated", True)}
+        lp = _read(d / "lipschitz.json")
+        if lp is not None:
+            entry["lipschitz"] = lp["estimates"]
+        models[name] = entry
+    versions = {"robustbench_dc": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                "numpy": np.__version__}
+    for mod in ("torchattacks", "foolbox", "scipy", "matplotlib"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - optional
+            pass
+    first_attack = plan.attacks[0].resolve(next(iter(plan.models.values())).dataset) if plan.attacks else None
+    summary = {
+        "run_id": plan.run_id,
+        "protocol": {"name": p.name, "path": plan.provenance.get("path"), "sha256": plan.provenance.get("sha256"),
+                     "description": p.description},
+        "dataset": p.dataset.name, "n_train": p.dataset.n_train, "n_test": p.dataset.n_test, "seed": p.seed,
+        "data_sha256": plan.data_checksums["test"], "train_data_sha256": plan.data_checksums["train"],
+        "threat_model": first_attack.threat_model if first_attack else None,
+        "eps": first_attack.eps if first_attack else None,
+        "attacks": [a.resolve(next(iter(plan.models.values())).dataset).label for a in plan.attacks],
+        "started": ctx.started, "finished": None if partial else datetime.now(timezone.utc).isoformat(),
+        "command": "rbdc " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name == "rbdc" else None,
+        "versions": versions, "models": models, "partial": partial,
+    }
+    _write_json(run / "summary.json", summary)
+    return summary
+
+
+def results_db(plan: Plan) -> Path:
+    """The results database of a run: the protocol's ``leaderboard.db`` (relative to the
+    working directory) or ``RUN/results.sqlite``."""
+    db = plan.protocol.leaderboard.db
+    return Path(db) if db is not None else plan.output / "results.sqlite"
+
+
+def _run_report(ctx: _Context, job: Job) -> None:
+    from ..results import ResultsStore, render_leaderboard
+
+    summary = _write_summary(ctx)
+    with ResultsStore(results_db(ctx.plan)) as store:
+        store.ingest_summary(summary)
+        entries = store.entries(protocol=ctx.plan.protocol.name, dataset=ctx.plan.protocol.dataset.name)
+    metric = ctx.plan.protocol.leaderboard.metric
+    _atomic_write_bytes(ctx.run_dir / "leaderboard.md", render_leaderboard(entries, "md", metric=metric).encode())
+    _atomic_write_bytes(ctx.run_dir / "leaderboard.html", render_leaderboard(entries, "html", metric=metric).encode())
+
+
+_RUNNERS: dict[str, Callable[[_Context, Job], None]] = {
+    "train": _run_train, "whitebox": _run_whitebox, "sweep": _run_sweep, "lipschitz": _run_lipschitz,
+    "embedding": _run_embedding, "transfer": _run_transfer, "figures": _run_figures, "report": _run_report,
+}
+
+
+def execute(plan: Plan, *, progress: bool = True, force: bool = False,
+            on_job: Callable[[Job, str, float], None] | None = None) -> RunResult:
+    """Run every job of ``plan`` that is not already done (all of them with ``force``).
+
+    ``on_job(job, status, seconds)`` is called after each job with status ``"done"`` or
+    ``"cached"`` (the CLI prints one line per job).
+    """
+    run_dir = plan.output
+    run_dir.mkdir(parents=True, exist_ok=True)
+    removed = _clean_temporaries(run_dir)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run", removed)
+    ctx = _Context(plan, run_dir, progress)
+    old = _read(run_dir / "summary.json")
+    ctx.started = (old or {}).get("started") or datetime.now(timezone.utc).isoformat()  # type: ignore[attr-defined]
+    status = {} if force else job_status(plan, run_dir)
+    result = RunResult(run_dir=run_dir, summary={})
+    for job in plan.jobs:
+        if status.get(job.id):
+            result.cached.append(job.id)
+            if on_job:
+                on_job(job, "cached", 0.0)
+            continue
+        t0 = time.perf_counter()
+        _RUNNERS[job.kind](ctx, job)
+        _write_json(_marker(run_dir, job), {"key": job.key, "job": job.id,
+                                            "finished": datetime.now(timezone.utc).isoformat()})
+        result.executed.append(job.id)
+        if on_job:
+            on_job(job, "done", time.perf_counter() - t0)
+    result.summary = _read(run_dir / "summary.json") or {}
+    lb = run_dir / "leaderboard.md"
+    result.leaderboard = lb.read_text() if lb.is_file() else ""
+    result.written = sorted(p for p in run_dir.rglob("*") if p.is_file() and ".work" not in p.parts
+                            and ".jobs" not in p.parts and not p.name.startswith("."))
+    return result

@@ -1,0 +1,339 @@
+"""Resolve a validated protocol against the registries and plan it into a job graph.
+
+Resolution checks what the schema cannot: that every operator, architecture, card,
+recipe, attack and model reference exists and every parameter is accepted. Errors are
+collected as ``FILE: field: message`` lines.
+
+Planning turns the protocol into jobs, ``train -> whitebox / sweep / lipschitz / embedding
+-> transfer -> figures -> report``, each keyed by a sha256 over exactly what it depends on:
+its own configuration slice, the keys of the jobs it consumes, the data checksum and the
+package version. A job whose key is recorded as done in the run folder is skipped, so a
+re-run does only what changed and a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .. import __version__
+from .schema import ModelEntry, Protocol, ProtocolError
+
+__all__ = ["ResolvedModel", "Job", "Plan", "resolve", "make_plan", "stable_hash"]
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj``."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass
+class ResolvedModel:
+    """A protocol model with everything needed to build and train it."""
+
+    name: str
+    arch: str
+    operator: str
+    operator_label: str
+    arch_params: dict[str, Any]
+    operator_params: dict[str, Any]
+    dataset: str
+    recipe: dict[str, Any]
+    seed: int
+    role: str
+    label: str
+    training: str
+
+    def config(self) -> dict[str, Any]:
+        return {"arch": self.arch, "operator": self.operator, "arch_params": self.arch_params,
+                "operator_params": self.operator_params, "dataset": self.dataset, "recipe": self.recipe,
+                "seed": self.seed}
+
+    def build(self, base_dir: Path | None = None) -> Any:
+        import torch
+
+        from ..operators import get_operator
+        from ..zoo import build_model
+
+        torch.manual_seed(self.seed)
+        spec = get_operator(self.operator, base_dir=base_dir, **self.operator_params)
+        return build_model(self.arch, spec, dataset=self.dataset, **self.arch_params)
+
+
+@dataclass
+class Job:
+    """One unit of work; ``key`` is the content hash of everything it depends on."""
+
+    id: str
+    kind: str
+    key: str
+    deps: list[str]
+    model: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    protocol: Protocol
+    provenance: dict[str, Any]
+    models: dict[str, ResolvedModel]
+    attacks: list[Any]
+    transfer_attacks: list[Any]
+    sources: list[str]
+    targets: list[str]
+    sweeps: list[tuple[Any, list[float]]]
+    jobs: list[Job]
+    output: Path
+    base_dir: Path
+    data_checksums: dict[str, str]
+    run_id: str
+
+    def job(self, job_id: str) -> Job:
+        for j in self.jobs:
+            if j.id == job_id:
+                return j
+        raise KeyError(job_id)
+
+
+_PAPER_LABELS = {"baseline": "Baseline", "sphere+cos": "SphereConv", "ball+cos": "BallConv", "tanh+cos": "TanhConv",
+                 "linear+cos": "LinearConv", "seg+cos": "SegConv", "log+cos": "LogConv", "mix+cos": "MixConv"}
+
+
+def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source: str) -> Any:
+    from ..attacks import AttackSpec, available_attacks, load_attack_config
+
+    try:
+        if isinstance(entry, str):
+            spec = load_attack_config(entry)
+        else:
+            base = dict(entry)
+            ref = base.pop("config", None)
+            spec = AttackSpec(**{**(load_attack_config(ref).model_dump() if ref else {}), **base})
+        if eps is not None and (isinstance(entry, str) or "eps" not in entry):
+            spec = AttackSpec(**{**spec.model_dump(), "eps": eps})
+        if spec.backend != "native":
+            known = {n.lower() for n in available_attacks(spec.backend)}
+            if spec.name not in known:
+                raise ValueError(f"name: unknown {spec.backend} attack {spec.name!r}")
+        return spec
+    except ValidationError as exc:
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            if loc and msg.startswith(f"{loc}: "):
+                msg = msg[len(loc) + 2:]
+            elif e["type"] == "extra_forbidden":
+                msg = f"unknown key, got {e['input']!r}"
+            errors.append(f"{source}: {where}{'.' + loc if loc else ''}: {msg}")
+    except Exception as exc:  # noqa: BLE001 - reported as a validation error
+        msg = " ".join(str(exc).split())
+        field_name = msg.split(":", 1)[0] if ":" in msg and " " not in msg.split(":", 1)[0] else ""
+        if field_name in ("eps", "name", "steps", "step_size", "threat_model", "backend", "loss"):
+            errors.append(f"{source}: {where}.{msg}")
+        else:
+            errors.append(f"{source}: {where}: {msg}")
+    return None
+
+
+def _resolve_model(m: ModelEntry, i: int, protocol: Protocol, base_dir: Path, errors: list[str],
+                   source: str) -> ResolvedModel | None:
+    from ..operators import get_operator
+    from ..training import get_recipe
+    from ..zoo import get_card, split_params
+
+    where = f"models[{i}]"
+    n_errors = len(errors)
+    arch, operator, arch_params, op_params, recipe_spec = m.arch, m.operator, {}, {}, m.recipe
+    dataset = protocol.dataset.name
+    if m.card is not None:
+        try:
+            card = get_card(m.card)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{source}: {where}.card: {exc}")
+            return None
+        arch, arch_params, op_params = card.arch, dict(card.arch_params), dict(card.operator_params)
+        operator = operator or card.operator
+        recipe_spec = recipe_spec if recipe_spec is not None else card.recipe
+    operator = operator or "baseline"
+    try:
+        extra_arch, extra_op = split_params(arch, dict(m.params))  # type: ignore[arg-type]
+    except ValueError as exc:
+        errors.append(f"{source}: {where}.arch: {exc}")
+        return None
+    arch_params.update(extra_arch)
+    op_params.update(extra_op)
+    try:
+        spec = get_operator(operator, base_dir=base_dir, **op_params)
+    except Exception as exc:  # noqa: BLE001 - unknown operator / parameter / broken user file
+        msg = " ".join(str(exc).split())
+        errors.append(f"{source}: {where}.{'params' if 'parameter' in msg else 'operator'}: {msg}")
+        return None
+    if recipe_spec is None:
+        errors.append(f"{source}: {where}.recipe: a training recipe is required (a name or a mapping)")
+    else:
+        try:
+            recipe = get_recipe(recipe_spec).model_dump(mode="json")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{source}: {where}.recipe: {' '.join(str(exc).split())}")
+    if len(errors) > n_errors:
+        return None
+    seed = m.seed if m.seed is not None else protocol.seed
+    recipe["seed"] = seed if not isinstance(recipe_spec, dict) or "seed" not in recipe_spec else recipe["seed"]
+    resolved = ResolvedModel(
+        name=m.name, arch=arch, operator=operator, operator_label=spec.name,  # type: ignore[arg-type]
+        arch_params=arch_params, operator_params=op_params, dataset=_model_dataset(dataset), recipe=recipe,
+        seed=seed, role=m.role, label=m.label or _PAPER_LABELS.get(spec.name, spec.name),
+        training="adversarial" if recipe.get("adversarial") else "natural")
+    try:  # building once checks the architecture and every parameter
+        resolved.build(base_dir)
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"{source}: {where}.params: {' '.join(str(exc).split())}")
+        return None
+    return resolved
+
+
+def _model_dataset(name: str) -> str:
+    """The dataset a model is built for (the bundled sample is MNIST)."""
+    from ..data import canonical_name
+
+    canonical = canonical_name(name)
+    return "mnist" if canonical == "mnist-sample" else canonical
+
+
+def resolve(protocol: Protocol, provenance: dict[str, Any]) -> tuple[dict[str, ResolvedModel], list[Any], list[Any],
+                                                                      list[str], list[str], list[tuple[Any, list[float]]]]:
+    """Check the protocol against the registries; raises :class:`ProtocolError` with every problem."""
+    from ..data import dataset_info
+
+    source = provenance.get("path", "<protocol>")
+    base_dir = Path(source).parent if source != "<protocol>" else Path.cwd()
+    errors: list[str] = []
+    try:
+        dataset_info(protocol.dataset.name)
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"{source}: dataset.name: {' '.join(str(exc).split())}")
+        raise ProtocolError(errors) from None
+    models: dict[str, ResolvedModel] = {}
+    for i, m in enumerate(protocol.models):
+        r = _resolve_model(m, i, protocol, base_dir, errors, source)
+        if r is not None:
+            models[r.name] = r
+    ev = protocol.evaluation
+    attacks = [_attack(a, ev.eps, f"evaluation.attacks[{i}]", errors, source) for i, a in enumerate(ev.attacks)]
+    labels = [a.resolve(_model_dataset(protocol.dataset.name)).label for a in attacks if a is not None]
+    dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dup:
+        errors.append(f"{source}: evaluation.attacks: duplicate attacks {dup}")
+    sources: list[str] = []
+    targets: list[str] = []
+    transfer_attacks: list[Any] = []
+    if ev.transfer is not None:
+        t = ev.transfer
+        names = [m.name for m in protocol.models]
+        if t.sources == "baselines":
+            sources = [m.name for m in protocol.models if m.name in models and models[m.name].operator == "baseline"]
+            if not sources and not errors:
+                errors.append(f"{source}: evaluation.transfer.sources: 'baselines' but no model has operator baseline")
+        else:
+            for j, s in enumerate(t.sources):
+                if s not in names:
+                    errors.append(f"{source}: evaluation.transfer.sources[{j}]: unknown model {s!r}; "
+                                  f"models: {', '.join(names)}")
+            sources = list(t.sources)
+        if t.targets == "all":
+            targets = [m.name for m in protocol.models if m.role == "model"]
+        else:
+            for j, s in enumerate(t.targets):
+                if s not in names:
+                    errors.append(f"{source}: evaluation.transfer.targets[{j}]: unknown model {s!r}; "
+                                  f"models: {', '.join(names)}")
+            targets = list(t.targets)
+        entries = t.attacks if t.attacks is not None else ev.attacks
+        transfer_attacks = [_attack(a, ev.eps, f"evaluation.transfer.attacks[{i}]", errors, source)
+                            for i, a in enumerate(entries)]
+    sweeps = []
+    for i, sw in enumerate(ev.sweeps):
+        spec = _attack(sw.attack, None, f"evaluation.sweeps[{i}].attack", errors, source)
+        sweeps.append((spec, list(sw.eps)))
+    if protocol.submission is not None:
+        from ..training import get_recipe
+        from ..zoo import list_archs
+
+        if protocol.submission.arch.lower() not in list_archs():
+            errors.append(f"{source}: submission.arch: unknown {protocol.submission.arch!r}; "
+                          f"known: {', '.join(list_archs())}")
+        try:
+            get_recipe(protocol.submission.recipe)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{source}: submission.recipe: {' '.join(str(exc).split())}")
+    if errors:
+        raise ProtocolError(errors)
+    return models, attacks, transfer_attacks, sources, targets, sweeps
+
+
+def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path | None = None) -> Plan:
+    """Resolve ``protocol`` and build its job graph (loads the data to checksum it)."""
+    from ..data import load_dataset
+
+    models, attacks, transfer_attacks, sources, targets, sweeps = resolve(protocol, provenance)
+    source = provenance.get("path", "<protocol>")
+    base_dir = Path(source).parent if source != "<protocol>" else Path.cwd()
+    out = Path(output or protocol.output or Path("runs") / protocol.name)
+    ds = protocol.dataset
+    checks = {
+        "train": load_dataset(ds.name, "train", n=ds.n_train, data_dir=ds.data_dir).checksum,
+        "test": load_dataset(ds.name, "test", n=ds.n_test, data_dir=ds.data_dir).checksum,
+    }
+    common = {"version": __version__, "dataset": ds.name}
+    ev = protocol.evaluation
+    jobs: list[Job] = []
+    train_keys: dict[str, str] = {}
+    for name, m in models.items():
+        key = stable_hash({**common, "job": "train", "model": m.config(), "data": checks["train"],
+                           "n_train": ds.n_train})
+        train_keys[name] = key
+        jobs.append(Job(f"train:{name}", "train", key, [], name))
+    test = {"data": checks["test"], "n_test": ds.n_test}
+    attack_cfg = [a.model_dump(mode="json") for a in attacks]
+    for name in models:
+        if models[name].role != "model":
+            continue
+        tk = train_keys[name]
+        jobs.append(Job(f"whitebox:{name}", "whitebox", stable_hash(
+            {**common, **test, "job": "whitebox", "train": tk, "attacks": attack_cfg, "masking": ev.masking,
+             "batch_size": ev.batch_size}), [f"train:{name}"], name))
+        for spec, eps in sweeps:
+            label = spec.name + "-" + spec.threat_model
+            jobs.append(Job(f"sweep:{name}:{label}", "sweep", stable_hash(
+                {**common, **test, "job": "sweep", "train": tk, "attack": spec.model_dump(mode="json"), "eps": eps,
+                 "batch_size": ev.batch_size}), [f"train:{name}"], name, {"attack": spec, "eps": eps, "label": label}))
+        if protocol.lipschitz is not None:
+            jobs.append(Job(f"lipschitz:{name}", "lipschitz", stable_hash(
+                {**common, **test, "job": "lipschitz", "train": tk, "cfg": protocol.lipschitz.model_dump()}),
+                [f"train:{name}"], name))
+        if "embeddings" in protocol.figures:
+            jobs.append(Job(f"embedding:{name}", "embedding", stable_hash(
+                {**common, **test, "job": "embedding", "train": tk}), [f"train:{name}"], name))
+    if sources and targets:
+        jobs.append(Job("transfer", "transfer", stable_hash(
+            {**common, **test, "job": "transfer", "sources": {s: train_keys[s] for s in sources},
+             "targets": {t: train_keys[t] for t in targets}, "attacks": [a.model_dump(mode="json")
+                                                                        for a in transfer_attacks],
+             "batch_size": ev.batch_size}), [f"train:{n}" for n in dict.fromkeys(sources + targets)]))
+    result_jobs = [j.id for j in jobs if j.kind != "train"]
+    result_keys = [j.key for j in jobs if j.kind != "train"]
+    if protocol.figures:
+        jobs.append(Job("figures", "figures", stable_hash({**common, "job": "figures", "figures": protocol.figures,
+                                                          "inputs": result_keys + list(train_keys.values())}),
+                        result_jobs))
+    jobs.append(Job("report", "report", stable_hash({**common, "job": "report", "inputs": [j.key for j in jobs],
+                                                    "leaderboard": protocol.leaderboard.model_dump()}),
+                    [j.id for j in jobs]))
+    run_id = f"{protocol.name}-{stable_hash([j.key for j in jobs])[:12]}"
+    return Plan(protocol, provenance, models, attacks, transfer_attacks, sources, targets, sweeps, jobs, out,
+                base_dir, checks, run_id)

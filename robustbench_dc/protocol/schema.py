@@ -1,0 +1,218 @@
+"""Protocol files: schema, safe loading and validation with errors that name file, field and value.
+
+A protocol is one YAML file::
+
+    name: quickstart
+    seed: 0
+    output: runs/quickstart
+    dataset: {name: mnist-sample, n_train: 6000, n_test: 500}
+    models:
+      - {name: baseline, arch: mnist2d, operator: baseline, params: {width: 0.25}, recipe: mnist-fast}
+      - {name: tanh, arch: mnist2d, operator: tanh+cos, params: {width: 0.25, rho: 1.0}, recipe: mnist-fast}
+      - {name: src, card: mnist2d-baseline-mnist, recipe: mnist-fast, seed: 1, role: source}
+    evaluation:
+      attacks: [fgsm-linf, bim-linf, pgd-linf]          # attacks/*.yaml names or inline specs
+      transfer: {sources: [src], targets: all, attacks: [fgsm-linf, bim-linf]}
+      sweeps: [{attack: pgd-linf, eps: [0.1, 0.2, 0.3]}]
+    lipschitz: {n: 100, norms: [l2, linf]}
+    figures: [embeddings, eps_curves, transfer, lipschitz, training]
+
+Every error is reported as ``FILE: path.to.field: message, got VALUE``; all errors of a
+file are collected before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "ModelEntry", "DatasetSection",
+           "Evaluation", "TransferSection", "SweepSection", "LipschitzSection", "LeaderboardSection",
+           "SubmissionTemplate", "FIGURES"]
+
+FIGURES = ("embeddings", "eps_curves", "transfer", "lipschitz", "training")
+
+
+class ProtocolError(ValueError):
+    """A protocol that cannot run; ``errors`` holds one ``FILE: field: message`` line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSection(_Strict):
+    name: str
+    n_train: int | None = Field(None, ge=1)
+    n_test: int = Field(1000, ge=1)
+    data_dir: str | None = None
+
+
+class ModelEntry(_Strict):
+    """One model: a zoo card (``card``) or an architecture + operator, plus its training recipe."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    card: str | None = None
+    arch: str | None = None
+    operator: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    recipe: str | dict[str, Any] | None = None
+    label: str | None = None
+    seed: int | None = None
+    role: Literal["model", "source"] = "model"
+
+    @model_validator(mode="after")
+    def _card_or_arch(self) -> "ModelEntry":
+        if (self.card is None) == (self.arch is None):
+            raise ValueError("give exactly one of card / arch")
+        return self
+
+
+class TransferSection(_Strict):
+    """Transfer (black-box) attacks: craft on ``sources``, score on ``targets``.
+
+    ``sources``: model names, or ``"baselines"`` (every model whose operator is baseline);
+    ``targets``: model names or ``"all"`` (every model with role ``model``).
+    """
+
+    sources: list[str] | Literal["baselines"] = "baselines"
+    targets: list[str] | Literal["all"] = "all"
+    attacks: list[str | dict[str, Any]] | None = None
+
+
+class SweepSection(_Strict):
+    attack: str | dict[str, Any]
+    eps: list[float] = Field(min_length=1)
+
+    @field_validator("eps")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        bad = [e for e in v if not e > 0]
+        if bad:
+            raise ValueError(f"every eps must be > 0, got {bad[0]}")
+        return sorted(v)
+
+
+class Evaluation(_Strict):
+    attacks: list[str | dict[str, Any]] = Field(min_length=1)
+    eps: float | None = Field(None, gt=0)
+    transfer: TransferSection | None = None
+    sweeps: list[SweepSection] = Field(default_factory=list)
+    masking: bool = True
+    batch_size: int = Field(250, ge=1)
+
+
+class LipschitzSection(_Strict):
+    n: int = Field(100, ge=1)
+    norms: list[Literal["l2", "linf"]] = Field(default_factory=lambda: ["l2", "linf"])
+    ball_eps: float | None = Field(None, gt=0)
+    clever: bool = False
+    clever_n: int = Field(4, ge=1)
+
+
+class LeaderboardSection(_Strict):
+    db: str | None = None
+    metric: str = "worst_case"
+
+
+class SubmissionTemplate(_Strict):
+    """How a submitted operator is trained and evaluated (``rbdc leaderboard submit``)."""
+
+    arch: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    recipe: str | dict[str, Any]
+    seed: int | None = None
+
+
+class Protocol(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    seed: int = 0
+    output: str | None = None
+    dataset: DatasetSection
+    models: list[ModelEntry] = Field(min_length=1)
+    evaluation: Evaluation
+    lipschitz: LipschitzSection | None = None
+    figures: list[Literal["embeddings", "eps_curves", "transfer", "lipschitz", "training"]] = Field(
+        default_factory=lambda: list(FIGURES))
+    leaderboard: LeaderboardSection = LeaderboardSection()
+    submission: SubmissionTemplate | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Protocol":
+        names = [m.name for m in self.models]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"models: duplicate model names {dup}")
+        return self
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "list[union[str,dict[str,any]]]", "function-after[_card_or_arch()]"):
+            continue  # pydantic's union / validator branch names carry no information
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _pydantic_errors(exc: ValidationError, source: str) -> list[str]:
+    lines = []
+    seen = set()
+    for e in exc.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function"))))
+        where = _format_loc(loc) or "protocol"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = "" if e["type"] == "missing" or isinstance(e.get("input"), dict) else f", got {_short(e['input'])}"
+        line = f"{source}: {where}: {msg}{got}"
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
+    return lines
+
+
+def parse_protocol(data: Any, source: str = "<protocol>") -> Protocol:
+    """Validate a mapping; raises :class:`ProtocolError` listing every problem."""
+    if not isinstance(data, dict):
+        raise ProtocolError([f"{source}: protocol: expected a mapping at the top level, got {type(data).__name__}"])
+    try:
+        return Protocol(**data)
+    except ValidationError as exc:
+        raise ProtocolError(_pydantic_errors(exc, source)) from None
+
+
+def load_protocol(path: str | Path) -> tuple[Protocol, dict[str, Any]]:
+    """Read a protocol file with ``yaml.safe_load`` (no object construction) and validate its
+    schema. Returns the protocol and provenance (path, sha256)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ProtocolError([f"{p}: protocol file not found"])
+    raw = p.read_bytes()
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProtocolError([f"{p}: invalid YAML: {where}{problem}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ProtocolError([f"{p}: not UTF-8 text ({exc})"]) from None
+    return parse_protocol(data, str(p)), {"path": str(p), "sha256": hashlib.sha256(raw).hexdigest()}

@@ -1,0 +1,246 @@
+"""Protocol runner: end to end on tiny synthetic data, caching, kill-and-resume, clear errors, submission."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robustbench_dc.cli import main
+from robustbench_dc.protocol import run_protocol
+
+from synthetic import write_learnable_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+RECIPE = {"base": "mnist-fast", "epochs": 3, "batch_size": 32, "optimizer": {"lr": 0.01}}
+
+
+def _protocol(tmp: Path, **changes) -> dict:
+    data = write_learnable_mnist(tmp / "data")
+    proto = {
+        "name": "tiny",
+        "seed": 3,
+        "dataset": {"name": "mnist", "data_dir": str(data), "n_train": 256, "n_test": 48},
+        "models": [
+            {"name": "base", "arch": "mnist2d", "operator": "baseline", "params": {"width": 0.125}, "recipe": RECIPE},
+            {"name": "tanh", "arch": "mnist2d", "operator": "tanh+cos", "params": {"width": 0.125, "rho": 2.0},
+             "recipe": RECIPE},
+            {"name": "src", "arch": "mnist2d", "operator": "baseline", "params": {"width": 0.125}, "seed": 11,
+             "role": "source", "recipe": {"base": "mnist-fast", "epochs": 1}},
+        ],
+        "evaluation": {"attacks": ["fgsm-linf", {"config": "pgd-linf", "steps": 3}],
+                       "transfer": {"sources": ["src"], "targets": "all", "attacks": ["fgsm-linf"]},
+                       "sweeps": [{"attack": "fgsm-linf", "eps": [0.3, 0.1]}], "batch_size": 48},
+        "lipschitz": {"n": 8, "norms": ["l2", "linf"]},
+        "figures": ["embeddings", "eps_curves", "transfer", "lipschitz", "training"],
+    }
+    proto.update(changes)
+    return proto
+
+
+def _write(tmp: Path, proto: dict, name: str = "tiny.yaml") -> Path:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(proto, sort_keys=False))
+    return path
+
+
+def _results(summary: dict) -> dict:
+    """The numbers of a run (no timestamps, paths or run-specific fields)."""
+    keep = ("clean_accuracy", "whitebox", "worst_case", "transfer", "lipschitz", "checkpoint_sha256")
+    return {name: {k: m.get(k) for k in keep} for name, m in summary["models"].items()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    path = _write(tmp, _protocol(tmp))
+    result = run_protocol(path, tmp / "out", progress=False)
+    return tmp, path, result
+
+
+def test_protocol_runs_end_to_end(finished_run):
+    tmp, _, result = finished_run
+    out = tmp / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["models"]) == {"base", "tanh", "src"}
+    tanh = summary["models"]["tanh"]
+    assert tanh["label"] == "TanhConv" and tanh["training"] == "natural"
+    assert set(tanh["whitebox"]) == {"fgsm-linf-eps0.3000-s1", "pgd-linf-eps0.3000-s3"}
+    assert 0.0 <= tanh["worst_case"]["robust_accuracy"] <= min(r["robust_accuracy"] for r in tanh["whitebox"].values())
+    assert set(tanh["transfer"]) == {"src"} and set(tanh["lipschitz"]) == {"grad-norm-l2", "grad-norm-linf"}
+    assert len(tanh["flags"]) >= 6
+    assert summary["models"]["base"]["clean_accuracy"] > 0.5  # the stripes are learnable
+    assert summary["data_sha256"] and summary["versions"]["torch"]
+    sweep = json.loads((out / "models" / "tanh" / "sweep-fgsm-linf.json").read_text())
+    assert sweep["eps"] == [0.1, 0.3]
+    emb = __import__("numpy").load(out / "models" / "tanh" / "embedding.npz")
+    assert emb["features"].shape == (48, 2)
+    for fig in ("embeddings", "transfer", "lipschitz", "training"):
+        assert list((out / "figures").glob(f"{fig}*.png")), fig
+    assert "| tanh (TanhConv)" in result.leaderboard and "| base (Baseline)" in result.leaderboard
+    assert (out / "leaderboard.html").is_file()
+    with sqlite3.connect(out / "results.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT count(*) FROM models").fetchone()[0] == 3
+
+
+def test_rerunning_does_no_work_and_a_change_reruns_only_what_depends_on_it(finished_run):
+    tmp, path, _ = finished_run
+    again = run_protocol(path, tmp / "out", progress=False)
+    assert again.executed == [] and len(again.cached) > 10
+    proto = yaml.safe_load(path.read_text())
+    proto["models"][1]["params"]["rho"] = 0.5
+    changed = run_protocol(_write(tmp, proto, "changed.yaml"), tmp / "out", progress=False)
+    assert "train:tanh" in changed.executed and "whitebox:tanh" in changed.executed
+    assert not any(j.endswith(":base") or j.endswith(":src") for j in changed.executed)
+    assert {"transfer", "figures", "report"} <= set(changed.executed)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    path = _write(tmp_path, _protocol(tmp_path))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "train:tanh" in out and "to run" in out
+    assert not (tmp_path / "out").exists()
+
+
+def _run_cli(path: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "robustbench_dc", "run", str(path), "--out", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240.0) -> bool:
+    """SIGKILL ``proc`` as soon as ``ready()`` is true; False if it finished first."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("timed out waiting for the kill point")
+
+
+def test_kill_and_resume_gives_the_same_results(finished_run, tmp_path):
+    _, path, reference = finished_run
+    out = tmp_path / "out"
+    points = [
+        lambda: any(out.glob(".work/train-base-*/checkpoint-last.pt")),  # inside training
+        lambda: (out / ".jobs" / "whitebox__base.json").exists(),         # between jobs
+        lambda: (out / ".jobs" / "embedding__tanh.json").exists(),
+        lambda: (out / "figures").is_dir(),                               # while drawing
+    ]
+    kills = 0
+    for ready in points:
+        kills += _kill_when(_run_cli(path, out), ready)
+    assert kills >= 3
+    final = _run_cli(path, out)
+    assert final.wait(timeout=600) == 0, final.stdout.read().decode()
+    resumed = json.loads((out / "summary.json").read_text())
+    assert _results(resumed) == _results(reference.summary)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    with sqlite3.connect(out / "results.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+MALFORMED = {
+    "wrong-type": (lambda p: p["dataset"].update(n_test="many"), r"dataset.n_test: Input should be a valid integer"),
+    "unknown-operator": (lambda p: p["models"][1].update(operator="quux+cos"),
+                         r"models\[1\].operator: operator: unknown 'quux\+cos'; known: baseline"),
+    "unknown-attack": (lambda p: p["evaluation"].update(attacks=["fgsm-linf", "nope-linf"]),
+                       r"evaluation.attacks\[1\]: attack config: unknown name 'nope-linf'"),
+    "negative-eps": (lambda p: p["evaluation"].update(attacks=["fgsm-linf", "bim-linf", {"name": "pgd", "eps": -1}]),
+                     r"evaluation.attacks\[2\].eps: must be > 0, got -1"),
+    "missing-dataset": (lambda p: p.pop("dataset"), r"tiny.yaml: dataset: Field required"),
+    "unknown-key": (lambda p: p.update(colour="red"), r"tiny.yaml: colour: unknown key, got 'red'"),
+    "unknown-model-param": (lambda p: p["models"][0]["params"].update(widht=2),
+                            r"models\[0\].params: .*widht"),
+    "transfer-to-nowhere": (lambda p: p["evaluation"]["transfer"].update(sources=["ghost"]),
+                            r"evaluation.transfer.sources\[0\]: unknown model 'ghost'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_protocols_get_a_clear_error_and_nothing_is_written(case, tmp_path, capsys):
+    import re
+
+    proto = _protocol(tmp_path)
+    mutate, pattern = MALFORMED[case]
+    mutate(proto)
+    path = _write(tmp_path, proto)
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(pattern, err), err
+    assert all(line.startswith(f"rbdc: error: {path}") for line in err.strip().splitlines()), err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bad_yaml_and_several_errors_are_reported_together(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodels: [\n  - {name: a\n")
+    assert main(["run", str(bad)]) == 2
+    assert re.search(r"bad.yaml: invalid YAML: line \d+", capsys.readouterr().err)
+    proto = _protocol(tmp_path)
+    proto["colour"] = "red"
+    proto["dataset"]["n_test"] = -5
+    proto["evaluation"]["attacks"] = [{"name": "pgd", "eps": -1}]
+    assert main(["run", str(_write(tmp_path, proto))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 2 and any("colour" in e for e in err) and any("n_test" in e for e in err)
+
+
+import re  # noqa: E402  (used above)
+
+USER_OPERATOR = '''
+import torch
+from torch import nn
+from robustbench_dc.operators import DecoupledConv2d, DecoupledLinear
+
+
+class SoftSatConv(DecoupledConv2d):
+    """A user operator: h = alpha * ||x|| / (||x|| + rho), cosine angular."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, magnitude=lambda n, *, alpha, rho: alpha * n / (n + rho), **kwargs)
+
+    linear_counterpart = DecoupledLinear
+'''
+
+
+def test_a_user_operator_file_is_submitted_to_the_leaderboard(tmp_path, capsys):
+    (tmp_path / "my_ops.py").write_text(USER_OPERATOR)
+    proto = _protocol(tmp_path)
+    proto["models"] = proto["models"][:1]
+    proto["evaluation"] = {"attacks": ["fgsm-linf"], "batch_size": 48}
+    proto["lipschitz"] = None
+    proto["figures"] = ["training"]
+    proto["submission"] = {"arch": "mnist2d", "params": {"width": 0.125}, "recipe": {"base": "mnist-fast", "epochs": 1}}
+    path = _write(tmp_path, {k: v for k, v in proto.items() if v is not None})
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code = main(["leaderboard", "submit", "my_ops.py:SoftSatConv", "--protocol", str(path), "--out",
+                     str(tmp_path / "out")])
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "SoftSatConv" in out and "base (Baseline)" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["models"]["SoftSatConv"]["whitebox"]["fgsm-linf-eps0.3000-s1"]["robust_accuracy"] >= 0
