@@ -1,0 +1,102 @@
+"""Smoke test of the benchmark harness (``benchmarks/run.py --quick``): it runs end to end,
+writes a JSON of the documented structure, and every ratio is a positive finite number."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = REPO / "benchmarks" / "run.py"
+
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("torchattacks", "foolbox")),
+    reason="the attack comparison needs torchattacks and foolbox (pip install robustbench-dc[backends])")
+
+
+def _positive_finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, float]:
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, str(RUN), "--quick", "--threads", "1", "--seed", "3", "--out", str(out),
+           "--quickstart", f"{sys.executable} -c pass"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout, elapsed
+
+
+def test_quick_run_writes_complete_json(quick_run: tuple[dict, str, float]) -> None:
+    res, stdout, _ = quick_run
+    for key in ("schema", "created_utc", "command_line", "seed", "settings", "allocator_configured", "versions",
+                "machine", "torch_threads", "host_kind", "data", "scan", "slowest", "configs", "train", "eval",
+                "memory", "attacks", "quickstart", "ratios", "wall_seconds"):
+        assert key in res, key
+    assert res["quick"] is True and res["seed"] == 3
+    assert "--quick" in res["command_line"]
+    assert isinstance(res["allocator_configured"], bool)
+    assert res["torch_threads"]["intra_op"] == 1
+    assert {"torch", "torchattacks", "foolbox", "numpy", "python"} <= set(res["versions"])
+    assert {"cpu_model", "cpu_count", "memory_bytes", "gpu_used"} <= set(res["machine"])
+    assert res["torchvision_imported"] is False
+    data = res["data"]["cnn9"]
+    assert (data["checksum"] is not None) == data["real"]
+    assert res["attacks"]["data_checksum"]
+
+    # the scan found the slowest operator and the training section measured it
+    assert res["slowest"] == res["scan"]["slowest"] == res["configs"]["slowest"]
+    assert set(res["configs"]) == {"baseline", "tanh+cos", "tanh+cos-relative-learnable-rho", "slowest"}
+    train = res["train"]
+    assert set(train["ratios"]) == {"fp32", "cl-bf16"}
+    for key, times in train["seconds_per_step"].items():
+        assert len(times) == res["settings"]["repeats"] and all(_positive_finite(t) for t in times), key
+    assert res["memory"]["method"]
+    for backend in ("native-run_attack", "native-raw", "torchattacks", "foolbox"):
+        for attack in ("pgd", "fgsm"):
+            d = res["attacks"][attack]
+            assert 0.0 <= d["robust_accuracy"][backend] <= 1.0
+            assert d["max_linf"][backend] <= res["attacks"]["eps"] + 1e-6
+            assert isinstance(d["mismatch"], bool)
+    assert res["quickstart"]["ok"] is True
+
+    # every ratio is a positive finite number with min <= median <= max
+    sections = {r["section"] for r in res["ratios"]}
+    assert {"train", "train-mode", "memory", "eval", "attacks"} <= sections
+    assert len(res["ratios"]) >= 3 * 2 + 3 + 3 * 2 + 8
+    for r in res["ratios"]:
+        assert all(_positive_finite(r[k]) for k in ("min", "median", "max")), r
+        assert r["min"] <= r["median"] <= r["max"], r
+    assert "median" in stdout and "wrote" in stdout
+
+
+def test_quick_run_is_quick(quick_run: tuple[dict, str, float]) -> None:
+    """The harness's tiniest mode stays small (generous bound: the CI machine may be shared)."""
+    res, _, elapsed = quick_run
+    assert res["wall_seconds"] < 120, res["wall_seconds"]
+    assert elapsed < 180
+
+
+def test_parse_op_round_trip() -> None:
+    spec = importlib.util.spec_from_file_location("rbdc_benchmarks_run", RUN)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(bench)
+    name, params = bench.parse_op("mix+sigmoid,weighted=separable,rho=0.5,learnable_rho=true")
+    assert name == "mix+sigmoid" and params == {"weighted": "separable", "rho": 0.5, "learnable_rho": True}
+    assert bench.parse_op(bench.format_op(name, params)) == (name, params)
+    s = bench.summarize([3.0, 1.0, float("nan"), 2.0])
+    assert (s["min"], s["median"], s["max"], s["n"]) == (1.0, 2.0, 3.0, 3)
