@@ -686,3 +686,22 @@ def test_step_loop_has_no_host_sync(cnn: nn.Module, test_xy) -> None:  # pragma:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert math.isfinite(1.0)
+
+
+@pytest.mark.parametrize("kw", [dict(steps=7, random_start=True, restarts=2, threat_model="linf"),
+                                dict(steps=5, random_start=False, restarts=1, threat_model="l2"),
+                                dict(steps=4, random_start=True, restarts=1, threat_model="linf", targeted=True)])
+def test_dropping_succeeded_examples_returns_exactly_the_same_adversarial_examples(kw):
+    from robustbench_dc.attacks import make_targets, projected_gradient_attack
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 5)).eval()
+    x = torch.rand(40, 1, 8, 8)
+    y = model(x).argmax(1)
+    targets = make_targets(model(x), y, "random", torch.Generator().manual_seed(1)) if kw.pop("targeted", False) \
+        else None
+    eps = 0.3 if kw["threat_model"] == "linf" else 1.5
+    runs = [projected_gradient_attack(model, x, y, eps=eps, step_size=eps / 4, targets=targets, compact=c,
+                                      generator=torch.Generator().manual_seed(2), **kw) for c in (True, False)]
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    assert (runs[0] != x).any()

@@ -18,8 +18,11 @@ them separately).
 
 Per example, the attack keeps the *first successful* iterate over all steps and
 restarts (the clean starting point is never a candidate); where no iterate
-succeeds it keeps the highest-objective iterate. The step loop contains no
-host-device synchronisation.
+succeeds it keeps the highest-objective iterate. On a GPU the step loop contains
+no host-device synchronisation; on the CPU, examples that already succeeded leave
+the batch (the returned examples are identical, the remaining steps cheaper) and
+4-D weights and inputs use the channels-last layout (faster convolutions).
+Parameters stop requiring gradients for the duration of the attack.
 
 The model is put in eval mode during the attack and every submodule's previous
 train/eval flag is restored afterwards. Inputs are floats in [0, 1], NCHW (any
@@ -32,6 +35,9 @@ Example::
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -60,6 +66,26 @@ class BestTracker:
         self.x = x.detach().clone()
         self.loss = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
         self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+
+    def update_at(self, idx: torch.Tensor | None, cand: torch.Tensor, loss: torch.Tensor,
+                  success: torch.Tensor) -> None:
+        """:meth:`update` for the examples ``idx`` of the batch (all when ``None``)."""
+        if idx is None:
+            self.update(cand, loss, success)
+            return
+        take = ~self.success[idx] & (success | (loss > self.loss[idx]))
+        rows = idx[take]
+        self.x[rows] = cand[take].detach()
+        self.loss[rows] = loss[take].detach().to(self.loss.dtype)
+        self.success[rows] = self.success[rows] | success[take]
+
+    def take_rest_at(self, idx: torch.Tensor | None, cand: torch.Tensor) -> None:
+        """Candidates become the answer of every example (of ``idx``) without a success yet."""
+        if idx is None:
+            self.x = torch.where(self.success.view(-1, *([1] * (cand.dim() - 1))), self.x, cand.detach())
+            return
+        rows = idx[~self.success[idx]]
+        self.x[rows] = cand[~self.success[idx]].detach()
 
     def update(self, cand: torch.Tensor, loss: torch.Tensor, success: torch.Tensor) -> None:
         """Offer candidates ``cand`` (N, ...) with objective ``loss`` (N,) and bool ``success`` (N,)."""
@@ -123,6 +149,7 @@ def projected_gradient_attack(
     loss: str = "ce",
     targets: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    compact: bool | None = None,
 ) -> torch.Tensor:
     """The shared projected-gradient loop behind FGSM, BIM and PGD.
 
@@ -139,6 +166,8 @@ def projected_gradient_attack(
         loss (str): ``"ce"`` (default), ``"margin"`` or ``"dlr"``.
         targets (Tensor | None): (N,) target labels for a targeted attack. Default None.
         generator (torch.Generator | None): RNG for the random start (on x's device).
+        compact (bool | None): drop examples from the batch once they succeed (same result,
+            fewer computations). Default None: on the CPU only (it syncs with the host).
 
     Returns:
         Tensor: (N, ...) adversarial inputs, detached, within the budget and [0, 1].
@@ -157,30 +186,85 @@ def projected_gradient_attack(
     eps_b = per_example(eps, x0)
     alpha = per_example(step_size, x0)
     best = BestTracker(x0)
-    with eval_mode(model):
+    # On the CPU, examples whose attack already succeeded leave the batch: the first success
+    # is what is returned, so the result is identical and the remaining steps are cheaper.
+    # Elsewhere the batch stays whole (compaction would need a host-device sync per step).
+    compact = x0.device.type == "cpu" if compact is None else compact
+    channels_last = compact and x0.dim() == 4
+    with eval_mode(model), _frozen_parameters(model), _channels_last(model, channels_last):
+        if channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
         for r in range(restarts):
-            if random_start:
-                x_adv = (x0 + _random_start(x0, eps_b, threat_model, generator)).clamp(0.0, 1.0)
-            else:
-                x_adv = x0.clone()
+            start = x0
+            if random_start:  # drawn for the whole batch, so the random stream does not depend on compaction
+                start = (x0 + _random_start(x0, eps_b, threat_model, generator)).clamp(0.0, 1.0)
+            idx = None
+            if compact and r > 0:
+                idx = (~best.success).nonzero().squeeze(1)
+            sub = (lambda t: t) if idx is None else (lambda t: t.index_select(0, idx))
+            x_adv, xs, ys, eps_s, alpha_s = sub(start).clone(), sub(x0), sub(y), sub(eps_b), sub(alpha)
+            tg = None if targets is None else sub(targets)
             for t in range(steps):
                 x_adv.requires_grad_(True)
                 with torch.enable_grad():
                     logits = model(x_adv)
-                    obj = attack_loss(logits, y, loss, targets)
-                    g = _input_grad(obj, x_adv)
+                    obj = attack_loss(logits, ys, loss, tg)
+                    (g,) = torch.autograd.grad(obj.sum(), x_adv)
                 x_adv = x_adv.detach()
                 with torch.no_grad():
+                    success = None
                     if t > 0:  # x_adv is iterate t (the start point is not a candidate)
-                        best.update(x_adv, obj.detach(), attack_success(logits.detach(), y, targets))
+                        success = attack_success(logits.detach(), ys, tg)
+                        best.update_at(idx, x_adv, obj.detach(), success)
                     g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
-                    x_adv = _project(x0, x_adv + alpha * _direction(g, threat_model), eps_b, threat_model)
+                    x_adv = _project(xs, x_adv + alpha_s * _direction(g, threat_model), eps_s, threat_model)
+                    if compact and success is not None and t + 1 < steps and bool(success.any()):
+                        keep = (~success).nonzero().squeeze(1)
+                        idx = keep if idx is None else idx.index_select(0, keep)
+                        x_adv, xs, ys, eps_s, alpha_s = (v.index_select(0, keep) for v in (x_adv, xs, ys, eps_s,
+                                                                                           alpha_s))
+                        tg = None if tg is None else tg.index_select(0, keep)
             with torch.no_grad():
-                logits = model(x_adv)
-                best.update(x_adv, attack_loss(logits, y, loss, targets), attack_success(logits, y, targets))
+                if restarts == 1:
+                    # The last iterate is the answer wherever no earlier one succeeded: no extra
+                    # forward pass is needed to decide.
+                    best.take_rest_at(idx, x_adv)
+                else:
+                    logits = model(x_adv)
+                    best.update_at(idx, x_adv, attack_loss(logits, ys, loss, tg), attack_success(logits, ys, tg))
             if r + 1 < restarts and bool(best.success.all()):  # one sync per restart
                 break
-    return best.x
+    return best.x.contiguous()
+
+
+@contextmanager
+def _channels_last(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """4-D weights in channels-last layout during the attack (faster CPU convolutions);
+    the original layout is restored afterwards. Values are unchanged."""
+    converted = []
+    if enabled:
+        for p in model.parameters():
+            if p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last):
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+                converted.append(p)
+    try:
+        yield
+    finally:
+        for p in converted:
+            p.data = p.data.contiguous()
+
+
+@contextmanager
+def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring gradients during the attack (less autograd bookkeeping)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def fgsm(

@@ -69,8 +69,8 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default).encode())
+def _write_json(path: Path, obj: Any, sort_keys: bool = True) -> None:
+    _atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default).encode())
 
 
 def _json_default(obj: Any) -> Any:
@@ -335,7 +335,7 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
         "command": "rbdc " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name == "rbdc" else None,
         "versions": versions, "models": models, "partial": partial,
     }
-    _write_json(run / "summary.json", summary)
+    _write_json(run / "summary.json", summary, sort_keys=False)  # models in protocol order
     return summary
 
 
