@@ -12,6 +12,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
+from ._text import table as _table
 
 __all__ = ["main", "build_parser"]
 
@@ -20,14 +21,6 @@ EXIT_USER_ERROR = 2
 
 class UserError(Exception):
     """An error caused by the user's input; reported as one line with exit code 2."""
-
-
-def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- operators

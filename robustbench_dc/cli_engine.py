@@ -46,7 +46,8 @@ class ModelChoice:
         self.name, self.model, self.dataset, self.recipe = name, model, dataset, recipe
 
 
-def _load_weights(model: nn.Module, path: str | Path) -> None:
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a ``model.pt`` or a training checkpoint (``{"model": state}``), ``weights_only``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--checkpoint: {path} not found")
@@ -79,7 +80,7 @@ def resolve_model(args: argparse.Namespace, seed: int = 0) -> ModelChoice:
     else:
         raise ValueError("model: give --model CARD or --arch ARCH --dataset DATASET [--operator SPEC]")
     if getattr(args, "checkpoint", None):
-        _load_weights(model, args.checkpoint)
+        load_weights(model, args.checkpoint)
     return ModelChoice(name, model, dataset, recipe)
 
 
@@ -154,7 +155,7 @@ def _test_batch(args: argparse.Namespace, dataset: str) -> tuple[torch.Tensor, t
 
 
 def _print_results(results: list[Any]) -> None:
-    from .cli import _table
+    from ._text import table as _table
 
     rows = []
     for r in results:

@@ -13,17 +13,11 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from ._text import table as _table
+
 __all__ = ["register", "cmd_lipschitz"]
 
 log = logging.getLogger(__name__)
-
-
-def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _fmt(v: float | None) -> str:
@@ -54,7 +48,6 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
 
 def _load_model(args: argparse.Namespace) -> tuple[Any, str | None, str]:
     """(model, the model's dataset or None, a description)."""
-    import torch
 
     from .zoo import build_model, get_card, load_model
 
@@ -75,14 +68,10 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, str | None, str]:
     else:
         raise _user_error("choose a model: --model CARD or --arch ARCH [--operator OP]")
     if args.checkpoint:
-        path = Path(args.checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"--checkpoint: {path} not found")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
-        model.load_state_dict(state)
-        desc += f", checkpoint {path.name}"
+        from .cli_engine import load_weights
+
+        load_weights(model, args.checkpoint)
+        desc += f", checkpoint {Path(args.checkpoint).name}"
     elif args.model and args.untrained:
         desc += ", untrained"
     return model, dataset, desc

@@ -12,7 +12,7 @@ from torch import nn
 from robustbench_dc.operators import (ANGULARS, MAGNITUDES, WEIGHTED, DecoupledConv2d, DecoupledLinear, decoupled_conv2d,
                                       UnknownOperatorError, WeightProjection, angle, convert,
                                       enable_weighted_gradients, get_operator, orthogonality_penalty,
-                                      project_weights, register_angular, register_magnitude)
+                                      project_weights)
 
 from reference_ops import reference_conv2d
 

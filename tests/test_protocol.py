@@ -207,24 +207,9 @@ def test_bad_yaml_and_several_errors_are_reported_together(tmp_path, capsys):
 
 import re  # noqa: E402  (used above)
 
-USER_OPERATOR = '''
-import torch
-from torch import nn
-from robustbench_dc.operators import DecoupledConv2d, DecoupledLinear
-
-
-class SoftSatConv(DecoupledConv2d):
-    """A user operator: h = alpha * ||x|| / (||x|| + rho), cosine angular."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, magnitude=lambda n, *, alpha, rho: alpha * n / (n + rho), **kwargs)
-
-    linear_counterpart = DecoupledLinear
-'''
-
-
 def test_a_user_operator_file_is_submitted_to_the_leaderboard(tmp_path, capsys):
-    (tmp_path / "my_ops.py").write_text(USER_OPERATOR)
+    # The README's worked example, copied where a user would keep it.
+    (tmp_path / "my_ops.py").write_text((REPO / "examples" / "my_ops.py").read_text())
     proto = _protocol(tmp_path)
     proto["models"] = proto["models"][:1]
     proto["evaluation"] = {"attacks": ["fgsm-linf"], "batch_size": 48}

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustbench_dc._atomic import atomic_write
 from robustbench_dc.attacks._utils import (
     batched_logits,
     data_fingerprint,
@@ -117,16 +116,8 @@ def cache_path(cache_dir: str | Path, source_key: str, spec_key: str, data_key: 
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def _craft(

@@ -25,16 +25,15 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.request
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from tqdm import tqdm
 
 from robustbench_dc.data.cifar import CIFAR10_FILES
+from robustbench_dc._atomic import atomic_write
 from robustbench_dc.data.errors import DatasetNotFoundError, DataError, DownloadError
 from robustbench_dc.data.mnist import IDX_FILES, find_idx_file
 
@@ -344,25 +343,6 @@ def download_file(
         logger.info("downloaded %s to %s", url, dest_dir / filename)
         return dest_dir / filename
     raise DownloadError(f"could not download {filename}: " + "; ".join(errors))
-
-
-@contextmanager
-def atomic_write(dest: str | Path) -> Iterator[IO[bytes]]:
-    """Open a temporary file next to ``dest`` for writing; move it to ``dest`` on success.
-
-    If the block raises (a checksum mismatch, a network error, Ctrl-C), the temporary
-    file is deleted and ``dest`` is left as it was, so no partial file is ever visible.
-    """
-    dest = Path(dest)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a data file should be readable
-        os.replace(tmp_name, dest)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def _fetch_verified(

@@ -12,12 +12,13 @@ import logging
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import matplotlib
 from matplotlib.figure import Figure
+
+from .._atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +105,9 @@ def save_figure(fig: Figure, path_without_suffix: str | os.PathLike[str],
     written: list[Path] = []
     for fmt in fmts:
         target = base.parent / f"{base.name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=base.parent, prefix=f".{base.name}.", suffix=f".{fmt}.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh, matplotlib.rc_context(_RC):
-                metadata: dict[str, Any] = {"Date": None} if fmt in ("svg", "pdf") else {}
-                fig.savefig(fh, format=fmt, dpi=dpi, metadata=metadata or None)
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_write(target) as fh, matplotlib.rc_context(_RC):
+            metadata: dict[str, Any] = {"Date": None} if fmt in ("svg", "pdf") else {}
+            fig.savefig(fh, format=fmt, dpi=dpi, metadata=metadata or None)
         log.debug("wrote %s", target)
         written.append(target)
     return written

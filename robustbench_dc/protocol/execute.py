@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,6 +35,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .._atomic import atomic_write_bytes
 from .plan import Job, Plan
 
 __all__ = ["execute", "RunResult", "job_status", "results_db"]
@@ -54,23 +53,8 @@ class RunResult:
     written: list[Path] = field(default_factory=list)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write_json(path: Path, obj: Any, sort_keys: bool = True) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default).encode())
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default).encode())
 
 
 def _json_default(obj: Any) -> Any:
@@ -171,7 +155,7 @@ def _run_train(ctx: _Context, job: Job) -> None:
                    progress=ctx.progress)
     dest = ctx.run_dir / "models" / job.model  # type: ignore[operator]
     dest.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(dest / "model.pt", (work / "model.pt").read_bytes())
+    atomic_write_bytes(dest / "model.pt", (work / "model.pt").read_bytes())
     _write_json(dest / "train.json", {"history": result.history, "recipe": rm.recipe, "model_sha256": result.sha256,
                                       "iterations": result.iterations, "config": rm.config(),
                                       "training": rm.training})
@@ -247,7 +231,7 @@ def _run_embedding(ctx: _Context, job: Job) -> None:
 
     buf = io.BytesIO()
     np.savez(buf, features=feats.numpy(), labels=y.numpy(), accuracy=np.array(acc))
-    _atomic_write_bytes(dest, buf.getvalue())
+    atomic_write_bytes(dest, buf.getvalue())
 
 
 def _run_transfer(ctx: _Context, job: Job) -> None:
@@ -354,8 +338,8 @@ def _run_report(ctx: _Context, job: Job) -> None:
         store.ingest_summary(summary)
         entries = store.entries(protocol=ctx.plan.protocol.name, dataset=ctx.plan.protocol.dataset.name)
     metric = ctx.plan.protocol.leaderboard.metric
-    _atomic_write_bytes(ctx.run_dir / "leaderboard.md", render_leaderboard(entries, "md", metric=metric).encode())
-    _atomic_write_bytes(ctx.run_dir / "leaderboard.html", render_leaderboard(entries, "html", metric=metric).encode())
+    atomic_write_bytes(ctx.run_dir / "leaderboard.md", render_leaderboard(entries, "md", metric=metric).encode())
+    atomic_write_bytes(ctx.run_dir / "leaderboard.html", render_leaderboard(entries, "html", metric=metric).encode())
 
 
 _RUNNERS: dict[str, Callable[[_Context, Job], None]] = {

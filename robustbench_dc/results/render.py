@@ -12,12 +12,11 @@ import html
 import io
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_write_text
 from .leaderboard import (
     TRANSFER_PREFIX,
     LeaderboardEntry,
@@ -283,22 +282,6 @@ def render_leaderboard(entries: Iterable[LeaderboardEntry], fmt: str = "md", met
     return _RENDERERS[fmt](rank_entries(entries, canonical), canonical)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_leaderboard(entries: Iterable[LeaderboardEntry], out_dir: str | Path, formats: Iterable[str] = FORMATS,
                       metric: str | None = None, stem: str = "leaderboard") -> list[Path]:
     """Write ``out_dir/<stem>.<fmt>`` for each format (atomically: temp file + ``os.replace``).
@@ -313,7 +296,7 @@ def write_leaderboard(entries: Iterable[LeaderboardEntry], out_dir: str | Path, 
     paths = []
     for fmt, text in rendered.items():
         path = out / f"{stem}.{fmt}"
-        _atomic_write(path, text)
+        atomic_write_text(path, text)
         log.info("wrote %s (%d entries)", path, len(entries))
         paths.append(path)
     return paths

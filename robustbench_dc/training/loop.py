@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._atomic import atomic_write, atomic_write_text
 from ..attacks.native import projected_gradient_attack
 from ..data.download import file_digest
 from ..operators import WeightProjection, enable_weighted_gradients, orthogonality_penalty, recalibrate_xnorm
@@ -64,33 +63,13 @@ class TrainResult:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> str:
     """``torch.save`` to a temporary file in the same folder, then rename; returns the sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        digest = file_digest(tmp, "sha256")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return digest
+    with atomic_write(path) as fh:
+        torch.save(obj, fh)
+    return file_digest(path, "sha256")
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def _as_tensors(data: Any) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,46 @@
+"""Atomic file writes: a temporary file in the destination's folder, then ``os.replace``.
+
+A reader (or a run resumed after ``kill -9``) sees either the old file or the complete new
+one, never a partial file. Temporary names are ``.<name>.<random>.tmp``, which the
+protocol runner removes when a killed run restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+
+
+@contextmanager
+def atomic_write(dest: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file next to ``dest`` (``"wb"`` or ``"w"``); on success it is flushed,
+    synced and renamed to ``dest``; on error it is deleted and ``dest`` is left as it was."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        kwargs = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(dest: str | Path, data: bytes) -> None:
+    with atomic_write(dest, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(dest: str | Path, text: str) -> None:
+    with atomic_write(dest, "w") as fh:
+        fh.write(text)
