@@ -46,18 +46,25 @@ def cmd_leaderboard_show(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Hook for ``rbdc leaderboard submit``: run a user operator through a protocol, print the leaderboard.
+    """``rbdc leaderboard submit``: train and evaluate a user operator under a leaderboard
+    protocol (one line per job), then print the leaderboard."""
+    import sys
 
-    The backend, ``robustbench_dc.protocol.submit_operator(operator=, protocol_path=, name=, db=, out=)``,
-    returns the rendered leaderboard (a string, or a tuple whose last item is that string).
-    """
-    from .protocol import submit_operator  # lazy: the protocol runner is heavy (torch)
+    from .cli_protocol import print_job
+    from .protocol import ProtocolError, submit_operator  # lazy: the protocol runner is heavy (torch)
 
-    board = submit_operator(operator=args.operator, protocol_path=args.protocol, name=args.name, db=args.db,
-                            out=args.out)
-    if isinstance(board, tuple):  # (RunResult, leaderboard) -- the leaderboard text is the last item
-        board = board[-1]
+    counter = [0]
+    try:
+        result, board = submit_operator(
+            operator=args.operator, protocol_path=args.protocol, name=args.name, db=args.db, out=args.out,
+            progress=sys.stderr.isatty(), on_job=lambda job, status, secs: print_job(job, status, secs, counter, 0))
+    except ProtocolError as exc:
+        for line in exc.errors:
+            print(f"rbdc: error: {line}", file=sys.stderr)
+        return 2
+    print()
     print(board, end="" if str(board).endswith("\n") else "\n")
+    print(f"run folder: {result.run_dir}")
     return 0
 
 

@@ -13,7 +13,8 @@ def print_job(job: Any, status: str, seconds: float, counter: list[int], total: 
     counter[0] += 1
     what = job.id.replace(":", " ")
     tail = "cached" if status == "cached" else f"done in {seconds:.1f}s"
-    print(f"[{counter[0]:>2}/{total}] {what:<40} {tail}", flush=True)
+    of = f"/{total}" if total else ""
+    print(f"[{counter[0]:>2}{of}] {what:<40} {tail}", flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

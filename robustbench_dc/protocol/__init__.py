@@ -67,7 +67,8 @@ def submit_operator(operator: str, protocol_path: str | Path, name: str | None =
         raise ProtocolError([f"{protocol_path}: models: an entry named {entry_name!r} exists; pass --name"])
     sub = protocol.submission
     data: dict[str, Any] = protocol.model_dump(mode="json", exclude_none=True)
-    data["models"].append({"name": entry_name, "arch": sub.arch, "operator": _absolute_reference(operator),
+    data["models"].append({"name": entry_name, "label": entry_name, "arch": sub.arch,
+                           "operator": _absolute_reference(operator),
                            "params": dict(sub.params), "recipe": sub.recipe,
                            **({"seed": sub.seed} if sub.seed is not None else {})})
     if db is not None:
