@@ -179,3 +179,21 @@ def test_relative_rho_running_means_are_recalibrated_after_each_epoch():
         batch_out = fresh.model(x)
     assert (eval_out.argmax(1) == batch_out.argmax(1)).float().mean() > 0.9
     assert all(int(m.xnorm_steps) == 8 for m in stale.model.modules() if isinstance(m, DecoupledLayer))
+
+
+def test_fast_mode_trains_in_bf16_channels_last_and_returns_an_ordinary_model():
+    from robustbench_dc.training.loop import resolve_precision
+
+    assert resolve_precision("fp32", torch.device("cpu")) is False
+    assert resolve_precision("bf16", torch.device("cpu")) is True
+    assert get_recipe({"epochs": 1}).precision == "auto" and get_recipe({"epochs": 1}).channels_last
+    data = _data(64)
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        result = train(_model(operator="tanh+cos"), data, {"epochs": 1, "batch_size": 32, "precision": precision,
+                                                           "channels_last": precision == "bf16"})
+        assert all(torch.isfinite(p).all() for p in result.model.parameters())
+        assert all(p.is_contiguous() for p in result.model.parameters())
+        runs[precision] = torch.cat([p.detach().flatten() for p in result.model.parameters()])
+    assert not torch.equal(runs["fp32"], runs["bf16"])  # bf16 really ran
+    torch.testing.assert_close(runs["fp32"], runs["bf16"], atol=0.05, rtol=0.05)  # but trains the same way

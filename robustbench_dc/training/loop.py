@@ -108,6 +108,20 @@ def _make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
 
 
+def resolve_precision(precision: str, device: torch.device) -> bool:
+    """Whether to train under bfloat16 autocast for ``precision`` on ``device``."""
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
 
@@ -181,6 +195,10 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
     total = recipe.iterations if recipe.iterations is not None else recipe.epochs * steps_per_epoch  # type: ignore[operator]
     n_epochs = math.ceil(total / steps_per_epoch)
 
+    amp = resolve_precision(recipe.precision, device)
+    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, recipe)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     tricks = recipe.tricks
@@ -233,8 +251,12 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
                     model.train()
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * _lr_factor(recipe, it, total)
-                logits = model(xb)
-                per_example = F.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing, reduction="none")
+                if recipe.channels_last:
+                    xb = xb.contiguous(memory_format=memory_format)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = model(xb)
+                    per_example = F.cross_entropy(logits.float(), yb, label_smoothing=recipe.label_smoothing,
+                                                  reduction="none")
                 loss = per_example.mean() if weights is None else (per_example * weights).sum() / weights.sum()
                 if tricks.orthogonality:
                     loss = loss + orthogonality_penalty(model, tricks.orthogonality)
@@ -285,6 +307,8 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
         for h in handles:
             h.remove()
     model.eval()
+    if recipe.channels_last:
+        model.to(memory_format=torch.contiguous_format)
     result.iterations = it
     if out is not None:
         result.checkpoint = out / MODEL_NAME
