@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from ..attacks._utils import eval_mode  # noqa: F401  (re-exported: one implementation)
 
 __all__ = ["NORMS", "check_norm", "dual_name", "dual_norm", "eval_mode", "model_device_dtype", "sample_ball",
            "project_ball", "clip_domain", "margin_from_logits", "margin_and_grad", "jacobian", "chunks",
@@ -38,18 +39,6 @@ def dual_norm(grad: Tensor, norm: str) -> Tensor:
     """Per-example dual norm of ``grad`` (N, ...): ``||g||_2`` for L2 perturbations, ``||g||_1`` for Linf."""
     flat = grad.flatten(1)
     return flat.norm(dim=1) if check_norm(norm) == "l2" else flat.abs().sum(1)
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in evaluation mode for the duration, then restore each one's flag."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:

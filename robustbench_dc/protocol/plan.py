@@ -205,6 +205,14 @@ def _model_dataset(name: str) -> str:
     return "mnist" if canonical == "mnist-sample" else canonical
 
 
+def _known_names(items: list[str], names: list[str], where: str, errors: list[str], source: str) -> list[str]:
+    """``items`` unchanged; an error for each that is not a model name."""
+    for j, item in enumerate(items):
+        if item not in names:
+            errors.append(f"{source}: {where}[{j}]: unknown model {item!r}; models: {', '.join(names)}")
+    return list(items)
+
+
 def resolve(protocol: Protocol, provenance: dict[str, Any]) -> tuple[dict[str, ResolvedModel], list[Any], list[Any],
                                                                       list[str], list[str], list[tuple[Any, list[float]]]]:
     """Check the protocol against the registries; raises :class:`ProtocolError` with every problem."""
@@ -240,19 +248,11 @@ def resolve(protocol: Protocol, provenance: dict[str, Any]) -> tuple[dict[str, R
             if not sources and not errors:
                 errors.append(f"{source}: evaluation.transfer.sources: 'baselines' but no model has operator baseline")
         else:
-            for j, s in enumerate(t.sources):
-                if s not in names:
-                    errors.append(f"{source}: evaluation.transfer.sources[{j}]: unknown model {s!r}; "
-                                  f"models: {', '.join(names)}")
-            sources = list(t.sources)
+            sources = _known_names(t.sources, names, "evaluation.transfer.sources", errors, source)
         if t.targets == "all":
             targets = [m.name for m in protocol.models if m.role == "model"]
         else:
-            for j, s in enumerate(t.targets):
-                if s not in names:
-                    errors.append(f"{source}: evaluation.transfer.targets[{j}]: unknown model {s!r}; "
-                                  f"models: {', '.join(names)}")
-            targets = list(t.targets)
+            targets = _known_names(t.targets, names, "evaluation.transfer.targets", errors, source)
         entries = t.attacks if t.attacks is not None else ev.attacks
         transfer_attacks = [_attack(a, ev.eps, f"evaluation.transfer.attacks[{i}]", errors, source)
                             for i, a in enumerate(entries)]
