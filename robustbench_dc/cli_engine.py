@@ -59,7 +59,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 def resolve_model(args: argparse.Namespace, seed: int = 0) -> ModelChoice:
     """Build the model the arguments describe (seeded), loading ``--checkpoint`` if given."""
-    from .zoo import build_model, get_card
+    from .zoo import build_model, get_card, split_params
 
     torch.manual_seed(seed)
     params = parse_params(getattr(args, "param", None))
@@ -67,9 +67,9 @@ def resolve_model(args: argparse.Namespace, seed: int = 0) -> ModelChoice:
         if args.arch:
             raise ValueError("--model and --arch: give one of them")
         card = get_card(args.model)
-        op_params = {**card.operator_params, **{k: v for k, v in params.items()}}
+        arch_extra, op_extra = split_params(card.arch, params)  # --param overrides the card
         model = build_model(card.arch, args.operator or card.operator, dataset=card.dataset,
-                            **card.arch_params, **op_params)
+                            **{**card.arch_params, **arch_extra}, **{**card.operator_params, **op_extra})
         name, dataset, recipe = card.name, card.dataset, card.recipe
     elif args.arch:
         if not args.dataset:

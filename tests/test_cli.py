@@ -63,3 +63,15 @@ def test_train_with_an_unknown_recipe_is_a_one_line_error(tmp_path, capsys):
     code = main(["train", "--arch", "mnist2d", "--dataset", "mnist", "--recipe", "nope", "--out", str(tmp_path)])
     assert code == 2
     assert "recipe: unknown 'nope'" in capsys.readouterr().err
+
+
+def test_param_overrides_a_card_parameter(tmp_path):
+    import argparse
+
+    from robustbench_dc.cli_engine import resolve_model
+
+    ns = argparse.Namespace(model="mnist2d-tanh-mnist", arch=None, operator=None, dataset=None,
+                            param=["width=0.125", "rho=0.5"], checkpoint=None)
+    model = resolve_model(ns).model
+    assert model.info["arch_params"]["width"] == 0.125
+    assert model.info["operator"]["params"]["rho"] == 0.5
