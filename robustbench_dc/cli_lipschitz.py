@@ -49,15 +49,18 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
 def _load_model(args: argparse.Namespace) -> tuple[Any, str | None, str]:
     """(model, the model's dataset or None, a description)."""
 
-    from .zoo import build_model, get_card, load_model
+    from .zoo import build_model, get_card, load_model, split_params
 
     if args.model and args.arch:
         raise _user_error("give either --model (a zoo card) or --arch/--operator, not both")
     if args.model:
-        if args.param:
-            raise _user_error("--param only applies with --arch (a card fixes its parameters)")
         card = get_card(args.model)
-        model = load_model(args.model, pretrained=not args.untrained and not args.checkpoint)
+        if args.param:  # --param overrides the card's parameters (as in rbdc evaluate)
+            arch_extra, op_extra = split_params(card.arch, _parse_params(args.param))
+            model = build_model(card.arch, card.operator, dataset=card.dataset,
+                                **{**card.arch_params, **arch_extra}, **{**card.operator_params, **op_extra})
+        else:
+            model = load_model(args.model, pretrained=not args.untrained and not args.checkpoint)
         dataset, desc = card.dataset, f"{card.name} ({card.arch}, {card.operator})"
     elif args.arch:
         params = _parse_params(args.param)
