@@ -338,11 +338,7 @@ def test_second_derivatives_are_exact_for_input_gradient_norms(angular):
     torch.manual_seed(9)
     layer = DecoupledConv2d(2, 3, 3, padding=1, magnitude="tanh", angular=angular, dtype=torch.float64)
     x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
-    from robustbench_dc.operators import generic_path
-
-    with generic_path(layer):  # the fused functions are differentiable once
-        assert torch.autograd.gradgradcheck(lambda x: layer(x), (x,), atol=1e-5)
-    assert layer.fused
+    assert torch.autograd.gradgradcheck(lambda x: layer(x), (x,), atol=1e-5)
 
 
 def test_angle_works_with_torch_func():
@@ -373,9 +369,8 @@ def test_fused_cos_path_equals_the_generic_autograd_path(magnitude, weighted, va
     grads1 = torch.autograd.grad(out1, [x1, *fused.parameters()], g, allow_unused=True)
     grads2 = torch.autograd.grad(out2, [x2, *plain.parameters()], g, allow_unused=True)
     for a, b in zip(grads1, grads2):
-        if a is None or b is None:  # an unused parameter: no gradient, or an all-zero one
-            assert all(t is None or not t.any() for t in (a, b))
-        else:
+        assert (a is None) == (b is None)
+        if a is not None:
             torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(lambda x: fused(x), (x1,), eps=1e-6, atol=1e-5)
     lin_kw = {k: v for k, v in kw.items()}
@@ -386,43 +381,3 @@ def test_fused_cos_path_equals_the_generic_autograd_path(magnitude, weighted, va
     lin_plain.load_state_dict(lin.state_dict())
     lin_plain.fused = False
     torch.testing.assert_close(lin(xl), lin_plain(xl))
-
-
-
-@pytest.mark.parametrize("magnitude", MAGS)
-@pytest.mark.parametrize("angular", ["linear", "sigmoid", "sqcos", "cos"])
-@pytest.mark.parametrize("weighted", WEIGHTED)
-@pytest.mark.parametrize("per_channel_rho", [False, True])
-def test_general_fused_path_equals_the_generic_autograd_path(magnitude, angular, weighted, per_channel_rho):
-    torch.manual_seed(11)
-    kw = dict(magnitude=magnitude, angular=angular, weighted=weighted, rho=0.9, beta=0.3, alpha=1.7,
-              learnable_rho=per_channel_rho, rho_mode="relative" if per_channel_rho else "absolute",
-              dtype=torch.float64)
-    fused, plain = DecoupledConv2d(3, 4, 3, padding=1, **kw), DecoupledConv2d(3, 4, 3, padding=1, **kw)
-    plain.load_state_dict(fused.state_dict())
-    plain.fused = False
-    fused.train(), plain.train()
-    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
-    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    out1, out2 = fused(x1), plain(x2)
-    torch.testing.assert_close(out1, out2)
-    g = torch.randn_like(out1)
-    grads1 = torch.autograd.grad(out1, [x1, *fused.parameters()], g, allow_unused=True)
-    grads2 = torch.autograd.grad(out2, [x2, *plain.parameters()], g, allow_unused=True)
-    for a, b in zip(grads1, grads2):
-        if a is None or b is None:  # an unused parameter: no gradient, or an all-zero one
-            assert all(t is None or not t.any() for t in (a, b))
-        else:
-            torch.testing.assert_close(a, b)
-    lin, lin_plain = DecoupledLinear(5, 3, **kw), DecoupledLinear(5, 3, **kw)
-    lin_plain.load_state_dict(lin.state_dict())
-    lin_plain.fused = False
-    xl = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
-    torch.testing.assert_close(lin(xl), lin_plain(xl))
-    gl1 = torch.autograd.grad(lin(xl).pow(2).sum(), [xl, *lin.parameters()], allow_unused=True)
-    gl2 = torch.autograd.grad(lin_plain(xl).pow(2).sum(), [xl, *lin_plain.parameters()], allow_unused=True)
-    for a, b in zip(gl1, gl2):
-        if a is None or b is None:
-            assert all(t is None or not t.any() for t in (a, b))
-        else:
-            torch.testing.assert_close(a, b)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..operators import DecoupledLayer, generic_path
+from ..operators import DecoupledLayer
 from ._utils import (Clip, check_norm, chunks, clip_domain, dual_name, dual_norm, eval_mode, example_generator,
                      jacobian, margin_and_grad, margin_from_logits, model_device_dtype, project_ball, sample_ball)
 
@@ -291,12 +291,9 @@ def gradient_norm_estimate(model: nn.Module, x: Tensor, y: Tensor, norm: str = "
                 log.info("gradient_norm_estimate: %s", note)
         elif target == "logits" and method == "gradient":
             raise ValueError("method='gradient' is only available for target='margin'")
-        # Gradient ascent on the gradient norm needs exact second derivatives: the fused
-        # operator functions are differentiable once, so the layers take the generic path.
-        with generic_path(model):
-            best_val, evaluations, note, use_grad = _ball_search(
-                model, values, x, y, base, norm, float(ball_eps), steps, samples, step_size, use_grad, batch_size,
-                clip, example_generator(seed, 1), progress, note)
+        best_val, evaluations, note, use_grad = _ball_search(
+            model, values, x, y, base, norm, float(ball_eps), steps, samples, step_size, use_grad, batch_size,
+            clip, example_generator(seed, 1), progress, note)
     what = "gradient ascent on the gradient norm + random sampling" if use_grad else "random sampling"
     method_str = f"ball search: {what} ({steps} rounds x {samples} samples)"
     return Estimate(target, norm, quantity, float(ball_eps), method_str, torch.maximum(best_val, base).tolist(),

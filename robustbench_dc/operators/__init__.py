@@ -10,7 +10,7 @@ from .angular import ANGULARS, Angular, angle, get_angular, register_angular
 from .convert import classifier_name, convert
 from .functional import WEIGHTED, decoupled_conv2d, decoupled_linear, decoupled_response, filter_norm, patch_norm2d
 from .hooks import (WeightProjection, decoupled_layers, enable_weighted_gradients, orthogonality_penalty,
-                    project_weights, recalibrate_xnorm, generic_path)
+                    project_weights, recalibrate_xnorm)
 from .layers import RHO_MODES, DecoupledConv2d, DecoupledLayer, DecoupledLinear
 from .magnitude import MAGNITUDES, Magnitude, get_magnitude, register_magnitude
 from .registry import (ENTRY_POINT_GROUP, OPERATORS, OperatorSpec, UnknownOperatorError, entry_point_operators,
@@ -21,7 +21,7 @@ __all__ = [
     "classifier_name", "convert",
     "WEIGHTED", "decoupled_conv2d", "decoupled_linear", "decoupled_response", "filter_norm", "patch_norm2d",
     "WeightProjection", "decoupled_layers", "enable_weighted_gradients", "orthogonality_penalty",
-    "project_weights", "recalibrate_xnorm", "generic_path",
+    "project_weights", "recalibrate_xnorm",
     "RHO_MODES", "DecoupledConv2d", "DecoupledLayer", "DecoupledLinear",
     "MAGNITUDES", "Magnitude", "get_magnitude", "register_magnitude",
     "ENTRY_POINT_GROUP", "OPERATORS", "OperatorSpec", "UnknownOperatorError", "entry_point_operators",

@@ -27,7 +27,7 @@ from torch import Tensor
 from . import angular as _angular
 from . import magnitude as _magnitude
 from .angular import Angular
-from .fused import CosResponse, DecoupledResponse, SquaredChannelSum
+from .fused import CosResponse, SquaredChannelSum
 from .magnitude import Magnitude
 
 __all__ = [
@@ -99,23 +99,8 @@ _POSITIVE_MAGNITUDES = ("sphere", "ball", "tanh", "linear", "seg", "log", "mix")
 
 
 def fused_applicable(angular: Angular, weighted: str | None) -> bool:
-    """Whether :class:`~robustbench_dc.operators.fused.CosResponse` computes this operator
-    (with a radius shared by all channels)."""
+    """Whether :class:`~robustbench_dc.operators.fused.CosResponse` computes this operator."""
     return angular.fn is _angular.cos and weighted in (None, "linear", "separable")
-
-
-def general_fused_applicable(magnitude: Magnitude, angular: Angular) -> bool:
-    """Whether :class:`~robustbench_dc.operators.fused.DecoupledResponse` computes this
-    operator: built-in magnitude and angular functions (it has their derivatives)."""
-    return (_magnitude.MAGNITUDES.get(magnitude.name) is magnitude
-            and _angular.ANGULARS.get(angular.name) is angular)
-
-
-def _general(dot_hat: Tensor, xnorm: Tensor, wnorm: Tensor, rho: float | Tensor, magnitude: Magnitude,
-             angular: Angular, weighted: str | None, alpha: float, beta: float, k: float) -> Tensor:
-    rho_t = rho if isinstance(rho, Tensor) else xnorm.new_tensor(float(rho))
-    return DecoupledResponse.apply(dot_hat, xnorm, wnorm, rho_t.to(xnorm.dtype), magnitude.name, angular.name,
-                                   weighted, float(alpha), float(beta), float(k))
 
 
 def _fused_cos(dot_hat: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: Magnitude, weighted: str | None,
@@ -148,13 +133,10 @@ def decoupled_conv2d(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular
     wnorm = filter_norm(weight, eps).view(1, -1, 1, 1)
     if isinstance(rho, Tensor) and rho.dim() == 1:
         rho = rho.view(1, -1, 1, 1)
-    if fused and fused_applicable(angular, weighted) and not isinstance(rho, Tensor):
+    if fused and fused_applicable(angular, weighted):
         dot_hat = F.conv2d(x, weight / wnorm.view(-1, 1, 1, 1), None, stride, padding, dilation)
         return _fused_cos(dot_hat, xnorm, wnorm, magnitude=magnitude, weighted=weighted, alpha=alpha, beta=beta,
                           rho=rho, eps=eps, channel_dim=1)
-    if fused and general_fused_applicable(magnitude, angular):
-        dot_hat = F.conv2d(x, weight / wnorm.view(-1, 1, 1, 1), None, stride, padding, dilation)
-        return _general(dot_hat, xnorm, wnorm, rho, magnitude, angular, weighted, alpha, beta, k)
     dot = F.conv2d(x, weight, None, stride, padding, dilation)
     return decoupled_response(dot, xnorm, wnorm, magnitude=magnitude, angular=angular,
                               weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)
@@ -168,13 +150,10 @@ def decoupled_linear(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular
     if xnorm is None:
         xnorm = torch.sqrt(SquaredChannelSum.apply(x, -1) + eps)
     wnorm = filter_norm(weight, eps)
-    if fused and fused_applicable(angular, weighted) and not isinstance(rho, Tensor):
+    if fused and fused_applicable(angular, weighted):
         dot_hat = F.linear(x, weight / wnorm.view(-1, 1))
         return _fused_cos(dot_hat, xnorm, wnorm, magnitude=magnitude, weighted=weighted, alpha=alpha, beta=beta,
                           rho=rho, eps=eps, channel_dim=-1)
-    if fused and general_fused_applicable(magnitude, angular):
-        dot_hat = F.linear(x, weight / wnorm.view(-1, 1))
-        return _general(dot_hat, xnorm, wnorm, rho, magnitude, angular, weighted, alpha, beta, k)
     dot = F.linear(x, weight)
     return decoupled_response(dot, xnorm, wnorm, magnitude=magnitude, angular=angular,
                               weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)

@@ -24,14 +24,12 @@ operators stay bounded, also in bfloat16); its gradient is passed straight throu
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-__all__ = ["CosResponse", "DecoupledResponse", "SquaredChannelSum"]
+__all__ = ["CosResponse", "SquaredChannelSum"]
 
 
 def _reduce_except(t: Tensor, dim: int) -> Tensor:
@@ -125,122 +123,3 @@ class SquaredChannelSum(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
         return x * (2.0 * grad), None
-
-
-# ----------------------------------------------------------------------------- the general fused response
-
-
-def _magnitude_and_derivatives(name: str, u: Tensor, rho: Tensor, alpha: float,
-                               beta: float) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``h(u; rho)``, ``dh/du`` and ``dh/drho`` (None when h does not read rho) of a built-in magnitude."""
-    if name == "sphere":
-        return torch.full_like(u, alpha), torch.zeros_like(u), None
-    if name == "ball":
-        inside = u < rho
-        h = torch.where(inside, alpha * u / rho, alpha)
-        return h, torch.where(inside, alpha / rho, 0.0), torch.where(inside, -alpha * u / (rho * rho), 0.0)
-    if name == "tanh":
-        t = torch.tanh(u / rho)
-        sech2 = 1.0 - t * t
-        return alpha * t, alpha * sech2 / rho, -alpha * sech2 * u / (rho * rho)
-    if name == "linear":
-        return alpha * u, torch.full_like(u, alpha), None
-    if name == "seg":
-        inside = u <= rho
-        h = torch.where(inside, alpha * u, beta * u + (alpha - beta) * rho)
-        below = inside.to(h.dtype)
-        return h, beta + (alpha - beta) * below, (alpha - beta) * (1.0 - below)
-    if name == "log":
-        return alpha * torch.log1p(u), alpha / (1.0 + u), None
-    if name == "mix":
-        return alpha * u + beta * torch.log1p(u), alpha + beta / (1.0 + u), None
-    raise KeyError(name)
-
-
-def _angular_and_derivative(name: str, c: Tensor, k: float) -> tuple[Tensor, Tensor]:
-    """``g(c)`` and ``dg/dc`` of a built-in angular function (c = cos theta, already clipped)."""
-    if name == "cos":
-        return c, torch.ones_like(c)
-    if name == "sqcos":
-        return c * c.abs(), 2.0 * c.abs()
-    inv_sin = torch.rsqrt((1.0 - c * c).clamp_min(torch.finfo(c.dtype).tiny))
-    theta = torch.acos(c)
-    if name == "linear":
-        return 1.0 - (2.0 / math.pi) * theta, (2.0 / math.pi) * inv_sin
-    if name == "sigmoid":
-        big_t = math.tanh(math.pi / (4.0 * k))
-        z = torch.tanh((0.5 * math.pi - theta) / (2.0 * k))
-        return z / big_t, (1.0 - z * z) / (2.0 * k * big_t) * inv_sin
-    raise KeyError(name)
-
-
-class DecoupledResponse(torch.autograd.Function):
-    """``g(clip(dot_hat / ||x||)) * h(u; rho) * s`` for the built-in magnitude and angular functions.
-
-    ``u`` is ``||x||`` (or ``||x|| ||w||`` for ``weighted="nonlinear"``) and ``s`` is 1,
-    ``||w||`` (``"linear"``) or ``tanh(||w||/rho)`` (``"separable"``). Everything element-wise
-    happens inside, with analytic derivatives, so autograd keeps only the clipped cosines
-    and the small norm tensors, and the backward
-    recomputes ``g``, ``g'``, ``h`` and ``dh`` in a few passes. Once differentiable: code
-    that needs second derivatives switches layers to the generic path
-    (:func:`~robustbench_dc.operators.generic_path`).
-
-    Args (to ``apply``): ``dot_hat`` (the convolution of ``x`` with ``w / ||w||``), ``xnorm`` (``||x||``), ``wnorm`` (``||w||`` broadcastable per channel), ``rho``
-    (a 0-d tensor or per-channel), then ``magnitude``, ``angular``, ``weighted`` names and
-    ``alpha``, ``beta``, ``k``.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, dot_hat: Tensor, xnorm: Tensor, wnorm: Tensor, rho: Tensor,  # type: ignore[override]
-                magnitude: str, angular: str, weighted: str | None, alpha: float, beta: float, k: float) -> Tensor:
-        c = (dot_hat / xnorm).clamp_(-1.0, 1.0)
-        u = xnorm * wnorm if weighted == "nonlinear" else xnorm
-        h, _, _ = _magnitude_and_derivatives(magnitude, u, rho, alpha, beta)
-        g, _ = _angular_and_derivative(angular, c, k)
-        out = g * h
-        if weighted == "linear":
-            out = out * wnorm
-        elif weighted == "separable":
-            out = out * torch.tanh(wnorm / rho)
-        ctx.cfg = (magnitude, angular, weighted, alpha, beta, k)
-        ctx.save_for_backward(c, xnorm, wnorm, rho)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
-        c, xnorm, wnorm, rho = ctx.saved_tensors
-        magnitude, angular, weighted, alpha, beta, k = ctx.cfg
-        u = xnorm * wnorm if weighted == "nonlinear" else xnorm
-        h, h_u, h_rho = _magnitude_and_derivatives(magnitude, u, rho, alpha, beta)
-        g, g_c = _angular_and_derivative(angular, c, k)
-        s = None
-        if weighted == "linear":
-            s = wnorm
-        elif weighted == "separable":
-            s = torch.tanh(wnorm / rho)
-        t = grad if s is None else grad * s            # d out / d (g h)
-        grad_c = t * h * g_c                            # d out / d c (clip passed through)
-        inv = xnorm.reciprocal()
-        grad_dot = grad_c * inv
-        tg = t * g                                      # d out / d h
-        # c = dot_hat / ||x||  ->  dc/d||x|| = -c / ||x||
-        grad_x = (-(grad_c * c) * inv + tg * (h_u * wnorm if weighted == "nonlinear" else h_u)).sum_to_size(
-            xnorm.shape)
-        grad_w = None
-        if ctx.needs_input_grad[2]:
-            if weighted == "nonlinear":
-                grad_w = (tg * h_u * xnorm).sum_to_size(wnorm.shape)
-            elif weighted == "linear":
-                grad_w = (grad * g * h).sum_to_size(wnorm.shape)
-            elif weighted == "separable":
-                grad_w = ((grad * g * h).sum_to_size(wnorm.shape) * (1.0 - s * s) / rho)
-            else:
-                grad_w = torch.zeros_like(wnorm)
-        grad_rho = None
-        if ctx.needs_input_grad[3]:
-            total = torch.zeros_like(grad) if h_rho is None else tg * h_rho
-            if weighted == "separable":
-                total = total + (grad * g * h) * (-(1.0 - s * s) * wnorm / (rho * rho))
-            grad_rho = total.sum_to_size(rho.shape)
-        return grad_dot, grad_x, grad_w, grad_rho, None, None, None, None, None, None

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 import torch
@@ -20,7 +19,7 @@ from .functional import filter_norm
 from .layers import DecoupledLayer
 
 __all__ = ["decoupled_layers", "project_weights", "WeightProjection", "enable_weighted_gradients",
-           "orthogonality_penalty", "recalibrate_xnorm", "generic_path"]
+           "orthogonality_penalty", "recalibrate_xnorm"]
 
 
 def decoupled_layers(model: nn.Module) -> Iterator[DecoupledLayer]:
@@ -142,19 +141,3 @@ def recalibrate_xnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
         for m, mode in was_training.items():
             m.training = mode
     return len(layers)
-
-
-@contextmanager
-def generic_path(model: nn.Module) -> Iterator[nn.Module]:
-    """Compute every decoupled layer of ``model`` with the generic autograd path for the
-    duration (same values). The fused functions are differentiable once; code that needs
-    second derivatives (gradient-norm ascent, Hessian-vector products) wraps itself in this."""
-    layers = list(decoupled_layers(model))
-    flags = [layer.fused for layer in layers]
-    for layer in layers:
-        layer.fused = False
-    try:
-        yield model
-    finally:
-        for layer, flag in zip(layers, flags):
-            layer.fused = flag
