@@ -29,3 +29,35 @@ def write_learnable_mnist(folder: Path, n_train: int = 256, n_test: int = 64, se
         _write_idx(folder / names[split][0], images)
         _write_idx(folder / names[split][1], labels)
     return folder
+
+
+def mnist_sample_tensors(n_test: int) -> tuple["torch.Tensor", ...]:
+    """The bundled MNIST sample as float tensors: (x_train, y_train, first n_test x_test, y_test)."""
+    from robustbench_dc.data import load_dataset
+
+    tr = load_dataset("mnist-sample", split="train", download=False)
+    te = load_dataset("mnist-sample", split="test", n=n_test, download=False)
+    return tr.to_float(), tr.labels, te.to_float(), te.labels
+
+
+def train_small(model: "torch.nn.Module", x: "torch.Tensor", y: "torch.Tensor", epochs: int, lr: float,
+                reseed: bool = False) -> "torch.nn.Module":
+    """A few epochs of Adam in fixed batch order (seeded), gradients cleared, eval mode."""
+    import torch
+    import torch.nn.functional as F
+
+    if reseed:
+        torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr)
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+    model.train()
+    for _ in range(epochs):
+        for i in range(0, x.shape[0], 64):
+            idx = perm[i: i + 64]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for p in model.parameters():
+        p.grad = None
+    return model.eval()

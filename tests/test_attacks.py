@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
+from synthetic import mnist_sample_tensors, train_small
+
 import robustbench_dc.attacks.attack as attack_mod
 from robustbench_dc.attacks import (
     DOC_PATH,
@@ -57,50 +59,15 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def _load_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    try:
-        from robustbench_dc.data import load_dataset
-
-        tr = load_dataset(DATASET, split="train", download=False)
-        te = load_dataset(DATASET, split="test", n=200, download=False)
-        return tr.images.float() / 255, tr.labels, te.images.float() / 255, te.labels
-    except Exception:  # pragma: no cover - fallback: synthetic separable 10-class data
-        g = torch.Generator().manual_seed(0)
-        protos = torch.rand(10, 1, 28, 28, generator=g) * 0.6 + 0.2
-
-        def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-            y = torch.randint(0, 10, (n,), generator=g)
-            return (protos[y] + 0.3 * torch.randn(n, 1, 28, 28, generator=g)).clamp(0, 1), y
-
-        xtr, ytr = make(6000)
-        xte, yte = make(200)
-        return xtr, ytr, xte, yte
+def _load_data() -> tuple[torch.Tensor, ...]:
+    return mnist_sample_tensors(200)
 
 
 def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 2, lr: float = 3e-3) -> nn.Module:
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr)
-    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
-    model.train()
-    for _ in range(epochs):
-        for i in range(0, x.shape[0], 64):
-            idx = perm[i : i + 64]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    for p in model.parameters():
-        p.grad = None
-    return model.eval()
+    return train_small(model, x, y, epochs, lr, reseed=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP contention on shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from synthetic import mnist_sample_tensors, train_small
 
 from robustbench_dc.attacks import (
     AttackSpec,
@@ -64,45 +65,14 @@ class CraftCounter(nn.Module):
 
 
 def _load_data() -> tuple[torch.Tensor, ...]:
-    try:
-        from robustbench_dc.data import load_dataset
-
-        tr = load_dataset(DATASET, split="train", download=False)
-        te = load_dataset(DATASET, split="test", n=120, download=False)
-        return tr.images.float() / 255, tr.labels, te.images.float() / 255, te.labels
-    except Exception:  # pragma: no cover - fallback: synthetic separable data
-        g = torch.Generator().manual_seed(0)
-        protos = torch.rand(10, 1, 28, 28, generator=g) * 0.6 + 0.2
-
-        def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-            y = torch.randint(0, 10, (n,), generator=g)
-            return (protos[y] + 0.3 * torch.randn(n, 1, 28, 28, generator=g)).clamp(0, 1), y
-
-        return (*make(6000), *make(120))
+    return mnist_sample_tensors(120)
 
 
 def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float) -> nn.Module:
-    opt = torch.optim.Adam(model.parameters(), lr)
-    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
-    model.train()
-    for _ in range(epochs):
-        for i in range(0, x.shape[0], 64):
-            idx = perm[i : i + 64]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    for p in model.parameters():
-        p.grad = None
-    return model.eval()
+    return train_small(model, x, y, epochs, lr, reseed=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
