@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import io
 import logging
@@ -65,24 +66,12 @@ class BackendMissingError(ImportError):
     """A third-party backend package is not installed."""
 
 
-def _import_torchattacks() -> Any:
+def _import_backend(name: str) -> Any:
+    """Import ``torchattacks`` or ``foolbox`` lazily, with an install hint if it is missing."""
     try:
-        import torchattacks
+        return importlib.import_module(name)
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise BackendMissingError(
-            f"backend 'torchattacks' needs the torchattacks package ({e}); run: {_INSTALL_HINT}"
-        ) from e
-    return torchattacks
-
-
-def _import_foolbox() -> Any:
-    try:
-        import foolbox
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise BackendMissingError(
-            f"backend 'foolbox' needs the foolbox package ({e}); run: {_INSTALL_HINT}"
-        ) from e
-    return foolbox
+        raise BackendMissingError(f"backend {name!r} needs the {name} package ({e}); run: {_INSTALL_HINT}") from e
 
 
 # torchattacks classes whose threat model is fixed (no ``norm`` argument).
@@ -98,7 +87,7 @@ _TA_NOT_ATTACKS = {"multiattack", "lgv", "attack"}
 
 def torchattacks_names() -> list[str]:
     """Attack class names available in the installed torchattacks."""
-    ta = _import_torchattacks()
+    ta = _import_backend("torchattacks")
     base = ta.attack.Attack
     names = []
     for n in getattr(ta, "__all__", dir(ta)):
@@ -110,7 +99,7 @@ def torchattacks_names() -> list[str]:
 
 def foolbox_names() -> list[str]:
     """Attack class names available in the installed ``foolbox.attacks``."""
-    fb = _import_foolbox()
+    fb = _import_backend("foolbox")
     base = fb.attacks.base.Attack
     names = []
     for n in dir(fb.attacks):
@@ -142,7 +131,7 @@ def _lookup(module: Any, names: list[str], name: str, backend: str) -> Any:
 
 def _display(cls: type, spec: AttackSpec) -> str:
     """Class name as the user wrote it, with the real class if it is an alias."""
-    typed = next((n for n in dir(_import_foolbox().attacks) if n.lower() == spec.name), cls.__name__)
+    typed = next((n for n in dir(_import_backend("foolbox").attacks) if n.lower() == spec.name), cls.__name__)
     return typed if typed == cls.__name__ else f"{typed} ({cls.__name__})"
 
 
@@ -199,7 +188,7 @@ def backend_handles_restarts(spec: AttackSpec) -> bool:
     if spec.backend == "native":
         return True
     if spec.backend == "torchattacks":
-        ta = _import_torchattacks()
+        ta = _import_backend("torchattacks")
         cls = _lookup(ta, torchattacks_names(), spec.name, "torchattacks")
         return "n_restarts" in inspect.signature(cls.__init__).parameters
     return False
@@ -234,7 +223,7 @@ def run_torchattacks(
         >>> spec = AttackSpec(name="autoattack", backend="torchattacks", eps=8 / 255).resolve()
         >>> x_adv = run_torchattacks(model, x, y, spec)
     """
-    ta = _import_torchattacks()
+    ta = _import_backend("torchattacks")
     cls = _lookup(ta, torchattacks_names(), spec.name, "torchattacks")
     lname = cls.__name__.lower()
     assert spec.eps is not None
@@ -311,7 +300,7 @@ def run_foolbox(
         >>> spec = AttackSpec(name="LinfPGD", backend="foolbox", eps=0.3, steps=40).resolve()
         >>> x_adv = run_foolbox(model, x, y, spec)
     """
-    fb = _import_foolbox()
+    fb = _import_backend("foolbox")
     cls = _lookup(fb.attacks, foolbox_names(), spec.name, "foolbox")
     assert spec.eps is not None
     accepted = set(inspect.signature(cls.__init__).parameters)

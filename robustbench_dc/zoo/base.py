@@ -9,12 +9,32 @@ from torch import Tensor, nn
 
 from ..operators import OperatorSpec
 
-__all__ = ["Normalize", "ZooModel", "scaled"]
+__all__ = ["Normalize", "ZooModel", "scaled", "conv_blocks"]
 
 
 def scaled(channels: int, width: float) -> int:
     """``channels * width`` rounded, at least 1 (the width multiplier of CPU-scale models)."""
     return max(1, int(round(channels * width)))
+
+
+def conv_blocks(operator: OperatorSpec, in_channels: int, input_size: int, widths: Sequence[int], width: float,
+                convs_per_block: int, kernel_size: int) -> tuple[nn.Sequential, int, int]:
+    """VGG-style blocks: ``convs_per_block`` x (operator conv, BN, ReLU) then a 2x2 max-pool,
+    per entry of ``widths`` (scaled by ``width``); "same" padding.
+
+    Returns the blocks as one ``nn.Sequential`` and the output channels and spatial size.
+    """
+    layers: list[nn.Module] = []
+    c_in, size = in_channels, input_size
+    for c in widths:
+        c_out = scaled(c, width)
+        for _ in range(convs_per_block):
+            layers += [operator.make_conv(c_in, c_out, kernel_size, padding=kernel_size // 2), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True)]
+            c_in = c_out
+        layers.append(nn.MaxPool2d(2))
+        size //= 2
+    return nn.Sequential(*layers), c_in, size
 
 
 class Normalize(nn.Module):

@@ -7,7 +7,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from ..operators import OperatorSpec
-from .base import Normalize, ZooModel, scaled
+from .base import Normalize, ZooModel, conv_blocks, scaled
 from .registry import register_arch
 
 __all__ = ["CNN9"]
@@ -26,18 +26,9 @@ class CNN9(ZooModel):
                  hidden: int = 256, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.5,)) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
-        layers: list[nn.Module] = []
-        c_in, size = in_channels, input_size
-        for c in widths:
-            c_out = scaled(c, width)
-            for _ in range(3):
-                layers += [operator.make_conv(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-                c_in = c_out
-            layers.append(nn.MaxPool2d(2))
-            size //= 2
+        self.body, c_in, size = conv_blocks(operator, in_channels, input_size, widths, width, 3, 3)
         if size < 1:
             raise ValueError(f"input_size: {input_size} is too small for three 2x2 poolings")
-        self.body = nn.Sequential(*layers)
         h = scaled(hidden, width)
         self.fc = operator.make_linear(c_in * size * size, h)
         self.fc_bn = nn.BatchNorm1d(h)

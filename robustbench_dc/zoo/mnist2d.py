@@ -7,7 +7,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from ..operators import OperatorSpec
-from .base import Normalize, ZooModel, scaled
+from .base import Normalize, ZooModel, conv_blocks
 from .registry import register_arch
 
 __all__ = ["MNIST2D"]
@@ -33,16 +33,7 @@ class MNIST2D(ZooModel):
                  embed_scale: float | None = None) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
-        layers: list[nn.Module] = []
-        c_in, size = in_channels, input_size
-        for c in widths:
-            c_out = scaled(c, width)
-            for _ in range(2):
-                layers += [operator.make_conv(c_in, c_out, 5, padding=2), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-                c_in = c_out
-            layers.append(nn.MaxPool2d(2))
-            size //= 2
-        self.body = nn.Sequential(*layers)
+        self.body, c_in, size = conv_blocks(operator, in_channels, input_size, widths, width, 2, 5)
         self.embed = operator.make_linear(c_in * size * size, feature_dim)
         if embed_scale is None:
             embed_scale = 1.0 if type(self.embed) is nn.Linear else 10.0
