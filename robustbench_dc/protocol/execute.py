@@ -20,6 +20,7 @@ old file or the new one; leftover temporary files are removed when a run starts.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import platform
@@ -36,6 +37,7 @@ import torch
 
 from .. import __version__
 from .._atomic import atomic_write_bytes
+from ..zoo import ZooModel
 from .plan import Job, Plan
 
 __all__ = ["execute", "RunResult", "job_status", "results_db"]
@@ -222,13 +224,14 @@ def _run_embedding(ctx: _Context, job: Job) -> None:
     dest = ctx.run_dir / "models" / job.model / "embedding.npz"  # type: ignore[operator]
     with torch.no_grad():
         feats = torch.cat([features(x[i:i + 500]) for i in range(0, len(y), 500)]) if features else None
-        acc = float((torch.cat([model(x[i:i + 500]).argmax(1) for i in range(0, len(y), 500)]) == y).float().mean())
+        # Zoo models compute logits as classifier(features): no second pass over the network.
+        logits = model.classifier(feats) if isinstance(model, ZooModel) and feats is not None else \
+            torch.cat([model(x[i:i + 500]) for i in range(0, len(y), 500)])
+        acc = float((logits.argmax(1) == y).float().mean())
     if feats is None or feats.dim() != 2 or feats.shape[1] != 2:
         # Not a 2-D embedding model: write an empty marker so the job counts as done.
         feats = torch.zeros(0, 2)
         y = torch.zeros(0, dtype=torch.long)
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, features=feats.numpy(), labels=y.numpy(), accuracy=np.array(acc))
     atomic_write_bytes(dest, buf.getvalue())
