@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import gc
 import json
 import math
 import os
@@ -90,6 +91,7 @@ class Settings:
     steps: int = 2
     lr: float = 1e-3
     modes: list[str] = field(default_factory=lambda: list(MODES))
+    compile: bool = True
     # slowest-operator scan
     skip_scan: bool = False
     slowest: str | None = None
@@ -126,7 +128,7 @@ class Settings:
 QUICK: dict[str, Any] = dict(
     width=0.0625, batch=8, warmup=1, repeats=2, steps=1,
     scan_width=0.0625, scan_batch=4, scan_steps=1, scan_grid="quick",
-    memory_modes=["fp32"], memory_repeats=1, memory_steps=1, memory_jobs=4,
+    compile=False, memory_modes=["fp32"], memory_repeats=1, memory_steps=1, memory_jobs=4,
     eval_batch=16, eval_steps=1,
     attack_width=0.25, attack_feature_dim=16, attack_iterations=10, attack_n=64, attack_repeats=2,
 )
@@ -157,6 +159,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
     g.add_argument("--repeats", type=int, default=None, help=f"interleaved repeats ({d.repeats})")
     g.add_argument("--steps", type=int, default=None, help=f"timed steps per repeat ({d.steps})")
     g.add_argument("--modes", default=None, help=f"comma list of {','.join(MODES)} (both)")
+    g.add_argument("--no-compile", action="store_true",
+                   help="skip the compiled configs (torch.compile; on by default where available, off in --quick)")
+    g.add_argument("--compile", action="store_true", help="measure the compiled configs also in --quick")
     g = p.add_argument_group("slowest-operator scan")
     g.add_argument("--skip-scan", action="store_true", help="do not scan; use --slowest (default mix+sigmoid)")
     g.add_argument("--slowest", default=None,
@@ -215,6 +220,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
         if v is not None:
             setattr(s, k, v)
     s.skip_scan = bool(args.skip_scan or args.slowest)
+    if args.compile:
+        s.compile = True
+    if args.no_compile:
+        s.compile = False
     for k in ("batch", "repeats", "steps", "scan_batch", "scan_steps", "memory_repeats", "memory_jobs",
               "eval_batch", "eval_steps", "attack_n", "attack_repeats", "threads", "quickstart_repeats"):
         if getattr(s, k) < 1:
@@ -349,10 +358,11 @@ class OpConfig:
     key: str
     operator: str
     params: dict[str, Any] = field(default_factory=dict)
+    compiled: bool = False  # decoupled responses through torch.compile (set_compiled)
 
     @property
     def spec(self) -> str:
-        return format_op(self.operator, self.params)
+        return format_op(self.operator, self.params) + (" [compiled]" if self.compiled else "")
 
 
 def build_cnn9(cfg: OpConfig, width: float, seed: int, device: torch.device, mode: str) -> nn.Module:
@@ -361,6 +371,10 @@ def build_cnn9(cfg: OpConfig, width: float, seed: int, device: torch.device, mod
 
     seed_everything(seed)
     model = build_model("cnn9", cfg.operator, dataset="cifar10", width=width, **cfg.params).to(device)
+    if cfg.compiled:
+        from robustbench_dc.operators import set_compiled
+
+        set_compiled(model)
     if mode == "cl-bf16":
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -443,15 +457,28 @@ def run_scan(s: Settings, device: torch.device, x: torch.Tensor, y: torch.Tensor
             "top5": [(r["operator"], r["ratio_vs_baseline"]) for r in ranked[:5]]}
 
 
-def op_configs(slowest: str) -> list[OpConfig]:
-    """baseline, TanhConv, TanhConv with the learnable relative radius, and the slowest operator."""
+def _compile_available(device: torch.device) -> bool:
+    from robustbench_dc.operators import compile_available
+
+    return compile_available(device.type)
+
+
+def op_configs(slowest: str, compiled: bool = False) -> list[OpConfig]:
+    """baseline, TanhConv, TanhConv with the learnable relative radius, the slowest operator and,
+    with ``compiled``, the last two again with compiled responses (TanhConv with a shared
+    radius takes the fused path, which compilation does not change)."""
     name, params = parse_op(slowest)
-    return [
+    relative = {"rho_mode": "relative", "learnable_rho": True}
+    configs = [
         OpConfig("baseline", "baseline"),
         OpConfig("tanh+cos", "tanh+cos"),
-        OpConfig("tanh+cos-relative-learnable-rho", "tanh+cos", {"rho_mode": "relative", "learnable_rho": True}),
+        OpConfig("tanh+cos-relative-learnable-rho", "tanh+cos", relative),
         OpConfig("slowest", name, params),
     ]
+    if compiled:
+        configs += [OpConfig("tanh+cos-relative-learnable-rho+compiled", "tanh+cos", relative, compiled=True),
+                    OpConfig("slowest+compiled", name, params, compiled=True)]
+    return configs
 
 
 def run_train(s: Settings, device: torch.device, configs: list[OpConfig], x: torch.Tensor,
@@ -535,6 +562,17 @@ def _status_kib(field_name: str) -> int | None:
     return None
 
 
+def _trim_heap() -> bool:
+    """Return the C heap's free memory to the OS (glibc ``malloc_trim``), so VmRSS = live memory."""
+    gc.collect()
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def _reset_hwm() -> bool:
     """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux >= 4.0)."""
     try:
@@ -552,13 +590,19 @@ def child_main(payload: str) -> int:
     torch.set_num_threads(int(job["threads"]))
     device = torch.device(job["device"])
     seed_everything(int(job["seed"]))
-    cfg = OpConfig(job["key"], job["operator"], job["params"])
+    cfg = OpConfig(job["key"], job["operator"], job["params"], bool(job.get("compiled")))
     gen = torch.Generator().manual_seed(int(job["seed"]))
     x = torch.rand(int(job["batch"]), 3, 32, 32, generator=gen)
     y = torch.randint(0, 10, (int(job["batch"]),), generator=gen)
     case = TrainCase(build_cnn9(cfg, float(job["width"]), int(job["seed"]), device, job["mode"]), x, y,
                      job["mode"], float(job["lr"]), device)
     out: dict[str, Any] = {"key": cfg.key, "mode": job["mode"], "allocator_configured": allocator}
+    # One untimed step first, in every config: it allocates the gradients and Adam's state
+    # (steady-state memory, the same for all networks of a shape) and, for compiled configs,
+    # compiles. Then the heap's free memory goes back to the OS, so the peak that follows is
+    # the memory of training steps alone.
+    case.step()
+    _trim_heap()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
@@ -580,10 +624,10 @@ def child_main(payload: str) -> int:
         out.update(rss_before_bytes=rss_before, ru_maxrss_before_bytes=maxrss_before,
                    ru_maxrss_after_bytes=maxrss_after, ru_maxrss_increase_bytes=maxrss_after - rss_before)
         if hwm is not None:
-            out.update(method="VmHWM (reset via /proc/self/clear_refs) - VmRSS after building model and data",
+            out.update(method="VmHWM (reset via /proc/self/clear_refs) - VmRSS after one warm-up step and malloc_trim",
                        vmhwm_after_bytes=hwm * 1024, increase_bytes=hwm * 1024 - rss_before)
         else:
-            out.update(method="ru_maxrss - VmRSS after building model and data",
+            out.update(method="ru_maxrss - VmRSS after one warm-up step and malloc_trim",
                        increase_bytes=maxrss_after - rss_before)
     print(CHILD_MARK + json.dumps(out), flush=True)
     return 0
@@ -607,7 +651,8 @@ def run_memory(s: Settings, configs: list[OpConfig]) -> dict[str, Any]:
     for r in range(s.memory_repeats):
         for mode in s.memory_modes:
             for cfg in configs:
-                jobs.append({"key": cfg.key, "operator": cfg.operator, "params": cfg.params, "mode": mode,
+                jobs.append({"key": cfg.key, "operator": cfg.operator, "params": cfg.params,
+                             "compiled": cfg.compiled, "mode": mode,
                              "width": s.width, "batch": s.batch, "steps": s.memory_steps, "lr": s.lr,
                              "seed": s.seed, "threads": s.threads, "device": s.device, "repeat": r})
     with ThreadPoolExecutor(max_workers=s.memory_jobs) as pool:
@@ -854,7 +899,7 @@ def flat_ratios(res: dict[str, Any]) -> list[dict[str, Any]]:
                      "median": summ["median"], "max": summ["max"], "n": summ["n"], "meaning": meaning})
 
     configs = res.get("configs", {})
-    label = {k: (f"{k} ({v})" if k == "slowest" else k) for k, v in configs.items()}
+    label = {k: (f"{k} ({v})" if k.startswith("slowest") else k) for k, v in configs.items()}
     if "train" in res:
         for mode, d in res["train"]["ratios"].items():
             for k, summ in d.items():
@@ -974,7 +1019,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if slowest is None:
         slowest = "mix+sigmoid,weighted=separable"
         res["notes"].append(f"no scan: 'slowest' is the default {slowest} (pass --slowest SPEC)")
-    configs = op_configs(slowest)
+    compiled = s.compile and _compile_available(device)
+    if s.compile and not compiled:
+        res["notes"].append("torch.compile is not available here: the compiled configs were skipped")
+    configs = op_configs(slowest, compiled)
     res["slowest"] = slowest
     res["configs"] = {c.key: c.spec for c in configs}
 
@@ -983,7 +1031,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["train"] = run_train(s, device, configs, x, y)
     if "eval" in s.sections:
         _log(f"eval: batch {s.eval_batch}")
-        res["eval"] = run_eval(s, device, configs, x)
+        # Compilation is a training-loop setting: inference is measured on the eager configs.
+        res["eval"] = run_eval(s, device, [c for c in configs if not c.compiled], x)
     if "memory" in s.sections:
         _log(f"memory: {len(configs) * len(s.memory_modes) * s.memory_repeats} child processes")
         res["memory"] = run_memory(s, configs)

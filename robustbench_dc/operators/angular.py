@@ -67,8 +67,27 @@ class _SafeAcos(torch.autograd.Function):
         return tangent * _SafeAcos._derivative(cos)
 
 
+class _SafeAcosTraceable(torch.autograd.Function):
+    """:class:`_SafeAcos` without the forward-mode rule, which ``torch.compile`` cannot trace."""
+
+    @staticmethod
+    def forward(cos: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.acos(cos.clamp(-1.0, 1.0))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (cos,) = ctx.saved_tensors
+        return grad * _SafeAcos._derivative(cos)
+
+
 def angle(cos: Tensor) -> Tensor:
     """theta = acos(clip(cos, -1, 1)) in [0, pi], with a finite gradient everywhere."""
+    if torch.compiler.is_compiling():
+        return _SafeAcosTraceable.apply(cos)
     return _SafeAcos.apply(cos)
 
 

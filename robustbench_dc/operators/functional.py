@@ -27,6 +27,7 @@ from torch import Tensor
 from . import angular as _angular
 from . import magnitude as _magnitude
 from .angular import Angular
+from .compiled import compiled_response
 from .fused import CosResponse, SquaredChannelSum
 from .magnitude import Magnitude
 
@@ -92,7 +93,7 @@ def decoupled_response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: 
         h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho) * torch.tanh(wnorm / rho)
     else:
         raise ValueError(f"weighted: must be one of {WEIGHTED}, got {weighted!r}")
-    return h * g
+    return g * h
 
 
 _POSITIVE_MAGNITUDES = ("sphere", "ball", "tanh", "linear", "seg", "log", "mix")
@@ -101,6 +102,20 @@ _POSITIVE_MAGNITUDES = ("sphere", "ball", "tanh", "linear", "seg", "log", "mix")
 def fused_applicable(angular: Angular, weighted: str | None) -> bool:
     """Whether :class:`~robustbench_dc.operators.fused.CosResponse` computes this operator."""
     return angular.fn is _angular.cos and weighted in (None, "linear", "separable")
+
+
+def _use_fused(angular: Angular, weighted: str | None, magnitude: Magnitude, rho: float | Tensor,
+               fused: bool, compiled: bool) -> bool:
+    """The fused cosine path, unless a compiled response does better (a per-channel radius
+    makes the magnitude a full-size tensor, which the fused path handles with autograd)."""
+    if not (fused and fused_applicable(angular, weighted)):
+        return False
+    per_channel = isinstance(rho, Tensor) and rho.numel() > 1 and magnitude.uses_rho
+    return not (compiled and per_channel)
+
+
+def _generic(dot: Tensor, xnorm: Tensor, wnorm: Tensor, compiled: bool, **kwargs) -> Tensor:
+    return (compiled_response if compiled else decoupled_response)(dot, xnorm, wnorm, **kwargs)
 
 
 def _fused_cos(dot_hat: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: Magnitude, weighted: str | None,
@@ -121,39 +136,42 @@ def decoupled_conv2d(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular
                      stride: IntOr2 = 1, padding: IntOr2 | str = 0, dilation: IntOr2 = 1,
                      weighted: str | None = None, alpha: float = 1.0, beta: float = 0.5,
                      rho: float | Tensor = 1.0, k: float = 0.3, eps: float = 1e-4,
-                     xnorm: Tensor | None = None, fused: bool = True) -> Tensor:
+                     xnorm: Tensor | None = None, fused: bool = True, compiled: bool = False) -> Tensor:
     """Decoupled 2-D convolution of ``x`` (N, C, H, W) with ``weight`` (O, C, kh, kw).
 
     ``rho`` may be a float or a tensor of shape ``(O,)`` (per filter). ``xnorm`` may be
     passed when already computed (it must come from :func:`patch_norm2d` with the same
-    geometry). ``fused=False`` forces the generic autograd path (same values).
+    geometry). ``fused=False`` forces the generic autograd path (same values);
+    ``compiled=True`` runs the generic path through ``torch.compile``
+    (:mod:`~robustbench_dc.operators.compiled`; same values, no double backward).
     """
     if xnorm is None:
         xnorm = patch_norm2d(x, tuple(weight.shape[2:]), stride, padding, dilation, eps)  # type: ignore[arg-type]
     wnorm = filter_norm(weight, eps).view(1, -1, 1, 1)
     if isinstance(rho, Tensor) and rho.dim() == 1:
         rho = rho.view(1, -1, 1, 1)
-    if fused and fused_applicable(angular, weighted):
+    if _use_fused(angular, weighted, magnitude, rho, fused, compiled):
         dot_hat = F.conv2d(x, weight / wnorm.view(-1, 1, 1, 1), None, stride, padding, dilation)
         return _fused_cos(dot_hat, xnorm, wnorm, magnitude=magnitude, weighted=weighted, alpha=alpha, beta=beta,
                           rho=rho, eps=eps, channel_dim=1)
     dot = F.conv2d(x, weight, None, stride, padding, dilation)
-    return decoupled_response(dot, xnorm, wnorm, magnitude=magnitude, angular=angular,
-                              weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)
+    return _generic(dot, xnorm, wnorm, compiled, magnitude=magnitude, angular=angular,
+                    weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)
 
 
 def decoupled_linear(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular: Angular,
                      weighted: str | None = None, alpha: float = 1.0, beta: float = 0.5,
                      rho: float | Tensor = 1.0, k: float = 0.3, eps: float = 1e-4,
-                     xnorm: Tensor | None = None, fused: bool = True) -> Tensor:
-    """Decoupled fully-connected map of ``x`` (..., in) with ``weight`` (out, in)."""
+                     xnorm: Tensor | None = None, fused: bool = True, compiled: bool = False) -> Tensor:
+    """Decoupled fully-connected map of ``x`` (..., in) with ``weight`` (out, in); keywords
+    as :func:`decoupled_conv2d`."""
     if xnorm is None:
         xnorm = torch.sqrt(SquaredChannelSum.apply(x, -1) + eps)
     wnorm = filter_norm(weight, eps)
-    if fused and fused_applicable(angular, weighted):
+    if _use_fused(angular, weighted, magnitude, rho, fused, compiled):
         dot_hat = F.linear(x, weight / wnorm.view(-1, 1))
         return _fused_cos(dot_hat, xnorm, wnorm, magnitude=magnitude, weighted=weighted, alpha=alpha, beta=beta,
                           rho=rho, eps=eps, channel_dim=-1)
     dot = F.linear(x, weight)
-    return decoupled_response(dot, xnorm, wnorm, magnitude=magnitude, angular=angular,
-                              weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)
+    return _generic(dot, xnorm, wnorm, compiled, magnitude=magnitude, angular=angular,
+                    weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)

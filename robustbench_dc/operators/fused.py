@@ -122,4 +122,6 @@ class SquaredChannelSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return x * (2.0 * grad), None
+        # In x's dtype: under autocast the sum may be float32 while x is bfloat16, and a float32
+        # gradient would be a second full-size tensor for autograd to convert and accumulate.
+        return x * (2.0 * grad).to(x.dtype), None

@@ -6,10 +6,14 @@
   gradient of ``w_hat . x`` into ``x_hat - (w_hat . x_hat) w_hat`` up to scale.
 - Orthogonality penalty: ``coef * 0.5 * ||W_hat^T W_hat - I||^2`` over the normalised
   filters of each decoupled layer (coef 1e-5 in the authors' code).
+
+And one speed switch: :func:`compiled_responses` / :func:`set_compiled` run the decoupled
+responses through ``torch.compile`` (:mod:`.compiled`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterable, Iterator
 
 import torch
@@ -19,7 +23,7 @@ from .functional import filter_norm
 from .layers import DecoupledLayer
 
 __all__ = ["decoupled_layers", "project_weights", "WeightProjection", "enable_weighted_gradients",
-           "orthogonality_penalty", "recalibrate_xnorm"]
+           "orthogonality_penalty", "recalibrate_xnorm", "set_compiled", "compiled_responses"]
 
 
 def decoupled_layers(model: nn.Module) -> Iterator[DecoupledLayer]:
@@ -141,3 +145,37 @@ def recalibrate_xnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
         for m, mode in was_training.items():
             m.training = mode
     return len(layers)
+
+
+def set_compiled(model: nn.Module, enabled: bool = True) -> int:
+    """Turn the compiled response on (or off) for every decoupled layer of ``model``.
+
+    Returns the number of layers whose setting changed. The setting has no effect on
+    operators that take the fused cosine path with a radius shared by all channels (already
+    at about the cost of a convolution). Values are the same either way; the compiled
+    backward cannot be differentiated again (double backward needs it off).
+    """
+    n = 0
+    for m in decoupled_layers(model):
+        if m.compiled != enabled:
+            m.compiled = enabled
+            n += 1
+    return n
+
+
+@contextlib.contextmanager
+def compiled_responses(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Context manager: compiled responses for ``model``'s decoupled layers inside the block.
+
+    Example::
+
+        with compiled_responses(model):
+            train_some_epochs(model)
+    """
+    before = {m: m.compiled for m in decoupled_layers(model)}
+    set_compiled(model, enabled)
+    try:
+        yield model
+    finally:
+        for m, value in before.items():
+            m.compiled = value

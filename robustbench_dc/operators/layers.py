@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from .angular import Angular, get_angular
-from .functional import WEIGHTED, decoupled_conv2d, decoupled_linear, patch_norm2d
+from .functional import WEIGHTED, decoupled_conv2d, decoupled_linear, fused_applicable, patch_norm2d
 from .fused import SquaredChannelSum
 from .magnitude import Magnitude, get_magnitude
 
@@ -140,10 +140,22 @@ class DecoupledLayer(nn.Module):
     #: Use the fused autograd path where it applies (same values; ``False`` forces the
     #: generic autograd path, e.g. to compare the two).
     fused: bool = True
+    #: Run the generic path through ``torch.compile`` (see
+    #: :mod:`~robustbench_dc.operators.compiled`; set by ``compiled_responses(model)``).
+    compiled: bool = False
+
+    @property
+    def compilable(self) -> bool:
+        """Whether :attr:`compiled` changes this layer's computation: its operator takes the
+        generic path (any angular function but cos, the nonlinear weighting, a per-channel
+        radius read by the magnitude function)."""
+        return not (self.fused and fused_applicable(self.angular, self.weighted)) or \
+            (self.radius is not None and self.magnitude.uses_rho)
 
     def _response_kwargs(self) -> dict[str, Any]:
         return dict(magnitude=self.magnitude, angular=self.angular, weighted=self.weighted,
-                    alpha=self.alpha, beta=self.beta, k=self.k, eps=self.eps, fused=self.fused)
+                    alpha=self.alpha, beta=self.beta, k=self.k, eps=self.eps, fused=self.fused,
+                    compiled=self.compiled)
 
     def _decoupled_repr(self) -> str:
         s = f"magnitude={self.magnitude.name}, angular={self.angular.name}"

@@ -8,6 +8,7 @@ would (on CPU, where kernels are deterministic).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -23,7 +24,8 @@ from torch import Tensor, nn
 from .._atomic import atomic_write, atomic_write_text
 from ..attacks.native import projected_gradient_attack
 from ..data.download import file_digest
-from ..operators import WeightProjection, enable_weighted_gradients, orthogonality_penalty, recalibrate_xnorm
+from ..operators import (WeightProjection, compile_available, compiled_responses, decoupled_layers,
+                         enable_weighted_gradients, orthogonality_penalty, recalibrate_xnorm)
 from .augment import augment
 from .recipe import Recipe, get_recipe
 
@@ -120,6 +122,19 @@ def resolve_precision(precision: str, device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+#: Shortest run for which ``compile="auto"`` compiles (compiling costs 10-30 s per operator).
+COMPILE_MIN_STEPS = 1000
+
+
+def resolve_compile(setting: bool | str, model: nn.Module, device: torch.device, steps: int) -> bool:
+    """Whether to train ``model`` with compiled decoupled responses (see ``Recipe.compile``)."""
+    if setting is False or not any(m.compilable for m in decoupled_layers(model)):
+        return False
+    if setting is True:
+        return True
+    return steps >= COMPILE_MIN_STEPS and compile_available(device.type)
 
 
 def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -227,6 +242,12 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
             result.resumed_from = start_epoch
             log.info("resuming %s after epoch %d (iteration %d)", ckpt_path, start_epoch, it)
 
+    compiled = resolve_compile(recipe.compile, model, device, total - it)
+    if compiled:
+        log.info("training with compiled decoupled responses (recipe compile=%s)", recipe.compile)
+    # Only the training forward passes (and the crafting of adversarial examples) are compiled:
+    # the per-epoch evaluation and recalibration run eagerly and need no compilation of their own.
+    compiling = (lambda: compiled_responses(model)) if compiled else contextlib.nullcontext
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -247,13 +268,14 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
                 xb = augment(xb, recipe.augmentation.crop_padding, recipe.augmentation.flip, gen)
                 weights = None
                 if recipe.adversarial is not None:
-                    xb, weights = _adversarial_batch(model, xb, yb, recipe, gen)
+                    with compiling():
+                        xb, weights = _adversarial_batch(model, xb, yb, recipe, gen)
                     model.train()
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * _lr_factor(recipe, it, total)
                 if recipe.channels_last:
                     xb = xb.contiguous(memory_format=memory_format)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp), compiling():
                     logits = model(xb)
                     per_example = F.cross_entropy(logits.float(), yb, label_smoothing=recipe.label_smoothing,
                                                   reduction="none")
