@@ -100,3 +100,48 @@ def test_parse_op_round_trip() -> None:
     assert bench.parse_op(bench.format_op(name, params)) == (name, params)
     s = bench.summarize([3.0, 1.0, float("nan"), 2.0])
     assert (s["min"], s["median"], s["max"], s["n"]) == (1.0, 2.0, 3.0, 3)
+
+
+def test_profile_step_groups_the_step_time(tmp_path: Path) -> None:
+    """``benchmarks/profile_step.py``: every step's time is split into groups; the
+    convolutions are found, and the decoupled network's element-wise work shows up."""
+    out = tmp_path / "profile.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "tanh+sigmoid,weighted=nonlinear",
+           "--batch", "4", "--width", "0.0625", "--steps", "1", "--threads", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["command_line"] and res["versions"]["torch"] and res["seed"] == 0
+    base, dec = res["rows"]
+    assert base["config"] == "baseline" and dec["config"].startswith("tanh+sigmoid")
+    for row in (base, dec):
+        assert _positive_finite(row["wall_seconds_per_step"])
+        assert row["groups"]["convolution"] > 0
+        assert sum(row["groups"].values()) == pytest.approx(row["profiled_seconds_per_step"])
+    # acos, tanh, the products: the eager decoupled path runs element-wise ops the baseline does not
+    assert dec["groups"].get("element-wise (eager)", 0) > base["groups"].get("element-wise (eager)", 0)
+    assert "wall" in proc.stdout and "wrote" in proc.stdout
+
+
+@pytest.mark.slow
+def test_quick_run_with_compiled_configs(tmp_path: Path) -> None:
+    """``--quick --compile``: the compiled configs are built, timed and measured for memory."""
+    out = tmp_path / "quick-compiled.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, str(RUN), "--quick", "--compile", "--threads", "1", "--sections", "train,memory,eval",
+           "--slowest", "tanh+sigmoid,weighted=nonlinear", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    from robustbench_dc.operators import compile_available
+
+    if not compile_available("cpu"):
+        assert any("not available" in n for n in res["notes"])
+        return
+    assert {"tanh+cos-relative-learnable-rho+compiled", "slowest+compiled"} <= set(res["configs"])
+    assert res["configs"]["slowest+compiled"].endswith("[compiled]")
+    for mode in ("fp32", "cl-bf16"):
+        assert _positive_finite(res["train"]["ratios"][mode]["slowest+compiled"]["median"])
+    assert _positive_finite(res["memory"]["ratios"]["fp32"]["slowest+compiled"]["median"])
+    assert "slowest+compiled" not in res["eval"]["ratios"]["fp32"]  # inference is measured eagerly

@@ -335,6 +335,6 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
     if out is not None:
         result.checkpoint = out / MODEL_NAME
         result.sha256 = atomic_torch_save(model.state_dict(), result.checkpoint)
-        _atomic_json({"recipe": recipe_json, "history": result.history, "iterations": it,
+        _atomic_json({"recipe": recipe_json, "history": result.history, "iterations": it, "compiled": compiled,
                       "model_sha256": result.sha256, "torch": torch.__version__}, out / "train.json")
     return result

@@ -129,10 +129,10 @@ class Recipe(_Strict):
     :attr:`~robustbench_dc.operators.DecoupledLayer.compilable`) through ``torch.compile``
     during training (:mod:`robustbench_dc.operators.compiled`; same values, one fused
     kernel). ``"auto"`` (default) does so when ``torch.compile`` works on the device and the
-    run has at least 1,000 steps: compiling costs 10-30 s per operator on a 2-core CPU and
-    saved 15-25% of a full-width MNIST step and 20-40% of a CIFAR-10 CNN-9 step
-    (``benchmarks/run.py``), nothing at the quickstart's width. ``true`` compiles whatever
-    the length (with a warning and eager fallback where it cannot); ``false`` never.
+    run has at least 1,000 steps: compiling costs 10-30 s per operator on a 2-core CPU, and
+    it saved 4-38% of a CIFAR-10 CNN-9 training step (``benchmarks/README.md``), less for
+    small networks. ``true`` compiles whatever the length (with a warning and eager
+    fallback where it cannot); ``false`` never.
     """
 
     name: str = "custom"

@@ -1,0 +1,168 @@
+"""Where does a CNN-9 training step spend its time? torch.profiler, grouped by kind of work.
+
+Profiles training steps (forward + cross-entropy + backward + Adam, as ``run.py``'s
+``train`` section) of the nn.Conv2d baseline and of the decoupled networks named on the
+command line, and splits each step's self CPU time into: the big convolutions (forward and
+backward), the decoupled layers' element-wise work (compiled kernels, or the individual
+element-wise operations of the eager path), batch-norm / ReLU / max-pooling, the gradient
+accumulation and layout/dtype copies, and the rest. The difference to the baseline, per
+group, is what the decoupled operator costs and where.
+
+    python benchmarks/profile_step.py --mode fp32 "tanh+cos" "tanh+cos,rho_mode=relative,learnable_rho=true" \\
+        "tanh+sigmoid,weighted=nonlinear" --compiled
+
+Writes ``benchmarks/results/profile-<UTC date>-<mode>.json`` (or ``--out``) with the command,
+the seed, the data checksum (when CIFAR-10 is found) and the versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as bench  # noqa: E402  (the harness: model building, data, training case, versions)
+
+GROUPS = (
+    ("convolution", ("convolution", "conv2d", "mkldnn_convolution", "_convolution")),
+    ("decoupled element-wise (compiled)", ("CompiledFxGraph", "CompiledFunction", "Torch-Compiled Region")),
+    ("batch-norm / relu / pool", ("batch_norm", "threshold", "relu", "max_pool")),
+    ("copies / gradient accumulation", ("copy_", "add_", "clone", "contiguous", "to_copy")),
+    ("element-wise (eager)", ("mul", "div", "tanh", "acos", "sqrt", "rsqrt", "clamp", "sub", "add", "neg", "where",
+                              "minimum", "pow", "exp", "log1p", "abs", "sigmoid", "reciprocal", "sum", "vecdot",
+                              "linalg", "mean", "fill_", "ones_like", "maximum", "sign")),
+)
+
+
+def group_of(name: str) -> str:
+    low = name.lower()
+    for group, keys in GROUPS:
+        if any(k.lower() in low for k in keys):
+            return group
+    return "other"
+
+
+def profile_case(cfg: bench.OpConfig, mode: str, x: torch.Tensor, y: torch.Tensor, steps: int,
+                 seed: int, width: float = 1.0) -> dict[str, Any]:
+    device = torch.device("cpu")
+    case = bench.TrainCase(bench.build_cnn9(cfg, width, seed, device, mode), x, y, mode, 1e-3, device)
+    for _ in range(2):  # warm-up (and compilation)
+        case.step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        case.step()
+    wall = (time.perf_counter() - t0) / steps
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            case.step()
+    groups: dict[str, float] = {}
+    top: list[tuple[str, float, int]] = []
+    for ev in prof.key_averages():
+        seconds = ev.self_cpu_time_total / 1e6 / steps
+        if seconds <= 0:
+            continue
+        g = group_of(ev.key)
+        groups[g] = groups.get(g, 0.0) + seconds
+        top.append((ev.key[:70], seconds, ev.count // steps))
+    top.sort(key=lambda t: -t[1])
+    return {"config": cfg.spec, "mode": mode, "wall_seconds_per_step": wall,
+            "profiled_seconds_per_step": sum(groups.values()),
+            "groups": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+            "top": [{"op": n, "seconds_per_step": s, "calls_per_step": c} for n, s, c in top[:15]]}
+
+
+def unit_costs(batch: int, width: float, repeats: int = 8) -> dict[str, float]:
+    """Seconds of single operations on one response of CNN-9's first block (batch x 128w x 32 x 32,
+    float32): the convolution that produces it and the element-wise functions a decoupled
+    response may need per element, with ``add`` as the memory-bound reference."""
+    c = max(1, round(128 * width))
+    x = torch.rand(batch, c, 32, 32)
+    w = torch.randn(c, c, 3, 3) / (3 * c ** 0.5)
+    a = torch.rand_like(x) * 2 - 1
+    b = torch.rand_like(x)
+    out = torch.empty_like(x)
+    ops = {
+        "conv3x3 forward": lambda: torch.nn.functional.conv2d(x, w, padding=1),
+        "add (12 bytes/element)": lambda: torch.add(a, b, out=out),
+        "mul": lambda: torch.mul(a, b, out=out),
+        "tanh": lambda: torch.tanh(a, out=out),
+        "acos": lambda: torch.acos(a, out=out),
+        "exp": lambda: torch.exp(a, out=out),
+        "sigmoid": lambda: torch.sigmoid(a, out=out),
+        "sqrt": lambda: torch.sqrt(b, out=out),
+    }
+    res = {"elements": float(x.numel())}
+    for name, fn in ops.items():
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        res[name] = min(times)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("operators", nargs="+", help="operator specs as in run.py --slowest, e.g. tanh+cos,rho=0.5")
+    p.add_argument("--mode", default="fp32", choices=bench.MODES)
+    p.add_argument("--compiled", action="store_true", help="also profile each operator with compiled responses")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--width", type=float, default=1.0, help="CNN-9 width multiplier")
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    bench.configure_allocator()
+    torch.set_num_threads(args.threads or bench._usable_cores())
+    x, y, data = bench.cifar_batch(args.batch, args.seed, args.data_dir)
+    configs = [bench.OpConfig("baseline", "baseline")]
+    for spec in args.operators:
+        name, params = bench.parse_op(spec)
+        configs.append(bench.OpConfig(spec, name, params))
+        if args.compiled:
+            configs.append(bench.OpConfig(spec + "+compiled", name, params, compiled=True))
+    rows = [profile_case(c, args.mode, x, y, args.steps, args.seed, args.width) for c in configs]
+    base = rows[0]
+    names = sorted({g for r in rows for g in r["groups"]}, key=lambda g: -max(r["groups"].get(g, 0) for r in rows))
+    width = max(len(r["config"]) for r in rows)
+    print(f"mode {args.mode}, CNN-9 width {args.width} batch {args.batch}, seconds per training step (self CPU time by group)")
+    print("(wall: timed without the profiler; profiled: the groups' sum under the profiler, whose overhead")
+    print(" inflates the eager decoupled path's many small operations)")
+    print(f"{'config':<{width}} {'wall':>7} {'ratio':>6} {'profiled':>8}  " + "  ".join(f"{g[:22]:>22}" for g in names))
+    for r in rows:
+        r["ratio_vs_baseline"] = r["wall_seconds_per_step"] / base["wall_seconds_per_step"]
+        r["extra_vs_baseline"] = {g: r["groups"].get(g, 0.0) - base["groups"].get(g, 0.0) for g in names}
+        print(f"{r['config']:<{width}} {r['wall_seconds_per_step']:>7.3f} {r['ratio_vs_baseline']:>6.3f} "
+              f"{r['profiled_seconds_per_step']:>8.3f}  "
+              + "  ".join(f"{r['groups'].get(g, 0.0):>22.3f}" for g in names))
+    units = unit_costs(args.batch, args.width)
+    print(f"\nsingle operations on one {args.batch}x{max(1, round(128 * args.width))}x32x32 float32 tensor "
+          f"({units['elements'] / 1e6:.1f}M elements), milliseconds:")
+    print("  " + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in units.items() if k != "elements"))
+    out = args.out or Path(__file__).parent / "results" / f"profile-{datetime.now(timezone.utc):%Y-%m-%d}-{args.mode}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "command_line": [sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *argv],
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seed": args.seed,
+        "data": data, "versions": bench.versions(), "machine": bench.machine_info(torch.device("cpu")),
+        "torch_threads": torch.get_num_threads(), "mode": args.mode, "batch": args.batch, "width": args.width,
+        "steps": args.steps,
+        "rows": rows, "unit_costs_seconds": units}, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
