@@ -196,7 +196,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     x, y, checksum = _test_batch(args, choice.dataset)
     specs = _attack_specs(args)
     res = evaluate_whitebox(choice.model, x, y, specs, batch_size=args.batch_size, progress=not args.quiet,
-                            dataset=choice.dataset, model_name=choice.name, masking=not args.no_masking)
+                            dataset=choice.dataset, model_name=choice.name, masking=not args.no_masking,
+                            compile={"true": True, "false": False}.get(args.compile, "auto"))
     print(f"{choice.name}: first {res.n} test examples of {_data_name(args, choice.dataset)}, "
           f"clean accuracy {100 * res.clean_accuracy:.1f}%")
     _print_results(res.results)
@@ -297,6 +298,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     _add_eval_args(p)
     p.add_argument("--no-masking", action="store_true", help="skip the gradient-masking diagnostics")
+    p.add_argument("--compile", choices=("auto", "true", "false"), default="auto",
+                   help="craft attacks with compiled decoupled responses (auto: for long attack jobs "
+                        "where torch.compile works)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("transfer", help="black-box transfer attacks: craft on sources, score on targets")

@@ -10,7 +10,6 @@ import torch
 from robustbench_dc.operators import (DecoupledConv2d, DecoupledLinear, compile_available, compiled_responses,
                                       set_compiled)
 from robustbench_dc.operators import compiled as compiled_mod
-from robustbench_dc.training import loop as loop_mod
 from robustbench_dc.zoo import build_model
 
 needs_compiler = pytest.mark.skipif(not compile_available("cpu"), reason="torch.compile has no C++ compiler here")
@@ -159,18 +158,75 @@ def test_without_a_compiler_the_layers_run_eagerly(monkeypatch, caplog):
     assert any("not available" in r.getMessage() for r in caplog.records)
 
 
-def test_recipe_compile_setting_resolves(monkeypatch):
-    dev = torch.device("cpu")
+def test_compile_setting_resolves(monkeypatch):
+    from robustbench_dc.operators import hooks
+
     generic = build_model("mnist2d", "tanh+sigmoid", dataset="mnist", width=0.25)
     fused = build_model("mnist2d", "tanh+cos", dataset="mnist", width=0.25)
-    monkeypatch.setattr(loop_mod, "compile_available", lambda device_type="cpu": True)
-    assert loop_mod.resolve_compile(True, generic, dev, 10)
-    assert not loop_mod.resolve_compile(False, generic, dev, 10 ** 6)
-    assert not loop_mod.resolve_compile(True, fused, dev, 10 ** 6)  # nothing to compile
-    assert not loop_mod.resolve_compile("auto", generic, dev, loop_mod.COMPILE_MIN_STEPS - 1)
-    assert loop_mod.resolve_compile("auto", generic, dev, loop_mod.COMPILE_MIN_STEPS)
-    monkeypatch.setattr(loop_mod, "compile_available", lambda device_type="cpu": False)
-    assert not loop_mod.resolve_compile("auto", generic, dev, 10 ** 6)
+    monkeypatch.setattr(hooks, "compile_available", lambda device_type="cpu": True)
+    resolve = hooks.resolve_compile
+    assert resolve(True, generic, "cpu", 10, 1000)
+    assert not resolve(False, generic, "cpu", 10 ** 6, 1000)
+    assert not resolve(True, fused, "cpu", 10 ** 6, 1000)  # nothing to compile
+    assert not resolve("auto", generic, "cpu", 999, 1000)
+    assert resolve("auto", generic, "cpu", 1000, 1000)
+    with pytest.raises(ValueError, match="compile"):
+        resolve("yes", generic, "cpu", 1, 1)
+    monkeypatch.setattr(hooks, "compile_available", lambda device_type="cpu": False)
+    assert not resolve("auto", generic, "cpu", 10 ** 6, 1000)
+
+
+def _spy_compiled_responses(monkeypatch, module):
+    calls = []
+    real = module.compiled_responses
+
+    def spy(model, enabled=True):
+        calls.append(enabled)
+        return real(model, enabled)
+
+    monkeypatch.setattr(module, "compiled_responses", spy)
+    return calls
+
+
+def test_evaluation_compiles_only_long_attack_jobs(monkeypatch):
+    from robustbench_dc.attacks import AttackSpec, evaluate
+    from robustbench_dc.operators import hooks
+
+    monkeypatch.setattr(hooks, "compile_available", lambda device_type="cpu": True)
+    calls = _spy_compiled_responses(monkeypatch, evaluate)
+    monkeypatch.setattr(compiled_mod, "compile_available", lambda device_type="cpu": False)  # run eagerly
+    torch.manual_seed(0)
+    model = build_model("mnist2d", "tanh+sigmoid", dataset="mnist", width=0.25).eval()
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    specs = [AttackSpec(name="pgd", eps=0.1, steps=3)]
+    assert evaluate.attack_work([s.resolve("mnist") for s in specs], 8) == 24
+    evaluate.evaluate_whitebox(model, x, y, specs, batch_size=4, dataset="mnist", masking=False)
+    assert calls == []  # 24 example-iterations: not worth compiling
+    monkeypatch.setattr(evaluate, "COMPILE_MIN_ATTACK_WORK", 24)
+    evaluate.evaluate_whitebox(model, x, y, specs, batch_size=4, dataset="mnist", masking=False)
+    assert calls == [True, True]  # one per attacked batch
+    calls.clear()
+    evaluate.evaluate_whitebox(model, x, y, specs, batch_size=4, dataset="mnist", masking=False, compile=False)
+    assert calls == []
+
+
+@needs_compiler
+def test_compiled_attack_equals_eager_attack():
+    from robustbench_dc.attacks import AttackSpec, evaluate_whitebox, run_attack
+
+    torch.manual_seed(0)
+    model = build_model("mnist2d", "tanh+sigmoid", dataset="mnist", width=0.25).eval()
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    spec = AttackSpec(name="pgd", eps=0.1, steps=5)
+    x_eager = run_attack(model, x, y, spec)
+    with compiled_responses(model):
+        x_comp = run_attack(model, x, y, spec)
+    # Same sign-gradient steps up to float rounding: (almost) every pixel identical.
+    assert (x_comp == x_eager).float().mean() > 0.99
+    assert (x_comp - x).abs().max() <= 0.1 + 1e-6
+    eager = evaluate_whitebox(model, x, y, [spec], dataset="mnist", masking=False, compile=False)
+    comp = evaluate_whitebox(model, x, y, [spec], dataset="mnist", masking=False, compile=True)
+    assert abs(comp.results[0].robust_accuracy - eager.results[0].robust_accuracy) <= 1 / 16
 
 
 @needs_compiler

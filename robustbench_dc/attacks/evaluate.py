@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from robustbench_dc.attacks.masking import (
 )
 from robustbench_dc.attacks.metrics import AttackResult, attack_result, worst_case
 from robustbench_dc.attacks.spec import AttackSpec
+from robustbench_dc.operators import compiled_responses, resolve_compile
 
 if TYPE_CHECKING:  # pragma: no cover
     from robustbench_dc.attacks.transfer import TransferResult
@@ -108,6 +110,16 @@ class EvalResult:
         }
 
 
+#: Smallest attack job (attacked examples x attack iterations, summed over the attack set)
+#: for which ``compile="auto"`` compiles the decoupled responses (10-30 s per operator).
+COMPILE_MIN_ATTACK_WORK = 100_000
+
+
+def attack_work(specs: list[AttackSpec], n: int) -> int:
+    """Attacked examples x iterations (steps x restarts) summed over ``specs`` (resolved)."""
+    return n * sum((s.steps or 1) * s.restarts for s in specs)
+
+
 def evaluate_whitebox(
     model: nn.Module,
     x: torch.Tensor,
@@ -120,6 +132,7 @@ def evaluate_whitebox(
     model_name: str = "model",
     masking: bool | MaskingConfig = True,
     transfer: TransferResult | list[AttackResult] | None = None,
+    compile: bool | str = "auto",
 ) -> EvalResult:
     """Evaluate ``model`` on (x, y) under each attack, plus masking diagnostics.
 
@@ -136,6 +149,11 @@ def evaluate_whitebox(
         masking (bool | MaskingConfig): run the diagnostics (with this config). Default True.
         transfer (TransferResult | list[AttackResult] | None): transfer results whose
             target is ``model_name``, for the ``transfer-beats-whitebox`` flag. Default None.
+        compile (bool | str): craft the adversarial examples with compiled decoupled
+            responses (:func:`robustbench_dc.operators.compiled_responses`; same values).
+            ``"auto"`` (default): when the attack set's work, examples x iterations, is at
+            least ``COMPILE_MIN_ATTACK_WORK`` and ``torch.compile`` works here. Scoring, the
+            clean pass and the masking diagnostics run eagerly.
 
     Returns:
         EvalResult.
@@ -155,6 +173,8 @@ def evaluate_whitebox(
         raise ValueError(f"attacks: duplicate attack labels {sorted(dup)}")
     dev = model_device(model, x.device)
     n = x.shape[0]
+    compiled = resolve_compile(compile, model, dev.type, attack_work(specs, n), COMPILE_MIN_ATTACK_WORK)
+    compiling = (lambda: compiled_responses(model)) if compiled else contextlib.nullcontext
     with eval_mode(model):
         clean_pred = batched_logits(model, x.to(dev), batch_size).argmax(1).cpu()
     clean_correct = clean_pred == y.cpu()
@@ -169,7 +189,8 @@ def evaluate_whitebox(
             norms = torch.empty(n, dtype=torch.float64)
             for i in range(0, n, batch_size):
                 xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
-                x_adv = run_attack(model, xb, yb, spec)
+                with compiling():
+                    x_adv = run_attack(model, xb, yb, spec)
                 with torch.no_grad(), eval_mode(model):
                     adv_correct[i : i + batch_size] = (model(x_adv).argmax(1) == yb).cpu()
                 norms[i : i + batch_size] = perturbation_norms(x_adv, xb, spec.threat_model).double().cpu()

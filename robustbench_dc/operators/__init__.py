@@ -11,7 +11,7 @@ from .convert import classifier_name, convert
 from .functional import WEIGHTED, decoupled_conv2d, decoupled_linear, decoupled_response, filter_norm, patch_norm2d
 from .compiled import compile_available
 from .hooks import (WeightProjection, compiled_responses, decoupled_layers, enable_weighted_gradients,
-                    orthogonality_penalty, project_weights, recalibrate_xnorm, set_compiled)
+                    orthogonality_penalty, project_weights, recalibrate_xnorm, resolve_compile, set_compiled)
 from .layers import RHO_MODES, DecoupledConv2d, DecoupledLayer, DecoupledLinear
 from .magnitude import MAGNITUDES, Magnitude, get_magnitude, register_magnitude
 from .registry import (ENTRY_POINT_GROUP, OPERATORS, OperatorSpec, UnknownOperatorError, entry_point_operators,
@@ -22,7 +22,7 @@ __all__ = [
     "classifier_name", "convert",
     "WEIGHTED", "decoupled_conv2d", "decoupled_linear", "decoupled_response", "filter_norm", "patch_norm2d",
     "WeightProjection", "decoupled_layers", "enable_weighted_gradients", "orthogonality_penalty",
-    "project_weights", "recalibrate_xnorm", "compile_available", "compiled_responses", "set_compiled",
+    "project_weights", "recalibrate_xnorm", "compile_available", "compiled_responses", "resolve_compile", "set_compiled",
     "RHO_MODES", "DecoupledConv2d", "DecoupledLayer", "DecoupledLinear",
     "MAGNITUDES", "Magnitude", "get_magnitude", "register_magnitude",
     "ENTRY_POINT_GROUP", "OPERATORS", "OperatorSpec", "UnknownOperatorError", "entry_point_operators",

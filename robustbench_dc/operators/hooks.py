@@ -19,11 +19,12 @@ from typing import Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from .compiled import compile_available
 from .functional import filter_norm
 from .layers import DecoupledLayer
 
 __all__ = ["decoupled_layers", "project_weights", "WeightProjection", "enable_weighted_gradients",
-           "orthogonality_penalty", "recalibrate_xnorm", "set_compiled", "compiled_responses"]
+           "orthogonality_penalty", "recalibrate_xnorm", "set_compiled", "compiled_responses", "resolve_compile"]
 
 
 def decoupled_layers(model: nn.Module) -> Iterator[DecoupledLayer]:
@@ -179,3 +180,21 @@ def compiled_responses(model: nn.Module, enabled: bool = True) -> Iterator[nn.Mo
     finally:
         for m, value in before.items():
             m.compiled = value
+
+
+def resolve_compile(setting: bool | str, model: nn.Module, device_type: str, work: int, min_work: int) -> bool:
+    """Whether to run ``model``'s decoupled responses compiled for a job of size ``work``.
+
+    ``setting``: ``False`` never; ``True`` whenever ``model`` has a layer that compilation
+    changes (:attr:`DecoupledLayer.compilable`); ``"auto"`` when, in addition, ``work``
+    (training steps, or attacked examples x attack iterations) reaches ``min_work`` and
+    ``torch.compile`` is available for ``device_type``: compiling costs 10-30 s per operator
+    on a 2-core CPU, which only a long job recovers.
+    """
+    if setting not in (True, False, "auto"):
+        raise ValueError(f"compile: must be true, false or 'auto', got {setting!r}")
+    if setting is False or not any(m.compilable for m in decoupled_layers(model)):
+        return False
+    if setting is True:
+        return True
+    return work >= min_work and compile_available(device_type)

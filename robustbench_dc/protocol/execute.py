@@ -171,7 +171,7 @@ def _run_whitebox(ctx: _Context, job: Job) -> None:
     ev = ctx.plan.protocol.evaluation
     res = evaluate_whitebox(ctx.model(job.model), x, y, ctx.plan.attacks, batch_size=ev.batch_size,  # type: ignore[arg-type]
                             progress=ctx.progress, dataset=ctx.plan.models[job.model].dataset,  # type: ignore[index]
-                            model_name=job.model or "model", masking=ev.masking)
+                            model_name=job.model or "model", masking=ev.masking, compile=ev.compile)
     _write_json(ctx.run_dir / "models" / job.model / "whitebox.json", res.to_dict())  # type: ignore[operator]
 
 

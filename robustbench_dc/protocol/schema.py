@@ -108,6 +108,7 @@ class Evaluation(_Strict):
     sweeps: list[SweepSection] = Field(default_factory=list)
     masking: bool = True
     batch_size: int = Field(250, ge=1)
+    compile: bool | Literal["auto"] = "auto"
 
 
 class LipschitzSection(_Strict):

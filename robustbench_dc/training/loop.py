@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from .._atomic import atomic_write, atomic_write_text
 from ..attacks.native import projected_gradient_attack
 from ..data.download import file_digest
-from ..operators import (WeightProjection, compile_available, compiled_responses, decoupled_layers,
-                         enable_weighted_gradients, orthogonality_penalty, recalibrate_xnorm)
+from ..operators import (WeightProjection, compiled_responses, enable_weighted_gradients, orthogonality_penalty,
+                         recalibrate_xnorm, resolve_compile)
 from .augment import augment
 from .recipe import Recipe, get_recipe
 
@@ -126,15 +126,6 @@ def resolve_precision(precision: str, device: torch.device) -> bool:
 
 #: Shortest run for which ``compile="auto"`` compiles (compiling costs 10-30 s per operator).
 COMPILE_MIN_STEPS = 1000
-
-
-def resolve_compile(setting: bool | str, model: nn.Module, device: torch.device, steps: int) -> bool:
-    """Whether to train ``model`` with compiled decoupled responses (see ``Recipe.compile``)."""
-    if setting is False or not any(m.compilable for m in decoupled_layers(model)):
-        return False
-    if setting is True:
-        return True
-    return steps >= COMPILE_MIN_STEPS and compile_available(device.type)
 
 
 def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -242,7 +233,7 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
             result.resumed_from = start_epoch
             log.info("resuming %s after epoch %d (iteration %d)", ckpt_path, start_epoch, it)
 
-    compiled = resolve_compile(recipe.compile, model, device, total - it)
+    compiled = resolve_compile(recipe.compile, model, device.type, total - it, COMPILE_MIN_STEPS)
     if compiled:
         log.info("training with compiled decoupled responses (recipe compile=%s)", recipe.compile)
     # Only the training forward passes (and the crafting of adversarial examples) are compiled:
