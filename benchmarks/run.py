@@ -562,6 +562,23 @@ def _status_kib(field_name: str) -> int | None:
     return None
 
 
+def saved_activation_bytes(case: "TrainCase") -> int:
+    """Bytes of the tensors autograd keeps for the backward during one forward pass (each
+    storage counted once, parameters and the input included): the activation memory of a
+    step, exact and independent of the allocator, unlike the peak RSS."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        storages[st.data_ptr()] = st.nbytes()
+        return t
+
+    case.opt.zero_grad(set_to_none=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast_ctx(case.mode, case.device):
+        F.cross_entropy(case.model(case.x), case.y)
+    return sum(storages.values())
+
+
 def _trim_heap() -> bool:
     """Return the C heap's free memory to the OS (glibc ``malloc_trim``), so VmRSS = live memory."""
     gc.collect()
@@ -629,6 +646,7 @@ def child_main(payload: str) -> int:
         else:
             out.update(method="ru_maxrss - VmRSS after one warm-up step and malloc_trim",
                        increase_bytes=maxrss_after - rss_before)
+    out["saved_bytes"] = saved_activation_bytes(case)
     print(CHILD_MARK + json.dumps(out), flush=True)
     return 0
 
@@ -658,20 +676,27 @@ def run_memory(s: Settings, configs: list[OpConfig]) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=s.memory_jobs) as pool:
         results = list(pool.map(_run_child, jobs))
     raw: dict[str, list[int]] = {}
+    saved: dict[str, list[int]] = {}
     children: list[dict[str, Any]] = []
     for job, res in zip(jobs, results):
         raw.setdefault(f"{job['mode']}/{job['key']}", []).append(int(res["increase_bytes"]))
+        saved.setdefault(f"{job['mode']}/{job['key']}", []).append(int(res["saved_bytes"]))
         children.append({**res, "repeat": job["repeat"]})
-    ratios: dict[str, dict[str, Any]] = {}
-    for mode in s.memory_modes:
-        ratios[mode] = {}
-        base = raw[f"{mode}/baseline"]
-        for cfg in configs[1:]:
-            per = [a / b if b > 0 else float("nan") for a, b in zip(raw[f"{mode}/{cfg.key}"], base)]
-            ratios[mode][cfg.key] = {"per_repeat": per, **summarize(per)}
+
+    def ratios_of(values: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for mode in s.memory_modes:
+            out[mode] = {}
+            base = values[f"{mode}/baseline"]
+            for cfg in configs[1:]:
+                per = [a / b if b > 0 else float("nan") for a, b in zip(values[f"{mode}/{cfg.key}"], base)]
+                out[mode][cfg.key] = {"per_repeat": per, **summarize(per)}
+        return out
+
     return {"width": s.width, "batch": s.batch, "steps": s.memory_steps, "repeats": s.memory_repeats,
             "modes": s.memory_modes, "method": results[0].get("method") if results else None,
-            "increase_bytes": raw, "children": children, "ratios": ratios}
+            "increase_bytes": raw, "saved_bytes": saved, "children": children, "ratios": ratios_of(raw),
+            "saved_ratios": ratios_of(saved)}
 
 
 # ----------------------------------------------------------------------------- attacks
@@ -885,6 +910,7 @@ RATIO_MEANING = {
     "train": "training-step time, decoupled / nn.Conv2d (same mode); > 1 = slower",
     "train-mode": "training-step time fp32 / cl-bf16 (same network); > 1 = cl-bf16 faster",
     "memory": "peak training-step memory increase, decoupled / nn.Conv2d; > 1 = more memory",
+    "saved": "bytes autograd keeps for the backward (activations), decoupled / nn.Conv2d; > 1 = more",
     "eval": "inference time per batch, decoupled / nn.Conv2d (same mode); > 1 = slower",
     "attacks": "adversarial images/s, native / library (same model, batch, settings); > 1 = native faster",
 }
@@ -910,6 +936,9 @@ def flat_ratios(res: dict[str, Any]) -> list[dict[str, Any]]:
         for mode, d in res["memory"]["ratios"].items():
             for k, summ in d.items():
                 add("memory", label.get(k, k), mode, summ, RATIO_MEANING["memory"])
+        for mode, d in res["memory"].get("saved_ratios", {}).items():
+            for k, summ in d.items():
+                add("saved", label.get(k, k), mode, summ, RATIO_MEANING["saved"])
     if "eval" in res:
         for mode, d in res["eval"]["ratios"].items():
             for k, summ in d.items():

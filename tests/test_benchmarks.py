@@ -74,7 +74,8 @@ def test_quick_run_writes_complete_json(quick_run: tuple[dict, str, float]) -> N
 
     # every ratio is a positive finite number with min <= median <= max
     sections = {r["section"] for r in res["ratios"]}
-    assert {"train", "train-mode", "memory", "eval", "attacks"} <= sections
+    assert {"train", "train-mode", "memory", "saved", "eval", "attacks"} <= sections
+    assert all(v > 0 for vals in res["memory"]["saved_bytes"].values() for v in vals)
     assert len(res["ratios"]) >= 3 * 2 + 3 + 3 * 2 + 8
     for r in res["ratios"]:
         assert all(_positive_finite(r[k]) for k in ("min", "median", "max")), r

@@ -62,8 +62,9 @@ def test_compiled_conv_equals_eager_values_and_gradients(case):
 
 
 @needs_compiler
-def test_compiled_linear_equals_eager():
-    eager, comp = _pair(DecoupledLinear, (7, 5), CASES["tanh+sigmoid,nonlinear"])
+@pytest.mark.parametrize("case", ["tanh+sigmoid,nonlinear", "tanh+cos,relative-radius"])
+def test_compiled_linear_equals_eager(case):
+    eager, comp = _pair(DecoupledLinear, (7, 5), CASES[case])
     x = torch.randn(6, 7)
     g = torch.randn(6, 5)
     out_e, grads_e = _grads(eager, x, g)
@@ -74,10 +75,11 @@ def test_compiled_linear_equals_eager():
 
 
 @needs_compiler
-def test_compiled_under_bf16_autocast_keeps_dtype_and_channels_last():
+@pytest.mark.parametrize("case", ["tanh+sigmoid,nonlinear", "tanh+cos,relative-radius"])
+def test_compiled_under_bf16_autocast_keeps_dtype_and_channels_last(case):
     """The response comes back in the convolution's dtype and memory format: a float32 or
-    NCHW result would make every following layer convert it (measured: 1.7x slower steps)."""
-    eager, comp = _pair(DecoupledConv2d, (8, 16, 3), dict(padding=1, **CASES["tanh+sigmoid,nonlinear"]))
+    NCHW result would make every following layer convert it."""
+    eager, comp = _pair(DecoupledConv2d, (8, 16, 3), dict(padding=1, **CASES[case]))
     comp.to(memory_format=torch.channels_last)
     x = torch.rand(4, 8, 10, 10).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -86,6 +88,35 @@ def test_compiled_under_bf16_autocast_keeps_dtype_and_channels_last():
     assert out.is_contiguous(memory_format=torch.channels_last)
     ref = eager(x.contiguous())
     torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.03)
+
+
+def _saved_bytes(model, x):
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x).sum()
+    return sum(storages.values())
+
+
+@needs_compiler
+@pytest.mark.parametrize("weighted", [None, "separable"])
+def test_compiled_per_channel_cosine_keeps_only_what_the_fused_path_keeps(weighted):
+    """The cosine with a per-channel radius, compiled, saves its output instead of the inner
+    products and the full-size magnitude: the activation memory of the fused path (shared
+    radius), far below the eager per-channel path."""
+    x = torch.rand(8, 3, 32, 32)
+    kw = dict(dataset="cifar10", width=0.25, weighted=weighted)
+    shared = build_model("cnn9", "tanh+cos", **kw).train()
+    eager = build_model("cnn9", "tanh+cos", rho_mode="relative", learnable_rho=True, **kw).train()
+    comp = build_model("cnn9", "tanh+cos", rho_mode="relative", learnable_rho=True, **kw).train()
+    set_compiled(comp)
+    fused_bytes, eager_bytes, comp_bytes = _saved_bytes(shared, x), _saved_bytes(eager, x), _saved_bytes(comp, x)
+    assert comp_bytes <= 1.02 * fused_bytes
+    assert eager_bytes > 1.5 * fused_bytes
 
 
 def test_compilable_says_which_layers_compilation_changes():
@@ -113,39 +144,46 @@ def test_compiled_responses_is_scoped_and_set_compiled_counts():
     assert all(m.compiled for m in layers)
 
 
-def test_failed_compilation_falls_back_to_eager_once_with_a_warning(monkeypatch, caplog):
+@pytest.mark.parametrize("case", ["tanh+sigmoid,nonlinear", "tanh+cos,relative-radius"])
+def test_failed_compilation_falls_back_to_eager_once_with_a_warning(monkeypatch, caplog, case):
     calls = []
 
-    def broken_make(*args):
-        def fn(*a):
+    def broken_compile(fn):
+        def compiled(*a):
             calls.append(1)
             raise torch._dynamo.exc.BackendCompilerFailed(lambda *x: None, RuntimeError("no cc"))
-        return fn
+        return compiled
 
     monkeypatch.setattr(compiled_mod, "_COMPILED", {})
-    monkeypatch.setattr(compiled_mod, "_make", broken_make)
+    monkeypatch.setattr(compiled_mod, "_compile", broken_compile)
     monkeypatch.setattr(compiled_mod, "compile_available", lambda device_type="cpu": True)
-    eager, comp = _pair(DecoupledConv2d, (3, 4, 3), CASES["tanh+sigmoid,nonlinear"])
+    eager, comp = _pair(DecoupledConv2d, (3, 4, 3), CASES[case])
     x = torch.randn(2, 3, 6, 6)
+    g = torch.randn(2, 4, 4, 4)
     with caplog.at_level(logging.WARNING, logger=compiled_mod.__name__):
-        torch.testing.assert_close(comp(x), eager(x))
-        torch.testing.assert_close(comp(x), eager(x))
-    assert len(calls) == 1  # the broken compiled function is not tried again
+        for _ in range(2):
+            out_e, grads_e = _grads(eager, x, g)
+            out_c, grads_c = _grads(comp, x, g)
+            torch.testing.assert_close(out_c, out_e)
+            for a, b in zip(grads_c, grads_e):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # each broken compiled function (response; or forward and backward) is tried once only
+    assert len(calls) == len(compiled_mod._COMPILED) and calls
     warnings = [r for r in caplog.records if "runs eagerly" in r.getMessage()]
-    assert len(warnings) == 1 and "tanh+sigmoid" in warnings[0].getMessage()
+    assert len(warnings) == len(calls) and all(case.split(",")[0].split("+")[0] in w.getMessage() for w in warnings)
 
 
 def test_callers_errors_are_not_mistaken_for_compiler_failures(monkeypatch):
     monkeypatch.setattr(compiled_mod, "_COMPILED", {})
     monkeypatch.setattr(compiled_mod, "compile_available", lambda device_type="cpu": True)
-    monkeypatch.setattr(compiled_mod, "_make", lambda *a: (lambda *b: (_ for _ in ()).throw(RuntimeError("x"))))
+    monkeypatch.setattr(compiled_mod, "_compile", lambda fn: (lambda *b: (_ for _ in ()).throw(RuntimeError("x"))))
     from robustbench_dc.operators import get_angular, get_magnitude
 
     dot, xnorm, wnorm = torch.randn(2, 3, 4, 4), torch.rand(2, 5, 4, 4) + 1, torch.rand(1, 3, 1, 1) + 1
     with pytest.raises(RuntimeError):  # shapes do not broadcast: eager fails too
         compiled_mod.compiled_response(dot, xnorm, wnorm, magnitude=get_magnitude("tanh"),
                                        angular=get_angular("sigmoid"))
-    assert all(v is not None for v in compiled_mod._COMPILED.values())  # compilation not disabled
+    assert all(compiled is not None for _, compiled in compiled_mod._COMPILED.values())  # still compiled
 
 
 def test_without_a_compiler_the_layers_run_eagerly(monkeypatch, caplog):

@@ -34,16 +34,17 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .angular import Angular
 from .magnitude import Magnitude
 
-__all__ = ["compile_available", "compiled_response"]
+__all__ = ["compile_available", "compiled_response", "compiled_cos_response"]
 
 log = logging.getLogger(__name__)
 
-# One compiled function per operator definition; a key maps to None when compiling it failed.
-_COMPILED: dict[tuple[Any, ...], Callable[..., Tensor] | None] = {}
+# Per operator definition: the plain function and its compiled version (None: run it eagerly).
+_COMPILED: dict[tuple[Any, ...], tuple[Callable[..., Any], Callable[..., Any] | None]] = {}
 
 
 @functools.lru_cache(maxsize=None)
@@ -76,8 +77,53 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
-def _make(magnitude: Magnitude, angular: Angular, weighted: str | None, alpha: float, beta: float,
-          k: float, index: int) -> Callable[..., Tensor]:
+def _own_code(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """A copy of ``fn`` with its own code object. Dynamo keeps its cache of compiled graphs on
+    the code object, which closures share: without a copy, several operators in one process
+    would exhaust its recompile limit."""
+    code = fn.__code__.replace(co_name=name)
+    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+
+
+def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return torch.compile(fn, dynamic=None)
+
+
+def _call(key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], args: tuple[Any, ...], what: str) -> Any:
+    """Call the compiled version of the function ``build()`` makes for ``key`` (built and
+    compiled once per key), or the function itself where compilation is not possible.
+
+    A failure of the compiled call falls back to the plain function with one warning, and
+    the key stays eager from then on; if the plain function fails too, the error is the
+    caller's (bad shapes...) and is raised, with compilation left on.
+    """
+    entry = _COMPILED.get(key)
+    if entry is None:
+        fn = build()
+        compiled = None
+        device = next(a for a in args if isinstance(a, Tensor)).device.type
+        if compile_available(device):
+            compiled = _compile(_own_code(fn, f"rbdc_{key[0]}_{len(_COMPILED)}"))
+        else:
+            log.warning("torch.compile is not available for %s tensors (no C++ compiler / Triton): "
+                        "the %s runs eagerly", device, what)
+        entry = _COMPILED[key] = (fn, compiled)
+    fn, compiled = entry
+    if compiled is None:
+        return fn(*args)
+    try:
+        return compiled(*args)
+    except Exception as exc:  # noqa: BLE001 - decided below: compiler failure or the caller's error
+        failure = exc
+    out = fn(*args)
+    log.warning("torch.compile failed for the %s (%s: %s); it runs eagerly from now on",
+                what, type(failure).__name__, str(failure).splitlines()[0][:200])
+    _COMPILED[key] = (fn, None)
+    return out
+
+
+def _response_fn(magnitude: Magnitude, angular: Angular, weighted: str | None, alpha: float, beta: float,
+                 k: float) -> Callable[..., Tensor]:
     from .functional import decoupled_response
 
     def response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, rho: float | Tensor) -> Tensor:
@@ -86,13 +132,7 @@ def _make(magnitude: Magnitude, angular: Angular, weighted: str | None, alpha: f
                                  weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)
         return out.to(dot.dtype)
 
-    # Dynamo keeps its cache of compiled graphs on the code object; closures share one, so
-    # several operators in one process would exhaust its recompile limit. A renamed copy
-    # gives every operator its own cache.
-    code = response.__code__.replace(co_name=f"rbdc_decoupled_response_{index}")
-    fn = types.FunctionType(code, response.__globals__, code.co_name, response.__defaults__,
-                            response.__closure__)
-    return torch.compile(fn, dynamic=None)
+    return response
 
 
 def compiled_response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: Magnitude, angular: Angular,
@@ -103,35 +143,78 @@ def compiled_response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: M
     Same arguments and values (computed in at least float32, returned in ``dot``'s dtype).
     Falls back to the eager function, with one warning, where compilation is not possible.
     """
-    key = (magnitude, angular, weighted, float(alpha), float(beta), float(k))
-    fn = _COMPILED.get(key, False)
-    if fn is False:
-        if not compile_available(dot.device.type):
-            log.warning("torch.compile is not available for %s tensors (no C++ compiler / Triton): "
-                        "decoupled responses run eagerly", dot.device.type)
-            fn = None
-        else:
-            fn = _make(magnitude, angular, weighted, float(alpha), float(beta), float(k), len(_COMPILED))
-        _COMPILED[key] = fn
-    if fn is None:
-        return _eager(dot, xnorm, wnorm, magnitude, angular, weighted, alpha, beta, rho, k)
-    try:
-        return fn(dot, xnorm, wnorm, rho)
-    except Exception as exc:  # noqa: BLE001 - decided below: compiler failure or the caller's error
-        failure = exc
-    # Run eagerly; if that fails too, the error is the caller's (bad shapes...), not the compiler's.
-    out = _eager(dot, xnorm, wnorm, magnitude, angular, weighted, alpha, beta, rho, k)
-    log.warning("torch.compile failed for the decoupled response %s+%s (%s: %s); it runs eagerly from now on",
-                magnitude.name, angular.name, type(failure).__name__, str(failure).splitlines()[0][:200])
-    _COMPILED[key] = None
-    return out
+    params = (magnitude, angular, weighted, float(alpha), float(beta), float(k))
+    return _call(("response", *params), lambda: _response_fn(*params), (dot, xnorm, wnorm, rho),
+                 f"decoupled response {magnitude.name}+{angular.name}")
 
 
-def _eager(dot: Tensor, xnorm: Tensor, wnorm: Tensor, magnitude: Magnitude, angular: Angular,
-           weighted: str | None, alpha: float, beta: float, rho: float | Tensor, k: float) -> Tensor:
-    from .functional import decoupled_response
+# ----------------------------------------------------------------------------- cosine, per-channel radius
+def _cos_channel_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: bool
+                     ) -> tuple[Callable[..., Tensor], Callable[..., tuple[Tensor | None, ...]]]:
+    def h_fn(xnorm: Tensor, rho: Tensor) -> Tensor:
+        return magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
 
-    ct = _compute_dtype(dot.dtype)
-    out = decoupled_response(dot.to(ct), xnorm.to(ct), wnorm.to(ct), magnitude=magnitude, angular=angular,
-                             weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)
-    return out.to(dot.dtype)
+    def forward(dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor) -> Tensor:
+        ct = _compute_dtype(dot_hat.dtype)
+        x = xnorm.to(ct)
+        out = (dot_hat.to(ct) / x).clamp(-1.0, 1.0) * h_fn(x, rho.to(ct))
+        if has_s:
+            out = out * s.to(ct)
+        return out.to(dot_hat.dtype)
+
+    def backward(grad: Tensor, out: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor) -> tuple[Tensor | None, ...]:
+        # out = clip(dot_hat / x) * h(x, rho) * s; the clip acts at rounding level only
+        # (|dot_hat| <= ||x||), its gradient passes straight through as in the fused path.
+        ct = _compute_dtype(grad.dtype)
+        g, x, r = grad.to(ct), xnorm.to(ct), rho.to(ct)
+        h, h_vjp = torch.func.vjp(h_fn, x, r)
+        p = g * out.to(ct)
+        scale = h / x
+        if has_s:
+            scale = scale * s.to(ct)
+        g_x, g_rho = h_vjp(p / h)
+        g_x = g_x - (p / x).sum_to_size(x.shape)
+        g_s = (p / s.to(ct)).sum_to_size(s.shape).to(s.dtype) if has_s else None
+        return (g * scale).to(grad.dtype), g_x.to(xnorm.dtype), g_rho.to(rho.dtype), g_s
+
+    return forward, backward
+
+
+class _CosChannelResponse(torch.autograd.Function):
+    """``clip(dot_hat / ||x||) * h(||x||, rho_c) * s_c`` keeping only its output for the backward."""
+
+    @staticmethod
+    def forward(ctx: Any, dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor | None,  # type: ignore[override]
+                params: tuple[Any, ...]) -> Tensor:
+        has_s = s is not None
+        s_t = s if s is not None else rho.new_ones(())
+        key = ("cos_channel", *params, has_s)
+        out = _call(key + ("forward",), lambda: _cos_channel_fns(*params, has_s)[0], (dot_hat, xnorm, rho, s_t),
+                    f"decoupled response {params[0].name}+cos (forward)")
+        ctx.key, ctx.params, ctx.has_s = key, params, has_s
+        ctx.save_for_backward(out, xnorm, rho, s_t)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        out, xnorm, rho, s_t = ctx.saved_tensors
+        g_dot, g_x, g_rho, g_s = _call(ctx.key + ("backward",),
+                                       lambda: _cos_channel_fns(*ctx.params, ctx.has_s)[1],
+                                       (grad, out, xnorm, rho, s_t),
+                                       f"decoupled response {ctx.params[0].name}+cos (backward)")
+        return g_dot, g_x, g_rho, g_s, None
+
+
+def compiled_cos_response(dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor | None, *,
+                          magnitude: Magnitude, alpha: float = 1.0, beta: float = 0.5) -> Tensor:
+    """The cosine response with a per-channel radius, ``clip(<w_hat, x> / ||x||) * h(||x||, rho_c) * s``.
+
+    ``dot_hat`` holds inner products with normalised filters; ``xnorm``, ``rho`` and ``s``
+    broadcast against it (``s``: ``||w||`` for ``weighted="linear"``, ``tanh(||w|| / rho)`` for
+    ``"separable"``, else None). Like the fused path it keeps only its output for the
+    backward (valid when ``h`` and ``s`` have no zeros: built-in magnitudes with alpha > 0),
+    so it costs the memory of a convolution; forward and backward are compiled kernels
+    (the magnitude's derivative by ``torch.func.vjp``). Not differentiable twice.
+    """
+    return _CosChannelResponse.apply(dot_hat, xnorm, rho, s, (magnitude, float(alpha), float(beta)))

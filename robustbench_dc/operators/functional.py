@@ -27,7 +27,7 @@ from torch import Tensor
 from . import angular as _angular
 from . import magnitude as _magnitude
 from .angular import Angular
-from .compiled import compiled_response
+from .compiled import compiled_cos_response, compiled_response
 from .fused import CosResponse, SquaredChannelSum
 from .magnitude import Magnitude
 
@@ -104,14 +104,26 @@ def fused_applicable(angular: Angular, weighted: str | None) -> bool:
     return angular.fn is _angular.cos and weighted in (None, "linear", "separable")
 
 
-def _use_fused(angular: Angular, weighted: str | None, magnitude: Magnitude, rho: float | Tensor,
-               fused: bool, compiled: bool) -> bool:
-    """The fused cosine path, unless a compiled response does better (a per-channel radius
-    makes the magnitude a full-size tensor, which the fused path handles with autograd)."""
-    if not (fused and fused_applicable(angular, weighted)):
-        return False
-    per_channel = isinstance(rho, Tensor) and rho.numel() > 1 and magnitude.uses_rho
-    return not (compiled and per_channel)
+def _keeps_output(magnitude: Magnitude, alpha: float, beta: float, eps: float) -> bool:
+    """Whether ``h`` can never vanish (built-in positive magnitudes), so that a cosine
+    response can keep its output instead of the inner products for the backward."""
+    builtin = _magnitude.MAGNITUDES.get(magnitude.name) is magnitude and magnitude.name in _POSITIVE_MAGNITUDES
+    return builtin and alpha > 0 and beta >= 0 and eps > 0
+
+
+def _route(angular: Angular, weighted: str | None, magnitude: Magnitude, rho: float | Tensor, alpha: float,
+           beta: float, eps: float, fused: bool, compiled: bool) -> str:
+    """Which implementation computes the response: ``"fused"`` (:class:`CosResponse`),
+    ``"cos-compiled"`` (:func:`compiled_cos_response`: the cosine with a per-channel radius,
+    whose magnitude is a full-size tensor the fused path leaves to autograd), ``"compiled"``
+    (:func:`compiled_response`) or ``"generic"`` (autograd on :func:`decoupled_response`)."""
+    if fused and fused_applicable(angular, weighted):
+        per_channel = isinstance(rho, Tensor) and rho.numel() > 1 and magnitude.uses_rho
+        if not (compiled and per_channel):
+            return "fused"
+        if _keeps_output(magnitude, alpha, beta, eps):
+            return "cos-compiled"
+    return "compiled" if compiled else "generic"
 
 
 def _generic(dot: Tensor, xnorm: Tensor, wnorm: Tensor, compiled: bool, **kwargs) -> Tensor:
@@ -119,16 +131,20 @@ def _generic(dot: Tensor, xnorm: Tensor, wnorm: Tensor, compiled: bool, **kwargs
 
 
 def _fused_cos(dot_hat: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: Magnitude, weighted: str | None,
-               alpha: float, beta: float, rho: float | Tensor, eps: float, channel_dim: int) -> Tensor:
-    """``clip(cos) * h * s`` through :class:`CosResponse` (``dot_hat`` uses normalised filters)."""
-    h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
+               alpha: float, beta: float, rho: float | Tensor, eps: float, channel_dim: int,
+               compiled: bool = False) -> Tensor:
+    """``clip(cos) * h * s`` (``dot_hat`` uses normalised filters) through :class:`CosResponse`,
+    or with ``compiled`` (a per-channel radius) through :func:`compiled_cos_response`."""
     s = None
     if weighted == "linear":
         s = wnorm
     elif weighted == "separable":
         s = torch.tanh(wnorm / rho)
-    builtin = _magnitude.MAGNITUDES.get(magnitude.name) is magnitude and magnitude.name in _POSITIVE_MAGNITUDES
-    keep_output = builtin and alpha > 0 and beta >= 0 and eps > 0
+    if compiled:
+        return compiled_cos_response(dot_hat, xnorm, rho, s, magnitude=magnitude, alpha=alpha,  # type: ignore[arg-type]
+                                     beta=beta)
+    h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
+    keep_output = _keeps_output(magnitude, alpha, beta, eps)
     return CosResponse.apply(dot_hat, xnorm.reciprocal(), h, s, channel_dim, keep_output)
 
 
@@ -150,10 +166,11 @@ def decoupled_conv2d(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular
     wnorm = filter_norm(weight, eps).view(1, -1, 1, 1)
     if isinstance(rho, Tensor) and rho.dim() == 1:
         rho = rho.view(1, -1, 1, 1)
-    if _use_fused(angular, weighted, magnitude, rho, fused, compiled):
+    route = _route(angular, weighted, magnitude, rho, alpha, beta, eps, fused, compiled)
+    if route in ("fused", "cos-compiled"):
         dot_hat = F.conv2d(x, weight / wnorm.view(-1, 1, 1, 1), None, stride, padding, dilation)
         return _fused_cos(dot_hat, xnorm, wnorm, magnitude=magnitude, weighted=weighted, alpha=alpha, beta=beta,
-                          rho=rho, eps=eps, channel_dim=1)
+                          rho=rho, eps=eps, channel_dim=1, compiled=route == "cos-compiled")
     dot = F.conv2d(x, weight, None, stride, padding, dilation)
     return _generic(dot, xnorm, wnorm, compiled, magnitude=magnitude, angular=angular,
                     weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)
@@ -168,10 +185,11 @@ def decoupled_linear(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular
     if xnorm is None:
         xnorm = torch.sqrt(SquaredChannelSum.apply(x, -1) + eps)
     wnorm = filter_norm(weight, eps)
-    if _use_fused(angular, weighted, magnitude, rho, fused, compiled):
+    route = _route(angular, weighted, magnitude, rho, alpha, beta, eps, fused, compiled)
+    if route in ("fused", "cos-compiled"):
         dot_hat = F.linear(x, weight / wnorm.view(-1, 1))
         return _fused_cos(dot_hat, xnorm, wnorm, magnitude=magnitude, weighted=weighted, alpha=alpha, beta=beta,
-                          rho=rho, eps=eps, channel_dim=-1)
+                          rho=rho, eps=eps, channel_dim=-1, compiled=route == "cos-compiled")
     dot = F.linear(x, weight)
     return _generic(dot, xnorm, wnorm, compiled, magnitude=magnitude, angular=angular,
                     weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)
