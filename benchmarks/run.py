@@ -99,6 +99,8 @@ class Settings:
     scan_batch: int = 128
     scan_steps: int = 1
     scan_grid: str = "full"
+    scan_confirm: int = 5
+    scan_confirm_repeats: int = 3
     # memory
     memory_modes: list[str] = field(default_factory=lambda: list(MODES))
     memory_repeats: int = 1
@@ -127,7 +129,7 @@ class Settings:
 
 QUICK: dict[str, Any] = dict(
     width=0.0625, batch=8, warmup=1, repeats=2, steps=1,
-    scan_width=0.0625, scan_batch=4, scan_steps=1, scan_grid="quick",
+    scan_width=0.0625, scan_batch=4, scan_steps=1, scan_grid="quick", scan_confirm=2, scan_confirm_repeats=1,
     compile=False, memory_modes=["fp32"], memory_repeats=1, memory_steps=1, memory_jobs=4,
     eval_batch=16, eval_steps=1,
     attack_width=0.25, attack_feature_dim=16, attack_iterations=10, attack_n=64, attack_repeats=2,
@@ -169,6 +171,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
     g.add_argument("--scan-width", type=float, default=None, help=f"({d.scan_width})")
     g.add_argument("--scan-batch", type=int, default=None, help=f"({d.scan_batch})")
     g.add_argument("--scan-steps", type=int, default=None, help=f"timed steps per operator ({d.scan_steps})")
+    g.add_argument("--scan-confirm", type=int, default=None,
+                   help=f"slowest candidates re-timed at full width ({d.scan_confirm})")
+    g.add_argument("--scan-confirm-repeats", type=int, default=None, help=f"({d.scan_confirm_repeats})")
     g = p.add_argument_group("memory")
     g.add_argument("--memory-repeats", type=int, default=None, help=f"child runs per config ({d.memory_repeats})")
     g.add_argument("--memory-jobs", type=int, default=None, help=f"children at a time ({d.memory_jobs})")
@@ -210,7 +215,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
     overrides = {
         "width": args.width, "batch": args.batch, "warmup": args.warmup, "repeats": args.repeats,
         "steps": args.steps, "scan_width": args.scan_width, "scan_batch": args.scan_batch,
-        "scan_steps": args.scan_steps, "memory_repeats": args.memory_repeats, "memory_jobs": args.memory_jobs,
+        "scan_steps": args.scan_steps, "scan_confirm": args.scan_confirm,
+        "scan_confirm_repeats": args.scan_confirm_repeats, "memory_repeats": args.memory_repeats, "memory_jobs": args.memory_jobs,
         "eval_batch": args.eval_batch, "eval_steps": args.eval_steps, "attack_arch": args.attack_arch,
         "attack_width": args.attack_width, "attack_n": args.attack_n, "attack_eps": args.attack_eps,
         "attack_repeats": args.attack_repeats, "acc_tol": args.acc_tol, "quickstart": args.quickstart,
@@ -224,7 +230,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
         s.compile = True
     if args.no_compile:
         s.compile = False
-    for k in ("batch", "repeats", "steps", "scan_batch", "scan_steps", "memory_repeats", "memory_jobs",
+    for k in ("batch", "repeats", "steps", "scan_batch", "scan_steps", "scan_confirm", "scan_confirm_repeats",
+              "memory_repeats", "memory_jobs",
               "eval_batch", "eval_steps", "attack_n", "attack_repeats", "threads", "quickstart_repeats"):
         if getattr(s, k) < 1:
             p.error(f"--{k.replace('_', '-')}: must be >= 1")
@@ -450,11 +457,31 @@ def run_scan(s: Settings, device: torch.device, x: torch.Tensor, y: torch.Tensor
     for r in rows:
         r["ratio_vs_baseline"] = r["seconds_per_step"] / t_base if r["seconds_per_step"] else None
     ok = [r for r in rows if r["seconds_per_step"] is not None]
-    slowest = max(ok, key=lambda r: r["seconds_per_step"])["operator"]
     ranked = sorted(ok, key=lambda r: -r["seconds_per_step"])
+    confirm = confirm_slowest(s, device, x, y, [r["operator"] for r in ranked[: s.scan_confirm]])
     return {"width": s.scan_width, "batch": xb.shape[0], "steps": s.scan_steps, "mode": "fp32", "grid": s.scan_grid,
-            "baseline_seconds_per_step": [t_base_before, t_base_after], "results": rows, "slowest": slowest,
+            "baseline_seconds_per_step": [t_base_before, t_base_after], "results": rows,
+            "slowest": confirm["slowest"], "confirm": confirm,
             "top5": [(r["operator"], r["ratio_vs_baseline"]) for r in ranked[:5]]}
+
+
+def confirm_slowest(s: Settings, device: torch.device, x: torch.Tensor, y: torch.Tensor,
+                    candidates: list[str]) -> dict[str, Any]:
+    """Re-time the scan's slowest candidates at the full width and batch (fp32), interleaved
+    with the baseline over ``scan_confirm_repeats`` repeats: a single step at a small width
+    is noisy and does not weigh element-wise work against convolutions as the full network
+    does. The slowest is the candidate with the largest median ratio."""
+    xb, yb = x[: s.batch], y[: s.batch]
+    configs = [OpConfig("baseline", "baseline")] + [OpConfig(c, *parse_op(c)) for c in candidates]
+    cases = {c.key: TrainCase(build_cnn9(c, s.width, s.seed, device, "fp32"), xb, yb, "fp32", s.lr, device)
+             for c in configs}
+    for case in cases.values():
+        case.step()  # warm-up
+    raw = interleaved(list(cases), s.scan_confirm_repeats, lambda k: cases[k].time_steps(1))
+    ratios = {c: summarize([t / b for t, b in zip(raw[c], raw["baseline"])]) for c in candidates}
+    slowest = max(candidates, key=lambda c: ratios[c]["median"])
+    return {"width": s.width, "batch": xb.shape[0], "repeats": s.scan_confirm_repeats, "candidates": candidates,
+            "seconds_per_step": raw, "ratios": ratios, "slowest": slowest}
 
 
 def _compile_available(device: torch.device) -> bool:
@@ -969,6 +996,10 @@ def render_table(res: dict[str, Any]) -> str:
     if "scan" in res:
         top = ", ".join(f"{op} {ratio:.2f}x" for op, ratio in res["scan"]["top5"])
         lines.append(f"scan (width {res['scan']['width']}, batch {res['scan']['batch']}, fp32): slowest {top}")
+        c = res["scan"]["confirm"]
+        conf = ", ".join(f"{op} {c['ratios'][op]['median']:.2f}x" for op in c["candidates"])
+        lines.append(f"  re-timed at width {c['width']}, batch {c['batch']} ({c['repeats']} repeats, median): {conf}"
+                     f" -> slowest {c['slowest']}")
     if "attacks" in res:
         a = res["attacks"]
         lines.append(f"attacks on {a['model']['arch']} (clean acc {a['clean_accuracy']:.3f}, n={a['n']}, "

@@ -58,6 +58,10 @@ def test_quick_run_writes_complete_json(quick_run: tuple[dict, str, float]) -> N
 
     # the scan found the slowest operator and the training section measured it
     assert res["slowest"] == res["scan"]["slowest"] == res["configs"]["slowest"]
+    confirm = res["scan"]["confirm"]
+    assert confirm["candidates"] == [op for op, _ in res["scan"]["top5"][:2]]
+    assert res["slowest"] in confirm["candidates"]
+    assert confirm["ratios"][res["slowest"]]["median"] == max(r["median"] for r in confirm["ratios"].values())
     assert set(res["configs"]) == {"baseline", "tanh+cos", "tanh+cos-relative-learnable-rho", "slowest"}
     train = res["train"]
     assert set(train["ratios"]) == {"fp32", "cl-bf16"}

@@ -4,10 +4,15 @@ Operators that the fused cosine path (:mod:`.fused`) does not cover (the ``linea
 ``sigmoid`` and ``sqcos`` angular functions, the ``nonlinear`` weighting, a per-channel
 radius) go through :func:`~robustbench_dc.operators.functional.decoupled_response`, where
 autograd records every element-wise step on the full ``(N, C_out, H, W)`` response and
-keeps its intermediates. Compiled with TorchInductor, the same Python function becomes one
-forward kernel and one backward kernel that keep only the inputs (the inner products and
-the small norm tensors) and recompute the rest: fewer passes over memory, and the memory
-of a convolution.
+keeps its intermediates. Compiled with TorchInductor (:func:`compiled_response`), the same
+Python function becomes one forward kernel and one backward kernel that keep only the
+inputs (the inner products and the small norm tensors) and recompute the rest.
+
+The cosine with a per-channel radius (the authors' learnable relative radius) is linear in
+the inner product, so :func:`compiled_cos_response` keeps only its output, as the fused
+path does, and recomputes the magnitude in a compiled backward (its derivative by
+``torch.func.vjp``): the activation memory of the fused path. It needs a magnitude that
+never vanishes (the built-ins with ``alpha > 0``); other magnitudes take the generic kernel.
 
 Compilation costs seconds per operator (tens on a 2-core CPU, cached on disk by
 TorchInductor for later processes), so it pays off for training runs, not for a single
