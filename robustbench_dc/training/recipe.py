@@ -130,7 +130,7 @@ class Recipe(_Strict):
     during training (:mod:`robustbench_dc.operators.compiled`; same values, one fused
     kernel). ``"auto"`` (default) does so when ``torch.compile`` works on the device and the
     run has at least 1,000 steps: compiling costs 10-30 s per operator on a 2-core CPU, and
-    it saved 4-38% of a CIFAR-10 CNN-9 training step (``benchmarks/README.md``), less for
+    it saved 5-43% of a CIFAR-10 CNN-9 training step (``benchmarks/README.md``), less for
     small networks. ``true`` compiles whatever the length (with a warning and eager
     fallback where it cannot); ``false`` never.
     """
