@@ -281,6 +281,7 @@ def test_training_with_compile_matches_eager_training():
         recipe = dict(base="mnist-fast", epochs=1, batch_size=32, precision="fp32", compile=setting,
                       recalibrate_batches=0)
         res = train(model, (x, y), recipe)
+        assert res.compiled is setting
         assert not any(m.compiled for m in model.modules() if hasattr(m, "compiled"))  # scoped to training
         results[setting] = (res.history[0]["loss"], model.state_dict())
     assert results[True][0] == pytest.approx(results[False][0], rel=1e-4)

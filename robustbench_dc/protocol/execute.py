@@ -159,7 +159,8 @@ def _run_train(ctx: _Context, job: Job) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dest / "model.pt", (work / "model.pt").read_bytes())
     _write_json(dest / "train.json", {"history": result.history, "recipe": rm.recipe, "model_sha256": result.sha256,
-                                      "iterations": result.iterations, "config": rm.config(),
+                                      "iterations": result.iterations, "compiled": result.compiled,
+                                      "config": rm.config(),
                                       "training": rm.training})
     shutil.rmtree(work, ignore_errors=True)
 

@@ -53,6 +53,7 @@ class TrainResult:
         sha256: sha256 of that file.
         iterations: optimiser steps taken in total.
         resumed_from: the epoch the run resumed after (0 for a fresh run).
+        compiled: whether the decoupled responses ran compiled (the recipe's ``compile``).
     """
 
     model: nn.Module
@@ -61,6 +62,7 @@ class TrainResult:
     sha256: str | None = None
     iterations: int = 0
     resumed_from: int = 0
+    compiled: bool = False
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> str:
@@ -323,6 +325,7 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
     if recipe.channels_last:
         model.to(memory_format=torch.contiguous_format)
     result.iterations = it
+    result.compiled = compiled
     if out is not None:
         result.checkpoint = out / MODEL_NAME
         result.sha256 = atomic_torch_save(model.state_dict(), result.checkpoint)
