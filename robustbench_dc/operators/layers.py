@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from .angular import Angular, get_angular
-from .functional import WEIGHTED, decoupled_conv2d, decoupled_linear, fused_applicable, patch_norm2d
+from .functional import WEIGHTED, _route, decoupled_conv2d, decoupled_linear, patch_norm2d
 from .fused import SquaredChannelSum
 from .magnitude import Magnitude, get_magnitude
 
@@ -146,11 +146,14 @@ class DecoupledLayer(nn.Module):
 
     @property
     def compilable(self) -> bool:
-        """Whether :attr:`compiled` changes this layer's computation: its operator takes the
-        generic path (any angular function but cos, the nonlinear weighting, a per-channel
-        radius read by the magnitude function)."""
-        return not (self.fused and fused_applicable(self.angular, self.weighted)) or \
-            (self.radius is not None and self.magnitude.uses_rho)
+        """Whether :attr:`compiled` changes this layer's computation: with it, the response
+        would not take the fused cosine path (any angular function but cos, the nonlinear
+        weighting, a per-channel radius read by the magnitude function). Asks the same
+        routing as the forward pass; the radius tensor stands for the effective radius,
+        which has its shape."""
+        rho = self.radius if self.radius is not None else self.rho
+        return _route(self.angular, self.weighted, self.magnitude, rho, self.alpha, self.beta, self.eps,
+                      self.fused, compiled=True) != "fused"
 
     def _response_kwargs(self) -> dict[str, Any]:
         return dict(magnitude=self.magnitude, angular=self.angular, weighted=self.weighted,
