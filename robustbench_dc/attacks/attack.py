@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,11 +25,12 @@ from tqdm.auto import tqdm
 from robustbench_dc.attacks._utils import eval_mode, model_device, seeded
 from robustbench_dc.attacks.backends import backend_handles_restarts, run_foolbox, run_torchattacks
 from robustbench_dc.attacks.checks import check_adversarial
+from robustbench_dc.attacks.guards import SuccessRecorder, preserved_flags
 from robustbench_dc.attacks.losses import attack_loss, attack_success, make_targets
 from robustbench_dc.attacks.native import BestTracker, run_native
 from robustbench_dc.attacks.spec import AttackSpec
 
-__all__ = ["run_attack", "run_attack_loader", "validate_inputs"]
+__all__ = ["run_attack", "run_attack_detailed", "run_attack_loader", "validate_inputs"]
 
 
 def validate_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -66,11 +68,20 @@ class _KeepParamGrads:
 
 def _dispatch(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, targets: torch.Tensor | None
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
     if spec.backend == "native":
-        return run_native(model, x, y, spec, targets)
-    with _KeepParamGrads(model):
-        return _dispatch_third_party(model, x, y, spec, targets)
+        if spec.name == "autoattack":
+            from robustbench_dc.attacks.autoattack import autoattack
+
+            assert spec.eps is not None
+            return autoattack(model, x, y, spec.eps, threat_model=spec.threat_model,
+                              version=spec.version or "standard", seed=spec.seed)
+        return run_native(model, x, y, spec, targets), None
+    with _KeepParamGrads(model), preserved_flags(model):
+        recorder = SuccessRecorder(model, x, y, spec.eps or 0.0, spec.threat_model, targets)
+        x_adv = _dispatch_third_party(recorder, x, y, spec, targets)
+        with eval_mode(model):
+            return recorder.rescue(x_adv, spec.label), None
 
 
 def _dispatch_third_party(
@@ -115,7 +126,7 @@ def run_attack(
         dataset (str | None): dataset name for the standard eps. Default None.
         targets (Tensor | None): (N,) target labels for a targeted spec; default None
             -> derived from ``spec.target`` ("random" with ``spec.seed``, or
-            "least-likely") on the clean logits.
+            "least-likely") on the clean logits (APGD-T chooses its own targets).
 
     Returns:
         Tensor: (N, ...) adversarial inputs on ``x``'s device, same dtype and shape.
@@ -129,26 +140,41 @@ def run_attack(
         >>> x_adv = run_attack(model, x, y, AttackSpec(name="fgsm", eps=0.3))
         >>> robust = (model(x_adv).argmax(1) == y).float().mean()
     """
+    return run_attack_detailed(model, x, y, spec, dataset=dataset, targets=targets)[0]
+
+
+def run_attack_detailed(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: AttackSpec,
+    *,
+    dataset: str | None = None,
+    targets: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
+    """:func:`run_attack`, and the per-component breakdown of an ensemble (native ``autoattack``:
+    see :func:`~robustbench_dc.attacks.autoattack.autoattack`); ``None`` for other attacks."""
     validate_inputs(x, y)
     spec = spec.resolve(dataset)
     assert spec.eps is not None
     if x.shape[0] == 0:
-        return x.detach().clone()
+        return x.detach().clone(), None
     out_device = x.device
     dev = model_device(model, x.device)
     xd, yd = x.detach().to(dev), y.detach().to(dev)
-    if spec.targeted and targets is None:
+    own_targets = spec.backend == "native" and spec.name == "apgd"  # APGD-T: the top clean logits
+    if spec.targeted and targets is None and not own_targets:
         with torch.no_grad(), eval_mode(model):
             clean_logits = model(xd)
         gen = torch.Generator(device=dev).manual_seed(spec.seed)
         targets = make_targets(clean_logits, yd, spec.target, gen)
     elif targets is not None:
         targets = targets.detach().to(dev)
-    x_adv = _dispatch(model, xd, yd, spec, targets if spec.targeted else None)
+    x_adv, parts = _dispatch(model, xd, yd, spec, targets if spec.targeted else None)
     if x_adv.dtype != xd.dtype:
         x_adv = x_adv.to(xd.dtype)
     check_adversarial(x_adv, xd, spec.eps, spec.threat_model)
-    return x_adv.detach().to(out_device)
+    return x_adv.detach().to(out_device), parts
 
 
 def run_attack_loader(

@@ -44,8 +44,9 @@ import torch
 from torch import nn
 
 from robustbench_dc.attacks._utils import eval_mode, model_device
+from robustbench_dc.attacks.apgd import default_n_target_classes
 from robustbench_dc.attacks.native import _project
-from robustbench_dc.attacks.spec import AttackSpec
+from robustbench_dc.attacks.spec import TORCHATTACKS_AUTOATTACK_10IT, AttackSpec
 
 __all__ = [
     "available_attacks",
@@ -110,11 +111,15 @@ def foolbox_names() -> list[str]:
 
 
 def available_attacks(backend: str) -> list[str]:
-    """Attack names of ``backend`` (``"native"``, ``"torchattacks"`` or ``"foolbox"``)."""
+    """Attack names of ``backend`` (``"native"``, ``"torchattacks"`` or ``"foolbox"``). torchattacks'
+    ``AutoAttack`` and ``CW`` are listed under the names the suite accepts (see :mod:`.guards`)."""
     if backend == "native":
-        return ["bim", "fgsm", "pgd"]
+        from robustbench_dc.attacks.spec import NATIVE_ATTACKS
+
+        return sorted(NATIVE_ATTACKS)
     if backend == "torchattacks":
-        return torchattacks_names()
+        names = [n for n in torchattacks_names() if n.lower() not in ("autoattack", "cw")]
+        return sorted(names + [TORCHATTACKS_AUTOATTACK_10IT])
     if backend == "foolbox":
         return foolbox_names()
     raise ValueError(f"backend: must be 'native', 'torchattacks' or 'foolbox', got {backend!r}")
@@ -188,10 +193,14 @@ def backend_handles_restarts(spec: AttackSpec) -> bool:
     if spec.backend == "native":
         return True
     if spec.backend == "torchattacks":
-        ta = _import_backend("torchattacks")
-        cls = _lookup(ta, torchattacks_names(), spec.name, "torchattacks")
-        return "n_restarts" in inspect.signature(cls.__init__).parameters
+        return "n_restarts" in inspect.signature(_torchattacks_class(spec).__init__).parameters
     return False
+
+
+def _torchattacks_class(spec: AttackSpec) -> type:
+    ta = _import_backend("torchattacks")
+    name = "AutoAttack" if spec.name == TORCHATTACKS_AUTOATTACK_10IT else spec.name
+    return _lookup(ta, torchattacks_names(), name, "torchattacks")
 
 
 def _n_classes(model: nn.Module, x: torch.Tensor) -> int:
@@ -223,10 +232,11 @@ def run_torchattacks(
         >>> spec = AttackSpec(name="autoattack", backend="torchattacks", eps=8 / 255).resolve()
         >>> x_adv = run_torchattacks(model, x, y, spec)
     """
-    ta = _import_backend("torchattacks")
-    cls = _lookup(ta, torchattacks_names(), spec.name, "torchattacks")
+    cls = _torchattacks_class(spec)
     lname = cls.__name__.lower()
     assert spec.eps is not None
+    params = dict(spec.params)
+    n_targets = params.pop("n_target_classes", None)
     accepted = set(inspect.signature(cls.__init__).parameters)
     if "norm" not in accepted:
         fixed = "linf" if lname in _TA_LINF else "l2" if lname in _TA_L2 else None
@@ -252,17 +262,28 @@ def run_torchattacks(
         mapped["n_restarts"] = spec.restarts
     if spec.loss is not None:
         mapped["loss"] = spec.loss
-    if "n_classes" in accepted and "n_classes" not in spec.params:
-        mapped["n_classes"] = _n_classes(model, x)
+    n_classes = _n_classes(model, x)
+    if "n_classes" in accepted:
+        if spec.params.get("n_classes", n_classes) != n_classes:
+            raise ValueError(f"params.n_classes: the model has {n_classes} classes, got {spec.params['n_classes']}")
+        mapped["n_classes"] = n_classes  # torchattacks' default is 10, whatever the model
     _warn_unmapped(
         spec, accepted,
         {"steps": "steps", "step_size": "alpha", "random_start": "random_start", "loss": "loss"},
         cls.__name__,
     )
-    kwargs = _call_kwargs(cls, mapped, spec.params, spec.label)
+    kwargs = _call_kwargs(cls, mapped, params, spec.label)
     buf = io.StringIO()
     with eval_mode(model), contextlib.redirect_stdout(buf):  # torchattacks prints; we log
         atk = cls(model, **kwargs)
+        if hasattr(atk, "n_target_classes") and lname != "autoattack":
+            # torchattacks' APGDT / FAB target n_classes - 1 classes; AutoAttack's are min(9, K - 1)
+            n_t = default_n_target_classes(n_classes) if n_targets is None else int(n_targets)
+            if not 1 <= n_t <= n_classes - 1:
+                raise ValueError(f"params.n_target_classes: must be in [1, {n_classes - 1}], got {n_t}")
+            atk.n_target_classes = n_t
+        elif n_targets is not None:
+            raise ValueError(f"params.n_target_classes: torchattacks {cls.__name__} has no target classes")
         if spec.targeted:
             if "targeted" not in getattr(atk, "supported_mode", []):
                 raise ValueError(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ConstraintViolation", "check_adversarial", "perturbation_norms"]
+__all__ = ["ConstraintViolation", "check_adversarial", "perturbation_norms", "valid_rows"]
 
 
 class ConstraintViolation(ValueError):
@@ -73,6 +73,17 @@ def perturbation_norms(x_adv: torch.Tensor, x_clean: torch.Tensor, threat_model:
     if threat_model == "l2":
         return d.norm(p=2, dim=1)
     raise ValueError(f"threat_model: must be 'linf' or 'l2', got {threat_model!r}")
+
+
+def valid_rows(x_adv: torch.Tensor, x_clean: torch.Tensor, eps: float, threat_model: str,
+               atol: float = 1e-6) -> torch.Tensor:
+    """Bool (N,): the rows of ``x_adv`` that pass :func:`check_adversarial` (finite, in [0, 1],
+    within ``eps + atol`` of the same row of ``x_clean``). Never raises on a violation."""
+    xa = x_adv.detach().flatten(1)
+    xc = x_clean.detach().to(xa.device, xa.dtype).flatten(1)
+    ok = torch.isfinite(xa).all(dim=1) & (xa >= 0).all(dim=1) & (xa <= 1).all(dim=1)
+    norms = perturbation_norms(torch.nan_to_num(xa), xc, threat_model)
+    return ok & (norms.double() <= eps + atol)
 
 
 def _first(mask: torch.Tensor, k: int = 10) -> list[int]:

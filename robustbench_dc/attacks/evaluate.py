@@ -24,7 +24,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustbench_dc.attacks._utils import batched_logits, eval_mode, model_device
-from robustbench_dc.attacks.attack import run_attack, validate_inputs
+from robustbench_dc.attacks.attack import run_attack_detailed, validate_inputs
+from robustbench_dc.attacks.autoattack import merge_breakdowns
 from robustbench_dc.attacks.checks import perturbation_norms
 from robustbench_dc.attacks.masking import (
     MaskingConfig,
@@ -115,9 +116,14 @@ class EvalResult:
 COMPILE_MIN_ATTACK_WORK = 100_000
 
 
+#: Iterations per example of AutoAttack's versions, at most (APGD-CE + 9 x APGD-T + 9 x FAB-T + Square's
+#: 5,000 forward-only queries, counted as 1,000 gradient iterations), for ``compile="auto"``.
+_AUTOATTACK_WORK = {"standard": 100 + 900 + 900 + 1000, "rand": 2 * 100 * 20}
+
+
 def attack_work(specs: list[AttackSpec], n: int) -> int:
     """Attacked examples x iterations (steps x restarts) summed over ``specs`` (resolved)."""
-    return n * sum((s.steps or 1) * s.restarts for s in specs)
+    return n * sum(_AUTOATTACK_WORK[s.version] if s.version else (s.steps or 1) * s.restarts for s in specs)
 
 
 def evaluate_whitebox(
@@ -187,17 +193,20 @@ def evaluate_whitebox(
             t0 = time.perf_counter()
             adv_correct = torch.empty(n, dtype=torch.bool)
             norms = torch.empty(n, dtype=torch.float64)
+            parts: list[list[dict[str, Any]]] = []
             for i in range(0, n, batch_size):
                 xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
                 with compiling():
-                    x_adv = run_attack(model, xb, yb, spec)
+                    x_adv, batch_parts = run_attack_detailed(model, xb, yb, spec)
+                if batch_parts is not None:
+                    parts.append(batch_parts)
                 with torch.no_grad(), eval_mode(model):
                     adv_correct[i : i + batch_size] = (model(x_adv).argmax(1) == yb).cpu()
                 norms[i : i + batch_size] = perturbation_norms(x_adv, xb, spec.threat_model).double().cpu()
                 bar.update(1)
             results.append(
                 attack_result(model_name, spec, clean_correct, adv_correct, norms,
-                              seconds=time.perf_counter() - t0)
+                              seconds=time.perf_counter() - t0, components=merge_breakdowns(parts, n) or None)
             )
     finally:
         bar.close()

@@ -55,6 +55,10 @@ class AttackResult:
         perturbation_norms (list[float]): per-example norms (all examples).
         source (str | None): source model for a transfer attack, None for white-box.
         seconds (float): wall time spent crafting (0 when loaded from cache).
+        components (list[dict] | None): for an ensemble (native ``autoattack``), per component
+            in the order they ran: ``component``, ``backend``, ``budget`` (iterations / queries /
+            target classes), ``attacked``, ``robust`` and ``robust_accuracy`` after it (AutoAttack's
+            log), ``seconds``; the first entry (``clean``) is the clean accuracy. None otherwise.
     """
 
     model: str
@@ -73,6 +77,7 @@ class AttackResult:
     perturbation_norms: list[float] = field(repr=False)
     source: str | None = None
     seconds: float = 0.0
+    components: list[dict[str, Any]] | None = None
 
     @property
     def robust_correct_tensor(self) -> torch.Tensor:
@@ -108,6 +113,7 @@ def attack_result(
     *,
     source: str | None = None,
     seconds: float = 0.0,
+    components: list[dict[str, Any]] | None = None,
 ) -> AttackResult:
     """Build an :class:`AttackResult`.
 
@@ -119,6 +125,7 @@ def attack_result(
         norms (Tensor): (n,) perturbation norms in ``spec.threat_model``.
         source (str | None): source model of a transfer attack. Default None.
         seconds (float): crafting time. Default 0.
+        components (list[dict] | None): an ensemble's per-component breakdown. Default None.
     """
     cc = clean_correct.detach().cpu().bool()
     rc = cc & adv_correct.detach().cpu().bool()
@@ -146,6 +153,7 @@ def attack_result(
         perturbation_norms=nm.tolist(),
         source=source,
         seconds=seconds,
+        components=components,
     )
 
 

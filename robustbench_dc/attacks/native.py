@@ -364,6 +364,16 @@ def run_native(
 
     ``eps`` / ``step_size`` override the spec's values (scalars or per-example (N,)
     tensors, used by the eps sweep)."""
+    if spec.name == "apgd":
+        from robustbench_dc.attacks.apgd import apgd
+
+        if spec.eps is None or spec.steps is None:
+            raise ValueError(f"spec {spec.label!r} must be resolved first (spec.resolve(dataset))")
+        p = spec.params
+        return apgd(model, x, y, spec.eps if eps is None else eps, steps=spec.steps, threat_model=spec.threat_model,
+                    restarts=spec.restarts, loss=spec.loss or "ce", targeted=spec.targeted,
+                    n_target_classes=p.get("n_target_classes"), eot_iter=p.get("eot_iter", 1),
+                    rho=p.get("rho", 0.75), seed=spec.seed)
     if spec.eps is None or spec.steps is None or spec.step_size is None:
         raise ValueError(f"spec {spec.label!r} must be resolved first (spec.resolve(dataset))")
     gen = torch.Generator(device=x.device).manual_seed(spec.seed)

@@ -8,13 +8,19 @@ labelled (:attr:`AttackSpec.label`) for tables.
 
 Defaults that depend on other fields are filled by :meth:`AttackSpec.resolve`:
 
-========  =====  ======================  ============
-attack    steps  step_size               random_start
-========  =====  ======================  ============
-fgsm      1      eps                     False
-bim       10     eps / steps             False
-pgd       10     2.5 * eps / steps       True
-========  =====  ======================  ============
+==========  =====  ======================  ============
+attack      steps  step_size               random_start
+==========  =====  ======================  ============
+fgsm        1      eps                     False
+bim         10     eps / steps             False
+pgd         10     2.5 * eps / steps       True
+apgd        100    adaptive (2 eps, ...)   True
+autoattack  fixed by ``params.version`` (``standard`` / ``rand``)
+==========  =====  ======================  ============
+
+* APGD / APGD-T and AutoAttack: Croce & Hein, "Reliable Evaluation of Adversarial
+  Robustness with an Ensemble of Diverse Parameter-free Attacks", ICML 2020
+  (:mod:`~robustbench_dc.attacks.apgd`, :mod:`~robustbench_dc.attacks.autoattack`).
 
 * FGSM: Goodfellow et al., "Explaining and Harnessing Adversarial Examples",
   ICLR 2015 (one step of size eps).
@@ -49,6 +55,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = [
     "AttackSpec",
     "NATIVE_ATTACKS",
+    "NATIVE_PARAMS",
+    "AUTOATTACK_VERSIONS",
+    "TORCHATTACKS_AUTOATTACK_10IT",
     "STANDARD_EPS",
     "LARGE_EPS",
     "canonical_dataset",
@@ -62,8 +71,38 @@ LossName = Literal["ce", "margin", "dlr"]
 Backend = Literal["native", "torchattacks", "foolbox"]
 TargetMode = Literal["random", "least-likely"]
 
-#: Attacks implemented natively in :mod:`robustbench_dc.attacks.native`.
-NATIVE_ATTACKS: tuple[str, ...] = ("fgsm", "bim", "pgd")
+#: Attacks implemented natively: FGSM / BIM / PGD (:mod:`~robustbench_dc.attacks.native`), APGD
+#: (:mod:`~robustbench_dc.attacks.apgd`) and AutoAttack (:mod:`~robustbench_dc.attacks.autoattack`).
+NATIVE_ATTACKS: tuple[str, ...] = ("fgsm", "bim", "pgd", "apgd", "autoattack")
+
+#: ``params`` accepted by native attacks (third-party attacks take their constructor's arguments).
+NATIVE_PARAMS: dict[str, tuple[str, ...]] = {
+    "apgd": ("n_target_classes", "eot_iter", "rho"),
+    "autoattack": ("version",),
+}
+
+#: AutoAttack versions the suite implements (Croce & Hein, ICML 2020).
+AUTOATTACK_VERSIONS: tuple[str, ...] = ("standard", "rand")
+
+#: torchattacks 3.5.1's ``AutoAttack`` runs APGD, APGD-T and FAB with 10 iterations (their
+#: constructors' default) instead of the published 100. The wrapper is reachable only under this
+#: name, which says so; ``tests/test_autoattack.py`` checks the premise against the installed code.
+TORCHATTACKS_AUTOATTACK_10IT = "autoattack-10it"
+
+_TA_CW_REFUSAL = (
+    "torchattacks' CW is refused: torchattacks 3.5.1 computes the true-class logit as max(one_hot * logits) "
+    "and the best other logit as max((1 - one_hot) * logits), both wrong when logits are negative (the "
+    "masked entries count as 0), so its margin and its success test are wrong for many models. Use "
+    "foolbox's L2CarliniWagnerAttack (backend 'foolbox'), or native pgd/apgd with loss 'margin'/'dlr'"
+)
+
+_TA_AUTOATTACK_REFUSAL = (
+    "torchattacks' AutoAttack is not the published attack: torchattacks 3.5.1 builds its APGD, APGD-T "
+    "and FAB with their default 10 iterations instead of AutoAttack's 100 (and n_classes - 1 target "
+    "classes), so its robust accuracy overestimates AutoAttack's. Use name 'autoattack' with backend "
+    "'native' (attacks/autoattack-linf.yaml: APGD-CE, APGD-T, FAB-T, Square at their published budgets), "
+    f"or name {TORCHATTACKS_AUTOATTACK_10IT!r} with backend 'torchattacks' to run the wrapper as it is"
+)
 
 _THREAT_MODELS = ("linf", "l2")
 _LOSSES = ("ce", "margin", "dlr")
@@ -233,6 +272,10 @@ class AttackSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> AttackSpec:
+        if self.backend == "torchattacks" and self.name == "autoattack":
+            raise ValueError(f"name: {_TA_AUTOATTACK_REFUSAL}")
+        if self.backend == "torchattacks" and self.name == "cw":
+            raise ValueError(f"name: {_TA_CW_REFUSAL}")
         if self.backend == "native":
             if self.name not in NATIVE_ATTACKS:
                 raise ValueError(
@@ -240,14 +283,52 @@ class AttackSpec(BaseModel):
                     f"{', '.join(NATIVE_ATTACKS)} (set backend='torchattacks' or "
                     "backend='foolbox' for third-party attacks)"
                 )
-            if self.params:
+            allowed = NATIVE_PARAMS.get(self.name, ())
+            unknown = sorted(set(self.params) - set(allowed))
+            if unknown:
                 raise ValueError(
-                    f"params: only used by third-party backends, got {self.params!r} "
-                    "with backend='native'"
+                    f"params: native {self.name} accepts {', '.join(allowed) if allowed else 'no params'}, "
+                    f"got {unknown}"
                 )
             if self.name == "fgsm" and self.steps not in (None, 1):
                 raise ValueError(f"steps: fgsm is a one-step attack, got {self.steps}")
+            if self.name in ("apgd", "autoattack"):
+                self._check_apgd_like()
         return self
+
+    def _check_apgd_like(self) -> None:
+        if self.step_size is not None:
+            raise ValueError(f"step_size: {self.name} sets its own step size (2 eps, halved at its checkpoints), "
+                             f"got {self.step_size}")
+        if self.random_start is False:
+            raise ValueError(f"random_start: {self.name} always starts at a random point of the eps-ball")
+        if self.name == "apgd":
+            p = self.params
+            for key in ("n_target_classes", "eot_iter"):
+                v = p.get(key)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                    raise ValueError(f"params.{key}: must be an integer >= 1, got {_fmt(v)}")
+            rho = p.get("rho")
+            if rho is not None and (isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho < 1):
+                raise ValueError(f"params.rho: must be a number in (0, 1), got {_fmt(rho)}")
+            if "n_target_classes" in p and not self.targeted:
+                raise ValueError("params.n_target_classes: only used by targeted APGD (APGD-T)")
+            if self.loss == "margin":
+                raise ValueError("loss: APGD uses 'ce' or 'dlr', got 'margin'")
+            if self.targeted and self.target != "random":
+                raise ValueError("target: APGD-T targets the classes with the highest clean logits "
+                                 f"(params.n_target_classes of them); 'target' cannot be {self.target!r}")
+            return
+        version = self.params.get("version", "standard")
+        if version not in AUTOATTACK_VERSIONS:
+            raise ValueError(f"params.version: must be one of {', '.join(map(repr, AUTOATTACK_VERSIONS))}, "
+                             f"got {_fmt(version)}")
+        fixed = {"steps": self.steps, "loss": self.loss, "targeted": self.targeted or None,
+                 "restarts": self.restarts if self.restarts != 1 else None}
+        for key, value in fixed.items():
+            if value is not None:
+                raise ValueError(f"{key}: AutoAttack's budgets and losses are fixed by its version "
+                                 f"({version!r}), got {_fmt(value)}; use name 'apgd' for a configurable APGD")
 
     # ------------------------------------------------------------------ defaults
     @property
@@ -274,9 +355,28 @@ class AttackSpec(BaseModel):
                 update["step_size"] = default_step_size(fam, eps, steps)
             if self.random_start is None:
                 update["random_start"] = fam == "pgd"
-        if self.backend == "native" and self.loss is None:
+        if self.backend == "native" and self.name == "apgd":
+            update["steps"] = self.steps if self.steps is not None else 100
+            update["random_start"] = True
+            if self.loss is None:
+                update["loss"] = "dlr" if self.targeted else "ce"
+        elif self.backend == "native" and self.name == "autoattack":
+            return self.model_copy(update=update)
+        if self.backend == "native" and self.loss is None and "loss" not in update:
             update["loss"] = "ce"
         return self.model_copy(update=update)
+
+    @property
+    def iterative(self) -> bool:
+        """Whether this is a multi-step gradient attack (BIM, PGD, APGD, AutoAttack), for the masking checks."""
+        return self.family in ("bim", "pgd") or (self.backend == "native" and self.name in ("apgd", "autoattack"))
+
+    @property
+    def version(self) -> str | None:
+        """AutoAttack's version (``"standard"`` or ``"rand"``) for a native ``autoattack``, else None."""
+        if self.backend == "native" and self.name == "autoattack":
+            return str(self.params.get("version", "standard"))
+        return None
 
     # ------------------------------------------------------------------ identity
     def canonical_json(self) -> str:
@@ -301,14 +401,21 @@ class AttackSpec(BaseModel):
         steps = self.steps
         if steps is None and self.family is not None:
             steps = 1 if self.family == "fgsm" else 10
+        if steps is None and self.backend == "native" and self.name == "apgd":
+            steps = 100
         if steps is not None:
             parts.append(f"s{steps}")
         if self.restarts > 1:
             parts.append(f"r{self.restarts}")
-        if self.loss not in (None, "ce"):
+        if self.backend == "native" and self.name == "apgd" and self.targeted:
+            if self.loss == "ce":  # APGD-T's default loss is the targeted DLR
+                parts.append("ce")
+        elif self.loss not in (None, "ce"):
             parts.append(self.loss)
         if self.targeted:
             parts.append("tgt" if self.target == "random" else "tgt-ll")
+        if self.version not in (None, "standard"):
+            parts.append(str(self.version))
         label = "-".join(parts)
         if self.backend != "native":
             label += f"@{self.backend}"
@@ -412,8 +519,9 @@ def attack_config_dir() -> Path:
 
 
 def load_attack_config(name_or_path: str | Path, config_dir: str | Path | None = None) -> AttackSpec:
-    """Load a named attack configuration (``"pgd-linf"`` -> ``attacks/pgd-linf.yaml``)
-    or a YAML file path.
+    """Load a named attack configuration (``"pgd-linf"`` -> ``attacks/pgd-linf.yaml``),
+    a YAML file path, or a native attack name with its defaults (``"autoattack"``, ``"apgd"``,
+    ``"pgd"``, ...) when no configuration has that name.
 
     Example::
 
@@ -427,8 +535,10 @@ def load_attack_config(name_or_path: str | Path, config_dir: str | Path | None =
     cand = d / f"{name_or_path}.yaml"
     if cand.exists():
         return AttackSpec.from_yaml(cand)
+    if str(name_or_path).lower() in NATIVE_ATTACKS:
+        return AttackSpec(name=str(name_or_path))
     known = sorted(q.stem for q in d.glob("*.yaml")) if d.is_dir() else []
     raise ValueError(
         f"attack config: unknown name {str(name_or_path)!r}; available in {d}: "
-        f"{', '.join(known) if known else '(none)'}"
+        f"{', '.join(known) if known else '(none)'}; or a native attack: {', '.join(NATIVE_ATTACKS)}"
     )

@@ -160,7 +160,7 @@ def run_eps_sweep(
     clean_correct = torch.empty(n, dtype=torch.bool)
     norms = torch.empty(E, n, dtype=torch.float64)
     advs: list[torch.Tensor] = []
-    native = spec.backend == "native"
+    native = spec.backend == "native" and spec.family is not None  # the projected-gradient loop, eps per example
     fgsm_fast = native and specs[0].family == "fgsm" and not specs[0].random_start
     bar = tqdm(total=(n + batch_size - 1) // batch_size, disable=not progress, desc=f"eps sweep {spec.name}")
     try:

@@ -1,0 +1,303 @@
+"""Native APGD: Auto-PGD with the cross-entropy or DLR loss, untargeted or targeted (APGD-T).
+
+Croce & Hein, "Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse
+Parameter-free Attacks", ICML 2020, Algorithm 1 (the reference code is fra31/auto-attack,
+``autopgd_base.py``). Per example and per restart:
+
+* start: a random point of the eps-ball (L-inf: ``x + eps * t / ||t||_inf`` with ``t`` uniform
+  in [-1, 1]^d; L2: ``x + eps * t / ||t||_2`` with ``t`` Gaussian), clipped to [0, 1];
+* step size ``eta = 2 eps``; each iteration takes a projected (sign / normalised) gradient
+  step ``z``, then the momentum step ``x <- P(x + 0.75 (z - x) + 0.25 (x - x_prev))``
+  (no momentum in the first iteration);
+* checkpoints after ``p_1 = 0.22 N`` iterations, then every
+  ``max(p_j - p_{j-1} - 0.03 N, 0.06 N)`` iterations: where the objective increased in fewer
+  than ``rho = 75%`` of the iterations since the last checkpoint, or where the step size was not
+  reduced at the last checkpoint and the best objective did not improve since, the step size is
+  halved and the iterate and gradient return to the best point found so far;
+* the best-objective point and the first misclassified point are tracked.
+
+APGD-T (``targeted=True``, DLR-targeted loss) runs once for each of the ``n_target_classes``
+classes with the highest clean logits after the top one (the 2nd, 3rd, ... highest), each time
+on the examples still correctly classified: success is a *misclassification*, as in AutoAttack.
+``n_target_classes`` defaults to ``min(9, K - 1)`` for a K-class model (AutoAttack's 9 on
+CIFAR-10), never a hard-coded 10. The DLR loss needs >= 3 classes (>= 4 targeted).
+
+``eot_iter`` averages the gradient over that many forward-backward passes (Expectation over
+Transformation, AutoAttack's ``rand`` version for randomized models).
+
+Budget: one gradient evaluation at the start point plus one per iteration, so a run of
+``steps`` iterations costs ``eot_iter * (steps + 1)`` forward-backward passes per restart
+(per target class for APGD-T), on the examples still robust.
+
+Like the suite's projected-gradient loop, on the CPU an example leaves the batch as soon as
+it is misclassified (every computation in APGD is per example, so the others' trajectories and
+the result are unchanged); on a GPU the batch stays whole and the loop has no host-device
+synchronisation (step-size halving uses ``torch.where``). The model is in eval mode with frozen
+parameters during the attack; every flag is restored afterwards.
+
+Example::
+
+    >>> x_adv = apgd(model, x, y, eps=8 / 255)                                  # APGD-CE
+    >>> x_adv = apgd(model, x, y, eps=8 / 255, loss="dlr", targeted=True)       # APGD-T
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robustbench_dc.attacks._utils import eval_mode, per_example
+from robustbench_dc.attacks.losses import attack_loss
+from robustbench_dc.attacks.native import BestTracker, _channels_last, _frozen_parameters
+
+__all__ = ["apgd", "apgd_schedule", "default_n_target_classes", "check_dlr_classes", "ApgdStats"]
+
+_TINY = 1e-12
+
+
+def apgd_schedule(steps: int) -> list[int]:
+    """Iterations (0-based) after which APGD checks its step size, for ``steps`` iterations.
+
+    The first check comes after ``max(int(0.22 N), 1)`` iterations; the interval then shrinks by
+    ``max(int(0.03 N), 1)`` per check down to ``max(int(0.06 N), 1)`` (the reference code's
+    integer version of ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``).
+
+    Example::
+
+        >>> apgd_schedule(100)[:4]
+        [21, 40, 56, 69]
+    """
+    k = max(int(0.22 * steps), 1)
+    k_min = max(int(0.06 * steps), 1)
+    decr = max(int(0.03 * steps), 1)
+    out, i = [], k - 1
+    while i < steps:
+        out.append(i)
+        k = max(k - decr, k_min)
+        i += k
+    return out
+
+
+def default_n_target_classes(n_classes: int) -> int:
+    """AutoAttack's 9 target classes, or every other class when the model has fewer than 10."""
+    return max(min(9, n_classes - 1), 0)
+
+
+def check_dlr_classes(n_classes: int, targeted: bool, what: str = "APGD") -> None:
+    """Raise ``ValueError`` when the DLR loss is undefined for ``n_classes`` classes."""
+    need = 4 if targeted else 3
+    if n_classes < need:
+        kind = "targeted DLR (APGD-T)" if targeted else "DLR"
+        raise ValueError(
+            f"loss: {what} with the {kind} loss needs at least {need} classes (it divides by the gap "
+            f"between the largest and the {'3rd/4th' if targeted else '3rd'} largest logits), the model has "
+            f"{n_classes}; use loss 'ce' (untargeted)"
+        )
+
+
+@dataclass
+class ApgdStats:
+    """What a native APGD run did: gradient evaluations (forward-backward passes of single examples)
+    and the number of runs (restarts x target classes)."""
+
+    gradient_evaluations: int = 0
+    runs: int = 0
+
+
+def _start(x: torch.Tensor, eps: torch.Tensor, threat_model: str, generator: torch.Generator | None) -> torch.Tensor:
+    if threat_model == "linf":
+        t = 2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1
+        scale = t.flatten(1).abs().amax(dim=1).view_as(eps)
+    else:
+        t = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        scale = t.flatten(1).norm(dim=1).view_as(eps) + _TINY
+    return (x + eps * t / scale).clamp(0.0, 1.0)
+
+
+def _l2_project(x0: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    d = x - x0
+    norm = d.flatten(1).norm(dim=1).view_as(eps)
+    return (x0 + d / (norm + _TINY) * torch.minimum(eps, norm)).clamp(0.0, 1.0)
+
+
+def _step(x0: torch.Tensor, x: torch.Tensor, x_prev: torch.Tensor, g: torch.Tensor, eta: torch.Tensor,
+          eps: torch.Tensor, threat_model: str, momentum: float) -> torch.Tensor:
+    """One APGD update (gradient step, projection, momentum, projection)."""
+    if threat_model == "linf":
+        z = torch.minimum(torch.maximum(x + eta * g.sign(), x0 - eps), x0 + eps).clamp(0.0, 1.0)
+        z = x + (z - x) * momentum + (x - x_prev) * (1 - momentum)
+        return torch.minimum(torch.maximum(z, x0 - eps), x0 + eps).clamp(0.0, 1.0)
+    gn = g.flatten(1).norm(dim=1).view_as(eps)
+    z = _l2_project(x0, x + eta * g / (gn + _TINY), eps)
+    z = x + (z - x) * momentum + (x - x_prev) * (1 - momentum)
+    return _l2_project(x0, z, eps)
+
+
+def _grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, target: torch.Tensor | None,
+          eot_iter: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean input gradient over ``eot_iter`` passes, with the last pass's logits and loss."""
+    g = torch.zeros_like(x)
+    for _ in range(eot_iter):
+        xr = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xr)
+            obj = attack_loss(logits, y, loss, target)
+            if obj.requires_grad:
+                (gi,) = torch.autograd.grad(obj.sum(), xr, allow_unused=True)
+                if gi is not None:
+                    g += torch.where(torch.isfinite(gi), gi, torch.zeros_like(gi))
+    return g / eot_iter, logits.detach(), obj.detach()
+
+
+def _run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, best: BestTracker,
+         idx: torch.Tensor | None, start: torch.Tensor, *, steps: int, threat_model: str, loss: str,
+         target: torch.Tensor | None, eot_iter: int, rho: float, compact: bool, stats: ApgdStats) -> None:
+    """One APGD run on the examples ``idx`` of the batch (all when None); offers every iterate to ``best``."""
+    checks = set(apgd_schedule(steps))
+    x_adv = start
+    g, logits, obj = _grad(model, x_adv, y, loss, target, eot_iter)
+    stats.gradient_evaluations += eot_iter * x_adv.shape[0]
+    stats.runs += 1
+    success = logits.argmax(1) != y  # success is misclassification, also for APGD-T
+    best.update_at(idx, x_adv, obj, success)
+    x_best, g_best, obj_best = x_adv.clone(), g.clone(), obj.clone()
+    eta = 2.0 * eps
+    x_prev = x_adv.clone()
+    hist = torch.zeros(steps, x_adv.shape[0], dtype=obj.dtype, device=obj.device)
+    best_last_check = obj_best.clone()
+    reduced_last_check = torch.ones_like(success)
+    since_check = 0
+    for i in range(steps):
+        if compact and bool(success.any()):  # misclassified examples leave the batch (CPU only)
+            keep = (~success).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                return
+            idx = keep if idx is None else idx.index_select(0, keep)
+            (x0, y, eps, eta, x_adv, x_prev, g, x_best, g_best, obj_best, best_last_check,
+             reduced_last_check) = (t.index_select(0, keep) for t in (
+                x0, y, eps, eta, x_adv, x_prev, g, x_best, g_best, obj_best, best_last_check, reduced_last_check))
+            hist = hist.index_select(1, keep)
+            target = None if target is None else target.index_select(0, keep)
+        with torch.no_grad():
+            x_new = _step(x0, x_adv, x_prev, g, eta, eps, threat_model, 1.0 if i == 0 else 0.75)
+        x_prev, x_adv = x_adv, x_new
+        g, logits, obj = _grad(model, x_adv, y, loss, target, eot_iter)
+        stats.gradient_evaluations += eot_iter * x_adv.shape[0]
+        with torch.no_grad():
+            success = logits.argmax(1) != y
+            best.update_at(idx, x_adv, obj, success)
+            hist[i] = obj
+            better = obj > obj_best
+            b4 = better.view(-1, *([1] * (x_adv.dim() - 1)))
+            x_best = torch.where(b4, x_adv, x_best)
+            g_best = torch.where(b4, g, g_best)
+            obj_best = torch.where(better, obj, obj_best)
+            since_check += 1
+            if i in checks:
+                # hist[i - c - 1] wraps to the last row (still 0) at the first check, as in the reference code
+                rows = torch.arange(i, i - since_check, -1, device=hist.device)
+                increases = (hist[rows] > hist[rows - 1]).sum(0)
+                oscillating = increases <= since_check * rho
+                no_improvement = ~reduced_last_check & (best_last_check >= obj_best)
+                reduce = oscillating | no_improvement
+                reduced_last_check = reduce
+                best_last_check = obj_best.clone()
+                r4 = reduce.view(-1, *([1] * (x_adv.dim() - 1)))
+                eta = torch.where(r4, eta / 2.0, eta)
+                x_adv = torch.where(r4, x_best, x_adv)
+                g = torch.where(r4, g_best, g)
+                since_check = 0
+
+
+def apgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float | torch.Tensor,
+    *,
+    steps: int = 100,
+    threat_model: str = "linf",
+    restarts: int = 1,
+    loss: str = "ce",
+    targeted: bool = False,
+    n_target_classes: int | None = None,
+    eot_iter: int = 1,
+    rho: float = 0.75,
+    seed: int = 0,
+    compact: bool | None = None,
+    stats: ApgdStats | None = None,
+) -> torch.Tensor:
+    """APGD (Croce & Hein, ICML 2020) on one batch; returns the adversarial inputs.
+
+    Arguments:
+        model (nn.Module): (N, ...) inputs in [0, 1] -> (N, K) logits.
+        x (Tensor): (N, ...) clean inputs in [0, 1]. y (Tensor): (N,) labels.
+        eps (float | Tensor): budget, scalar or per-example (N,).
+        steps (int): iterations per run. Default 100 (AutoAttack's).
+        threat_model (str): ``"linf"`` (default) or ``"l2"``.
+        restarts (int): runs from new random starts, each on the examples still robust. Default 1.
+        loss (str): ``"ce"`` (default) or ``"dlr"``; APGD-T uses the targeted DLR loss (``"dlr"``)
+            or targeted CE (``"ce"``).
+        targeted (bool): APGD-T: one run per target class (the highest clean logits after the top
+            one). Default False.
+        n_target_classes (int | None): target classes of APGD-T; None -> ``min(9, K - 1)``.
+        eot_iter (int): gradient passes averaged per iteration (EOT). Default 1.
+        rho (float): the oscillation threshold of the step-size rule. Default 0.75.
+        seed (int): seed of the random starts. Default 0.
+        compact (bool | None): misclassified examples leave the batch; None -> on the CPU only.
+        stats (ApgdStats | None): filled with the gradient evaluations and runs performed.
+
+    Returns:
+        Tensor: (N, ...) per example the first misclassified iterate found, else the
+        highest-objective iterate; within the budget and [0, 1].
+    """
+    if threat_model not in ("linf", "l2"):
+        raise ValueError(f"threat_model: must be 'linf' or 'l2', got {threat_model!r}")
+    if steps < 1 or restarts < 1 or eot_iter < 1:
+        raise ValueError(f"steps/restarts/eot_iter: must be >= 1, got {steps}/{restarts}/{eot_iter}")
+    if loss not in ("ce", "dlr"):
+        raise ValueError(f"loss: APGD uses 'ce' or 'dlr', got {loss!r}")
+    stats = stats if stats is not None else ApgdStats()
+    x0 = x.detach()
+    y = y.detach()
+    eps_b = per_example(eps, x0)
+    best = BestTracker(x0)
+    compact = x0.device.type == "cpu" if compact is None else compact
+    channels_last = compact and x0.dim() == 4
+    gen = torch.Generator(device=x0.device).manual_seed(seed)
+    with eval_mode(model), _frozen_parameters(model), _channels_last(model, channels_last):
+        if channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            clean_logits = model(x0)
+        n_classes = clean_logits.shape[1]
+        if loss == "dlr":
+            check_dlr_classes(n_classes, targeted)
+        if targeted:
+            if n_classes < 2:
+                raise ValueError(f"targeted: needs at least 2 classes, got {n_classes}")
+            n_t = default_n_target_classes(n_classes) if n_target_classes is None else n_target_classes
+            if not 1 <= n_t <= n_classes - 1:
+                raise ValueError(f"n_target_classes: must be in [1, {n_classes - 1}] for {n_classes} classes, got {n_t}")
+            ranked = clean_logits.argsort(dim=1, descending=True)
+            targets: list[torch.Tensor | None] = [ranked[:, j] for j in range(1, n_t + 1)]
+        else:
+            targets = [None]
+        # Already misclassified examples are not attacked (they are not robust anyway).
+        best.update(x0, torch.full_like(best.loss, float("-inf")), clean_logits.argmax(1) != y)
+        for tgt in targets:
+            for _ in range(restarts):
+                start = _start(x0, eps_b, threat_model, gen)  # drawn for the whole batch: independent of compaction
+                if compact:
+                    idx = (~best.success).nonzero().squeeze(1)
+                    if idx.numel() == 0:
+                        break
+                    sub = lambda t: t.index_select(0, idx)  # noqa: E731
+                else:
+                    idx, sub = None, (lambda t: t)
+                _run(model, sub(x0), sub(y), sub(eps_b), best, idx, sub(start), steps=steps,
+                     threat_model=threat_model, loss=loss, target=None if tgt is None else sub(tgt),
+                     eot_iter=eot_iter, rho=rho, compact=compact, stats=stats)
+    return best.x.contiguous()

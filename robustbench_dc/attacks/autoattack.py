@@ -1,0 +1,198 @@
+"""AutoAttack as published: Croce & Hein, "Reliable Evaluation of Adversarial Robustness with an
+Ensemble of Diverse Parameter-free Attacks", ICML 2020 (reference code: fra31/auto-attack).
+
+Versions (L-inf and L2):
+
+=========  ==================================================================================
+standard   APGD-CE (100 iterations, 1 restart), APGD-T (targeted DLR, 100 iterations, the
+           9 classes with the highest clean logits after the top one), FAB-T (100 iterations,
+           9 target classes), Square (5,000 queries, p_init 0.8)
+rand       APGD-CE and APGD-DLR, 100 iterations each, gradients averaged over 20 passes (EOT),
+           for randomized models
+=========  ==================================================================================
+
+Each component runs only on the examples that are still correctly classified after the
+previous ones (clean errors are never attacked), and the robust accuracy is the per-example
+worst case over the components. The number of target classes follows the model:
+``min(9, K - 1)`` for K classes, never a hard-coded 10; APGD-T needs K >= 4.
+
+APGD-CE, APGD-T and APGD-DLR are the suite's native APGD (:mod:`~robustbench_dc.attacks.apgd`);
+FAB-T and Square run through torchattacks with the published budgets set explicitly (its
+constructors default to 10 FAB iterations and ``n_classes - 1`` target classes: the suite sets
+100 and ``min(9, K - 1)``, and checks the returned points like any other backend's).
+
+:func:`autoattack` returns the adversarial inputs (the clean input where every component
+failed, as AutoAttack does) and the per-component breakdown that AutoAttack's own log prints:
+for each component its budget and the robust accuracy after it.
+
+Example::
+
+    >>> x_adv, parts = autoattack(model, x, y, eps=8 / 255)
+    >>> [(p["component"], p["robust"]) for p in parts]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from robustbench_dc.attacks._utils import eval_mode, seeded
+from robustbench_dc.attacks.apgd import apgd, check_dlr_classes, default_n_target_classes
+from robustbench_dc.attacks.checks import check_adversarial
+from robustbench_dc.attacks.spec import AUTOATTACK_VERSIONS, AttackSpec
+
+__all__ = ["autoattack", "COMPONENTS", "VERSIONS", "component_budgets", "merge_breakdowns"]
+
+#: (model, x, y, eps, threat_model, seed, n_classes) -> adversarial inputs
+Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, str, int, int], torch.Tensor]
+
+_STEPS = 100
+_SQUARE_QUERIES = 5000
+_EOT_RAND = 20
+
+
+@dataclass(frozen=True)
+class Component:
+    """One attack of the ensemble: its name in AutoAttack's log, backend, budget and runner."""
+
+    name: str
+    backend: str
+    run: Runner
+    budget: Callable[[int], dict[str, Any]]
+
+
+def _apgd(loss: str, targeted: bool, eot_iter: int) -> Runner:
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, threat_model: str, seed: int,
+            n_classes: int) -> torch.Tensor:
+        return apgd(model, x, y, eps, steps=_STEPS, threat_model=threat_model, restarts=1, loss=loss,
+                    targeted=targeted, eot_iter=eot_iter, seed=seed)
+    return run
+
+
+def _torchattacks(name: str, **params: Any) -> Runner:
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, threat_model: str, seed: int,
+            n_classes: int) -> torch.Tensor:
+        from robustbench_dc.attacks.backends import run_torchattacks
+
+        extra = dict(params)
+        if name == "fab":
+            extra["n_target_classes"] = default_n_target_classes(n_classes)
+        spec = AttackSpec(name=name, backend="torchattacks", threat_model=threat_model, eps=eps, seed=seed,
+                          steps=_STEPS if name == "fab" else None, params=extra)
+        with seeded(seed, x.device):
+            return run_torchattacks(model, x, y, spec)
+    return run
+
+
+#: The components, by the names AutoAttack's log uses.
+COMPONENTS: dict[str, Component] = {
+    "apgd-ce": Component("apgd-ce", "native", _apgd("ce", False, 1),
+                         lambda k: {"iterations": _STEPS, "restarts": 1}),
+    "apgd-t": Component("apgd-t", "native", _apgd("dlr", True, 1),
+                        lambda k: {"iterations": _STEPS, "restarts": 1,
+                                   "target_classes": default_n_target_classes(k)}),
+    "fab-t": Component("fab-t", "torchattacks", _torchattacks("fab", multi_targeted=True),
+                       lambda k: {"iterations": _STEPS, "restarts": 1,
+                                  "target_classes": default_n_target_classes(k)}),
+    "square": Component("square", "torchattacks", _torchattacks("square", n_queries=_SQUARE_QUERIES, p_init=0.8),
+                        lambda k: {"queries": _SQUARE_QUERIES, "restarts": 1}),
+    "apgd-ce-eot": Component("apgd-ce", "native", _apgd("ce", False, _EOT_RAND),
+                             lambda k: {"iterations": _STEPS, "restarts": 1, "eot_iter": _EOT_RAND}),
+    "apgd-dlr-eot": Component("apgd-dlr", "native", _apgd("dlr", False, _EOT_RAND),
+                              lambda k: {"iterations": _STEPS, "restarts": 1, "eot_iter": _EOT_RAND}),
+}
+
+#: The components of each version, in the order they run.
+VERSIONS: dict[str, tuple[str, ...]] = {
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "rand": ("apgd-ce-eot", "apgd-dlr-eot"),
+}
+
+
+def component_budgets(version: str, n_classes: int) -> list[dict[str, Any]]:
+    """Name, backend and budget of each component of ``version`` for a ``n_classes``-class model."""
+    return [{"component": COMPONENTS[c].name, "backend": COMPONENTS[c].backend,
+             "budget": COMPONENTS[c].budget(n_classes)} for c in VERSIONS[version]]
+
+
+def _check_classes(version: str, n_classes: int) -> None:
+    if version == "standard":
+        check_dlr_classes(n_classes, True, "AutoAttack's APGD-T")
+    else:
+        check_dlr_classes(n_classes, False, "AutoAttack's APGD-DLR")
+
+
+def autoattack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    threat_model: str = "linf",
+    version: str = "standard",
+    seed: int = 0,
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Run AutoAttack ``version`` on one batch.
+
+    Arguments:
+        model (nn.Module): (N, C, H, W) inputs in [0, 1] -> (N, K) logits.
+        x (Tensor): (N, C, H, W) clean inputs. y (Tensor): (N,) labels.
+        eps (float): the budget. threat_model (str): ``"linf"`` (default) or ``"l2"``.
+        version (str): ``"standard"`` (default) or ``"rand"``.
+        seed (int): seed of every component's randomness. Default 0.
+
+    Returns:
+        (Tensor, list[dict]): adversarial inputs (N, C, H, W), and per component, in order:
+        ``component``, ``backend``, ``budget``, ``attacked`` (examples it ran on), ``robust``
+        (examples still correctly classified after it, of the N) and ``seconds``. The first
+        entry, component ``clean``, counts the correctly classified clean examples.
+    """
+    if version not in AUTOATTACK_VERSIONS:
+        raise ValueError(f"version: must be one of {', '.join(AUTOATTACK_VERSIONS)}, got {version!r}")
+    x, y = x.detach(), y.detach()
+    with torch.no_grad(), eval_mode(model):
+        clean_logits = model(x)
+    n_classes = clean_logits.shape[1]
+    _check_classes(version, n_classes)
+    robust = clean_logits.argmax(1) == y
+    x_adv = x.clone()
+    parts: list[dict[str, Any]] = [{"component": "clean", "backend": None, "budget": {},
+                                    "attacked": 0, "robust": int(robust.sum()), "seconds": 0.0}]
+    eps_t = torch.tensor(eps, dtype=x.dtype, device=x.device)
+    for key in VERSIONS[version]:
+        comp = COMPONENTS[key]
+        t0 = time.perf_counter()
+        idx = robust.nonzero().squeeze(1)
+        if idx.numel():
+            xs, ys = x.index_select(0, idx), y.index_select(0, idx)
+            adv = comp.run(model, xs, ys, eps, threat_model, seed, n_classes)
+            check_adversarial(adv, xs, eps_t, threat_model)
+            with torch.no_grad(), eval_mode(model):
+                broken = model(adv).argmax(1) != ys
+            rows = idx[broken]
+            x_adv[rows] = adv[broken].to(x_adv.dtype)
+            robust[rows] = False
+        parts.append({"component": comp.name, "backend": comp.backend, "budget": comp.budget(n_classes),
+                      "attacked": int(idx.numel()), "robust": int(robust.sum()),
+                      "seconds": time.perf_counter() - t0})
+    return x_adv, parts
+
+
+def merge_breakdowns(batches: list[list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
+    """Sum per-batch breakdowns of :func:`autoattack` over the ``n`` examples of an evaluation and add
+    each component's ``robust_accuracy`` (robust examples after it / n), as AutoAttack's log does."""
+    if not batches:
+        return []
+    out = []
+    for j, first in enumerate(batches[0]):
+        rows = [b[j] for b in batches]
+        robust = sum(r["robust"] for r in rows)
+        out.append({"component": first["component"], "backend": first["backend"], "budget": first["budget"],
+                    "attacked": sum(r["attacked"] for r in rows), "robust": robust,
+                    "robust_accuracy": robust / n if n else float("nan"),
+                    "seconds": sum(r["seconds"] for r in rows)})
+    return out
