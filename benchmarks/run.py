@@ -15,6 +15,9 @@ What it measures (see ``benchmarks/README.md`` for how to read the numbers):
    ``run_attack`` as the suite calls it, and the raw ``pgd`` / ``fgsm`` functions)
    against ``torchattacks`` and ``foolbox`` with identical settings on the same model
    and batch, plus each one's robust accuracy.
+   ``strong``: the native APGD-CE, APGD-T and AutoAttack against torchattacks' APGD, APGDT
+   and its components chained at AutoAttack's budgets (100 iterations, 9 target classes,
+   5,000 Square queries), same model and batch.
 4. ``eval``: clean inference time (eval mode, no grad), decoupled / baseline.
 5. ``quickstart`` (optional): wall time of an end-to-end command.
 
@@ -65,12 +68,13 @@ from robustbench_dc.runtime import configure_allocator  # noqa: E402
 
 SCHEMA = "robustbench-dc-benchmark/1"
 RESULTS_DIR = REPO / "benchmarks" / "results"
-SECTIONS = ("scan", "train", "memory", "eval", "attacks", "quickstart")
+SECTIONS = ("scan", "train", "memory", "eval", "attacks", "strong", "quickstart")
 MODES = ("fp32", "cl-bf16")
 MAGNITUDES = ("sphere", "ball", "tanh", "linear", "seg", "log", "mix")
 ANGULARS = ("linear", "cos", "sigmoid", "sqcos")
 WEIGHTED: tuple[str | None, ...] = (None, "linear", "nonlinear", "separable")
 CHILD_MARK = "RBDC_BENCH_CHILD_RESULT "
+STRONG_ATTACKS = ("apgd-ce", "apgd-t", "autoattack")
 
 
 # ----------------------------------------------------------------------------- settings
@@ -121,6 +125,9 @@ class Settings:
     attack_steps: int = 10
     attack_repeats: int = 3
     acc_tol: float = 0.02
+    # strong attacks (APGD, AutoAttack) on the same model as "attacks"
+    strong_n: int = 200
+    strong_eps: float = 0.1
     # end-to-end
     quickstart: str | None = None
     quickstart_repeats: int = 1
@@ -133,6 +140,7 @@ QUICK: dict[str, Any] = dict(
     compile=False, memory_modes=["fp32"], memory_repeats=1, memory_steps=1, memory_jobs=4,
     eval_batch=16, eval_steps=1,
     attack_width=0.25, attack_feature_dim=16, attack_iterations=10, attack_n=64, attack_repeats=2,
+    strong_n=16,
 )
 
 
@@ -186,6 +194,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
     g.add_argument("--attack-n", type=int, default=None, help=f"test images attacked ({d.attack_n})")
     g.add_argument("--attack-eps", type=float, default=None, help=f"L-inf budget ({d.attack_eps})")
     g.add_argument("--attack-repeats", type=int, default=None, help=f"({d.attack_repeats})")
+    g.add_argument("--strong-n", type=int, default=None, help=f"test images for APGD / AutoAttack ({d.strong_n})")
+    g.add_argument("--strong-eps", type=float, default=None, help=f"their L-inf budget ({d.strong_eps})")
     g.add_argument("--acc-tol", type=float, default=None,
                    help=f"robust-accuracy spread flagged as a mismatch ({d.acc_tol}; at least 3/n)")
     g = p.add_argument_group("end-to-end")
@@ -219,7 +229,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
         "scan_confirm_repeats": args.scan_confirm_repeats, "memory_repeats": args.memory_repeats, "memory_jobs": args.memory_jobs,
         "eval_batch": args.eval_batch, "eval_steps": args.eval_steps, "attack_arch": args.attack_arch,
         "attack_width": args.attack_width, "attack_n": args.attack_n, "attack_eps": args.attack_eps,
-        "attack_repeats": args.attack_repeats, "acc_tol": args.acc_tol, "quickstart": args.quickstart,
+        "attack_repeats": args.attack_repeats, "acc_tol": args.acc_tol, "strong_n": args.strong_n,
+        "strong_eps": args.strong_eps, "quickstart": args.quickstart,
         "quickstart_repeats": args.quickstart_repeats, "data_dir": args.data_dir, "slowest": args.slowest,
     }
     for k, v in overrides.items():
@@ -232,7 +243,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
         s.compile = False
     for k in ("batch", "repeats", "steps", "scan_batch", "scan_steps", "scan_confirm", "scan_confirm_repeats",
               "memory_repeats", "memory_jobs",
-              "eval_batch", "eval_steps", "attack_n", "attack_repeats", "threads", "quickstart_repeats"):
+              "eval_batch", "eval_steps", "attack_n", "attack_repeats", "strong_n", "threads", "quickstart_repeats"):
         if getattr(s, k) < 1:
             p.error(f"--{k.replace('_', '-')}: must be >= 1")
     if s.warmup < 0:
@@ -796,52 +807,105 @@ def run_attacks(s: Settings, device: torch.device) -> dict[str, Any]:
                            "clean_accuracy": clean_acc, "data_checksum": test.checksum,
                            "settings": {"pgd": {"steps": steps, "step_size": step_size, "random_start": True},
                                         "fgsm": {"steps": 1, "step_size": eps, "random_start": False}}}
+    pairs = [(n, lib) for n in ("native-run_attack", "native-raw") for lib in ("torchattacks", "foolbox")]
     for attack, fns in runners.items():
-        acc: dict[str, list[float]] = {k: [] for k in fns}
-        linf: dict[str, float] = {}
-        first_adv: dict[str, torch.Tensor] = {}
+        out[attack] = compare_runners(s, device, model, x, y, fns, pairs, reference="native-raw")
+    return out
 
-        def measure(k: str) -> float:
-            seed_everything(s.seed)  # torchattacks / foolbox draw their random start from torch's RNG
-            with Timer(device) as t:
-                x_adv = fns[k]()
-            with torch.no_grad():
-                acc[k].append(float((model(x_adv).argmax(1) == y).float().mean()))
-            linf[k] = max(linf.get(k, 0.0), float((x_adv - x).abs().amax()))
-            first_adv.setdefault(k, x_adv.detach())
-            for p in model.parameters():
-                p.grad = None
-            return t.seconds
 
-        for k in fns:  # warm-up (and first-call costs) outside the timings
-            fns[k]()
-        raw = interleaved(list(fns), s.attack_repeats, measure)
-        ips = {k: [x.shape[0] / t for t in v] for k, v in raw.items()}
-        ratios: dict[str, dict[str, Any]] = {}
-        for native in ("native-run_attack", "native-raw"):
-            for lib in ("torchattacks", "foolbox"):
-                per = [a / b for a, b in zip(ips[native], ips[lib])]
-                ratios[f"{native}/{lib}"] = {"per_repeat": per, **summarize(per)}
-        first = {k: v[0] for k, v in acc.items()}
-        mean_acc = statistics.fmean(first.values())
-        tol = max(s.acc_tol, 3.0 / x.shape[0])
-        spread = max(first.values()) - min(first.values())
-        out[attack] = {
-            "seconds": raw, "images_per_second": {k: summarize(v) for k, v in ips.items()},
-            "images_per_second_raw": ips, "ratios": ratios,
-            "robust_accuracy": first, "robust_accuracy_per_repeat": acc, "max_linf": linf,
-            # how far each backend's adversarial batch is from the raw native one (same seed: the
-            # random starts may coincide, so near-identical batches are expected, not a bug)
-            "max_abs_diff_vs_native_raw": {k: float((v - first_adv["native-raw"]).abs().amax())
-                                           for k, v in first_adv.items()},
-            "fraction_examples_differing_vs_native_raw": {
-                k: float(((v - first_adv["native-raw"]).flatten(1).abs().amax(1) > 1e-6).float().mean())
-                for k, v in first_adv.items()},
-            "robust_accuracy_spread": spread, "tolerance": tol, "mismatch": bool(spread > tol),
-            "note": (f"robust accuracies differ by {100 * spread:.1f} pp > {100 * tol:.1f} pp"
-                     if spread > tol else f"robust accuracies agree within {100 * tol:.1f} pp"),
-            "mean_robust_accuracy": mean_acc,
-        }
+def compare_runners(s: Settings, device: torch.device, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    fns: dict[str, Callable[[], torch.Tensor]], pairs: list[tuple[str, str]],
+                    reference: str) -> dict[str, Any]:
+    """Time attack implementations interleaved on one model and batch: images/s, ratios for ``pairs``
+    (a / b, > 1 = a faster), robust accuracies (must agree within the tolerance) and the distance of
+    each adversarial batch from ``reference``'s."""
+    acc: dict[str, list[float]] = {k: [] for k in fns}
+    linf: dict[str, float] = {}
+    first_adv: dict[str, torch.Tensor] = {}
+
+    def measure(k: str) -> float:
+        seed_everything(s.seed)  # torchattacks / foolbox draw their random start from torch's RNG
+        with Timer(device) as t:
+            x_adv = fns[k]()
+        with torch.no_grad():
+            acc[k].append(float((model(x_adv).argmax(1) == y).float().mean()))
+        linf[k] = max(linf.get(k, 0.0), float((x_adv - x).abs().amax()))
+        first_adv.setdefault(k, x_adv.detach())
+        for p in model.parameters():
+            p.grad = None
+        return t.seconds
+
+    for k in fns:  # warm-up (and first-call costs) outside the timings
+        fns[k]()
+    raw = interleaved(list(fns), s.attack_repeats, measure)
+    ips = {k: [x.shape[0] / t for t in v] for k, v in raw.items()}
+    ratios: dict[str, dict[str, Any]] = {}
+    for a, b in pairs:
+        per = [u / v for u, v in zip(ips[a], ips[b])]
+        ratios[f"{a}/{b}"] = {"per_repeat": per, **summarize(per)}
+    first = {k: v[0] for k, v in acc.items()}
+    tol = max(s.acc_tol, 3.0 / x.shape[0])
+    spread = max(first.values()) - min(first.values())
+    return {
+        "seconds": raw, "images_per_second": {k: summarize(v) for k, v in ips.items()},
+        "images_per_second_raw": ips, "ratios": ratios,
+        "robust_accuracy": first, "robust_accuracy_per_repeat": acc, "max_linf": linf,
+        # how far each backend's adversarial batch is from the reference one (same seed: the
+        # random starts may coincide, so near-identical batches are expected, not a bug)
+        f"max_abs_diff_vs_{reference}": {k: float((v - first_adv[reference]).abs().amax())
+                                         for k, v in first_adv.items()},
+        f"fraction_examples_differing_vs_{reference}": {
+            k: float(((v - first_adv[reference]).flatten(1).abs().amax(1) > 1e-6).float().mean())
+            for k, v in first_adv.items()},
+        "robust_accuracy_spread": spread, "tolerance": tol, "mismatch": bool(spread > tol),
+        "note": (f"robust accuracies differ by {100 * spread:.1f} pp > {100 * tol:.1f} pp"
+                 if spread > tol else f"robust accuracies agree within {100 * tol:.1f} pp"),
+        "mean_robust_accuracy": statistics.fmean(first.values()),
+    }
+
+
+def run_strong(s: Settings, device: torch.device) -> dict[str, Any]:
+    """Native APGD-CE, APGD-T and AutoAttack vs torchattacks' components at equal strength (AutoAttack's
+    budgets: 100 iterations, 9 target classes, 5,000 Square queries, set explicitly on every backend)."""
+    import torchattacks
+
+    from robustbench_dc.attacks import AttackSpec, run_attack
+    from robustbench_dc.attacks.apgd import default_n_target_classes
+    from robustbench_dc.data import load_dataset
+
+    model, model_info = attack_model(s, device)
+    test = load_dataset("mnist-sample", "test", n=s.strong_n)
+    x, y = test.to_float().to(device), test.labels.to(device)
+    eps = s.strong_eps
+    with torch.no_grad():
+        k = int(model(x[:1]).shape[1])
+    n_t = default_n_target_classes(k)
+
+    def ta(cls: type, **kw: Any) -> Any:
+        atk = cls(model, eps=eps, seed=s.seed, **kw)
+        if hasattr(atk, "n_target_classes"):
+            atk.n_target_classes = n_t  # torchattacks' default is n_classes - 1
+        return atk
+
+    ta_apgd = ta(torchattacks.APGD, steps=100, n_restarts=1, loss="ce")
+    ta_apgdt = ta(torchattacks.APGDT, steps=100, n_restarts=1, n_classes=k)
+    ta_aa = torchattacks.MultiAttack([
+        ta_apgd, ta_apgdt, ta(torchattacks.FAB, steps=100, n_restarts=1, multi_targeted=True, n_classes=k),
+        ta(torchattacks.Square, n_queries=5000, n_restarts=1, p_init=0.8)])
+    specs = {"apgd-ce": AttackSpec(name="apgd", eps=eps, seed=s.seed),
+             "apgd-t": AttackSpec(name="apgd", eps=eps, targeted=True, seed=s.seed),
+             "autoattack": AttackSpec(name="autoattack", eps=eps, seed=s.seed)}
+    libs = {"apgd-ce": ta_apgd, "apgd-t": ta_apgdt, "autoattack": ta_aa}
+    with torch.no_grad():
+        clean_acc = float((model(x).argmax(1) == y).float().mean())
+    out: dict[str, Any] = {"model": model_info, "n": x.shape[0], "eps": eps, "threat_model": "linf",
+                           "clean_accuracy": clean_acc, "data_checksum": test.checksum, "n_target_classes": n_t,
+                           "settings": {"apgd": {"steps": 100, "restarts": 1}, "square": {"queries": 5000},
+                                        "fab": {"steps": 100, "targets": n_t}}}
+    for name, spec in specs.items():
+        fns = {"native": (lambda sp=spec: run_attack(model, x, y, sp)),
+               "torchattacks": (lambda atk=libs[name]: atk(x, y))}
+        out[name] = compare_runners(s, device, model, x, y, fns, [("native", "torchattacks")], reference="native")
     return out
 
 
@@ -940,6 +1004,7 @@ RATIO_MEANING = {
     "saved": "bytes autograd keeps for the backward (activations), decoupled / nn.Conv2d; > 1 = more",
     "eval": "inference time per batch, decoupled / nn.Conv2d (same mode); > 1 = slower",
     "attacks": "adversarial images/s, native / library (same model, batch, settings); > 1 = native faster",
+    "strong": "APGD / AutoAttack images/s, native / torchattacks at AutoAttack's budgets; > 1 = native faster",
 }
 
 
@@ -974,6 +1039,10 @@ def flat_ratios(res: dict[str, Any]) -> list[dict[str, Any]]:
         for attack in ("pgd", "fgsm"):
             for k, summ in res["attacks"][attack]["ratios"].items():
                 add("attacks", f"{attack}: {k}", "fp32", summ, RATIO_MEANING["attacks"])
+    if "strong" in res:
+        for attack in STRONG_ATTACKS:
+            for k, summ in res["strong"][attack]["ratios"].items():
+                add("strong", f"{attack}: {k}", "fp32", summ, RATIO_MEANING["strong"])
     return rows
 
 
@@ -1010,6 +1079,16 @@ def render_table(res: dict[str, Any]) -> str:
             ips = ", ".join(f"{k} {v['median']:.0f}/s" for k, v in d["images_per_second"].items())
             lines.append(f"  {attack}: robust acc {accs} -> {'MISMATCH: ' if d['mismatch'] else ''}{d['note']}")
             lines.append(f"  {attack}: median images/s {ips}")
+    if "strong" in res:
+        a = res["strong"]
+        lines.append(f"strong attacks on {a['model']['arch']} (clean acc {a['clean_accuracy']:.3f}, n={a['n']}, "
+                     f"L-inf eps={a['eps']}, {a['n_target_classes']} target classes):")
+        for attack in STRONG_ATTACKS:
+            d = a[attack]
+            accs = ", ".join(f"{k} {v:.3f}" for k, v in d["robust_accuracy"].items())
+            secs = ", ".join(f"{k} {statistics.median(v):.2f} s" for k, v in d["seconds"].items())
+            lines.append(f"  {attack}: robust acc {accs} -> {'MISMATCH: ' if d['mismatch'] else ''}{d['note']}")
+            lines.append(f"  {attack}: median seconds {secs}")
     if "eval" in res:
         ips = ", ".join(f"{k} {v['median']:.0f}/s" for k, v in res["eval"]["images_per_second"].items())
         lines.append(f"eval images/s (median): {ips}")
@@ -1102,6 +1181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for attack in ("pgd", "fgsm"):
             if res["attacks"][attack]["mismatch"]:
                 res["notes"].append(f"{attack}: {res['attacks'][attack]['note']}")
+    if "strong" in s.sections:
+        _log(f"strong: APGD-CE, APGD-T, AutoAttack, n={s.strong_n}, eps={s.strong_eps}")
+        res["strong"] = run_strong(s, device)
+        for attack in STRONG_ATTACKS:
+            if res["strong"][attack]["mismatch"]:
+                res["notes"].append(f"{attack}: {res['strong'][attack]['note']}")
     if "quickstart" in s.sections and s.quickstart:
         _log(f"quickstart: {s.quickstart}")
         res["quickstart"] = run_quickstart(s)

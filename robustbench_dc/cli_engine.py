@@ -139,7 +139,7 @@ def _attack_specs(args: argparse.Namespace) -> list[Any]:
             changes["eps"] = args.eps
         if args.backend is not None:
             changes["backend"] = args.backend
-        if args.steps is not None and spec.name != "fgsm":
+        if args.steps is not None and spec.name not in ("fgsm", "autoattack"):  # AutoAttack's budgets are fixed
             changes["steps"] = args.steps
         if changes:
             spec = type(spec)(**{**spec.model_dump(), **changes})
@@ -165,6 +165,19 @@ def _print_results(results: list[Any]) -> None:
                      "-" if r.max_perturbation is None else f"{r.max_perturbation:.4g}", f"{r.seconds:.1f}"))
     print(_table(rows, ("source", "model", "attack", "backend", "eps", "clean %", "robust %", "success %",
                         "max norm", "seconds")))
+
+
+def breakdown_text(result: Any) -> str:
+    """AutoAttack's log for one ensemble result: each component's budget and the robust accuracy after it."""
+    from ._text import table as _table
+
+    rows = []
+    for c in result.components:
+        budget = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in c["budget"].items()) or "-"
+        rows.append((c["component"], c["backend"] or "-", budget, str(c["attacked"]),
+                     f"{100 * c['robust_accuracy']:.1f}", f"{c['seconds']:.1f}"))
+    return f"{result.attack}: robust accuracy after each component\n" + _table(
+        rows, ("component", "backend", "budget", "attacked", "robust %", "seconds"))
 
 
 def _write_json(path: str | None, payload: dict[str, Any]) -> None:
@@ -201,6 +214,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{choice.name}: first {res.n} test examples of {_data_name(args, choice.dataset)}, "
           f"clean accuracy {100 * res.clean_accuracy:.1f}%")
     _print_results(res.results)
+    for r in res.results:
+        if r.components:
+            print(breakdown_text(r))
     for key, worst in res.worst.items():
         print(f"worst case over the attack set [{key}]: robust accuracy {100 * worst.robust_accuracy:.1f}%")
     for flag in res.flags:

@@ -126,7 +126,7 @@ def test_fixture_models_are_trained(cnn: nn.Module, linear: nn.Module, test_xy) 
         ({"name": "pgd", "target": "best"}, "target: must be one of"),
         ({"name": "deepfool"}, "name: unknown native attack 'deepfool'; available: fgsm, bim, pgd"),
         ({"name": "fgsm", "steps": 5}, "steps: fgsm is a one-step attack, got 5"),
-        ({"name": "pgd", "params": {"x": 1}}, "params: only used by third-party backends"),
+        ({"name": "pgd", "params": {"x": 1}}, "params: native pgd accepts no params"),
         ({"name": "pgd", "epsilon": 0.1}, "Extra inputs are not permitted"),
     ],
 )
@@ -172,7 +172,14 @@ def test_spec_key_and_label() -> None:
     assert a.key() == AttackSpec(name="PGD", eps=8 / 255, steps=10).key()
     assert a.key() != AttackSpec(name="pgd", eps=8 / 255, steps=11).key()
     assert a.key() != AttackSpec(name="pgd", eps=8 / 255, steps=10, seed=1).key()
-    assert AttackSpec(name="AutoAttack", backend="torchattacks", eps=0.3).label == "autoattack-linf-eps0.3000@torchattacks"
+    assert AttackSpec(name="autoattack-10it", backend="torchattacks", eps=0.3).label == \
+        "autoattack-10it-linf-eps0.3000@torchattacks"
+    assert AttackSpec(name="autoattack", eps=0.3).label == "autoattack-linf-eps0.3000"
+    assert AttackSpec(name="autoattack", eps=0.3, params={"version": "rand"}).label == "autoattack-linf-eps0.3000-rand"
+    assert AttackSpec(name="apgd", eps=0.3, targeted=True).label == "apgd-linf-eps0.3000-s100-tgt"
+    assert AttackSpec(name="apgd", eps=0.3, targeted=True).label == AttackSpec(
+        name="apgd", eps=0.3, targeted=True).resolve().label
+    assert AttackSpec(name="apgd", eps=0.3, targeted=True, loss="ce").label == "apgd-linf-eps0.3000-s100-ce-tgt"
     assert AttackSpec(name="pgd", threat_model="l2", eps=0.5, restarts=3, loss="dlr").label == "pgd-l2-eps0.5000-s10-r3-dlr"
 
 
@@ -184,7 +191,11 @@ def test_yaml_configs_load() -> None:
         assert spec.eps is None  # dataset standard
         assert spec.resolve("cifar10").eps in (pytest.approx(8 / 255), pytest.approx(0.5))
     assert load_attack_config("pgd-l2").resolve("cifar10").eps == pytest.approx(0.5)
-    assert load_attack_config("autoattack-linf").backend == "torchattacks"
+    assert load_attack_config("autoattack-linf").backend == "native"
+    # a native name works too, and means the same attack (the same cache key once resolved)
+    assert load_attack_config("autoattack").resolve("cifar10").key() == \
+        load_attack_config("autoattack-linf").resolve("cifar10").key()
+    assert load_attack_config("torchattacks-autoattack-10it").backend == "torchattacks"
     with pytest.raises(ValueError, match="available in .*: .*pgd-linf"):
         load_attack_config("pgd-l7")
 

@@ -31,7 +31,7 @@ Budget: one gradient evaluation at the start point plus one per iteration, so a 
 
 Like the suite's projected-gradient loop, on the CPU an example leaves the batch as soon as
 it is misclassified (every computation in APGD is per example, so the others' trajectories and
-the result are unchanged); on a GPU the batch stays whole and the loop has no host-device
+the result are unchanged, up to the rounding of a matrix product over a smaller batch); on a GPU the batch stays whole and the loop has no host-device
 synchronisation (step-size halving uses ``torch.where``). The model is in eval mode with frozen
 parameters during the attack; every flag is restored afterwards.
 
@@ -48,9 +48,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robustbench_dc.attacks._utils import eval_mode, per_example
+from robustbench_dc.attacks._utils import per_example
 from robustbench_dc.attacks.losses import attack_loss
-from robustbench_dc.attacks.native import BestTracker, _channels_last, _frozen_parameters
+from robustbench_dc.attacks.native import BestTracker, attack_mode
 
 __all__ = ["apgd", "apgd_schedule", "default_n_target_classes", "check_dlr_classes", "ApgdStats"]
 
@@ -265,9 +265,8 @@ def apgd(
     eps_b = per_example(eps, x0)
     best = BestTracker(x0)
     compact = x0.device.type == "cpu" if compact is None else compact
-    channels_last = compact and x0.dim() == 4
     gen = torch.Generator(device=x0.device).manual_seed(seed)
-    with eval_mode(model), _frozen_parameters(model), _channels_last(model, channels_last):
+    with attack_mode(model, x0, compact) as channels_last:
         if channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():

@@ -27,7 +27,7 @@ from robustbench_dc.attacks.backends import backend_handles_restarts, run_foolbo
 from robustbench_dc.attacks.checks import check_adversarial
 from robustbench_dc.attacks.guards import SuccessRecorder, preserved_flags
 from robustbench_dc.attacks.losses import attack_loss, attack_success, make_targets
-from robustbench_dc.attacks.native import BestTracker, run_native
+from robustbench_dc.attacks.native import BestTracker, attack_mode, run_native
 from robustbench_dc.attacks.spec import AttackSpec
 
 __all__ = ["run_attack", "run_attack_detailed", "run_attack_loader", "validate_inputs"]
@@ -77,11 +77,10 @@ def _dispatch(
             return autoattack(model, x, y, spec.eps, threat_model=spec.threat_model,
                               version=spec.version or "standard", seed=spec.seed)
         return run_native(model, x, y, spec, targets), None
-    with _KeepParamGrads(model), preserved_flags(model):
+    with _KeepParamGrads(model), preserved_flags(model), attack_mode(model, x):
         recorder = SuccessRecorder(model, x, y, spec.eps or 0.0, spec.threat_model, targets)
         x_adv = _dispatch_third_party(recorder, x, y, spec, targets)
-        with eval_mode(model):
-            return recorder.rescue(x_adv, spec.label), None
+        return recorder.rescue(x_adv, spec.label), None
 
 
 def _dispatch_third_party(

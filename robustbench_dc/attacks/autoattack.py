@@ -43,6 +43,7 @@ from torch import nn
 from robustbench_dc.attacks._utils import eval_mode, seeded
 from robustbench_dc.attacks.apgd import apgd, check_dlr_classes, default_n_target_classes
 from robustbench_dc.attacks.checks import check_adversarial
+from robustbench_dc.attacks.native import attack_mode
 from robustbench_dc.attacks.spec import AUTOATTACK_VERSIONS, AttackSpec
 
 __all__ = ["autoattack", "COMPONENTS", "VERSIONS", "component_budgets", "merge_breakdowns"]
@@ -163,23 +164,31 @@ def autoattack(
     parts: list[dict[str, Any]] = [{"component": "clean", "backend": None, "budget": {},
                                     "attacked": 0, "robust": int(robust.sum()), "seconds": 0.0}]
     eps_t = torch.tensor(eps, dtype=x.dtype, device=x.device)
-    for key in VERSIONS[version]:
-        comp = COMPONENTS[key]
-        t0 = time.perf_counter()
-        idx = robust.nonzero().squeeze(1)
-        if idx.numel():
-            xs, ys = x.index_select(0, idx), y.index_select(0, idx)
-            adv = comp.run(model, xs, ys, eps, threat_model, seed, n_classes)
-            check_adversarial(adv, xs, eps_t, threat_model)
-            with torch.no_grad(), eval_mode(model):
-                broken = model(adv).argmax(1) != ys
-            rows = idx[broken]
-            x_adv[rows] = adv[broken].to(x_adv.dtype)
-            robust[rows] = False
-        parts.append({"component": comp.name, "backend": comp.backend, "budget": comp.budget(n_classes),
-                      "attacked": int(idx.numel()), "robust": int(robust.sum()),
-                      "seconds": time.perf_counter() - t0})
+    with attack_mode(model, x):  # also for the torchattacks components: no weight gradients in FAB's backward
+        for key in VERSIONS[version]:
+            _run_component(COMPONENTS[key], model, x, y, x_adv, robust, eps, eps_t, threat_model, seed, n_classes,
+                           parts)
     return x_adv, parts
+
+
+def _run_component(comp: Component, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
+                   robust: torch.Tensor, eps: float, eps_t: torch.Tensor, threat_model: str, seed: int,
+                   n_classes: int, parts: list[dict[str, Any]]) -> None:
+    """Run one component on the still-robust examples; update ``x_adv``, ``robust`` and ``parts`` in place."""
+    t0 = time.perf_counter()
+    idx = robust.nonzero().squeeze(1)
+    if idx.numel():
+        xs, ys = x.index_select(0, idx), y.index_select(0, idx)
+        adv = comp.run(model, xs, ys, eps, threat_model, seed, n_classes)
+        check_adversarial(adv, xs, eps_t, threat_model)
+        with torch.no_grad():
+            broken = model(adv).argmax(1) != ys
+        rows = idx[broken]
+        x_adv[rows] = adv[broken].to(x_adv.dtype)
+        robust[rows] = False
+    parts.append({"component": comp.name, "backend": comp.backend, "budget": comp.budget(n_classes),
+                  "attacked": int(idx.numel()), "robust": int(robust.sum()),
+                  "seconds": time.perf_counter() - t0})
 
 
 def merge_breakdowns(batches: list[list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:

@@ -162,6 +162,13 @@ def _family(r: AttackResult) -> str | None:
         return None
 
 
+def _iterative(r: AttackResult) -> bool:
+    try:
+        return AttackSpec.model_validate(r.spec).iterative
+    except Exception:  # worst-case results etc.
+        return False
+
+
 def _group(results: list[AttackResult]) -> dict[tuple[str, float | None], list[AttackResult]]:
     groups: dict[tuple[str, float | None], list[AttackResult]] = defaultdict(list)
     for r in results:
@@ -171,7 +178,8 @@ def _group(results: list[AttackResult]) -> dict[tuple[str, float | None], list[A
 
 # ---------------------------------------------------------------------- (a)
 def flag_one_step_beats_iterative(results: list[AttackResult], tol: float = 0.01) -> MaskingFlag:
-    """(a) FGSM robust accuracy lower than BIM/PGD's (same threat model and eps) by > ``tol``.
+    """(a) FGSM robust accuracy lower than an iterative attack's (BIM, PGD, APGD, AutoAttack; same threat
+    model and eps) by > ``tol``.
 
     Arguments:
         results (list[AttackResult]): white-box results of one model.
@@ -181,7 +189,7 @@ def flag_one_step_beats_iterative(results: list[AttackResult], tol: float = 0.01
     worst: tuple[float, str] | None = None
     for (tm, eps), rs in _group(results).items():
         one = [r for r in rs if _family(r) == "fgsm"]
-        it = [r for r in rs if _family(r) in ("bim", "pgd")]
+        it = [r for r in rs if _iterative(r)]
         for a in one:
             for b in it:
                 gap = b.robust_accuracy - a.robust_accuracy

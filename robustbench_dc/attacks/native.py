@@ -46,7 +46,7 @@ from robustbench_dc.attacks._utils import eval_mode, per_example
 from robustbench_dc.attacks.losses import attack_loss, attack_success
 from robustbench_dc.attacks.spec import AttackSpec, default_step_size
 
-__all__ = ["projected_gradient_attack", "fgsm", "bim", "pgd", "run_native", "BestTracker"]
+__all__ = ["projected_gradient_attack", "fgsm", "bim", "pgd", "run_native", "BestTracker", "attack_mode"]
 
 _TINY = 1e-12
 
@@ -190,8 +190,7 @@ def projected_gradient_attack(
     # is what is returned, so the result is identical and the remaining steps are cheaper.
     # Elsewhere the batch stays whole (compaction would need a host-device sync per step).
     compact = x0.device.type == "cpu" if compact is None else compact
-    channels_last = compact and x0.dim() == 4
-    with eval_mode(model), _frozen_parameters(model), _channels_last(model, channels_last):
+    with attack_mode(model, x0, compact) as channels_last:
         if channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         for r in range(restarts):
@@ -235,6 +234,18 @@ def projected_gradient_attack(
             if r + 1 < restarts and bool(best.success.all()):  # one sync per restart
                 break
     return best.x.contiguous()
+
+
+@contextmanager
+def attack_mode(model: nn.Module, x: torch.Tensor, compact: bool | None = None) -> Iterator[bool]:
+    """How every attack of the suite runs the model: eval mode, parameters frozen (no weight gradients,
+    also for backends that call ``backward()``) and, on the CPU with 4-D inputs, channels-last weights.
+    Every flag and layout is restored on exit. Yields whether channels-last is on (then pass inputs
+    channels-last too)."""
+    compact = x.device.type == "cpu" if compact is None else compact
+    channels_last = compact and x.dim() == 4
+    with eval_mode(model), _frozen_parameters(model), _channels_last(model, channels_last):
+        yield channels_last
 
 
 @contextmanager

@@ -361,6 +361,7 @@ class AttackSpec(BaseModel):
             if self.loss is None:
                 update["loss"] = "dlr" if self.targeted else "ce"
         elif self.backend == "native" and self.name == "autoattack":
+            update["params"] = {**self.params, "version": self.version}
             return self.model_copy(update=update)
         if self.backend == "native" and self.loss is None and "loss" not in update:
             update["loss"] = "ce"

@@ -284,7 +284,9 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
             entry["whitebox"] = {r["attack"]: {k: r[k] for k in ("robust_accuracy", "attack_success_rate", "eps",
                                                                   "threat_model", "mean_perturbation",
                                                                   "max_perturbation")}
-                                 | {"backend": r["spec"].get("backend", "native")} for r in wb["results"]}
+                                 | {"backend": r["spec"].get("backend", "native")}
+                                 | ({"components": r["components"]} if r.get("components") else {})
+                                 for r in wb["results"]}
             worst = list(wb.get("worst", {}).values())
             if worst:
                 entry["worst_case"] = {"robust_accuracy": min(w["robust_accuracy"] for w in worst),

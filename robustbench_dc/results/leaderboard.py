@@ -59,6 +59,8 @@ class LeaderboardEntry:
     lipschitz: dict[str, float | None] = field(default_factory=dict)
     seed: int | None = None
     checkpoint: str | None = None
+    #: per ensemble attack label (AutoAttack), each component's budget and robust accuracy after it
+    components: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (non-finite numbers become ``None``)."""

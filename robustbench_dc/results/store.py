@@ -454,7 +454,7 @@ class ResultsStore:
                 params).fetchall()
             run_ids = sorted({r["run_id"] for r in rows})
             evals = self._by_model(conn, "SELECT run_id, model, kind, source, attack, robust_accuracy, "
-                                         "attack_success_rate FROM evaluations", run_ids)
+                                         "attack_success_rate, extra FROM evaluations", run_ids)
             flags = self._by_model(conn, "SELECT run_id, model, name, triggered FROM flags", run_ids)
             lips = self._by_model(conn, "SELECT run_id, model, kind, value FROM lipschitz", run_ids)
 
@@ -464,12 +464,16 @@ class ResultsStore:
             robust: dict[str, float | None] = {}
             success: dict[str, float | None] = {}
             transfer: dict[str, dict[str, float | None]] = {}
+            components: dict[str, list[dict[str, Any]]] = {}
             worst = None
             for e in evals.get(key, []):
                 if e["kind"] == "whitebox":
                     robust[e["attack"]] = e["robust_accuracy"]
                     if e["attack_success_rate"] is not None:
                         success[e["attack"]] = e["attack_success_rate"]
+                    parts = json.loads(e["extra"] or "{}").get("components")
+                    if parts:
+                        components[e["attack"]] = parts
                 elif e["kind"] == "transfer":
                     transfer.setdefault(e["source"], {})[e["attack"]] = e["robust_accuracy"]
                 else:
@@ -486,7 +490,7 @@ class ResultsStore:
                 version=str(versions.get("robustbench_dc")) if versions.get("robustbench_dc") else None,
                 run_id=r["run_id"], protocol=r["protocol"], n_test=r["n_test"], label=r["label"],
                 attack_success_rate=success, lipschitz={x["kind"]: x["value"] for x in lips.get(key, [])},
-                seed=r["seed"], checkpoint=r["checkpoint"]))
+                seed=r["seed"], checkpoint=r["checkpoint"], components=components))
         if latest:
             newest: dict[tuple[Any, ...], LeaderboardEntry] = {}
             for e in entries:  # oldest first, so later ones win
