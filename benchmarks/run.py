@@ -139,8 +139,8 @@ QUICK: dict[str, Any] = dict(
     scan_width=0.0625, scan_batch=4, scan_steps=1, scan_grid="quick", scan_confirm=2, scan_confirm_repeats=1,
     compile=False, memory_modes=["fp32"], memory_repeats=1, memory_steps=1, memory_jobs=4,
     eval_batch=16, eval_steps=1,
-    attack_width=0.25, attack_feature_dim=16, attack_iterations=10, attack_n=64, attack_repeats=2,
-    strong_n=16,
+    attack_width=0.25, attack_feature_dim=16, attack_iterations=60, attack_n=64, attack_repeats=2,
+    strong_n=16, strong_eps=0.3,  # every example breaks early: the smoke run skips most of Square's 5,000 queries
 )
 
 
@@ -827,6 +827,7 @@ def compare_runners(s: Settings, device: torch.device, model: nn.Module, x: torc
         seed_everything(s.seed)  # torchattacks / foolbox draw their random start from torch's RNG
         with Timer(device) as t:
             x_adv = fns[k]()
+        x_adv = x_adv.detach()
         with torch.no_grad():
             acc[k].append(float((model(x_adv).argmax(1) == y).float().mean()))
         linf[k] = max(linf.get(k, 0.0), float((x_adv - x).abs().amax()))

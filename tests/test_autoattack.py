@@ -360,3 +360,19 @@ def test_cli_evaluate_autoattack_prints_the_breakdown(tmp_path, capsys) -> None:
     assert [c["component"] for c in comps] == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
     assert math.isclose(comps[-1]["robust_accuracy"],
                         json.loads(out.read_text())["whitebox"]["results"][0]["robust_accuracy"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_apgd_step_loop_has_no_host_sync() -> None:  # pragma: no cover - GPU only
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).cuda().eval()
+    x = torch.rand(32, 1, 8, 8, device="cuda")
+    y = torch.randint(0, 10, (32,), device="cuda")
+    apgd(model, x, y, 0.1, steps=5)  # warm-up (lazy initialisations may sync)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        apgd(model, x, y, 0.1, steps=30, loss="dlr", targeted=True, n_target_classes=2)
+        apgd(model, x, y, 0.5, steps=30, threat_model="l2")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -43,7 +43,7 @@ def test_quick_run_writes_complete_json(quick_run: tuple[dict, str, float]) -> N
     res, stdout, _ = quick_run
     for key in ("schema", "created_utc", "command_line", "seed", "settings", "allocator_configured", "versions",
                 "machine", "torch_threads", "host_kind", "data", "scan", "slowest", "configs", "train", "eval",
-                "memory", "attacks", "quickstart", "ratios", "wall_seconds"):
+                "memory", "attacks", "strong", "quickstart", "ratios", "wall_seconds"):
         assert key in res, key
     assert res["quick"] is True and res["seed"] == 3
     assert "--quick" in res["command_line"]
@@ -75,10 +75,17 @@ def test_quick_run_writes_complete_json(quick_run: tuple[dict, str, float]) -> N
             assert d["max_linf"][backend] <= res["attacks"]["eps"] + 1e-6
             assert isinstance(d["mismatch"], bool)
     assert res["quickstart"]["ok"] is True
+    strong = res["strong"]
+    for attack in ("apgd-ce", "apgd-t", "autoattack"):
+        d = strong[attack]
+        assert set(d["robust_accuracy"]) == {"native", "torchattacks"}
+        assert all(d["max_linf"][k] <= strong["eps"] + 1e-6 for k in d["max_linf"])
+        assert _positive_finite(d["ratios"]["native/torchattacks"]["median"])
+    assert strong["n_target_classes"] == 9
 
     # every ratio is a positive finite number with min <= median <= max
     sections = {r["section"] for r in res["ratios"]}
-    assert {"train", "train-mode", "memory", "saved", "eval", "attacks"} <= sections
+    assert {"train", "train-mode", "memory", "saved", "eval", "attacks", "strong"} <= sections
     assert all(v > 0 for vals in res["memory"]["saved_bytes"].values() for v in vals)
     assert len(res["ratios"]) >= 3 * 2 + 3 + 3 * 2 + 8
     for r in res["ratios"]:
@@ -87,6 +94,7 @@ def test_quick_run_writes_complete_json(quick_run: tuple[dict, str, float]) -> N
     assert "median" in stdout and "wrote" in stdout
 
 
+@pytest.mark.slow  # a wall-clock bound: not in the default run
 def test_quick_run_is_quick(quick_run: tuple[dict, str, float]) -> None:
     """The harness's tiniest mode stays small (generous bound: the CI machine may be shared)."""
     res, _, elapsed = quick_run

@@ -229,3 +229,25 @@ def test_a_user_operator_file_is_submitted_to_the_leaderboard(tmp_path, capsys):
     assert "SoftSatConv" in out and "base (Baseline)" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["models"]["SoftSatConv"]["whitebox"]["fgsm-linf-eps0.3000-s1"]["robust_accuracy"] >= 0
+
+
+def test_a_protocol_runs_the_published_autoattack_with_its_breakdown(tmp_path):
+    proto = _protocol(tmp_path, models=[{"name": "base", "arch": "mnist2d", "operator": "baseline",
+                                         "params": {"width": 0.125}, "recipe": {"base": "mnist-fast", "epochs": 1}}],
+                      evaluation={"attacks": ["autoattack"], "batch_size": 16, "masking": False},
+                      lipschitz=None, figures=[])
+    proto["dataset"]["n_test"] = 16
+    run_protocol(_write(tmp_path, proto), tmp_path / "out", progress=False)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    (label, entry), = summary["models"]["base"]["whitebox"].items()
+    assert label == "autoattack-linf-eps0.3000"
+    parts = entry["components"]
+    assert [p["component"] for p in parts] == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
+    assert parts[1]["budget"] == {"iterations": 100, "restarts": 1}
+    assert parts[-1]["robust_accuracy"] == entry["robust_accuracy"]
+    from robustbench_dc.results import ResultsStore, render_leaderboard
+
+    with ResultsStore(tmp_path / "out" / "results.sqlite") as store:
+        board = json.loads(render_leaderboard(store.entries(), fmt="json"))  # `rbdc leaderboard show` JSON
+    rows = board if isinstance(board, list) else board["entries"]
+    assert rows[0]["components"][label] == parts
