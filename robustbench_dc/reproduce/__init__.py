@@ -1,0 +1,23 @@
+"""Reproduction of Decoupled Networks (Liu et al., CVPR 2018): the paper's Tables 7-8 beside ours,
+built from a protocol run's stored results, and the paper's claims judged by rule.
+
+* :mod:`~robustbench_dc.reproduce.paper` -- the paper's numbers (reference data, shown beside ours).
+* :func:`build_tables` -- our numbers from a run's ``summary.json`` in the paper's layout.
+* :func:`judge_claims` -- each claim: reproduced / not reproduced / mixed / not evaluated, with
+  the numbers that decide it.
+* :func:`render_markdown` -- ``figures/table7.md`` / ``figures/table8.md``.
+"""
+
+from robustbench_dc.reproduce.paper import ATTACKS, OPERATORS, TABLE7, TABLE8, TRAININGS
+from robustbench_dc.reproduce.tables import (
+    CLAIM_RULES,
+    Claim,
+    Tables,
+    attack_kind,
+    build_tables,
+    judge_claims,
+    render_markdown,
+)
+
+__all__ = ["OPERATORS", "TRAININGS", "ATTACKS", "TABLE7", "TABLE8", "Tables", "Claim", "CLAIM_RULES",
+           "attack_kind", "build_tables", "judge_claims", "render_markdown"]

@@ -1,0 +1,285 @@
+"""Tables 7-8 of Decoupled Networks from a protocol run's stored results, beside the paper's numbers,
+and the paper's claims judged by rules on those numbers.
+
+Input: a run's ``summary.json`` (written by the protocol runner). Each model of role ``model`` is
+placed by its ``label`` (``Baseline``, ``SphereConv``, ``BallConv``, ``TanhConv``: the paper's
+names, which the planner gives the operators ``baseline``, ``sphere+cos``, ``ball+cos``,
+``tanh+cos``) and its ``training`` (``natural`` / ``adversarial``). White-box attacks are found
+by their label's name (``fgsm-...``, ``bim-...``; ``pgd-...`` and ``autoattack-...`` become the
+extra rows beyond the paper), transfer attacks likewise under the run's source model. Every
+number of a table is read from the summary; nothing is typed, and a missing number stays
+missing (shown as ``-``, and the claims that need it are ``not evaluated``).
+
+Example::
+
+    >>> tables = build_tables(json.load(open("runs/table7-8-cpu/summary.json")))
+    >>> print(render_markdown(tables, "table7"))
+    >>> [(c.key, c.status) for c in judge_claims(tables)]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from robustbench_dc.reproduce.paper import ATTACKS, OPERATORS, PAPER_TABLES, TRAININGS
+
+__all__ = ["Tables", "Claim", "build_tables", "judge_claims", "render_markdown", "attack_kind", "EXTRA_ATTACKS",
+           "CLAIM_RULES"]
+
+#: White-box rows beyond the paper's (the suite's strong attacks), in display order.
+EXTRA_ATTACKS: tuple[str, ...] = ("pgd", "autoattack")
+
+
+def attack_kind(label: str) -> str | None:
+    """``"fgsm"``, ``"bim"``, ``"pgd"`` or ``"autoattack"`` from an attack label, else None."""
+    name = label.split("-", 1)[0].lower()
+    return name if name in ("fgsm", "bim", "pgd", "autoattack") else None
+
+
+@dataclass
+class Tables:
+    """Our numbers (fractions in [0, 1]) in the layout of Tables 7-8.
+
+    ``white[training][attack][operator]`` (attack in ``none``, ``fgsm``, ``bim``, ``pgd``,
+    ``autoattack``), ``black[training][attack][operator]`` (``none``, ``fgsm``, ``bim``),
+    ``models[training][operator]`` the model name, ``flags[model]`` the triggered masking flags,
+    ``attack_labels`` the full label of each attack kind, ``source`` the transfer source, and
+    the summary's provenance fields.
+    """
+
+    white: dict[str, dict[str, dict[str, float | None]]]
+    black: dict[str, dict[str, dict[str, float | None]]]
+    models: dict[str, dict[str, str]]
+    flags: dict[str, list[str]]
+    attack_labels: dict[str, str]
+    source: str | None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def value(self, table: str, training: str, attack: str, operator: str) -> float | None:
+        grid = self.white if table == "table7" else self.black
+        return grid.get(training, {}).get(attack, {}).get(operator)
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, Mapping):
+        v = v.get("robust_accuracy")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def build_tables(summary: Mapping[str, Any]) -> Tables:
+    """Place every model of a run's summary into the layout of Tables 7-8.
+
+    Raises ``ValueError`` when two models claim the same (operator, training) cell, or when a
+    model has no paper operator label (it is then not part of the reproduction: give it role
+    ``source`` or one of the labels).
+    """
+    white: dict[str, dict[str, dict[str, float | None]]] = {t: {} for t in TRAININGS}
+    black: dict[str, dict[str, dict[str, float | None]]] = {t: {} for t in TRAININGS}
+    models: dict[str, dict[str, str]] = {t: {} for t in TRAININGS}
+    flags: dict[str, list[str]] = {}
+    labels: dict[str, str] = {}
+    sources: set[str] = set()
+    for name, m in summary.get("models", {}).items():
+        if m.get("role") == "source":
+            continue
+        op, training = m.get("label"), m.get("training")
+        if op not in OPERATORS or training not in TRAININGS:
+            raise ValueError(f"model {name!r}: label {op!r} / training {training!r} is not a cell of Tables 7-8 "
+                             f"(labels: {', '.join(OPERATORS)}; training: {', '.join(TRAININGS)})")
+        if op in models[training]:
+            raise ValueError(f"models {models[training][op]!r} and {name!r} are both {op}, {training} training")
+        models[training][op] = name
+        clean = _number(m.get("clean_accuracy"))
+        white[training].setdefault("none", {})[op] = clean
+        black[training].setdefault("none", {})[op] = clean
+        for label, result in (m.get("whitebox") or {}).items():
+            kind = attack_kind(label)
+            if kind is not None:
+                white[training].setdefault(kind, {})[op] = _number(result)
+                labels.setdefault(kind, label)
+        for source, attacks in (m.get("transfer") or {}).items():
+            sources.add(source)
+            for label, value in attacks.items():
+                kind = attack_kind(label)
+                if kind in ("fgsm", "bim"):
+                    black[training].setdefault(kind, {})[op] = _number(value)
+        flags[name] = sorted(f for f, v in (m.get("flags") or {}).items()
+                             if (v.get("triggered") if isinstance(v, Mapping) else v))
+    if len(sources) > 1:
+        raise ValueError(f"Table 8 has one black-box source; the run has {sorted(sources)}")
+    prov = {k: summary.get(k) for k in ("run_id", "protocol", "dataset", "n_test", "n_train", "seed", "data_sha256",
+                                        "train_data_sha256", "command", "versions", "started", "finished", "eps")}
+    return Tables(white, black, models, flags, labels, next(iter(sources), None), prov)
+
+
+# ----------------------------------------------------------------------------- claims
+@dataclass
+class Claim:
+    """One claim of the paper, its rule, and the verdict on our numbers."""
+
+    key: str
+    text: str
+    rule: str
+    status: str  # "reproduced" | "not reproduced" | "mixed" | "not evaluated"
+    evidence: str
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _verdict(checks: list[bool | None]) -> str:
+    if not checks or any(c is None for c in checks):
+        return "not evaluated"
+    return "reproduced" if all(checks) else "not reproduced" if not any(checks) else "mixed"
+
+
+_BOUNDED = ("SphereConv", "BallConv", "TanhConv")
+#: An accuracy "low" under BIM, and a "far better" / "helps" margin, in fractions (the paper's own
+#: gaps are 50-75 points; these thresholds are the rules' and are printed with every verdict).
+LOW = 0.20
+MARGIN = 0.20
+
+
+def _cmp(a: float | None, b: float | None, op: Callable[[float, float], bool]) -> bool | None:
+    return None if a is None or b is None else op(a, b)
+
+
+def _bounded_beat_baseline(t: Tables, attack: str) -> tuple[list[bool | None], str]:
+    w = t.white["natural"].get(attack, {})
+    base = w.get("Baseline")
+    checks = [_cmp(w.get(op), base, lambda a, b: a > b) for op in _BOUNDED]
+    ev = f"Baseline {_pct(base)}; " + ", ".join(f"{op} {_pct(w.get(op))}" for op in _BOUNDED)
+    return checks, ev
+
+
+def _claim_clean(t: Tables) -> tuple[list[bool | None], str]:
+    return _bounded_beat_baseline(t, "none")
+
+
+def _claim_fgsm(t: Tables) -> tuple[list[bool | None], str]:
+    return _bounded_beat_baseline(t, "fgsm")
+
+
+def _claim_bim_low(t: Tables) -> tuple[list[bool | None], str]:
+    w = t.white["natural"].get("bim", {})
+    return [_cmp(w.get(op), LOW, lambda a, b: a < b) for op in OPERATORS], \
+        ", ".join(f"{op} {_pct(w.get(op))}" for op in OPERATORS)
+
+
+def _claim_at_baseline(t: Tables) -> tuple[list[bool | None], str]:
+    nat, adv = t.white["natural"], t.white["adversarial"]
+    f_nat, f_adv = nat.get("fgsm", {}).get("Baseline"), adv.get("fgsm", {}).get("Baseline")
+    b_adv = adv.get("bim", {}).get("Baseline")
+    checks = [_cmp(f_adv, f_nat, lambda a, b: a - b >= MARGIN), _cmp(b_adv, LOW, lambda a, b: a < b)]
+    return checks, (f"Baseline FGSM: natural {_pct(f_nat)}, adversarial {_pct(f_adv)}; "
+                    f"Baseline BIM after adversarial training {_pct(b_adv)}")
+
+
+def _claim_sphere_bim(t: Tables) -> tuple[list[bool | None], str]:
+    w = t.white["adversarial"].get("bim", {})
+    s = w.get("SphereConv")
+    return [_cmp(s, w.get(op), lambda a, b: a > b) for op in OPERATORS if op != "SphereConv"], \
+        ", ".join(f"{op} {_pct(w.get(op))}" for op in OPERATORS)
+
+
+def _claim_blackbox(t: Tables) -> tuple[list[bool | None], str]:
+    checks, parts = [], []
+    for op in OPERATORS:
+        wb, bb = t.white["adversarial"].get("bim", {}).get(op), t.black["adversarial"].get("bim", {}).get(op)
+        checks.append(_cmp(bb, wb, lambda a, b: a - b >= MARGIN))
+        parts.append(f"{op} {_pct(bb)} vs {_pct(wb)}")
+    return checks, "BIM black-box vs white-box, adversarial training: " + "; ".join(parts)
+
+
+def _claim_strong(t: Tables) -> tuple[list[bool | None], str]:
+    """Beyond the paper: bounded operators' FGSM advantage survives the strongest attack."""
+    nat = t.white["natural"]
+    strong = "autoattack" if nat.get("autoattack") else "pgd"
+    w = nat.get(strong, {})
+    base = w.get("Baseline")
+    checks = [_cmp(w.get(op), base, lambda a, b: a - b > 0.01) for op in _BOUNDED]
+    return checks, f"{strong}: Baseline {_pct(base)}; " + ", ".join(f"{op} {_pct(w.get(op))}" for op in _BOUNDED)
+
+
+#: (key, the paper's claim, the rule, the function that evaluates it)
+CLAIM_RULES: list[tuple[str, str, str, Callable[[Tables], tuple[list[bool | None], str]]]] = [
+    ("clean-accuracy", "Bounded operators reach higher clean accuracy than the baseline (natural training).",
+     "clean accuracy of each of SphereConv, BallConv, TanhConv > Baseline's", _claim_clean),
+    ("fgsm-natural", "Under natural training, bounded operators resist white-box FGSM better than the baseline.",
+     "white-box FGSM accuracy of each bounded operator > Baseline's", _claim_fgsm),
+    ("bim-natural-low", "White-box BIM drives every naturally trained model low.",
+     f"white-box BIM accuracy of every naturally trained model < {100 * LOW:.0f}%", _claim_bim_low),
+    ("fgsm-at-baseline", "FGSM adversarial training helps the baseline against FGSM but not against BIM.",
+     f"Baseline FGSM accuracy rises by >= {100 * MARGIN:.0f} points with adversarial training, and its BIM "
+     f"accuracy stays < {100 * LOW:.0f}%", _claim_at_baseline),
+    ("sphere-at-bim", "With adversarial training, SphereConv resists white-box BIM best.",
+     "adversarially trained SphereConv's BIM accuracy > every other adversarially trained model's", _claim_sphere_bim),
+    ("blackbox-vs-whitebox", "Adversarially trained models resist black-box attacks far better than white-box ones.",
+     f"for every adversarially trained model, black-box BIM accuracy >= white-box BIM accuracy + "
+     f"{100 * MARGIN:.0f} points", _claim_blackbox),
+    ("strong-attacks", "(Beyond the paper) The bounded operators' white-box advantage survives the strongest attack.",
+     "natural training: AutoAttack (else PGD) accuracy of each bounded operator > Baseline's + 1 point",
+     _claim_strong),
+]
+
+
+def judge_claims(tables: Tables) -> list[Claim]:
+    """Every claim of :data:`CLAIM_RULES`, judged on ``tables``."""
+    out = []
+    for key, text, rule, fn in CLAIM_RULES:
+        checks, evidence = fn(tables)
+        out.append(Claim(key, text, rule, _verdict(checks), evidence))
+    return out
+
+
+# ----------------------------------------------------------------------------- rendering
+_ROW_NAMES = {"none": "none (clean)", "fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "autoattack": "AutoAttack"}
+
+
+def render_markdown(tables: Tables, table: str, title: str | None = None) -> str:
+    """``table7`` or ``table8`` in the paper's layout: each cell ``ours (paper)`` in %, the extra
+    rows (strong attacks, Table 7 only) without a paper number, the masking flags per model,
+    the claims, and the provenance of every number."""
+    paper = PAPER_TABLES[table]
+    grid = tables.white if table == "table7" else tables.black
+    kind = "White-box" if table == "table7" else f"Black-box (transfer from {tables.source or '?'})"
+    lines = [f"# {title or ('Table 7' if table == 'table7' else 'Table 8')}: {kind} attacks on "
+             f"{tables.provenance.get('dataset')}, accuracy (%)", "",
+             "Each cell: ours (paper). Our numbers are read from the run's `summary.json`; the paper's from "
+             "Liu et al., CVPR 2018.", "",
+             "| training | attack | " + " | ".join(OPERATORS) + " |",
+             "|---|---|" + "---:|" * len(OPERATORS)]
+    rows = list(ATTACKS) + ([a for a in EXTRA_ATTACKS if any(grid[t].get(a) for t in TRAININGS)]
+                            if table == "table7" else [])
+    for training in TRAININGS:
+        for attack in rows:
+            cells = []
+            for op in OPERATORS:
+                ours = grid[training].get(attack, {}).get(op)
+                ref = paper[training].get(attack, {}).get(op)
+                cells.append(_pct(ours) + ("" if ref is None else f" ({ref:.2f})"))
+            label = tables.attack_labels.get(attack, "") if attack != "none" else ""
+            name = _ROW_NAMES[attack] + (f" `{label}`" if label else "")
+            lines.append(f"| {training} | {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Gradient-masking flags triggered (docs/masking_flags.md):", ""]
+    for training in TRAININGS:
+        for op in OPERATORS:
+            name = tables.models[training].get(op)
+            if name is not None:
+                lines.append(f"- {op}, {training} training (`{name}`): "
+                             f"{', '.join(tables.flags.get(name, [])) or 'none'}")
+    lines += ["", "## The paper's claims, judged by rule", "", "| claim | rule | verdict | numbers (ours, %) |",
+              "|---|---|---|---|"]
+    for c in judge_claims(tables):
+        lines.append(f"| {c.text} | {c.rule} | **{c.status}** | {c.evidence} |")
+    p = tables.provenance
+    lines += ["", "## Provenance", "",
+              f"- command: `{p.get('command')}`", f"- run: {p.get('run_id')}, protocol {p.get('protocol')}",
+              f"- seed: {p.get('seed')}; test examples: first {p.get('n_test')}; training examples: "
+              f"{p.get('n_train') or 'all'}", f"- data sha256: test {p.get('data_sha256')}, train "
+              f"{p.get('train_data_sha256')}", f"- versions: {p.get('versions')}",
+              f"- started {p.get('started')}, finished {p.get('finished')}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,113 @@
+"""The Tables 7-8 report: every number comes from the stored results, every claim is judged by rule."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from robustbench_dc.reproduce import OPERATORS, TABLE7, TABLE8, build_tables, judge_claims, render_markdown
+
+EPS = "eps0.0314"
+LABELS = {"fgsm": f"fgsm-linf-{EPS}-s1", "bim": f"bim-linf-{EPS}-s10", "pgd": f"pgd-linf-{EPS}-s20-r2",
+          "autoattack": f"autoattack-linf-{EPS}"}
+
+
+def _summary(white=TABLE7, black=TABLE8, strong: float | None = 0.01) -> dict:
+    """A run summary whose numbers are the paper's (so every claim of the paper holds), plus strong attacks."""
+    models = {"source": {"label": "Baseline", "training": "natural", "role": "source", "clean_accuracy": 0.8}}
+    for training in ("natural", "adversarial"):
+        for op in OPERATORS:
+            name = f"{op.lower()}-{training[:3]}"
+            wb = {LABELS[a]: {"robust_accuracy": white[training][a][op] / 100} for a in ("fgsm", "bim")}
+            if strong is not None:
+                wb[LABELS["pgd"]] = {"robust_accuracy": strong}
+                wb[LABELS["autoattack"]] = {"robust_accuracy": strong}
+            models[name] = {
+                "label": op, "training": training, "role": "model",
+                "clean_accuracy": white[training]["none"][op] / 100, "whitebox": wb,
+                "transfer": {"source": {LABELS[a]: black[training][a][op] / 100 for a in ("fgsm", "bim")}},
+                "flags": {"one-step-beats-iterative": {"triggered": op == "TanhConv"},
+                          "zero-gradients": {"triggered": False}},
+            }
+    return {"run_id": "r", "protocol": {"name": "table7-8-cpu"}, "dataset": "cifar10", "n_test": 1000, "seed": 0,
+            "data_sha256": "ab" * 32, "train_data_sha256": "cd" * 32, "command": "rbdc run protocols/x.yaml",
+            "versions": {"torch": "2.13.0"}, "models": models}
+
+
+def test_every_number_comes_from_the_summary() -> None:
+    summary = _summary()
+    t = build_tables(summary)
+    assert t.source == "source"
+    for training in ("natural", "adversarial"):
+        for attack in ("none", "fgsm", "bim"):
+            for op in OPERATORS:
+                assert t.value("table7", training, attack, op) == pytest.approx(TABLE7[training][attack][op] / 100)
+                assert t.value("table8", training, attack, op) == pytest.approx(TABLE8[training][attack][op] / 100)
+    changed = copy.deepcopy(summary)
+    changed["models"]["ballconv-adv"]["whitebox"][LABELS["bim"]]["robust_accuracy"] = 0.4321
+    changed["models"]["tanhconv-nat"]["transfer"]["source"][LABELS["fgsm"]] = 0.1234
+    t2 = build_tables(changed)
+    assert t2.value("table7", "adversarial", "bim", "BallConv") == 0.4321
+    assert t2.value("table8", "natural", "fgsm", "TanhConv") == 0.1234
+    md = render_markdown(t2, "table7")
+    assert "| adversarial | BIM `bim-linf-eps0.0314-s10` | 8.0 (7.96) | 35.1 (35.07) | 43.2 (17.38) | 19.9 (19.86) |" \
+        in md
+    assert "12.3 (50.61)" in render_markdown(t2, "table8")
+
+
+def test_missing_numbers_stay_missing() -> None:
+    summary = _summary(strong=None)
+    del summary["models"]["sphereconv-nat"]["whitebox"][LABELS["fgsm"]]
+    t = build_tables(summary)
+    assert t.value("table7", "natural", "fgsm", "SphereConv") is None
+    md = render_markdown(t, "table7")
+    assert "| natural | FGSM `fgsm-linf-eps0.0314-s1` | 18.8 (18.82) | - (43.64) |" in md
+    assert "AutoAttack" not in md.split("## The paper")[0]  # no strong rows when none ran
+    claims = {c.key: c.status for c in judge_claims(t)}
+    assert claims["fgsm-natural"] == "not evaluated" and claims["strong-attacks"] == "not evaluated"
+
+
+def test_the_papers_own_numbers_reproduce_every_claim_of_the_paper() -> None:
+    claims = {c.key: c for c in judge_claims(build_tables(_summary()))}
+    for key in ("clean-accuracy", "fgsm-natural", "bim-natural-low", "fgsm-at-baseline", "sphere-at-bim",
+                "blackbox-vs-whitebox"):
+        assert claims[key].status == "reproduced", (key, claims[key].evidence)
+    # the strong attacks (1% for everyone) erase the bounded operators' advantage
+    assert claims["strong-attacks"].status == "not reproduced"
+
+
+@pytest.mark.parametrize("edit, key, status", [
+    (lambda w, b: w["natural"]["none"].update(BallConv=80.0), "clean-accuracy", "mixed"),
+    (lambda w, b: [w["natural"]["fgsm"].update({op: 10.0}) for op in ("SphereConv", "BallConv", "TanhConv")],
+     "fgsm-natural", "not reproduced"),
+    (lambda w, b: w["natural"]["bim"].update(TanhConv=30.0), "bim-natural-low", "mixed"),
+    (lambda w, b: w["adversarial"]["bim"].update(Baseline=40.0), "fgsm-at-baseline", "mixed"),
+    (lambda w, b: w["adversarial"]["bim"].update(TanhConv=36.0), "sphere-at-bim", "mixed"),
+    (lambda w, b: [b["adversarial"]["bim"].update({op: 20.0}) for op in OPERATORS], "blackbox-vs-whitebox",
+     "not reproduced"),
+])
+def test_each_claim_follows_its_rule(edit, key, status) -> None:
+    white, black = copy.deepcopy(TABLE7), copy.deepcopy(TABLE8)
+    edit(white, black)
+    claims = {c.key: c for c in judge_claims(build_tables(_summary(white, black)))}
+    assert claims[key].status == status, claims[key].evidence
+
+
+def test_flags_and_provenance_are_in_the_report() -> None:
+    md = render_markdown(build_tables(_summary()), "table7")
+    assert "- TanhConv, natural training (`tanhconv-nat`): one-step-beats-iterative" in md
+    assert "- Baseline, natural training (`baseline-nat`): none" in md
+    for text in ("command: `rbdc run protocols/x.yaml`", "seed: 0", "ab" * 32, "'torch': '2.13.0'"):
+        assert text in md
+
+
+def test_ambiguous_or_foreign_models_are_refused() -> None:
+    s = _summary()
+    s["models"]["extra"] = dict(s["models"]["baseline-nat"])
+    with pytest.raises(ValueError, match="both Baseline, natural training"):
+        build_tables(s)
+    s = _summary()
+    s["models"]["baseline-nat"]["label"] = "MyConv"
+    with pytest.raises(ValueError, match="label 'MyConv' / training 'natural' is not a cell"):
+        build_tables(s)
