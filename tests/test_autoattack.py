@@ -376,3 +376,17 @@ def test_apgd_step_loop_has_no_host_sync() -> None:  # pragma: no cover - GPU on
         apgd(model, x, y, 0.5, steps=30, threat_model="l2")
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_autoattack_l2_and_rand_configs(cnn) -> None:
+    from robustbench_dc.attacks import perturbation_norms
+
+    model, x, y = cnn
+    x, y = x[:24], y[:24]
+    spec = load_attack_config("autoattack-l2").model_copy(update={"eps": 1.5})
+    x_adv, parts = aa_mod.autoattack(model, x, y, 1.5, threat_model="l2")
+    assert float(perturbation_norms(x_adv, x, "l2").max()) <= 1.5 + 1e-5
+    assert parts[-1]["robust"] <= parts[1]["robust"] < parts[0]["robust"]
+    assert _acc(model, run_attack(model, x, y, spec), y) == pytest.approx(parts[-1]["robust"] / 24)
+    rand = load_attack_config("autoattack-rand")
+    assert rand.resolve("mnist").label == "autoattack-linf-eps0.3000-rand"

@@ -1,12 +1,15 @@
 """Third-party attack backends behind :class:`~robustbench_dc.attacks.spec.AttackSpec`.
 
 * ``torchattacks`` (Kim, "Torchattacks: A PyTorch Repository for Adversarial
-  Attacks", 2020): any attack class by (case-insensitive) name -- ``AutoAttack``,
-  ``APGD``, ``APGDT``, ``FAB``, ``Square``, ``CW``, ``PGD``, ``FGSM``, ``BIM``,
-  ``PGDL2``, ... The spec is mapped onto the constructor's arguments when it has
-  them: ``eps``; ``threat_model`` -> ``norm`` ("Linf" / "L2"); ``steps``;
-  ``step_size`` -> ``alpha``; ``random_start``; ``restarts`` -> ``n_restarts``;
-  ``seed``; ``loss``; the number of classes -> ``n_classes``; ``verbose=False``.
+  Attacks", 2020): any attack class by (case-insensitive) name -- ``APGD``,
+  ``APGDT``, ``FAB``, ``Square``, ``PGD``, ``FGSM``, ``BIM``, ``PGDL2``, ...;
+  its ``AutoAttack`` only as ``autoattack-10it`` and its ``CW`` not at all (see
+  :mod:`~robustbench_dc.attacks.guards`). The spec is mapped onto the constructor's
+  arguments when it has them: ``eps``; ``threat_model`` -> ``norm`` ("Linf" / "L2");
+  ``steps``; ``step_size`` -> ``alpha``; ``random_start``; ``restarts`` ->
+  ``n_restarts``; ``seed``; ``loss``; the model's number of classes -> ``n_classes``;
+  ``verbose=False``; and ``n_target_classes`` (APGDT, FAB: ``min(9, K - 1)``, or
+  ``params.n_target_classes``) is set on the attack after construction. Other
   ``spec.params`` are passed through last (and win).
 * ``foolbox`` 3 (Rauber et al., "Foolbox Native", JOSS 2020): any class of
   ``foolbox.attacks`` (``LinfPGD``, ``L2PGD``, ``FGSM``, ``L2CarliniWagnerAttack``,
@@ -229,7 +232,7 @@ def run_torchattacks(
 
     Example::
 
-        >>> spec = AttackSpec(name="autoattack", backend="torchattacks", eps=8 / 255).resolve()
+        >>> spec = AttackSpec(name="apgdt", backend="torchattacks", eps=8 / 255, steps=100).resolve()
         >>> x_adv = run_torchattacks(model, x, y, spec)
     """
     cls = _torchattacks_class(spec)
