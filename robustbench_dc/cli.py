@@ -141,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """The ``register(subparsers)`` functions of the sub-command modules."""
-    from . import cli_engine, cli_leaderboard, cli_lipschitz, cli_plot, cli_protocol
+    from . import cli_engine, cli_leaderboard, cli_lipschitz, cli_plot, cli_protocol, cli_reproduce
 
     return [cli_protocol.register, cli_engine.register, cli_lipschitz.register, cli_plot.register,
-            cli_leaderboard.register]
+            cli_leaderboard.register, cli_reproduce.register]
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

@@ -111,3 +111,41 @@ def test_ambiguous_or_foreign_models_are_refused() -> None:
     s["models"]["baseline-nat"]["label"] = "MyConv"
     with pytest.raises(ValueError, match="label 'MyConv' / training 'natural' is not a cell"):
         build_tables(s)
+
+
+def test_rbdc_reproduce_writes_tables_and_figures_from_run_folders(tmp_path, capsys) -> None:
+    import json
+
+    import numpy as np
+
+    from robustbench_dc.cli import main
+
+    tables_run = tmp_path / "t78"
+    tables_run.mkdir()
+    (tables_run / "summary.json").write_text(json.dumps(_summary()))
+    fig_run = tmp_path / "f67"
+    summary = {"run_id": "f", "dataset": "mnist", "seed": 0, "data_sha256": "ee" * 32, "command": "rbdc run f67",
+               "versions": {"torch": "2.13.0"}, "models": {}}
+    rng = np.random.default_rng(0)
+    for training in ("natural", "adversarial"):
+        for op in OPERATORS:
+            name = f"{op.lower()}-{training[:3]}"
+            summary["models"][name] = {"label": op, "training": training, "role": "model", "clean_accuracy": 0.9}
+            d = fig_run / "models" / name
+            d.mkdir(parents=True)
+            np.savez(d / "embedding.npz", features=rng.normal(size=(50, 2)), labels=np.arange(50) % 10)
+    (fig_run / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "figures"
+    assert main(["reproduce", "--tables", str(tables_run), "--figures", str(fig_run), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.split()
+    names = {p.split("/")[-1] for p in printed}
+    assert names == {"table7.md", "table8.md", "tables78.json", "figure6.png", "figure6.json", "figure7.png",
+                     "figure7.json"}
+    data = json.loads((out / "tables78.json").read_text())
+    assert data["ours"]["white_box"]["adversarial"]["bim"]["SphereConv"] == pytest.approx(0.3507)
+    assert {c["key"]: c["status"] for c in data["claims"]}["sphere-at-bim"] == "reproduced"
+    fig7 = json.loads((out / "figure7.json").read_text())
+    assert fig7["models"] == ["baseline-adv", "sphereconv-adv", "ballconv-adv", "tanhconv-adv"]
+    assert fig7["data_sha256"] == "ee" * 32 and fig7["command"] == "rbdc run f67"
+    assert (out / "figure6.png").stat().st_size > 10_000
+    assert main(["reproduce", "--out", str(out)]) == 2  # nothing to read: a one-line error

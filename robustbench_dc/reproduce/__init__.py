@@ -6,6 +6,8 @@ built from a protocol run's stored results, and the paper's claims judged by rul
 * :func:`judge_claims` -- each claim: reproduced / not reproduced / mixed / not evaluated, with
   the numbers that decide it.
 * :func:`render_markdown` -- ``figures/table7.md`` / ``figures/table8.md``.
+* :func:`write_report` -- the whole report into a folder (``rbdc reproduce``), tables and
+  ``figure6.png`` / ``figure7.png`` from stored results.
 """
 
 from robustbench_dc.reproduce.paper import ATTACKS, OPERATORS, TABLE7, TABLE8, TRAININGS
@@ -18,6 +20,7 @@ from robustbench_dc.reproduce.tables import (
     judge_claims,
     render_markdown,
 )
+from robustbench_dc.reproduce.report import write_figures, write_report, write_tables
 
 __all__ = ["OPERATORS", "TRAININGS", "ATTACKS", "TABLE7", "TABLE8", "Tables", "Claim", "CLAIM_RULES",
-           "attack_kind", "build_tables", "judge_claims", "render_markdown"]
+           "attack_kind", "build_tables", "judge_claims", "render_markdown", "write_report", "write_tables", "write_figures"]

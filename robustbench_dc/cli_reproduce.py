@@ -1,0 +1,28 @@
+"""``rbdc reproduce``: the Decoupled Networks reproduction report (Tables 7-8, Figures 6-7) from
+stored run results. Only this module prints; :mod:`robustbench_dc.reproduce` writes."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "cmd_reproduce"]
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import write_report
+
+    for path in write_report(args.out, tables_run=args.tables, figures_run=args.figures):
+        print(path)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``reproduce`` sub-command."""
+    p = sub.add_parser("reproduce", help="write the paper-reproduction report from run folders",
+                       description="Tables 7-8 (ours beside the paper's, claims judged by rule) from a run of "
+                                   "protocols/table7-8-*.yaml, and Figures 6-7 from a run of "
+                                   "protocols/figures6-7.yaml, into OUT. Nothing is recomputed.")
+    p.add_argument("--tables", metavar="RUN_DIR", help="run folder of a Tables 7-8 protocol")
+    p.add_argument("--figures", metavar="RUN_DIR", help="run folder of the Figures 6-7 protocol")
+    p.add_argument("--out", default="figures", help="output folder (default: figures)")
+    p.set_defaults(func=cmd_reproduce)

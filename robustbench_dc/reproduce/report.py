@@ -1,0 +1,105 @@
+"""Write the reproduction report into a folder (``figures/``) from stored run results.
+
+* from a Tables 7-8 run folder: ``table7.md``, ``table8.md`` (ours beside the paper's, the claims
+  judged by rule, provenance) and ``tables78.json`` (every number and verdict, machine-readable);
+* from a Figures 6-7 run folder: ``figure6.png`` (natural training) and ``figure7.png``
+  (adversarial training), one panel per operator in the paper's order, drawn from the stored
+  embeddings, each with a ``.json`` of its provenance.
+
+Nothing is recomputed: the numbers come from ``summary.json``, the features from each model's
+``embedding.npz``.
+
+Example::
+
+    >>> write_report("figures", tables_run="runs/table7-8-cpu", figures_run="runs/figures6-7")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from robustbench_dc._atomic import atomic_write_text
+from robustbench_dc.reproduce.paper import OPERATORS, TABLE7, TABLE8
+from robustbench_dc.reproduce.tables import build_tables, judge_claims, render_markdown
+
+__all__ = ["write_report", "write_tables", "write_figures"]
+
+_FIGURES = {"natural": ("figure6", "Figure 6: 2-D features on MNIST, natural training"),
+            "adversarial": ("figure7", "Figure 7: 2-D features on MNIST, adversarial training")}
+
+
+def _summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no summary (run the protocol first: rbdc run ...)")
+    return json.loads(path.read_text())
+
+
+def write_tables(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """``table7.md``, ``table8.md`` and ``tables78.json`` from a Tables 7-8 run folder."""
+    run, out = Path(run_dir), Path(out_dir)
+    tables = build_tables(_summary(run))
+    written = []
+    for name in ("table7", "table8"):
+        path = out / f"{name}.md"
+        atomic_write_text(path, render_markdown(tables, name))
+        written.append(path)
+    payload = {"run_dir": str(run), "ours": {"white_box": tables.white, "black_box": tables.black},
+               "paper": {"table7": TABLE7, "table8": TABLE8}, "models": tables.models, "flags": tables.flags,
+               "attack_labels": tables.attack_labels, "source": tables.source,
+               "claims": [dataclasses.asdict(c) for c in judge_claims(tables)], "provenance": tables.provenance}
+    path = out / "tables78.json"
+    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    return written + [path]
+
+
+def write_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """``figure6.png`` / ``figure7.png`` (and their provenance ``.json``) from a Figures 6-7 run."""
+    from robustbench_dc.plots import load_run, plot_embeddings, save_figure
+
+    run, out = Path(run_dir), Path(out_dir)
+    loaded = load_run(run)
+    summary = loaded["summary"]
+    written: list[Path] = []
+    for training, (stem, title) in _FIGURES.items():
+        panels, names = [], []
+        for op in OPERATORS:
+            match = [(n, e) for n, e in loaded["models"].items()
+                     if e["info"].get("label") == op and e["info"].get("training") == training
+                     and e["info"].get("role", "model") == "model" and e.get("embedding")]
+            if len(match) > 1:
+                raise ValueError(f"{run}: several {op} models with {training} training: {[n for n, _ in match]}")
+            if match:
+                name, e = match[0]
+                names.append(name)
+                panels.append({"label": op, "features": e["embedding"]["features"], "labels": e["embedding"]["labels"],
+                               "accuracy": e["embedding"].get("accuracy", e["info"].get("clean_accuracy"))})
+        if not panels:
+            continue
+        fig = plot_embeddings(panels, title=title)
+        written += save_figure(fig, out / stem, formats=("png",))
+        prov = {"figure": f"{stem}.png", "run_dir": str(run), "models": names, "training": training,
+                **{k: summary.get(k) for k in ("run_id", "protocol", "dataset", "n_train", "n_test", "seed",
+                                               "data_sha256", "train_data_sha256", "command", "versions",
+                                               "finished")}}
+        path = out / f"{stem}.json"
+        atomic_write_text(path, json.dumps(prov, indent=1, sort_keys=True) + "\n")
+        written.append(path)
+    return written
+
+
+def write_report(out_dir: str | Path, *, tables_run: str | Path | None = None,
+                 figures_run: str | Path | None = None) -> list[Path]:
+    """Everything :mod:`robustbench_dc.reproduce` can write from the given run folders."""
+    if tables_run is None and figures_run is None:
+        raise ValueError("give a Tables 7-8 run folder, a Figures 6-7 run folder, or both")
+    written: list[Path] = []
+    if tables_run is not None:
+        written += write_tables(tables_run, out_dir)
+    if figures_run is not None:
+        written += write_figures(figures_run, out_dir)
+    return written
+
