@@ -147,5 +147,6 @@ def test_rbdc_reproduce_writes_tables_and_figures_from_run_folders(tmp_path, cap
     fig7 = json.loads((out / "figure7.json").read_text())
     assert fig7["models"] == ["baseline-adv", "sphereconv-adv", "ballconv-adv", "tanhconv-adv"]
     assert fig7["data_sha256"] == "ee" * 32 and fig7["command"] == "rbdc run f67"
+    assert fig7["report_command"] == f"rbdc reproduce --figures {fig_run} --out {out}"
     assert (out / "figure6.png").stat().st_size > 10_000
     assert main(["reproduce", "--out", str(out)]) == 2  # nothing to read: a one-line error

@@ -38,6 +38,16 @@ def _summary(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _report_command(out_dir: str | Path, tables_run: str | Path | None, figures_run: str | Path | None) -> str:
+    """The ``rbdc reproduce`` command that writes this report (recorded beside every output)."""
+    parts = ["rbdc reproduce"]
+    if tables_run is not None:
+        parts.append(f"--tables {tables_run}")
+    if figures_run is not None:
+        parts.append(f"--figures {figures_run}")
+    return " ".join(parts + [f"--out {out_dir}"])
+
+
 def write_tables(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """``table7.md``, ``table8.md`` and ``tables78.json`` from a Tables 7-8 run folder."""
     run, out = Path(run_dir), Path(out_dir)
@@ -50,7 +60,8 @@ def write_tables(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     payload = {"run_dir": str(run), "ours": {"white_box": tables.white, "black_box": tables.black},
                "paper": {"table7": TABLE7, "table8": TABLE8}, "models": tables.models, "flags": tables.flags,
                "attack_labels": tables.attack_labels, "source": tables.source,
-               "claims": [dataclasses.asdict(c) for c in judge_claims(tables)], "provenance": tables.provenance}
+               "claims": [dataclasses.asdict(c) for c in judge_claims(tables)], "provenance": tables.provenance,
+               "report_command": _report_command(out, run, None)}
     path = out / "tables78.json"
     atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
     return written + [path]
@@ -82,6 +93,7 @@ def write_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
         fig = plot_embeddings(panels, title=title)
         written += save_figure(fig, out / stem, formats=("png",))
         prov = {"figure": f"{stem}.png", "run_dir": str(run), "models": names, "training": training,
+                "report_command": _report_command(out, None, run), "started": summary.get("started"),
                 **{k: summary.get(k) for k in ("run_id", "protocol", "dataset", "n_train", "n_test", "seed",
                                                "data_sha256", "train_data_sha256", "command", "versions",
                                                "finished")}}
