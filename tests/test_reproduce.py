@@ -140,7 +140,7 @@ def test_rbdc_reproduce_writes_tables_and_figures_from_run_folders(tmp_path, cap
     printed = capsys.readouterr().out.split()
     names = {p.split("/")[-1] for p in printed}
     assert names == {"table7.md", "table8.md", "tables78.json", "figure6.png", "figure6.json", "figure7.png",
-                     "figure7.json"}
+                     "figure7.json", "figures67.md"}
     data = json.loads((out / "tables78.json").read_text())
     assert data["ours"]["white_box"]["adversarial"]["bim"]["SphereConv"] == pytest.approx(0.3507)
     assert {c["key"]: c["status"] for c in data["claims"]}["sphere-at-bim"] == "reproduced"
@@ -150,3 +150,28 @@ def test_rbdc_reproduce_writes_tables_and_figures_from_run_folders(tmp_path, cap
     assert fig7["report_command"] == f"rbdc reproduce --figures {fig_run} --out {out}"
     assert (out / "figure6.png").stat().st_size > 10_000
     assert main(["reproduce", "--out", str(out)]) == 2  # nothing to read: a one-line error
+
+
+def test_figure_claims_follow_their_rules() -> None:
+    import numpy as np
+
+    from robustbench_dc.reproduce.report import angular_accuracy, figure_claims
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 30)
+    angles = labels * 2 * np.pi / 10 + rng.normal(scale=0.05, size=labels.size)
+    radial = np.stack([np.cos(angles), np.sin(angles)], 1)
+    assert angular_accuracy(radial * rng.uniform(1, 100, size=(labels.size, 1)), labels) == 1.0
+    assert angular_accuracy(rng.normal(size=(labels.size, 2)), labels) < 0.5
+
+    def panels(scale_bounded: float, mixed_up: bool) -> dict:
+        feats = {op: radial * (100 if op == "Baseline" else scale_bounded) for op in OPERATORS}
+        if mixed_up:
+            feats["TanhConv"] = rng.normal(size=radial.shape) * scale_bounded
+        return {t: {op: {"features": f, "labels": labels} for op, f in feats.items()}
+                for t in ("natural", "adversarial")}
+
+    ok = {c.key: c.status for c in figure_claims(panels(7.0, False))}
+    assert ok == {"features-by-angle": "reproduced", "bounded-features": "reproduced"}
+    bad = {c.key: c.status for c in figure_claims(panels(60.0, True))}
+    assert bad == {"features-by-angle": "mixed", "bounded-features": "not reproduced"}

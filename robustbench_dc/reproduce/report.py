@@ -4,7 +4,8 @@
   judged by rule, provenance) and ``tables78.json`` (every number and verdict, machine-readable);
 * from a Figures 6-7 run folder: ``figure6.png`` (natural training) and ``figure7.png``
   (adversarial training), one panel per operator in the paper's order, drawn from the stored
-  embeddings, each with a ``.json`` of its provenance.
+  embeddings, each with a ``.json`` of its provenance, and ``figures67.md``: the claims about
+  the figures judged by rule on the stored features.
 
 Nothing is recomputed: the numbers come from ``summary.json``, the features from each model's
 ``embedding.npz``.
@@ -21,11 +22,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from robustbench_dc._atomic import atomic_write_text
 from robustbench_dc.reproduce.paper import OPERATORS, TABLE7, TABLE8
-from robustbench_dc.reproduce.tables import build_tables, judge_claims, render_markdown
+from robustbench_dc.reproduce.tables import Claim, _verdict, build_tables, judge_claims, render_markdown
 
-__all__ = ["write_report", "write_tables", "write_figures"]
+__all__ = ["write_report", "write_tables", "write_figures", "figure_claims", "angular_accuracy"]
 
 _FIGURES = {"natural": ("figure6", "Figure 6: 2-D features on MNIST, natural training"),
             "adversarial": ("figure7", "Figure 7: 2-D features on MNIST, adversarial training")}
@@ -67,6 +70,56 @@ def write_tables(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     return written + [path]
 
 
+def angular_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of classifying each feature by its angle alone: nearest class-mean direction (cosine)."""
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    classes = np.unique(labels)
+    means = np.stack([unit[labels == c].mean(0) for c in classes])
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    return float((classes[(unit @ means.T).argmax(1)] == labels).mean())
+
+
+#: Figures 6-7 claims (Decoupled Networks: the magnitude models intra-class variation, the angle the
+#: semantic difference; bounded operators bound the features), with their rules' thresholds.
+FIGURE_ANGLE_ACC = 0.9
+FIGURE_RANGE_RATIO = 0.25
+
+
+def figure_claims(panels: dict[str, dict[str, dict[str, Any]]]) -> list[Claim]:
+    """Claims about Figures 6-7 judged on the stored embeddings: ``panels[training][operator]`` =
+    ``{"features": (N, 2), "labels": (N,)}``."""
+    angle_checks: list[bool | None] = []
+    angle_ev, range_checks, range_ev = [], [], []
+    for training in ("natural", "adversarial"):
+        ops = panels.get(training, {})
+        for op in OPERATORS:
+            if op in ops:
+                acc = angular_accuracy(ops[op]["features"], ops[op]["labels"])
+                angle_checks.append(acc >= FIGURE_ANGLE_ACC)
+                angle_ev.append(f"{op} {training} {100 * acc:.1f}")
+            else:
+                angle_checks.append(None)
+        base = ops.get("Baseline")
+        base_r = float(np.abs(base["features"]).max()) if base else None
+        for op in OPERATORS[1:]:
+            r = float(np.abs(ops[op]["features"]).max()) if op in ops else None
+            range_checks.append(None if r is None or base_r is None else r <= FIGURE_RANGE_RATIO * base_r)
+            if r is not None and base_r is not None:
+                range_ev.append(f"{op} {training} {r:.3g} vs Baseline {base_r:.3g}")
+    return [
+        Claim("features-by-angle", "(Figures 6-7) The classes are separated by the angle of the features "
+              "(the angular function models the semantic difference).",
+              f"classifying test features by angle alone (nearest class-mean direction) is >= "
+              f"{100 * FIGURE_ANGLE_ACC:.0f}% accurate for every network", _verdict(angle_checks),
+              "angle-only accuracy (%): " + ", ".join(angle_ev)),
+        Claim("bounded-features", "(Figures 6-7) Bounded operators keep the features in a bounded region, "
+              "far smaller than the baseline's.",
+              f"largest absolute feature value of each bounded operator <= {FIGURE_RANGE_RATIO} x the "
+              "baseline's (same training)",
+              _verdict(range_checks), "largest absolute feature value: " + "; ".join(range_ev)),
+    ]
+
+
 def write_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """``figure6.png`` / ``figure7.png`` (and their provenance ``.json``) from a Figures 6-7 run."""
     from robustbench_dc.plots import load_run, plot_embeddings, save_figure
@@ -75,6 +128,7 @@ def write_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     loaded = load_run(run)
     summary = loaded["summary"]
     written: list[Path] = []
+    by_training: dict[str, dict[str, dict[str, Any]]] = {}
     for training, (stem, title) in _FIGURES.items():
         panels, names = [], []
         for op in OPERATORS:
@@ -88,6 +142,7 @@ def write_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
                 names.append(name)
                 panels.append({"label": op, "features": e["embedding"]["features"], "labels": e["embedding"]["labels"],
                                "accuracy": e["embedding"].get("accuracy", e["info"].get("clean_accuracy"))})
+                by_training.setdefault(training, {})[op] = e["embedding"]
         if not panels:
             continue
         fig = plot_embeddings(panels, title=title)
@@ -99,6 +154,16 @@ def write_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
                                                "finished")}}
         path = out / f"{stem}.json"
         atomic_write_text(path, json.dumps(prov, indent=1, sort_keys=True) + "\n")
+        written.append(path)
+    if by_training:
+        claims = figure_claims(by_training)
+        lines = ["# Figures 6-7: the paper's claims, judged by rule on the stored features", "",
+                 f"Run: `{summary.get('command')}` (seed {summary.get('seed')}, data sha256 "
+                 f"{summary.get('data_sha256')}); report: `{_report_command(out, None, run)}`.", "",
+                 "| claim | rule | verdict | numbers |", "|---|---|---|---|"]
+        lines += [f"| {c.text} | {c.rule} | **{c.status}** | {c.evidence} |" for c in claims]
+        path = out / "figures67.md"
+        atomic_write_text(path, "\n".join(lines) + "\n")
         written.append(path)
     return written
 
