@@ -50,7 +50,7 @@ from torch import nn
 
 from robustbench_dc.attacks._utils import per_example
 from robustbench_dc.attacks.losses import attack_loss
-from robustbench_dc.attacks.native import BestTracker, attack_mode
+from robustbench_dc.attacks.native import BestTracker, _direction, _project, attack_mode
 
 __all__ = ["apgd", "apgd_schedule", "default_n_target_classes", "check_dlr_classes", "ApgdStats"]
 
@@ -99,11 +99,9 @@ def check_dlr_classes(n_classes: int, targeted: bool, what: str = "APGD") -> Non
 
 @dataclass
 class ApgdStats:
-    """What a native APGD run did: gradient evaluations (forward-backward passes of single examples)
-    and the number of runs (restarts x target classes)."""
+    """What a native APGD run did: gradient evaluations (forward-backward passes of single examples)."""
 
     gradient_evaluations: int = 0
-    runs: int = 0
 
 
 def _start(x: torch.Tensor, eps: torch.Tensor, threat_model: str, generator: torch.Generator | None) -> torch.Tensor:
@@ -116,23 +114,12 @@ def _start(x: torch.Tensor, eps: torch.Tensor, threat_model: str, generator: tor
     return (x + eps * t / scale).clamp(0.0, 1.0)
 
 
-def _l2_project(x0: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    d = x - x0
-    norm = d.flatten(1).norm(dim=1).view_as(eps)
-    return (x0 + d / (norm + _TINY) * torch.minimum(eps, norm)).clamp(0.0, 1.0)
-
-
 def _step(x0: torch.Tensor, x: torch.Tensor, x_prev: torch.Tensor, g: torch.Tensor, eta: torch.Tensor,
           eps: torch.Tensor, threat_model: str, momentum: float) -> torch.Tensor:
-    """One APGD update (gradient step, projection, momentum, projection)."""
-    if threat_model == "linf":
-        z = torch.minimum(torch.maximum(x + eta * g.sign(), x0 - eps), x0 + eps).clamp(0.0, 1.0)
-        z = x + (z - x) * momentum + (x - x_prev) * (1 - momentum)
-        return torch.minimum(torch.maximum(z, x0 - eps), x0 + eps).clamp(0.0, 1.0)
-    gn = g.flatten(1).norm(dim=1).view_as(eps)
-    z = _l2_project(x0, x + eta * g / (gn + _TINY), eps)
+    """One APGD update: gradient step and projection, then momentum and projection again."""
+    z = _project(x0, x + eta * _direction(g, threat_model), eps, threat_model)
     z = x + (z - x) * momentum + (x - x_prev) * (1 - momentum)
-    return _l2_project(x0, z, eps)
+    return _project(x0, z, eps, threat_model)
 
 
 def _grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, target: torch.Tensor | None,
@@ -159,7 +146,6 @@ def _run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
     x_adv = start
     g, logits, obj = _grad(model, x_adv, y, loss, target, eot_iter)
     stats.gradient_evaluations += eot_iter * x_adv.shape[0]
-    stats.runs += 1
     success = logits.argmax(1) != y  # success is misclassification, also for APGD-T
     best.update_at(idx, x_adv, obj, success)
     x_best, g_best, obj_best = x_adv.clone(), g.clone(), obj.clone()
@@ -247,7 +233,7 @@ def apgd(
         rho (float): the oscillation threshold of the step-size rule. Default 0.75.
         seed (int): seed of the random starts. Default 0.
         compact (bool | None): misclassified examples leave the batch; None -> on the CPU only.
-        stats (ApgdStats | None): filled with the gradient evaluations and runs performed.
+        stats (ApgdStats | None): filled with the gradient evaluations performed.
 
     Returns:
         Tensor: (N, ...) per example the first misclassified iterate found, else the

@@ -40,13 +40,13 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from robustbench_dc.attacks._utils import eval_mode, seeded
+from robustbench_dc.attacks._utils import seeded
 from robustbench_dc.attacks.apgd import apgd, check_dlr_classes, default_n_target_classes
 from robustbench_dc.attacks.checks import check_adversarial
 from robustbench_dc.attacks.native import attack_mode
 from robustbench_dc.attacks.spec import AUTOATTACK_VERSIONS, AttackSpec
 
-__all__ = ["autoattack", "COMPONENTS", "VERSIONS", "component_budgets", "merge_breakdowns"]
+__all__ = ["autoattack", "COMPONENTS", "VERSIONS", "merge_breakdowns"]
 
 #: (model, x, y, eps, threat_model, seed, n_classes) -> adversarial inputs
 Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, str, int, int], torch.Tensor]
@@ -74,16 +74,14 @@ def _apgd(loss: str, targeted: bool, eot_iter: int) -> Runner:
     return run
 
 
-def _torchattacks(name: str, **params: Any) -> Runner:
+def _torchattacks(name: str, steps: int | None = None, **params: Any) -> Runner:
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, threat_model: str, seed: int,
             n_classes: int) -> torch.Tensor:
         from robustbench_dc.attacks.backends import run_torchattacks
 
-        extra = dict(params)
-        if name == "fab":
-            extra["n_target_classes"] = default_n_target_classes(n_classes)
+        # run_torchattacks sets n_classes and AutoAttack's min(9, K - 1) target classes from the model
         spec = AttackSpec(name=name, backend="torchattacks", threat_model=threat_model, eps=eps, seed=seed,
-                          steps=_STEPS if name == "fab" else None, params=extra)
+                          steps=steps, params=params)
         with seeded(seed, x.device):
             return run_torchattacks(model, x, y, spec)
     return run
@@ -96,7 +94,7 @@ COMPONENTS: dict[str, Component] = {
     "apgd-t": Component("apgd-t", "native", _apgd("dlr", True, 1),
                         lambda k: {"iterations": _STEPS, "restarts": 1,
                                    "target_classes": default_n_target_classes(k)}),
-    "fab-t": Component("fab-t", "torchattacks", _torchattacks("fab", multi_targeted=True),
+    "fab-t": Component("fab-t", "torchattacks", _torchattacks("fab", steps=_STEPS, multi_targeted=True),
                        lambda k: {"iterations": _STEPS, "restarts": 1,
                                   "target_classes": default_n_target_classes(k)}),
     "square": Component("square", "torchattacks", _torchattacks("square", n_queries=_SQUARE_QUERIES, p_init=0.8),
@@ -112,12 +110,6 @@ VERSIONS: dict[str, tuple[str, ...]] = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
     "rand": ("apgd-ce-eot", "apgd-dlr-eot"),
 }
-
-
-def component_budgets(version: str, n_classes: int) -> list[dict[str, Any]]:
-    """Name, backend and budget of each component of ``version`` for a ``n_classes``-class model."""
-    return [{"component": COMPONENTS[c].name, "backend": COMPONENTS[c].backend,
-             "budget": COMPONENTS[c].budget(n_classes)} for c in VERSIONS[version]]
 
 
 def _check_classes(version: str, n_classes: int) -> None:
@@ -155,16 +147,16 @@ def autoattack(
     if version not in AUTOATTACK_VERSIONS:
         raise ValueError(f"version: must be one of {', '.join(AUTOATTACK_VERSIONS)}, got {version!r}")
     x, y = x.detach(), y.detach()
-    with torch.no_grad(), eval_mode(model):
-        clean_logits = model(x)
-    n_classes = clean_logits.shape[1]
-    _check_classes(version, n_classes)
-    robust = clean_logits.argmax(1) == y
     x_adv = x.clone()
-    parts: list[dict[str, Any]] = [{"component": "clean", "backend": None, "budget": {},
-                                    "attacked": 0, "robust": int(robust.sum()), "seconds": 0.0}]
     eps_t = torch.tensor(eps, dtype=x.dtype, device=x.device)
     with attack_mode(model, x):  # also for the torchattacks components: no weight gradients in FAB's backward
+        with torch.no_grad():
+            clean_logits = model(x)
+        n_classes = clean_logits.shape[1]
+        _check_classes(version, n_classes)
+        robust = clean_logits.argmax(1) == y
+        parts: list[dict[str, Any]] = [{"component": "clean", "backend": None, "budget": {},
+                                        "attacked": 0, "robust": int(robust.sum()), "seconds": 0.0}]
         for key in VERSIONS[version]:
             _run_component(COMPONENTS[key], model, x, y, x_adv, robust, eps, eps_t, threat_model, seed, n_classes,
                            parts)

@@ -49,7 +49,7 @@ from torch import nn
 from robustbench_dc.attacks._utils import eval_mode, model_device
 from robustbench_dc.attacks.apgd import default_n_target_classes
 from robustbench_dc.attacks.native import _project
-from robustbench_dc.attacks.spec import TORCHATTACKS_AUTOATTACK_10IT, AttackSpec
+from robustbench_dc.attacks.spec import NATIVE_ATTACKS, TORCHATTACKS_AUTOATTACK_10IT, AttackSpec
 
 __all__ = [
     "available_attacks",
@@ -117,8 +117,6 @@ def available_attacks(backend: str) -> list[str]:
     """Attack names of ``backend`` (``"native"``, ``"torchattacks"`` or ``"foolbox"``). torchattacks'
     ``AutoAttack`` and ``CW`` are listed under the names the suite accepts (see :mod:`.guards`)."""
     if backend == "native":
-        from robustbench_dc.attacks.spec import NATIVE_ATTACKS
-
         return sorted(NATIVE_ATTACKS)
     if backend == "torchattacks":
         names = [n for n in torchattacks_names() if n.lower() not in ("autoattack", "cw")]
@@ -265,8 +263,8 @@ def run_torchattacks(
         mapped["n_restarts"] = spec.restarts
     if spec.loss is not None:
         mapped["loss"] = spec.loss
-    n_classes = _n_classes(model, x)
-    if "n_classes" in accepted:
+    n_classes = _n_classes(model, x) if "n_classes" in accepted else None  # one forward, only when needed
+    if n_classes is not None:
         if spec.params.get("n_classes", n_classes) != n_classes:
             raise ValueError(f"params.n_classes: the model has {n_classes} classes, got {spec.params['n_classes']}")
         mapped["n_classes"] = n_classes  # torchattacks' default is 10, whatever the model
@@ -281,6 +279,7 @@ def run_torchattacks(
         atk = cls(model, **kwargs)
         if hasattr(atk, "n_target_classes") and lname != "autoattack":
             # torchattacks' APGDT / FAB target n_classes - 1 classes; AutoAttack's are min(9, K - 1)
+            n_classes = n_classes if n_classes is not None else _n_classes(model, x)
             n_t = default_n_target_classes(n_classes) if n_targets is None else int(n_targets)
             if not 1 <= n_t <= n_classes - 1:
                 raise ValueError(f"params.n_target_classes: must be in [1, {n_classes - 1}], got {n_t}")

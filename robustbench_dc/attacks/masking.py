@@ -155,18 +155,21 @@ def _make_flag(
     return MaskingFlag(name, triggered, value, threshold, message, doc, evaluated)
 
 
-def _family(r: AttackResult) -> str | None:
+def _spec(r: AttackResult) -> AttackSpec | None:
     try:
-        return AttackSpec.model_validate(r.spec).family
+        return AttackSpec.model_validate(r.spec)
     except Exception:  # worst-case results etc.
         return None
 
 
+def _family(r: AttackResult) -> str | None:
+    spec = _spec(r)
+    return None if spec is None else spec.family
+
+
 def _iterative(r: AttackResult) -> bool:
-    try:
-        return AttackSpec.model_validate(r.spec).iterative
-    except Exception:  # worst-case results etc.
-        return False
+    spec = _spec(r)
+    return spec is not None and spec.iterative
 
 
 def _group(results: list[AttackResult]) -> dict[tuple[str, float | None], list[AttackResult]]:
