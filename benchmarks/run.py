@@ -64,7 +64,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from robustbench_dc.runtime import configure_allocator  # noqa: E402
+from robustbench_dc.runtime import configure_allocator, machine_info  # noqa: E402
+from robustbench_dc.runtime import cpu_model as _cpu_model  # noqa: E402
+from robustbench_dc.runtime import usable_cores as _usable_cores  # noqa: E402
 
 SCHEMA = "robustbench-dc-benchmark/1"
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -256,13 +258,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
 
 
 # ----------------------------------------------------------------------------- helpers
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (all devices)."""
     random.seed(seed)
@@ -927,42 +922,6 @@ def run_quickstart(s: Settings) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- provenance
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _mem_total_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """CPU model, cores, memory and the GPU (if one was used)."""
-    info: dict[str, Any] = {
-        "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "usable_cores": _usable_cores(),
-        "memory_bytes": _mem_total_bytes(), "platform": platform.platform(), "machine": platform.machine(),
-        "gpu_used": device.type == "cuda", "cuda_available": torch.cuda.is_available(),
-        "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(gpu_name=props.name, gpu_memory_bytes=props.total_memory, cuda_version=torch.version.cuda)
-    return info
-
-
 def _slug(text: str) -> str:
     text = re.sub(r"\(r\)|\(tm\)|@.*$|\bcpu\b|\bprocessor\b|\d+-core", " ", text.lower())
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:40].strip("-")

@@ -17,9 +17,11 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import platform
 import sys
+from typing import Any
 
-__all__ = ["configure_allocator"]
+__all__ = ["configure_allocator", "cpu_model", "machine_info", "usable_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +50,49 @@ def configure_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 
             log.debug("mallopt unavailable: %s", exc)
     _state["configured"] = ok
     return ok
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mem_total_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def machine_info(device: "torch.device | str | None" = None) -> dict[str, Any]:
+    """CPU model, cores, memory and the GPU (if ``device`` is a CUDA device): recorded beside results."""
+    import torch
+
+    device = torch.device(device or "cpu")
+    info: dict[str, Any] = {
+        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "usable_cores": usable_cores(),
+        "memory_bytes": _mem_total_bytes(), "platform": platform.platform(), "machine": platform.machine(),
+        "gpu_used": device.type == "cuda", "cuda_available": torch.cuda.is_available(),
+        "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu_name=props.name, gpu_memory_bytes=props.total_memory, cuda_version=torch.version.cuda)
+    return info

@@ -8,6 +8,7 @@ sample (synthetic separable data if the data package is unavailable).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import re
@@ -547,6 +548,28 @@ def test_evaluate_whitebox_metrics_and_worst_case(cnn: nn.Module, test_xy) -> No
     d = json.loads(json.dumps(res.to_dict()))
     assert d["results"][1]["robust_correct"] == pg.robust_correct
     assert [f["name"] for f in d["flags"]] == list(FLAG_NAMES)
+
+
+def test_an_attack_on_a_prefix_equals_the_full_run_on_those_examples(cnn: nn.Module, test_xy) -> None:
+    from robustbench_dc.attacks.metrics import prefix
+
+    x, y = test_xy[0][:60], test_xy[1][:60]
+    attacks = [AttackSpec(name="fgsm", eps=0.1), AttackSpec(name="pgd", eps=0.1, steps=5)]
+    full = evaluate_whitebox(cnn, x, y, attacks, batch_size=32, masking=False)
+    part = evaluate_whitebox(cnn, x, y, attacks, batch_size=32, masking=False, n_examples=[None, 25])
+    assert [r.n for r in part.results] == [60, 25]
+    assert part.results[0].robust_correct == full.results[0].robust_correct
+    # batches of 32 over 25 examples: the same per-example outcome as the first 25 of the full run
+    assert part.results[1].robust_correct == full.results[1].robust_correct[:25]
+    assert dataclasses.asdict(prefix(full.results[1], 25)) == dataclasses.asdict(part.results[1]) | {
+        "seconds": full.results[1].seconds}
+    w = part.worst["linf-eps0.1000"]
+    assert w.n == 25 and w.robust_correct == full.worst["linf-eps0.1000"].robust_correct[:25]
+    assert prefix(full.results[0], 60) is full.results[0]
+    with pytest.raises(ValueError, match="one entry per attack"):
+        evaluate_whitebox(cnn, x, y, attacks, n_examples=[10])
+    with pytest.raises(ValueError, match=">= 1 or None"):
+        evaluate_whitebox(cnn, x, y, attacks, n_examples=[0, None])
 
 
 def test_masking_flags_documented_once_with_anchors() -> None:

@@ -171,6 +171,14 @@ MALFORMED = {
                             r"models\[0\].params: .*widht"),
     "transfer-to-nowhere": (lambda p: p["evaluation"]["transfer"].update(sources=["ghost"]),
                             r"evaluation.transfer.sources\[0\]: unknown model 'ghost'"),
+    "prefix-too-long": (lambda p: p["evaluation"]["attacks"].append({"config": "bim-linf", "n_test": 49}),
+                        r"evaluation.attacks\[2\].n_test: must be an integer in \[1, dataset.n_test=48\], got 49"),
+    "prefix-not-int": (lambda p: p["evaluation"]["attacks"].append({"config": "bim-linf", "n_test": True}),
+                       r"evaluation.attacks\[2\].n_test: must be an integer"),
+    "prefix-in-transfer": (lambda p: p["evaluation"]["transfer"].update(attacks=[{"config": "fgsm-linf",
+                                                                                  "n_test": 10}]),
+                           r"evaluation.transfer.attacks\[0\].n_test: a test-set prefix is allowed only in "
+                           r"evaluation.attacks"),
 }
 
 
@@ -251,3 +259,26 @@ def test_a_protocol_runs_the_published_autoattack_with_its_breakdown(tmp_path):
         board = json.loads(render_leaderboard(store.entries(), fmt="json"))  # `rbdc leaderboard show` JSON
     rows = board if isinstance(board, list) else board["entries"]
     assert rows[0]["components"][label] == parts
+
+
+def test_a_slow_attack_runs_on_a_prefix_of_the_test_set(tmp_path):
+    proto = _protocol(tmp_path, models=[{"name": "base", "arch": "mnist2d", "operator": "baseline",
+                                         "params": {"width": 0.125}, "recipe": {"base": "mnist-fast", "epochs": 1}}],
+                      evaluation={"attacks": ["fgsm-linf", {"config": "pgd-linf", "steps": 2, "n_test": 8}],
+                                  "batch_size": 5},
+                      lipschitz=None, figures=[])
+    proto["dataset"]["n_test"] = 16
+    run_protocol(_write(tmp_path, proto), tmp_path / "out", progress=False)
+    wb = json.loads((tmp_path / "out" / "models" / "base" / "whitebox.json").read_text())
+    fgsm, pgd = wb["results"]
+    assert (fgsm["n"], pgd["n"]) == (16, 8)
+    assert pgd["clean_correct"] == fgsm["clean_correct"][:8]
+    (worst,) = wb["worst"].values()
+    robust = [a and b for a, b in zip(fgsm["robust_correct"][:8], pgd["robust_correct"])]
+    assert worst["n"] == 8 and worst["robust_accuracy"] == sum(robust) / 8
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["models"]["base"]["whitebox"]["pgd-linf-eps0.3000-s2"]["n"] == 8
+    # the runner records each job's wall time and the machine beside the results
+    assert set(summary["job_seconds"]) == {"train:base", "whitebox:base"}
+    assert all(v > 0 for v in summary["job_seconds"].values())
+    assert summary["machine"]["usable_cores"] >= 1 and summary["machine"]["cpu_model"]

@@ -33,7 +33,7 @@ from robustbench_dc.attacks.masking import (
     diagnose_masking,
     flag_transfer_beats_whitebox,
 )
-from robustbench_dc.attacks.metrics import AttackResult, attack_result, worst_case
+from robustbench_dc.attacks.metrics import AttackResult, attack_result, prefix, worst_case
 from robustbench_dc.attacks.spec import AttackSpec
 from robustbench_dc.operators import compiled_responses, resolve_compile
 
@@ -126,6 +126,12 @@ def attack_work(specs: list[AttackSpec], n: int) -> int:
     return n * sum(_AUTOATTACK_WORK[s.version] if s.version else (s.steps or 1) * s.restarts for s in specs)
 
 
+def _worst_on_shared(results: list[AttackResult], name: str) -> AttackResult:
+    """The per-example worst case over the examples every attack of ``results`` ran on."""
+    shared = min(r.n for r in results)
+    return worst_case([prefix(r, shared) for r in results], name=name)
+
+
 def evaluate_whitebox(
     model: nn.Module,
     x: torch.Tensor,
@@ -139,6 +145,7 @@ def evaluate_whitebox(
     masking: bool | MaskingConfig = True,
     transfer: TransferResult | list[AttackResult] | None = None,
     compile: bool | str = "auto",
+    n_examples: list[int | None] | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on (x, y) under each attack, plus masking diagnostics.
 
@@ -179,41 +186,48 @@ def evaluate_whitebox(
         raise ValueError(f"attacks: duplicate attack labels {sorted(dup)}")
     dev = model_device(model, x.device)
     n = x.shape[0]
-    compiled = resolve_compile(compile, model, dev.type, attack_work(specs, n), COMPILE_MIN_ATTACK_WORK)
+    if n_examples is not None and len(n_examples) != len(specs):
+        raise ValueError(f"n_examples: one entry per attack ({len(specs)}), got {len(n_examples)}")
+    sizes = [n if k is None else min(int(k), n) for k in (n_examples or [None] * len(specs))]
+    if any(k < 1 for k in sizes):
+        raise ValueError(f"n_examples: every entry must be >= 1 or None, got {n_examples}")
+    compiled = resolve_compile(compile, model, dev.type, sum(attack_work([s], k) for s, k in zip(specs, sizes)),
+                               COMPILE_MIN_ATTACK_WORK)
     compiling = (lambda: compiled_responses(model)) if compiled else contextlib.nullcontext
     with eval_mode(model):
         clean_pred = batched_logits(model, x.to(dev), batch_size).argmax(1).cpu()
     clean_correct = clean_pred == y.cpu()
     results: list[AttackResult] = []
-    n_batches = (n + batch_size - 1) // batch_size
-    bar = tqdm(total=len(specs) * n_batches, disable=not progress, desc=f"white-box {model_name}")
+    bar = tqdm(total=sum((k + batch_size - 1) // batch_size for k in sizes), disable=not progress,
+               desc=f"white-box {model_name}")
     try:
-        for spec in specs:
+        for spec, n_spec in zip(specs, sizes):
             bar.set_postfix_str(spec.label)
             t0 = time.perf_counter()
-            adv_correct = torch.empty(n, dtype=torch.bool)
-            norms = torch.empty(n, dtype=torch.float64)
+            adv_correct = torch.empty(n_spec, dtype=torch.bool)
+            norms = torch.empty(n_spec, dtype=torch.float64)
             parts: list[list[dict[str, Any]]] = []
-            for i in range(0, n, batch_size):
-                xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
+            for i in range(0, n_spec, batch_size):
+                stop = min(i + batch_size, n_spec)
+                xb, yb = x[i:stop].to(dev), y[i:stop].to(dev)
                 with compiling():
                     x_adv, batch_parts = run_attack_detailed(model, xb, yb, spec)
                 if batch_parts is not None:
                     parts.append(batch_parts)
                 with torch.no_grad(), eval_mode(model):
-                    adv_correct[i : i + batch_size] = (model(x_adv).argmax(1) == yb).cpu()
-                norms[i : i + batch_size] = perturbation_norms(x_adv, xb, spec.threat_model).double().cpu()
+                    adv_correct[i:stop] = (model(x_adv).argmax(1) == yb).cpu()
+                norms[i:stop] = perturbation_norms(x_adv, xb, spec.threat_model).double().cpu()
                 bar.update(1)
             results.append(
-                attack_result(model_name, spec, clean_correct, adv_correct, norms,
-                              seconds=time.perf_counter() - t0, components=merge_breakdowns(parts, n) or None)
+                attack_result(model_name, spec, clean_correct[:n_spec], adv_correct, norms,
+                              seconds=time.perf_counter() - t0, components=merge_breakdowns(parts, n_spec) or None)
             )
     finally:
         bar.close()
     groups: dict[str, list[AttackResult]] = {}
     for r in results:
         groups.setdefault(group_key(r.threat_model, r.eps), []).append(r)
-    worst = {k: worst_case(v, name=f"worst-case[{k}]") for k, v in groups.items()}
+    worst = {k: _worst_on_shared(v, name=f"worst-case[{k}]") for k, v in groups.items()}
     flags: list[MaskingFlag] = []
     if masking is not False:
         cfg = masking if isinstance(masking, MaskingConfig) else MaskingConfig()
@@ -221,8 +235,10 @@ def evaluate_whitebox(
         if transfer is not None:
             cells = transfer if isinstance(transfer, list) else transfer.cells
             tr_cells = [c for c in cells if c.model == model_name]
+        shared = min(sizes)
         flags = diagnose_masking(
-            model, x, y, results, dataset=dataset, config=cfg, transfer=tr_cells, batch_size=batch_size
+            model, x[:shared], y[:shared], [prefix(r, shared) for r in results], dataset=dataset, config=cfg,
+            transfer=[prefix(c, shared) for c in tr_cells], batch_size=batch_size
         )
     return EvalResult(
         model=model_name,

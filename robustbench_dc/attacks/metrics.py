@@ -22,14 +22,14 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
 from robustbench_dc.attacks.spec import AttackSpec
 
-__all__ = ["AttackResult", "attack_result", "worst_case"]
+__all__ = ["AttackResult", "attack_result", "prefix", "worst_case"]
 
 
 def _nan_to_none(v: float | None) -> float | None:
@@ -155,6 +155,28 @@ def attack_result(
         seconds=seconds,
         components=components,
     )
+
+
+def prefix(result: AttackResult, m: int) -> AttackResult:
+    """``result`` restricted to its first ``m`` examples (unchanged when ``m >= result.n``).
+
+    Used to compare attacks run on different prefixes of the test set (a protocol may run a
+    slow attack on the first 500 of 1,000 images) on the examples they share. The
+    per-component breakdown of an ensemble counts all its examples, so it is dropped.
+    """
+    if m >= result.n:
+        return result
+    cc = torch.tensor(result.clean_correct[:m], dtype=torch.bool)
+    rc = torch.tensor(result.robust_correct[:m], dtype=torch.bool)
+    nm = torch.tensor(result.perturbation_norms[:m], dtype=torch.float64)[cc]
+    n_cc, n_rc = int(cc.sum()), int(rc.sum())
+    return replace(result, n=m, clean_accuracy=n_cc / m if m else float("nan"),
+                   robust_accuracy=n_rc / m if m else float("nan"),
+                   attack_success_rate=(n_cc - n_rc) / n_cc if n_cc else float("nan"),
+                   mean_perturbation=float(nm.mean()) if nm.numel() else None,
+                   max_perturbation=float(nm.max()) if nm.numel() else None,
+                   clean_correct=cc.tolist(), robust_correct=rc.tolist(),
+                   perturbation_norms=result.perturbation_norms[:m], components=None)
 
 
 def worst_case(results: list[AttackResult], name: str | None = None) -> AttackResult:

@@ -37,6 +37,7 @@ import torch
 
 from .. import __version__
 from .._atomic import atomic_write_bytes
+from ..runtime import machine_info
 from ..zoo import ZooModel
 from .plan import Job, Plan
 
@@ -167,12 +168,14 @@ def _run_train(ctx: _Context, job: Job) -> None:
 
 def _run_whitebox(ctx: _Context, job: Job) -> None:
     from ..attacks import evaluate_whitebox
+    from .plan import attack_prefix
 
     x, y = ctx.test_tensors()
     ev = ctx.plan.protocol.evaluation
     res = evaluate_whitebox(ctx.model(job.model), x, y, ctx.plan.attacks, batch_size=ev.batch_size,  # type: ignore[arg-type]
                             progress=ctx.progress, dataset=ctx.plan.models[job.model].dataset,  # type: ignore[index]
-                            model_name=job.model or "model", masking=ev.masking, compile=ev.compile)
+                            model_name=job.model or "model", masking=ev.masking, compile=ev.compile,
+                            n_examples=[attack_prefix(a) for a in ev.attacks])
     _write_json(ctx.run_dir / "models" / job.model / "whitebox.json", res.to_dict())  # type: ignore[operator]
 
 
@@ -283,7 +286,7 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
             entry["clean_accuracy"] = wb["clean_accuracy"]
             entry["whitebox"] = {r["attack"]: {k: r[k] for k in ("robust_accuracy", "attack_success_rate", "eps",
                                                                   "threat_model", "mean_perturbation",
-                                                                  "max_perturbation")}
+                                                                  "max_perturbation", "n")}
                                  | {"backend": r["spec"].get("backend", "native")}
                                  | ({"components": r["components"]} if r.get("components") else {})
                                  for r in wb["results"]}
@@ -324,6 +327,7 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
         "started": ctx.started, "finished": None if partial else datetime.now(timezone.utc).isoformat(),
         "command": "rbdc " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name == "rbdc" else None,
         "versions": versions, "models": models, "partial": partial,
+        "machine": machine_info(), "job_seconds": _job_seconds(plan, run),
     }
     _write_json(run / "summary.json", summary, sort_keys=False)  # models in protocol order
     return summary
@@ -334,6 +338,17 @@ def results_db(plan: Plan) -> Path:
     working directory) or ``RUN/results.sqlite``."""
     db = plan.protocol.leaderboard.db
     return Path(db) if db is not None else plan.output / "results.sqlite"
+
+
+def _job_seconds(plan: Plan, run_dir: Path) -> dict[str, float]:
+    """Wall time of each finished job as recorded in its marker (jobs of earlier sessions included;
+    the report job itself is still running and is not listed)."""
+    out = {}
+    for job in plan.jobs:
+        marker = _read(_marker(run_dir, job))
+        if marker is not None and marker.get("key") == job.key and "seconds" in marker:
+            out[job.id] = float(marker["seconds"])
+    return out
 
 
 def _run_report(ctx: _Context, job: Job) -> None:
@@ -382,7 +397,8 @@ def execute(plan: Plan, *, progress: bool = True, force: bool = False,
         t0 = time.perf_counter()
         _RUNNERS[job.kind](ctx, job)
         _write_json(_marker(run_dir, job), {"key": job.key, "job": job.id,
-                                            "finished": datetime.now(timezone.utc).isoformat()})
+                                            "finished": datetime.now(timezone.utc).isoformat(),
+                                            "seconds": time.perf_counter() - t0})
         result.executed.append(job.id)
         if on_job:
             on_job(job, "done", time.perf_counter() - t0)

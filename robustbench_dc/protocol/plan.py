@@ -104,7 +104,14 @@ _PAPER_LABELS = {"baseline": "Baseline", "sphere+cos": "SphereConv", "ball+cos":
                  "linear+cos": "LinearConv", "seg+cos": "SegConv", "log+cos": "LogConv", "mix+cos": "MixConv"}
 
 
-def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source: str) -> Any:
+def attack_prefix(entry: Any) -> int | None:
+    """The ``n_test`` of an attack entry: run it on the first that many test images (None: all)."""
+    return entry.get("n_test") if isinstance(entry, dict) else None
+
+
+def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source: str, *,
+            n_test: int | None = None) -> Any:
+    """Resolve one attack entry; ``n_test``: the dataset's test size where a prefix is allowed, else None."""
     from ..attacks import AttackSpec, available_attacks, load_attack_config
 
     try:
@@ -112,6 +119,12 @@ def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source
             spec = load_attack_config(entry)
         else:
             base = dict(entry)
+            k = base.pop("n_test", None)
+            if k is not None:
+                if n_test is None:
+                    raise ValueError("n_test: a test-set prefix is allowed only in evaluation.attacks (white-box)")
+                if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_test:
+                    raise ValueError(f"n_test: must be an integer in [1, dataset.n_test={n_test}], got {k!r}")
             ref = base.pop("config", None)
             spec = AttackSpec(**{**(load_attack_config(ref).model_dump() if ref else {}), **base})
         if eps is not None and (isinstance(entry, str) or "eps" not in entry):
@@ -133,7 +146,7 @@ def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source
     except Exception as exc:  # noqa: BLE001 - reported as a validation error
         msg = " ".join(str(exc).split())
         field_name = msg.split(":", 1)[0] if ":" in msg and " " not in msg.split(":", 1)[0] else ""
-        if field_name in ("eps", "name", "steps", "step_size", "threat_model", "backend", "loss"):
+        if field_name in ("eps", "name", "steps", "step_size", "threat_model", "backend", "loss", "n_test"):
             errors.append(f"{source}: {where}.{msg}")
         else:
             errors.append(f"{source}: {where}: {msg}")
@@ -232,7 +245,8 @@ def resolve(protocol: Protocol, provenance: dict[str, Any]) -> tuple[dict[str, R
         if r is not None:
             models[r.name] = r
     ev = protocol.evaluation
-    attacks = [_attack(a, ev.eps, f"evaluation.attacks[{i}]", errors, source) for i, a in enumerate(ev.attacks)]
+    attacks = [_attack(a, ev.eps, f"evaluation.attacks[{i}]", errors, source, n_test=protocol.dataset.n_test)
+               for i, a in enumerate(ev.attacks)]
     labels = [a.resolve(_model_dataset(protocol.dataset.name)).label for a in attacks if a is not None]
     dup = sorted({lab for lab in labels if labels.count(lab) > 1})
     if dup:
@@ -299,7 +313,10 @@ def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path
         train_keys[name] = key
         jobs.append(Job(f"train:{name}", "train", key, [], name))
     test = {"data": checks["test"], "n_test": ds.n_test}
-    attack_cfg = [a.model_dump(mode="json") for a in attacks]
+    attack_cfg: list[Any] = [a.model_dump(mode="json") for a in attacks]
+    prefixes = [attack_prefix(a) for a in ev.attacks]
+    if any(k is not None for k in prefixes):
+        attack_cfg = [{**c, "n_test": k} for c, k in zip(attack_cfg, prefixes)]
     for name in models:
         if models[name].role != "model":
             continue

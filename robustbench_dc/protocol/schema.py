@@ -12,6 +12,7 @@ A protocol is one YAML file::
       - {name: src, card: mnist2d-baseline-mnist, recipe: mnist-fast, seed: 1, role: source}
     evaluation:
       attacks: [fgsm-linf, bim-linf, pgd-linf]          # attacks/*.yaml names or inline specs
+      # an inline entry may run on a prefix of the test set: {config: autoattack-linf, n_test: 500}
       transfer: {sources: [src], targets: all, attacks: [fgsm-linf, bim-linf]}
       sweeps: [{attack: pgd-linf, eps: [0.1, 0.2, 0.3]}]
     lipschitz: {n: 100, norms: [l2, linf]}

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 from robustbench_dc.reproduce.paper import ATTACKS, OPERATORS, PAPER_TABLES, TRAININGS
 
 __all__ = ["Tables", "Claim", "build_tables", "judge_claims", "render_markdown", "attack_kind", "EXTRA_ATTACKS",
-           "CLAIM_RULES"]
+           "CLAIM_RULES", "strong_attack_gaps", "phase_seconds"]
 
 #: White-box rows beyond the paper's (the suite's strong attacks), in display order.
 EXTRA_ATTACKS: tuple[str, ...] = ("pgd", "autoattack")
@@ -56,6 +56,12 @@ class Tables:
     attack_labels: dict[str, str]
     source: str | None
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: per model (sources included): arch, operator, parameters, training, recipe, seed, role
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: test examples each white-box attack kind ran on (a strong attack may run on a prefix)
+    n_examples: dict[str, int] = field(default_factory=dict)
+    #: wall time per job of the run, in seconds, as the runner recorded it
+    job_seconds: dict[str, float] = field(default_factory=dict)
 
     def value(self, table: str, training: str, attack: str, operator: str) -> float | None:
         grid = self.white if table == "table7" else self.black
@@ -81,7 +87,11 @@ def build_tables(summary: Mapping[str, Any]) -> Tables:
     flags: dict[str, list[str]] = {}
     labels: dict[str, str] = {}
     sources: set[str] = set()
+    settings: dict[str, dict[str, Any]] = {}
+    n_examples: dict[str, int] = {}
     for name, m in summary.get("models", {}).items():
+        settings[name] = {k: m.get(k) for k in ("label", "role", "arch", "operator", "operator_params", "arch_params",
+                                                 "training", "recipe", "seed")}
         if m.get("role") == "source":
             continue
         op, training = m.get("label"), m.get("training")
@@ -99,6 +109,8 @@ def build_tables(summary: Mapping[str, Any]) -> Tables:
             if kind is not None:
                 white[training].setdefault(kind, {})[op] = _number(result)
                 labels.setdefault(kind, label)
+                if isinstance(result, Mapping) and isinstance(result.get("n"), int):
+                    n_examples.setdefault(kind, result["n"])
         for source, attacks in (m.get("transfer") or {}).items():
             sources.add(source)
             for label, value in attacks.items():
@@ -110,8 +122,10 @@ def build_tables(summary: Mapping[str, Any]) -> Tables:
     if len(sources) > 1:
         raise ValueError(f"Table 8 has one black-box source; the run has {sorted(sources)}")
     prov = {k: summary.get(k) for k in ("run_id", "protocol", "dataset", "n_test", "n_train", "seed", "data_sha256",
-                                        "train_data_sha256", "command", "versions", "started", "finished", "eps")}
-    return Tables(white, black, models, flags, labels, next(iter(sources), None), prov)
+                                        "train_data_sha256", "command", "versions", "started", "finished", "eps",
+                                        "machine")}
+    return Tables(white, black, models, flags, labels, next(iter(sources), None), prov, settings, n_examples,
+                  dict(summary.get("job_seconds") or {}))
 
 
 # ----------------------------------------------------------------------------- claims
@@ -235,6 +249,72 @@ def judge_claims(tables: Tables) -> list[Claim]:
     return out
 
 
+def strong_attack_gaps(tables: Tables) -> list[tuple[str, str, str, bool | None]]:
+    """Per (training, operator): does the model look robust under FGSM/BIM but not under the strong
+    attacks? Rule: its best FGSM/BIM accuracy exceeds its worst PGD/AutoAttack accuracy by at least
+    :data:`MARGIN`. Returns ``(training, operator, evidence, gap)`` (gap None when a number is missing)."""
+    out = []
+    for training in TRAININGS:
+        w = tables.white[training]
+        for op in OPERATORS:
+            if op not in tables.models[training]:
+                continue
+            weak = [w.get(a, {}).get(op) for a in ("fgsm", "bim")]
+            strong = [w.get(a, {}).get(op) for a in EXTRA_ATTACKS if w.get(a)]
+            ev = ", ".join(f"{_ROW_NAMES[a]} {_pct(w.get(a, {}).get(op))}"
+                           for a in ("fgsm", "bim") + tuple(a for a in EXTRA_ATTACKS if w.get(a)))
+            known_weak, known_strong = [v for v in weak if v is not None], [v for v in strong if v is not None]
+            gap = None if not known_weak or not known_strong else max(known_weak) - min(known_strong) >= MARGIN
+            out.append((training, op, ev, gap))
+    return out
+
+
+#: Phases of a Tables 7-8 run, by the kind of job (the part of a job id before ``:``).
+_PHASES = (("training", ("train",)), ("white-box attacks (with masking diagnostics)", ("whitebox",)),
+           ("transfer attacks", ("transfer",)), ("figures", ("figures",)))
+
+
+def phase_seconds(tables: Tables) -> dict[str, float]:
+    """Wall time per phase from the run's recorded job times (only phases that have jobs)."""
+    out: dict[str, float] = {}
+    for phase, kinds in _PHASES:
+        times = [v for k, v in tables.job_seconds.items() if k.split(":", 1)[0] in kinds]
+        if times:
+            out[phase] = sum(times)
+    return out
+
+
+def _recipe_text(r: Any) -> str:
+    if not isinstance(r, Mapping):
+        return str(r)
+    opt, sch, aug, adv = r.get("optimizer") or {}, r.get("schedule") or {}, r.get("augmentation") or {}, \
+        r.get("adversarial")
+    length = f"{r['epochs']} epochs" if r.get("epochs") else f"{r.get('iterations')} iterations"
+    sched = sch.get("name", "?") + (f" (warm-up {sch.get('warmup')})" if sch.get("name") == "onecycle" else "") + \
+        (f" (x{sch.get('gamma')} at {list(sch.get('milestones', []))})" if sch.get("name") == "step" else "")
+    augs = [x for x, on in (("flip", aug.get("flip")), (f"crop {aug.get('crop_padding')}", aug.get("crop_padding")))
+            if on]
+    text = (f"{length}, batch {r.get('batch_size')}, {opt.get('name')} lr {opt.get('lr')}, {sched}, "
+            f"augmentation: {', '.join(augs) or 'none'}, precision {r.get('precision')}, compile {r.get('compile')}")
+    if adv:
+        text += (f"; adversarial: {adv.get('method')} eps {adv.get('eps'):.4g}, ratio {adv.get('ratio')}, "
+                 f"{adv.get('steps')} step(s)")
+    return text
+
+
+def _machine_text(m: Any) -> str:
+    if not isinstance(m, Mapping):
+        return "not recorded"
+    gpu = f", GPU {m.get('gpu_name')}" if m.get("gpu_used") else ", no GPU"
+    mem = m.get("memory_bytes")
+    return (f"{m.get('cpu_model')}, {m.get('usable_cores')} usable cores"
+            + (f", {mem / 2**30:.0f} GiB memory" if mem else "") + gpu + f" ({m.get('platform')})")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
+
+
 # ----------------------------------------------------------------------------- rendering
 _ROW_NAMES = {"none": "none (clean)", "fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "autoattack": "AutoAttack"}
 
@@ -242,7 +322,8 @@ _ROW_NAMES = {"none": "none (clean)", "fgsm": "FGSM", "bim": "BIM", "pgd": "PGD"
 def render_markdown(tables: Tables, table: str, title: str | None = None) -> str:
     """``table7`` or ``table8`` in the paper's layout: each cell ``ours (paper)`` in %, the extra
     rows (strong attacks, Table 7 only) without a paper number, the masking flags per model,
-    the claims, and the provenance of every number."""
+    FGSM/BIM against the strong attacks, the claims, the scale and settings of every model, the
+    wall time per phase, and the provenance of every number."""
     paper = PAPER_TABLES[table]
     grid = tables.white if table == "table7" else tables.black
     kind = "White-box" if table == "table7" else f"Black-box (transfer from {tables.source or '?'})"
@@ -264,6 +345,12 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
             label = tables.attack_labels.get(attack, "") if attack != "none" else ""
             name = _ROW_NAMES[attack] + (f" `{label}`" if label else "")
             lines.append(f"| {training} | {name} | " + " | ".join(cells) + " |")
+    p = tables.provenance
+    n_all = p.get("n_test")
+    prefixes = {k: v for k, v in tables.n_examples.items() if n_all is not None and v != n_all}
+    lines += ["", f"Test examples: the first {n_all} of the test set"
+              + ("".join(f"; {_ROW_NAMES[k]} on the first {v}" for k, v in prefixes.items()) if table == "table7"
+                 else "") + "."]
     lines += ["", "Gradient-masking flags triggered (docs/masking_flags.md):", ""]
     for training in TRAININGS:
         for op in OPERATORS:
@@ -271,15 +358,42 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
             if name is not None:
                 lines.append(f"- {op}, {training} training (`{name}`): "
                              f"{', '.join(tables.flags.get(name, [])) or 'none'}")
+    gaps = strong_attack_gaps(tables) if table == "table7" else []
+    if any(g is not None for *_, g in gaps):
+        lines += ["", "## FGSM/BIM against the strong attacks", "",
+                  f"A model looks robust under FGSM/BIM but not under the strong attacks when its best FGSM/BIM "
+                  f"accuracy exceeds its worst PGD/AutoAttack accuracy by >= {100 * MARGIN:.0f} points"
+                  + (" (the strong attacks ran on a prefix of the same test examples)" if prefixes else "") + ".", ""]
+        for training, op, ev, gap in gaps:
+            verdict = ("**looks robust under FGSM/BIM but not under the strong attacks**" if gap
+                       else "not evaluated" if gap is None else "no such gap")
+            lines.append(f"- {op}, {training} training: {ev}: {verdict}")
     lines += ["", "## The paper's claims, judged by rule", "", "| claim | rule | verdict | numbers (ours, %) |",
               "|---|---|---|---|"]
     for c in judge_claims(tables):
         lines.append(f"| {c.text} | {c.rule} | **{c.status}** | {c.evidence} |")
-    p = tables.provenance
+    if tables.settings:
+        proto = p.get("protocol") or {}
+        lines += ["", "## Scale and settings", "", f"Protocol `{proto.get('path') or proto.get('name')}`"
+                  + (f": {proto.get('description')}" if proto.get("description") else "")
+                  + " Every setting the paper does not publish is stated in the protocol file's header.", "",
+                  "| model | role | operator | parameters | training recipe | seed |", "|---|---|---|---|---|---|"]
+        for name, m in tables.settings.items():
+            params = {**(m.get("arch_params") or {}), **(m.get("operator_params") or {})}
+            lines.append(f"| `{name}` | {m.get('label') or ''} ({m.get('role')}) | {m.get('arch')} "
+                         f"`{m.get('operator')}` | " + ", ".join(f"{k}={v}" for k, v in params.items())
+                         + f" | {_recipe_text(m.get('recipe'))} | {m.get('seed')} |")
+    phases = phase_seconds(tables)
+    if phases:
+        lines += ["", "## Wall time per phase", "", "| phase | wall time |", "|---|---:|"]
+        lines += [f"| {k} | {_minutes(v)} |" for k, v in phases.items()]
+        lines.append(f"| all jobs | {_minutes(sum(tables.job_seconds.values()))} |")
+        lines += ["", "Per job (s): " + ", ".join(f"{k} {v:.0f}" for k, v in tables.job_seconds.items())]
     lines += ["", "## Provenance", "",
               f"- command: `{p.get('command')}`", f"- run: {p.get('run_id')}, protocol {p.get('protocol')}",
               f"- seed: {p.get('seed')}; test examples: first {p.get('n_test')}; training examples: "
               f"{p.get('n_train') or 'all'}", f"- data sha256: test {p.get('data_sha256')}, train "
               f"{p.get('train_data_sha256')}", f"- versions: {p.get('versions')}",
+              f"- machine: {_machine_text(p.get('machine'))}",
               f"- started {p.get('started')}, finished {p.get('finished')}"]
     return "\n".join(lines) + "\n"
