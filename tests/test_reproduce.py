@@ -102,6 +102,52 @@ def test_flags_and_provenance_are_in_the_report() -> None:
         assert text in md
 
 
+def test_scale_settings_prefixes_and_phase_times_come_from_the_summary() -> None:
+    from robustbench_dc.reproduce import phase_seconds
+
+    s = _summary()
+    for m in s["models"].values():
+        for label, r in (m.get("whitebox") or {}).items():
+            r["n"] = 500 if label in (LABELS["pgd"], LABELS["autoattack"]) else 1000
+        m.update(arch="cnn9", operator_params={"rho": 1.0}, arch_params={"width": 0.25}, seed=0,
+                 recipe={"epochs": 4, "batch_size": 128, "optimizer": {"name": "adam", "lr": 0.003},
+                         "schedule": {"name": "onecycle", "warmup": 0.15},
+                         "augmentation": {"flip": True, "crop_padding": 4}, "precision": "auto", "compile": "auto",
+                         "adversarial": None})
+    s["job_seconds"] = {"train:baseline-nat": 100.0, "train:sphereconv-nat": 140.0, "whitebox:baseline-nat": 30.0,
+                        "transfer": 12.5, "figures": 2.0}
+    s["machine"] = {"cpu_model": "Test CPU", "usable_cores": 2, "memory_bytes": 2 ** 34, "gpu_used": False,
+                    "platform": "Linux"}
+    t = build_tables(s)
+    assert t.n_examples == {"fgsm": 1000, "bim": 1000, "pgd": 500, "autoattack": 500}
+    assert phase_seconds(t) == {"training": 240.0, "white-box attacks (with masking diagnostics)": 30.0,
+                                "transfer attacks": 12.5, "figures": 2.0}
+    md = render_markdown(t, "table7")
+    assert "Test examples: the first 1000 of the test set; PGD on the first 500; AutoAttack on the first 500." in md
+    assert "| training | 4.0 min (240 s) |" in md and "| all jobs | 4.7 min (284 s) |" in md
+    assert "4 epochs, batch 128, adam lr 0.003, onecycle (warm-up 0.15), augmentation: flip, crop 4" in md
+    assert "| `baseline-nat` | Baseline (model) | cnn9 `None` | width=0.25, rho=1.0 |" in md
+    assert "machine: Test CPU, 2 usable cores, 16 GiB memory, no GPU (Linux)" in md
+    assert "Protocol `table7-8-cpu`. Every setting the paper does not publish" in md
+    # the black-box table has no strong attacks and no prefix note
+    assert "on the first 500" not in render_markdown(t, "table8")
+
+
+def test_fgsm_bim_against_strong_attacks_is_said_by_rule() -> None:
+    from robustbench_dc.reproduce import strong_attack_gaps
+
+    gaps = {(tr, op): gap for tr, op, _, gap in strong_attack_gaps(build_tables(_summary(strong=0.01)))}
+    # natural SphereConv: FGSM 43.64% vs strong 1%: a gap; natural Baseline: FGSM 18.82% vs 1%: under 20 points
+    assert gaps[("natural", "SphereConv")] is True and gaps[("natural", "Baseline")] is False
+    md = render_markdown(build_tables(_summary(strong=0.01)), "table7")
+    assert ("- SphereConv, natural training: FGSM 43.6, BIM 8.9, PGD 1.0, AutoAttack 1.0: **looks robust under "
+            "FGSM/BIM but not under the strong attacks**") in md
+    assert "- Baseline, natural training: FGSM 18.8, BIM 8.7, PGD 1.0, AutoAttack 1.0: no such gap" in md
+    no_strong = build_tables(_summary(strong=None))
+    assert all(gap is None for *_, gap in strong_attack_gaps(no_strong))
+    assert "FGSM/BIM against the strong attacks" not in render_markdown(no_strong, "table7")
+
+
 def test_ambiguous_or_foreign_models_are_refused() -> None:
     s = _summary()
     s["models"]["extra"] = dict(s["models"]["baseline-nat"])

@@ -18,9 +18,11 @@ from robustbench_dc.reproduce.tables import (
     attack_kind,
     build_tables,
     judge_claims,
+    phase_seconds,
     render_markdown,
+    strong_attack_gaps,
 )
 from robustbench_dc.reproduce.report import write_figures, write_report, write_tables
 
 __all__ = ["OPERATORS", "TRAININGS", "ATTACKS", "TABLE7", "TABLE8", "Tables", "Claim", "CLAIM_RULES",
-           "attack_kind", "build_tables", "judge_claims", "render_markdown", "write_report", "write_tables", "write_figures"]
+           "attack_kind", "build_tables", "judge_claims", "render_markdown", "phase_seconds", "strong_attack_gaps", "write_report", "write_tables", "write_figures"]

@@ -302,6 +302,12 @@ def _recipe_text(r: Any) -> str:
     return text
 
 
+def _protocol_text(proto: Any) -> str:
+    if not isinstance(proto, Mapping):
+        return str(proto)
+    return f"`{proto.get('path') or proto.get('name')}`" + (f" (sha256 {proto['sha256']})" if proto.get("sha256") else "")
+
+
 def _machine_text(m: Any) -> str:
     if not isinstance(m, Mapping):
         return "not recorded"
@@ -375,7 +381,7 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
     if tables.settings:
         proto = p.get("protocol") or {}
         lines += ["", "## Scale and settings", "", f"Protocol `{proto.get('path') or proto.get('name')}`"
-                  + (f": {proto.get('description')}" if proto.get("description") else "")
+                  + (f": {proto.get('description').rstrip('.')}." if proto.get("description") else ".")
                   + " Every setting the paper does not publish is stated in the protocol file's header.", "",
                   "| model | role | operator | parameters | training recipe | seed |", "|---|---|---|---|---|---|"]
         for name, m in tables.settings.items():
@@ -390,7 +396,8 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
         lines.append(f"| all jobs | {_minutes(sum(tables.job_seconds.values()))} |")
         lines += ["", "Per job (s): " + ", ".join(f"{k} {v:.0f}" for k, v in tables.job_seconds.items())]
     lines += ["", "## Provenance", "",
-              f"- command: `{p.get('command')}`", f"- run: {p.get('run_id')}, protocol {p.get('protocol')}",
+              f"- command: `{p.get('command')}`", f"- run: {p.get('run_id')}, protocol "
+              f"{_protocol_text(p.get('protocol'))}",
               f"- seed: {p.get('seed')}; test examples: first {p.get('n_test')}; training examples: "
               f"{p.get('n_train') or 'all'}", f"- data sha256: test {p.get('data_sha256')}, train "
               f"{p.get('train_data_sha256')}", f"- versions: {p.get('versions')}",
