@@ -102,6 +102,11 @@ def _call(key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], args: t
     the key stays eager from then on; if the plain function fails too, the error is the
     caller's (bad shapes...) and is raised, with compilation left on.
     """
+    # One compiled function per call signature (rank, dtype, requires_grad of each tensor): Dynamo
+    # guards on these, and a layer family called with several signatures (conv and linear layers;
+    # trainable parameters in training, frozen ones under attack) would otherwise exhaust the
+    # recompile limit of a single function and fall back to eager. Batch sizes stay dynamic.
+    key = key + (tuple((a.dim(), a.dtype, a.requires_grad) if isinstance(a, Tensor) else type(a) for a in args),)
     entry = _COMPILED.get(key)
     if entry is None:
         fn = build()
