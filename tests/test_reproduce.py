@@ -221,3 +221,61 @@ def test_figure_claims_follow_their_rules() -> None:
     assert ok == {"features-by-angle": "reproduced", "bounded-features": "reproduced"}
     bad = {c.key: c.status for c in figure_claims(panels(60.0, True))}
     assert bad == {"features-by-angle": "mixed", "bounded-features": "not reproduced"}
+
+
+def _load_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_folder(root, summary: dict):
+    import json
+
+    root.mkdir(parents=True)
+    (root / "summary.json").write_text(json.dumps(summary))
+    return root
+
+
+def test_the_noise_between_two_runs_is_measured_cell_by_cell(tmp_path) -> None:
+    noise = _load_script("table78_noise")
+    a = _summary()
+    for i, m in enumerate(a["models"].values()):
+        m["checkpoint_sha256"] = f"{i:064x}"
+    a["protocol"]["sha256"] = "ff" * 32
+    b = copy.deepcopy(a)
+    b["models"]["ballconv-adv"]["whitebox"][LABELS["bim"]]["robust_accuracy"] += 0.004
+    b["models"]["ballconv-adv"]["checkpoint_sha256"] = "e" * 64
+    out = noise.compare(_run_folder(tmp_path / "a", a), _run_folder(tmp_path / "b", b))
+    assert out["same_protocol"] and out["same_seed"] and out["same_data"]
+    assert out["n_different"] == 1 and out["max_abs_difference"] == pytest.approx(0.004)
+    assert list(out["differences"]) == ["table7/adversarial/bim/BallConv"]
+    assert out["checkpoints_identical"]["ballconv-adv"] is False and out["checkpoints_identical"]["baseline-nat"]
+    same = noise.compare(tmp_path / "a", tmp_path / "a")
+    assert same["n_different"] == 0 and same["max_abs_difference"] == 0 and same["n_numbers"] > 40
+
+
+def test_phase_times_of_a_finished_run_are_read_not_retimed(tmp_path) -> None:
+    import json
+
+    phases = _load_script("table78_phases")
+    s = _summary()
+    s["job_seconds"] = {"train:baseline-nat": 61.0, "whitebox:baseline-nat": 9.5, "transfer": 4.0}
+    run = _run_folder(tmp_path / "run", s)
+    (run / "models" / "baseline-nat").mkdir(parents=True)
+    (run / "models" / "baseline-nat" / "train.json").write_text(json.dumps(
+        {"compiled": False, "iterations": 10, "history": [{"seconds": 30.0, "images_per_second": 100.0},
+                                                          {"seconds": 31.0, "images_per_second": 99.0}]}))
+    (run / "models" / "baseline-nat" / "whitebox.json").write_text(json.dumps(
+        {"results": [{"attack": "fgsm", "seconds": 2.5, "n": 1000}, {"attack": "aa", "seconds": 5.0, "n": 500}]}))
+    out = phases.measure(run)
+    assert out["phase_seconds"] == {"training": 61.0, "white-box attacks (with masking diagnostics)": 9.5,
+                                    "transfer attacks": 4.0}
+    assert out["training"]["baseline-nat"]["epoch_seconds"] == [30.0, 31.0]
+    assert out["whitebox"]["baseline-nat"] == {"job_seconds": 9.5, "crafting_seconds": {"fgsm": 2.5, "aa": 5.0},
+                                               "n": {"fgsm": 1000, "aa": 500}}
