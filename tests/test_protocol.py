@@ -282,3 +282,14 @@ def test_a_slow_attack_runs_on_a_prefix_of_the_test_set(tmp_path):
     assert set(summary["job_seconds"]) == {"train:base", "whitebox:base"}
     assert all(v > 0 for v in summary["job_seconds"].values())
     assert summary["machine"]["usable_cores"] >= 1 and summary["machine"]["cpu_model"]
+
+
+def test_a_resumed_run_keeps_the_start_of_its_first_job(tmp_path):
+    from robustbench_dc.protocol.execute import _first_start
+
+    jobs = tmp_path / ".jobs"
+    jobs.mkdir()
+    (jobs / "a.json").write_text(json.dumps({"finished": "2026-01-01T10:05:00+00:00", "seconds": 240.0}))
+    (jobs / "b.json").write_text(json.dumps({"finished": "2026-01-01T11:00:00+00:00", "seconds": 30.0}))
+    assert _first_start(tmp_path, "2026-01-01T10:30:00+00:00") == "2026-01-01T10:01:00+00:00"
+    assert _first_start(tmp_path, "2026-01-01T09:00:00+00:00") == "2026-01-01T09:00:00+00:00"

@@ -28,7 +28,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -340,6 +340,17 @@ def results_db(plan: Plan) -> Path:
     return Path(db) if db is not None else plan.output / "results.sqlite"
 
 
+def _first_start(run_dir: Path, recorded: str | None) -> str:
+    """When the run first started: the earliest of the summary's record and the start of every job
+    already done (a run killed before its first summary and resumed keeps its first start)."""
+    starts = [datetime.fromisoformat(recorded)] if recorded else []
+    for marker in (run_dir / ".jobs").glob("*.json"):
+        m = _read(marker) or {}
+        if m.get("finished") and isinstance(m.get("seconds"), (int, float)):
+            starts.append(datetime.fromisoformat(m["finished"]) - timedelta(seconds=float(m["seconds"])))
+    return min(starts).isoformat() if starts else datetime.now(timezone.utc).isoformat()
+
+
 def _job_seconds(plan: Plan, run_dir: Path) -> dict[str, float]:
     """Wall time of each finished job as recorded in its marker (jobs of earlier sessions included;
     the report job itself is still running and is not listed)."""
@@ -385,7 +396,7 @@ def execute(plan: Plan, *, progress: bool = True, force: bool = False,
         log.info("removed %d temporary file(s) left by an interrupted run", removed)
     ctx = _Context(plan, run_dir, progress)
     old = _read(run_dir / "summary.json")
-    ctx.started = (old or {}).get("started") or datetime.now(timezone.utc).isoformat()  # type: ignore[attr-defined]
+    ctx.started = _first_start(run_dir, (old or {}).get("started"))  # type: ignore[attr-defined]
     status = {} if force else job_status(plan, run_dir)
     result = RunResult(run_dir=run_dir, summary={})
     for job in plan.jobs:

@@ -386,7 +386,9 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
                   "| model | role | operator | parameters | training recipe | seed |", "|---|---|---|---|---|---|"]
         for name, m in tables.settings.items():
             params = {**(m.get("arch_params") or {}), **(m.get("operator_params") or {})}
-            lines.append(f"| `{name}` | {m.get('label') or ''} ({m.get('role')}) | {m.get('arch')} "
+            label, role = m.get("label") or "", m.get("role") or ""
+            who = label if role in label.lower() else f"{label} ({role})"
+            lines.append(f"| `{name}` | {who} | {m.get('arch')} "
                          f"`{m.get('operator')}` | " + ", ".join(f"{k}={v}" for k, v in params.items())
                          + f" | {_recipe_text(m.get('recipe'))} | {m.get('seed')} |")
     phases = phase_seconds(tables)
