@@ -46,8 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a protocol file (training, attacks, Lipschitz, figures, leaderboard)")
-    p.add_argument("protocol", help="protocol YAML, e.g. protocols/quickstart.yaml")
+    p = sub.add_parser("run", help="run a protocol (training, attacks, Lipschitz, figures, leaderboard)")
+    p.add_argument("protocol", help="a protocol YAML file, or the name of a bundled protocol (e.g. quickstart)")
     p.add_argument("--out", help="run folder (default: the protocol's output, else runs/<name>)")
     p.add_argument("--dry-run", action="store_true", help="print the job plan and what is cached; run nothing")
     p.add_argument("--force", action="store_true", help="re-run every job")

@@ -515,8 +515,10 @@ def resolve_eps(spec: AttackSpec, dataset: str | None = None) -> float:
 
 
 def attack_config_dir() -> Path:
-    """The repository's top-level ``attacks/`` directory of named YAML configs."""
-    return Path(__file__).resolve().parents[2] / "attacks"
+    """The bundled named attack configurations (``attacks/`` of a checkout, the same files in a wheel)."""
+    from robustbench_dc.resources import resource_dir
+
+    return resource_dir("attacks")
 
 
 def load_attack_config(name_or_path: str | Path, config_dir: str | Path | None = None) -> AttackSpec:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 from ..data.download import file_digest
+from ..resources import resource_dir
 from .registry import build_model, list_archs
 
 __all__ = ["ModelCard", "CardError", "card_dirs", "list_cards", "get_card", "load_card", "load_model",
@@ -37,7 +38,6 @@ __all__ = ["ModelCard", "CardError", "card_dirs", "list_cards", "get_card", "loa
 
 log = logging.getLogger(__name__)
 
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 class CardError(ValueError):
@@ -84,7 +84,7 @@ class ModelCard(BaseModel):
 def card_dirs() -> list[Path]:
     """Folders searched for cards, in order."""
     dirs = [Path(p) for p in os.environ.get("RBDC_MODELS", "").split(os.pathsep) if p]
-    dirs.append(REPO_MODELS)
+    dirs.append(resource_dir("models"))
     return dirs
 
 
