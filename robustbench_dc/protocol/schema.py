@@ -31,6 +31,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..errors import UserError
+
 __all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "find_protocol", "bundled_protocols", "ModelEntry", "DatasetSection",
            "Evaluation", "TransferSection", "SweepSection", "LipschitzSection", "LeaderboardSection",
            "SubmissionTemplate", "FIGURES"]
@@ -38,7 +40,7 @@ __all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "find
 FIGURES = ("embeddings", "eps_curves", "transfer", "lipschitz", "training")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UserError, ValueError):
     """A protocol that cannot run; ``errors`` holds one ``FILE: field: message`` line per problem."""
 
     def __init__(self, errors: list[str]) -> None:
