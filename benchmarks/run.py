@@ -64,6 +64,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from robustbench_dc.params import parse_params  # noqa: E402
 from robustbench_dc.runtime import configure_allocator, machine_info  # noqa: E402
 from robustbench_dc.runtime import cpu_model as _cpu_model  # noqa: E402
 from robustbench_dc.runtime import usable_cores as _usable_cores  # noqa: E402
@@ -274,29 +275,10 @@ def summarize(values: Iterable[float]) -> dict[str, float]:
 
 
 def parse_op(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"mix+sigmoid,weighted=separable,rho=0.5"`` -> ``("mix+sigmoid", {"weighted": "separable", "rho": 0.5})``."""
+    """``"mix+sigmoid,weighted=separable,rho=0.5"`` -> ``("mix+sigmoid", {"weighted": "separable", "rho": 0.5})``
+    (the values read by the library's ``KEY=VALUE`` parser, as ``rbdc --param`` reads them)."""
     name, *rest = [part.strip() for part in spec.split(",")]
-    params: dict[str, Any] = {}
-    for item in rest:
-        if "=" not in item:
-            raise ValueError(f"operator spec {spec!r}: expected key=value after the name, got {item!r}")
-        k, v = (t.strip() for t in item.split("=", 1))
-        params[k] = _parse_value(v)
-    return name, params
-
-
-def _parse_value(v: str) -> Any:
-    low = v.lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v
+    return name, parse_params(rest, what=f"operator spec {spec!r}")
 
 
 def format_op(name: str, params: dict[str, Any]) -> str:

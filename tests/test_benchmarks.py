@@ -108,9 +108,13 @@ def test_parse_op_round_trip() -> None:
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench  # dataclasses look their module up while the file executes
     spec.loader.exec_module(bench)
-    name, params = bench.parse_op("mix+sigmoid,weighted=separable,rho=0.5,learnable_rho=true")
-    assert name == "mix+sigmoid" and params == {"weighted": "separable", "rho": 0.5, "learnable_rho": True}
+    name, params = bench.parse_op("mix+sigmoid,weighted=separable,rho=0.5,learnable_rho=true,eps=1e-05")
+    assert name == "mix+sigmoid" and params == {"weighted": "separable", "rho": 0.5, "learnable_rho": True,
+                                                "eps": 1e-05}
     assert bench.parse_op(bench.format_op(name, params)) == (name, params)
+    assert bench.parse_op("tanh+cos,weighted=none") == ("tanh+cos", {"weighted": None})
+    with pytest.raises(ValueError, match="operator spec 'tanh\\+cos,rho': expected KEY=VALUE"):
+        bench.parse_op("tanh+cos,rho")  # the library's KEY=VALUE parser (a UsageError)
     s = bench.summarize([3.0, 1.0, float("nan"), 2.0])
     assert (s["min"], s["median"], s["max"], s["n"]) == (1.0, 2.0, 3.0, 3)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -306,15 +305,14 @@ def test_report_is_consistent_and_json_serialisable():
 
 
 def test_cli_handler_writes_the_json_report(tmp_path, capsys):
-    from robustbench_dc import cli_lipschitz
+    from robustbench_dc.cli import build_parser
 
-    parser = argparse.ArgumentParser()
-    cli_lipschitz.register(parser.add_subparsers(dest="command"))
     out = tmp_path / "lip.json"
-    args = parser.parse_args([
-        "lipschitz", "--arch", "mnist2d", "--operator", "tanh+cos", "--dataset", "mnist-sample",
+    args = build_parser().parse_args([
+        "lipschitz", "--arch", "mnist2d", "--operator", "tanh+cos", "--dataset", "mnist", "--data", "mnist-sample",
         "--param", "width=0.125", "--n", "8", "--clever-n", "1", "--clever-batches", "3", "--clever-samples", "4",
         "--ball-steps", "1", "--ball-samples", "2", "--iters", "20", "--json", str(out), "--no-progress"])
+    assert args.quiet  # --no-progress: the hidden alias of --quiet
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert "estimate (lower bound)" in text and "not computed:" in text and "CLEVER" in text

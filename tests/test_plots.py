@@ -15,7 +15,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-from robustbench_dc.cli_plot import register
+from robustbench_dc.cli.plot import register
 from robustbench_dc.plots import (
     CLASS_COLORS,
     load_run,
@@ -335,7 +335,7 @@ def test_cli_plot_subcommand(tmp_path, capsys):
 def test_plots_never_import_pyplot_or_torchvision():
     import subprocess
 
-    code = ("import sys, robustbench_dc.plots, robustbench_dc.cli_plot; "
+    code = ("import sys, robustbench_dc.plots, robustbench_dc.cli; "
             "bad = [m for m in ('matplotlib.pyplot', 'torchvision') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr

@@ -81,6 +81,7 @@ def test_protocol_runs_end_to_end(finished_run):
     assert len(tanh["flags"]) >= 6
     assert summary["models"]["base"]["clean_accuracy"] > 0.5  # the stripes are learnable
     assert summary["data_sha256"] and summary["versions"]["torch"]
+    assert summary["command"] is None  # a library call: no command line (never read from sys.argv)
     sweep = json.loads((out / "models" / "tanh" / "sweep-fgsm-linf.json").read_text())
     assert sweep["eps"] == [0.1, 0.3]
     emb = __import__("numpy").load(out / "models" / "tanh" / "embedding.npz")
@@ -236,6 +237,8 @@ def test_a_user_operator_file_is_submitted_to_the_leaderboard(tmp_path, capsys):
     assert code == 0, out
     assert "SoftSatConv" in out and "base (Baseline)" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["command"] == (f"rbdc leaderboard submit my_ops.py:SoftSatConv --protocol {path} "
+                                  f"--out {tmp_path / 'out'}")  # the command line main() was given
     assert summary["models"]["SoftSatConv"]["whitebox"]["fgsm-linf-eps0.3000-s1"]["robust_accuracy"] >= 0
 
 

@@ -262,11 +262,9 @@ def test_csv_and_json_round_trip(tmp_path):
         render_leaderboard(entries, "pdf")
 
 
-def test_cli_show_prints_and_writes(tmp_path, capsys, monkeypatch):
+def test_cli_show_prints_and_writes(tmp_path, capsys):
     import robustbench_dc.cli as cli
-    from robustbench_dc import cli_leaderboard
 
-    monkeypatch.setattr(cli, "_extensions", lambda: [cli_leaderboard.register])
     db = tmp_path / "results.sqlite"
     with ResultsStore(db) as store:
         store.ingest_summary(_summary())
@@ -282,3 +280,46 @@ def test_cli_show_prints_and_writes(tmp_path, capsys, monkeypatch):
     assert cli.main(["leaderboard", "show", "--db", str(tmp_path / "missing.sqlite")]) == 2
     assert "results database not found" in capsys.readouterr().err
     assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_find_db_picks_the_run_made_last(tmp_path, monkeypatch):
+    import os
+
+    from robustbench_dc.errors import MissingFileError, UserError
+    from robustbench_dc.results import find_db
+
+    with pytest.raises(MissingFileError, match=r"not found: no .*runs/results.sqlite nor"):
+        find_db(root=tmp_path / "runs")
+    with pytest.raises(UserError, match="results database not found: nope.sqlite"):
+        find_db("nope.sqlite")
+    shared, quick = tmp_path / "runs" / "results.sqlite", tmp_path / "runs" / "quickstart" / "results.sqlite"
+    for i, db in enumerate((shared, quick)):
+        with ResultsStore(db) as store:
+            store.ingest_summary(_summary(run_id=f"run-{i}"))
+        os.utime(db, (1_000_000 + i, 1_000_000 + i))
+    assert find_db(root=tmp_path / "runs") == quick
+    os.utime(shared, (2_000_000, 2_000_000))
+    assert find_db(root=tmp_path / "runs") == shared
+    assert find_db(quick) == quick  # given: used as it is
+
+
+def test_cli_leaderboard_without_db_reads_the_latest_run_and_says_which(tmp_path, capsys, monkeypatch):
+    import robustbench_dc.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["leaderboard"]) == 2
+    assert "results database not found" in capsys.readouterr().err
+    db = tmp_path / "runs" / "quickstart" / "results.sqlite"  # where `rbdc run quickstart` writes
+    with ResultsStore(db) as store:
+        store.ingest_summary(_summary())
+    for argv in (["leaderboard"], ["leaderboard", "show"], ["leaderboard", "--metric", FGSM, "show"]):
+        assert cli.main(argv) == 0
+        captured = capsys.readouterr()
+        assert f"results from {Path('runs') / 'quickstart' / 'results.sqlite'}" in captured.err
+        assert "| 1 |" in captured.out
+    # show's options given before the action are kept; after it they count too
+    assert cli.main(["leaderboard", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)
+    assert cli.main(["leaderboard", "show", "--format", "csv", "--db", str(db)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("rank,") and "results from" not in captured.err

@@ -6,7 +6,8 @@ budgets are L-inf 8/255 (CIFAR-10), 0.3 (MNIST) and L2 0.5 (CIFAR-10).
 
 * :class:`AttackSpec` -- validated attack description (native FGSM / BIM / PGD,
   any torchattacks or foolbox attack), :func:`load_attack_config` for the
-  repository's ``attacks/*.yaml``.
+  repository's ``attacks/*.yaml``, :func:`configure_attacks` for a named set with overrides;
+  :class:`AttackConfigError` for a configuration that cannot run.
 * :func:`run_attack` / :func:`run_attack_loader` -- the one entry point; every
   batch passes :func:`check_adversarial` (else :class:`ConstraintViolation`).
 * :func:`evaluate_whitebox` -> :class:`EvalResult` (metrics + masking flags),
@@ -49,10 +50,13 @@ from robustbench_dc.attacks.masking import (
 from robustbench_dc.attacks.metrics import AttackResult, attack_result, worst_case
 from robustbench_dc.attacks.native import bim, fgsm, pgd, projected_gradient_attack
 from robustbench_dc.attacks.spec import (
+    DEFAULT_ATTACKS,
     LARGE_EPS,
     NATIVE_ATTACKS,
     STANDARD_EPS,
+    AttackConfigError,
     AttackSpec,
+    configure_attacks,
     load_attack_config,
     resolve_eps,
 )
@@ -62,6 +66,9 @@ from robustbench_dc.attacks._utils import data_fingerprint, model_fingerprint
 
 __all__ = [
     "AttackSpec",
+    "AttackConfigError",
+    "DEFAULT_ATTACKS",
+    "configure_attacks",
     "NATIVE_ATTACKS",
     "STANDARD_EPS",
     "LARGE_EPS",

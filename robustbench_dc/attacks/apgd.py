@@ -50,7 +50,8 @@ from torch import nn
 
 from robustbench_dc.attacks._utils import per_example
 from robustbench_dc.attacks.losses import attack_loss
-from robustbench_dc.attacks.native import BestTracker, _direction, _project, attack_mode
+from robustbench_dc.attacks.spec import AttackConfigError
+from robustbench_dc.attacks._steps import BestTracker, _direction, _project, attack_mode
 
 __all__ = ["apgd", "apgd_schedule", "default_n_target_classes", "check_dlr_classes", "ApgdStats"]
 
@@ -86,11 +87,11 @@ def default_n_target_classes(n_classes: int) -> int:
 
 
 def check_dlr_classes(n_classes: int, targeted: bool, what: str = "APGD") -> None:
-    """Raise ``ValueError`` when the DLR loss is undefined for ``n_classes`` classes."""
+    """Raise :class:`AttackConfigError` (a ``ValueError``) when the DLR loss is undefined for ``n_classes`` classes."""
     need = 4 if targeted else 3
     if n_classes < need:
         kind = "targeted DLR (APGD-T)" if targeted else "DLR"
-        raise ValueError(
+        raise AttackConfigError(
             f"loss: {what} with the {kind} loss needs at least {need} classes (it divides by the gap "
             f"between the largest and the {'3rd/4th' if targeted else '3rd'} largest logits), the model has "
             f"{n_classes}; use loss 'ce' (untargeted)"
@@ -262,10 +263,10 @@ def apgd(
             check_dlr_classes(n_classes, targeted)
         if targeted:
             if n_classes < 2:
-                raise ValueError(f"targeted: needs at least 2 classes, got {n_classes}")
+                raise AttackConfigError(f"targeted: needs at least 2 classes, got {n_classes}")
             n_t = default_n_target_classes(n_classes) if n_target_classes is None else n_target_classes
             if not 1 <= n_t <= n_classes - 1:
-                raise ValueError(f"n_target_classes: must be in [1, {n_classes - 1}] for {n_classes} classes, got {n_t}")
+                raise AttackConfigError(f"n_target_classes: must be in [1, {n_classes - 1}] for {n_classes} classes, got {n_t}")
             ranked = clean_logits.argsort(dim=1, descending=True)
             targets: list[torch.Tensor | None] = [ranked[:, j] for j in range(1, n_t + 1)]
         else:

@@ -49,7 +49,8 @@ from torch import nn
 from robustbench_dc.attacks._utils import eval_mode, model_device
 from robustbench_dc.attacks.apgd import default_n_target_classes
 from robustbench_dc.attacks.native import _project
-from robustbench_dc.attacks.spec import NATIVE_ATTACKS, TORCHATTACKS_AUTOATTACK_10IT, AttackSpec
+from robustbench_dc.attacks.spec import NATIVE_ATTACKS, TORCHATTACKS_AUTOATTACK_10IT, AttackConfigError, AttackSpec
+from robustbench_dc.errors import UserError
 
 __all__ = [
     "available_attacks",
@@ -66,8 +67,8 @@ logger = logging.getLogger(__name__)
 _INSTALL_HINT = "pip install robustbench-dc[backends]"
 
 
-class BackendMissingError(ImportError):
-    """A third-party backend package is not installed."""
+class BackendMissingError(UserError, ImportError):
+    """A third-party backend package is not installed (the message says how to install it)."""
 
 
 def _import_backend(name: str) -> Any:
@@ -123,13 +124,13 @@ def available_attacks(backend: str) -> list[str]:
         return sorted(names + [TORCHATTACKS_AUTOATTACK_10IT])
     if backend == "foolbox":
         return foolbox_names()
-    raise ValueError(f"backend: must be 'native', 'torchattacks' or 'foolbox', got {backend!r}")
+    raise AttackConfigError(f"backend: must be 'native', 'torchattacks' or 'foolbox', got {backend!r}")
 
 
 def _lookup(module: Any, names: list[str], name: str, backend: str) -> Any:
     by_lower = {n.lower(): n for n in names}
     if name.lower() not in by_lower:
-        raise ValueError(
+        raise AttackConfigError(
             f"name: unknown {backend} attack {name!r}; available: {', '.join(names)}"
         )
     return getattr(module, by_lower[name.lower()])
@@ -148,7 +149,7 @@ def _call_kwargs(cls: type, mapped: dict[str, Any], params: dict[str, Any], labe
     kwargs = {k: v for k, v in mapped.items() if k in accepted}
     unknown = [k for k in params if k not in accepted and not has_var_kw]
     if unknown:
-        raise ValueError(
+        raise AttackConfigError(
             f"params: {cls.__name__} does not accept {unknown} (attack {label!r}); "
             f"accepted arguments: {', '.join(accepted)}"
         )
@@ -243,7 +244,7 @@ def run_torchattacks(
         fixed = "linf" if lname in _TA_LINF else "l2" if lname in _TA_L2 else None
         if fixed is not None and fixed != spec.threat_model:
             hint = {"pgd": " (use PGDL2 for l2)", "pgdl2": " (use PGD for linf)"}.get(lname, "")
-            raise ValueError(
+            raise AttackConfigError(
                 f"threat_model: torchattacks {cls.__name__} is a {fixed} attack, got "
                 f"{spec.threat_model!r}{hint}"
             )
@@ -266,7 +267,7 @@ def run_torchattacks(
     n_classes = _n_classes(model, x) if "n_classes" in accepted else None  # one forward, only when needed
     if n_classes is not None:
         if spec.params.get("n_classes", n_classes) != n_classes:
-            raise ValueError(f"params.n_classes: the model has {n_classes} classes, got {spec.params['n_classes']}")
+            raise AttackConfigError(f"params.n_classes: the model has {n_classes} classes, got {spec.params['n_classes']}")
         mapped["n_classes"] = n_classes  # torchattacks' default is 10, whatever the model
     _warn_unmapped(
         spec, accepted,
@@ -282,13 +283,13 @@ def run_torchattacks(
             n_classes = n_classes if n_classes is not None else _n_classes(model, x)
             n_t = default_n_target_classes(n_classes) if n_targets is None else int(n_targets)
             if not 1 <= n_t <= n_classes - 1:
-                raise ValueError(f"params.n_target_classes: must be in [1, {n_classes - 1}], got {n_t}")
+                raise AttackConfigError(f"params.n_target_classes: must be in [1, {n_classes - 1}], got {n_t}")
             atk.n_target_classes = n_t
         elif n_targets is not None:
-            raise ValueError(f"params.n_target_classes: torchattacks {cls.__name__} has no target classes")
+            raise AttackConfigError(f"params.n_target_classes: torchattacks {cls.__name__} has no target classes")
         if spec.targeted:
             if "targeted" not in getattr(atk, "supported_mode", []):
-                raise ValueError(
+                raise AttackConfigError(
                     f"targeted: torchattacks {cls.__name__} does not support targeted mode "
                     f"(supported: {getattr(atk, 'supported_mode', [])})"
                 )
@@ -346,7 +347,7 @@ def run_foolbox(
     if p is not None:
         tm = "linf" if p == float("inf") else "l2" if p == 2 else f"l{p:g}"
         if tm != spec.threat_model:
-            raise ValueError(
+            raise AttackConfigError(
                 f"threat_model: foolbox {_display(cls, spec)} is a {tm} attack, got {spec.threat_model!r}"
             )
     if spec.targeted:
@@ -361,7 +362,7 @@ def run_foolbox(
         try:
             raw, clipped, _ = attack(fmodel, x, criterion, epsilons=spec.eps)
         except NotImplementedError as e:
-            raise ValueError(f"foolbox {cls.__name__} cannot run {spec.label!r}: {e}") from e
+            raise AttackConfigError(f"foolbox {cls.__name__} cannot run {spec.label!r}: {e}") from e
     x_adv = (clipped if minimization else raw).detach().to(x.device)
     if minimization:
         n_proj = int(((clipped - raw).flatten(1).abs().amax(dim=1) > 0).sum())

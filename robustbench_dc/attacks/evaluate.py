@@ -34,7 +34,7 @@ from robustbench_dc.attacks.masking import (
     flag_transfer_beats_whitebox,
 )
 from robustbench_dc.attacks.metrics import AttackResult, attack_result, prefix, worst_case
-from robustbench_dc.attacks.spec import AttackSpec
+from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
 from robustbench_dc.operators import compiled_responses, resolve_compile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -183,7 +183,7 @@ def evaluate_whitebox(
     labels = [s.label for s in specs]
     dup = {lab for lab in labels if labels.count(lab) > 1}
     if dup:
-        raise ValueError(f"attacks: duplicate attack labels {sorted(dup)}")
+        raise AttackConfigError(f"attacks: duplicate attack labels {sorted(dup)}")
     dev = model_device(model, x.device)
     n = x.shape[0]
     if n_examples is not None and len(n_examples) != len(specs):

@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from robustbench_dc.attacks.spec import AttackConfigError
+
 __all__ = ["ce_loss", "margin_loss", "dlr_loss", "attack_loss", "make_targets", "attack_success"]
 
 _TINY = 1e-12
@@ -62,10 +64,10 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None 
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     if target is None:
         if k < 3:
-            raise ValueError(f"loss: 'dlr' needs at least 3 classes, got {k}; use 'ce' or 'margin'")
+            raise AttackConfigError(f"loss: 'dlr' needs at least 3 classes, got {k}; use 'ce' or 'margin'")
         return -(z_y - _other_max(logits, y)) / (srt[:, 0] - srt[:, 2] + _TINY)
     if k < 4:
-        raise ValueError(
+        raise AttackConfigError(
             f"loss: targeted 'dlr' needs at least 4 classes, got {k}; use 'ce' or 'margin'"
         )
     z_t = logits.gather(1, target[:, None]).squeeze(1)
@@ -120,7 +122,7 @@ def make_targets(
     """
     k = logits.shape[1]
     if k < 2:
-        raise ValueError(f"targeted: needs at least 2 classes, got {k}")
+        raise AttackConfigError(f"targeted: needs at least 2 classes, got {k}")
     if mode == "random":
         offset = torch.randint(1, k, y.shape, generator=generator, device=y.device)
         return (y + offset) % k

@@ -36,104 +36,23 @@ Example::
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import torch
 from torch import nn
 
-from robustbench_dc.attacks._utils import eval_mode, per_example
+from robustbench_dc.attacks._steps import (  # noqa: F401  (re-exported: native is where callers look)
+    _TINY,
+    BestTracker,
+    _direction,
+    _input_grad,
+    _project,
+    _random_start,
+    attack_mode,
+)
+from robustbench_dc.attacks._utils import per_example
 from robustbench_dc.attacks.losses import attack_loss, attack_success
 from robustbench_dc.attacks.spec import AttackSpec, default_step_size
 
 __all__ = ["projected_gradient_attack", "fgsm", "bim", "pgd", "run_native", "BestTracker", "attack_mode"]
-
-_TINY = 1e-12
-
-
-class BestTracker:
-    """Per-example bookkeeping of the best adversarial candidate.
-
-    A candidate replaces the current one for an example that has not succeeded
-    yet if it succeeds or has a higher objective. Updates use ``torch.where``
-    only (no host synchronisation).
-
-    Arguments:
-        x (Tensor): (N, ...) clean inputs (returned for examples without candidates).
-    """
-
-    def __init__(self, x: torch.Tensor) -> None:
-        self.x = x.detach().clone()
-        self.loss = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
-        self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-
-    def update_at(self, idx: torch.Tensor | None, cand: torch.Tensor, loss: torch.Tensor,
-                  success: torch.Tensor) -> None:
-        """:meth:`update` for the examples ``idx`` of the batch (all when ``None``)."""
-        if idx is None:
-            self.update(cand, loss, success)
-            return
-        take = ~self.success[idx] & (success | (loss > self.loss[idx]))
-        rows = idx[take]
-        self.x[rows] = cand[take].detach()
-        self.loss[rows] = loss[take].detach().to(self.loss.dtype)
-        self.success[rows] = self.success[rows] | success[take]
-
-    def take_rest_at(self, idx: torch.Tensor | None, cand: torch.Tensor) -> None:
-        """Candidates become the answer of every example (of ``idx``) without a success yet."""
-        if idx is None:
-            self.x = torch.where(self.success.view(-1, *([1] * (cand.dim() - 1))), self.x, cand.detach())
-            return
-        rows = idx[~self.success[idx]]
-        self.x[rows] = cand[~self.success[idx]].detach()
-
-    def update(self, cand: torch.Tensor, loss: torch.Tensor, success: torch.Tensor) -> None:
-        """Offer candidates ``cand`` (N, ...) with objective ``loss`` (N,) and bool ``success`` (N,)."""
-        take = ~self.success & (success | (loss > self.loss))
-        self.x = torch.where(take.view(-1, *([1] * (cand.dim() - 1))), cand.detach(), self.x)
-        self.loss = torch.where(take, loss.detach().to(self.loss.dtype), self.loss)
-        self.success = self.success | success
-
-
-def _random_start(
-    x: torch.Tensor, eps: torch.Tensor, threat_model: str, generator: torch.Generator | None
-) -> torch.Tensor:
-    """Uniform sample in the L-inf box, or uniform in the L2 ball (radius eps * u^(1/d))."""
-    if threat_model == "linf":
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return (2 * u - 1) * eps
-    d = x[0].numel()
-    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    direction = direction / direction.flatten(1).norm(dim=1).clamp_min(_TINY).view_as(eps)
-    u = torch.rand(eps.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return direction * eps * u.pow(1.0 / d)
-
-
-def _project(x0: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, threat_model: str) -> torch.Tensor:
-    """Project ``x`` onto the eps-ball around ``x0`` (per example), then onto [0, 1]."""
-    delta = x - x0
-    if threat_model == "linf":
-        delta = torch.maximum(torch.minimum(delta, eps), -eps)
-    else:
-        norm = delta.flatten(1).norm(dim=1).view_as(eps)
-        delta = delta * torch.clamp(eps / norm.clamp_min(_TINY), max=1.0)
-    return (x0 + delta).clamp(0.0, 1.0)
-
-
-def _input_grad(obj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """d(sum obj)/dx; zeros where the output does not depend differentiably on x."""
-    if not obj.requires_grad:
-        return torch.zeros_like(x)
-    (g,) = torch.autograd.grad(obj.sum(), x, allow_unused=True)
-    return torch.zeros_like(x) if g is None else g
-
-
-def _direction(g: torch.Tensor, threat_model: str) -> torch.Tensor:
-    if threat_model == "linf":
-        return g.sign()
-    norm = g.flatten(1).norm(dim=1).view(-1, *([1] * (g.dim() - 1)))
-    return g / norm.clamp_min(_TINY)
-
 
 def projected_gradient_attack(
     model: nn.Module,
@@ -234,48 +153,6 @@ def projected_gradient_attack(
             if r + 1 < restarts and bool(best.success.all()):  # one sync per restart
                 break
     return best.x.contiguous()
-
-
-@contextmanager
-def attack_mode(model: nn.Module, x: torch.Tensor, compact: bool | None = None) -> Iterator[bool]:
-    """How every attack of the suite runs the model: eval mode, parameters frozen (no weight gradients,
-    also for backends that call ``backward()``) and, on the CPU with 4-D inputs, channels-last weights.
-    Every flag and layout is restored on exit. Yields whether channels-last is on (then pass inputs
-    channels-last too)."""
-    compact = x.device.type == "cpu" if compact is None else compact
-    channels_last = compact and x.dim() == 4
-    with eval_mode(model), _frozen_parameters(model), _channels_last(model, channels_last):
-        yield channels_last
-
-
-@contextmanager
-def _channels_last(model: nn.Module, enabled: bool) -> Iterator[None]:
-    """4-D weights in channels-last layout during the attack (faster CPU convolutions);
-    the original layout is restored afterwards. Values are unchanged."""
-    converted = []
-    if enabled:
-        for p in model.parameters():
-            if p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last):
-                p.data = p.data.contiguous(memory_format=torch.channels_last)
-                converted.append(p)
-    try:
-        yield
-    finally:
-        for p in converted:
-            p.data = p.data.contiguous()
-
-
-@contextmanager
-def _frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """Parameters stop requiring gradients during the attack (less autograd bookkeeping)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def fgsm(

@@ -50,10 +50,15 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from robustbench_dc.errors import UserError
 
 __all__ = [
     "AttackSpec",
+    "AttackConfigError",
+    "DEFAULT_ATTACKS",
+    "configure_attacks",
     "NATIVE_ATTACKS",
     "NATIVE_PARAMS",
     "AUTOATTACK_VERSIONS",
@@ -65,6 +70,14 @@ __all__ = [
     "load_attack_config",
     "attack_config_dir",
 ]
+
+
+
+class AttackConfigError(UserError, ValueError):
+    """An attack configuration that cannot run: an unknown name, an invalid field or override,
+    or settings that do not fit the model (a loss needing more classes, a backend class that
+    does not take a parameter); the message names the field."""
+
 
 ThreatModel = Literal["linf", "l2"]
 LossName = Literal["ce", "margin", "dlr"]
@@ -147,7 +160,7 @@ def canonical_dataset(dataset: str) -> str:
         if key.endswith(suffix):
             key = key[: -len(suffix)]
     if key not in _DATASET_ALIASES:
-        raise ValueError(
+        raise AttackConfigError(
             f"dataset: unknown dataset {dataset!r}; known: {', '.join(sorted(STANDARD_EPS))} "
             "(a '-sample' suffix is allowed)"
         )
@@ -432,10 +445,16 @@ class AttackSpec(BaseModel):
         import yaml
 
         text = Path(path).read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise AttackConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a YAML mapping of AttackSpec fields")
-        return cls.model_validate(data)
+            raise AttackConfigError(f"{path}: expected a YAML mapping of AttackSpec fields")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise AttackConfigError(f"{path}: {validation_message(exc)}") from None
 
     def to_yaml(self) -> str:
         """YAML text of the fields that differ from their defaults."""
@@ -495,7 +514,7 @@ def resolve_eps(spec: AttackSpec, dataset: str | None = None) -> float:
     if spec.eps is not None:
         return spec.eps
     if dataset is None:
-        raise ValueError(
+        raise AttackConfigError(
             f"eps: None means the dataset's standard eps, but no dataset was given for "
             f"attack {spec.label!r}; pass dataset=... or set eps"
         )
@@ -508,15 +527,17 @@ def resolve_eps(spec: AttackSpec, dataset: str | None = None) -> float:
     except Exception:  # registry unavailable or name unknown to it: fall back to STANDARD_EPS
         value = STANDARD_EPS[canonical_dataset(dataset)].get(spec.threat_model)
     if value is None:
-        raise ValueError(
+        raise AttackConfigError(
             f"eps: dataset {dataset!r} has no standard {spec.threat_model} budget; set eps explicitly"
         )
     return float(value)
 
 
 def attack_config_dir() -> Path:
-    """The repository's top-level ``attacks/`` directory of named YAML configs."""
-    return Path(__file__).resolve().parents[2] / "attacks"
+    """The bundled named attack configurations (``attacks/`` of a checkout, the same files in a wheel)."""
+    from robustbench_dc.resources import resource_dir
+
+    return resource_dir("attacks")
 
 
 def load_attack_config(name_or_path: str | Path, config_dir: str | Path | None = None) -> AttackSpec:
@@ -539,7 +560,49 @@ def load_attack_config(name_or_path: str | Path, config_dir: str | Path | None =
     if str(name_or_path).lower() in NATIVE_ATTACKS:
         return AttackSpec(name=str(name_or_path))
     known = sorted(q.stem for q in d.glob("*.yaml")) if d.is_dir() else []
-    raise ValueError(
+    raise AttackConfigError(
         f"attack config: unknown name {str(name_or_path)!r}; available in {d}: "
         f"{', '.join(known) if known else '(none)'}; or a native attack: {', '.join(NATIVE_ATTACKS)}"
     )
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line for a pydantic error of an :class:`AttackSpec`: ``field: message`` per problem."""
+    problems = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        problems.append(msg if not loc or msg.startswith(f"{loc}: ") else f"{loc}: {msg}")
+    return "; ".join(problems)
+
+
+#: The attack set of ``rbdc evaluate`` and ``rbdc transfer`` when none is named.
+DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm-linf", "bim-linf", "pgd-linf")
+
+
+def configure_attacks(names: list[str] | tuple[str, ...] | None = None, *, eps: float | None = None,
+                      backend: str | None = None, steps: int | None = None) -> list[AttackSpec]:
+    """Load named attack configurations (default :data:`DEFAULT_ATTACKS`) and apply overrides
+    to every one: ``eps``, ``backend`` and ``steps`` (not to FGSM, a one-step attack, nor to
+    AutoAttack, whose budgets are fixed by its version).
+
+    Raises:
+        AttackConfigError: an unknown name, or an override the attack does not accept.
+    """
+    specs = []
+    for name in names or DEFAULT_ATTACKS:
+        spec = load_attack_config(name)
+        changes: dict[str, Any] = {}
+        if eps is not None:
+            changes["eps"] = eps
+        if backend is not None:
+            changes["backend"] = backend
+        if steps is not None and spec.name not in ("fgsm", "autoattack"):
+            changes["steps"] = steps
+        if changes:
+            try:
+                spec = type(spec)(**{**spec.model_dump(), **changes})
+            except ValidationError as exc:
+                raise AttackConfigError(f"attack {name!r}: {validation_message(exc)}") from None
+        specs.append(spec)
+    return specs

@@ -51,7 +51,7 @@ from robustbench_dc.attacks.attack import run_attack, validate_inputs
 from robustbench_dc.attacks.checks import check_adversarial, perturbation_norms
 from robustbench_dc.attacks.masking import MaskingFlag, flag_transfer_beats_whitebox
 from robustbench_dc.attacks.metrics import AttackResult, attack_result
-from robustbench_dc.attacks.spec import AttackSpec
+from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
 
 __all__ = ["TransferResult", "evaluate_transfer", "craft_cached", "cache_path"]
 
@@ -222,7 +222,7 @@ def evaluate_transfer(
     specs = [s.resolve(dataset) for s in attacks]
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"attacks: duplicate attack labels {labels}")
+        raise AttackConfigError(f"attacks: duplicate attack labels {labels}")
     xc, yc = x.detach().cpu(), y.detach().cpu()
     data_key = data_fingerprint(xc, yc)
     keys = dict(model_keys or {})

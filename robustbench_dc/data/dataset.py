@@ -23,6 +23,7 @@ from robustbench_dc.data.download import locate
 from robustbench_dc.data.mnist import read_mnist_split
 from robustbench_dc.data.registry import SPLITS, canonical_name, dataset_info
 from robustbench_dc.data.sample import read_sample_split
+from robustbench_dc.errors import InvalidParameterError
 
 __all__ = ["ImageDataset", "load_dataset", "load_splits", "dataset_checksum", "content_checksum"]
 
@@ -107,6 +108,7 @@ def load_dataset(
     n: int | None = None,
     data_dir: str | Path | None = None,
     download: bool = True,
+    progress: bool | None = None,
 ) -> ImageDataset:
     """Load one split of a dataset, optionally only its first ``n`` examples.
 
@@ -117,11 +119,13 @@ def load_dataset(
         n: keep the first ``n`` examples in canonical order (RobustBench convention); None keeps all.
         data_dir: folder searched first for the files (see :mod:`robustbench_dc.data.download`).
         download: allow downloading missing files (``RBDC_OFFLINE=1`` also forbids it).
+        progress: show a progress bar while downloading; None shows it only on a terminal.
 
     Raises:
         DataError: unknown dataset, corrupt files.
         DatasetNotFoundError: files not found and not downloadable.
-        ValueError: bad ``split``, or ``n`` larger than the split.
+        InvalidParameterError: ``n`` larger than the split (a ``ValueError``).
+        ValueError: bad ``split``.
     """
     canonical = canonical_name(name)
     if split not in SPLITS:
@@ -130,12 +134,12 @@ def load_dataset(
     if canonical == "mnist-sample":
         images, labels, source = read_sample_split(split)
     else:
-        folder = locate(canonical, split, data_dir=data_dir, download=download)
+        folder = locate(canonical, split, data_dir=data_dir, download=download, progress=progress)
         images, labels = _READERS[canonical](folder, split)
         source = str(folder)
     if n is not None:
         if not 0 <= n <= len(labels):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"n={n} is out of range for {canonical} {split}: expected 0 <= n <= {len(labels)} (the maximum)"
             )
         images, labels = images[:n], labels[:n]

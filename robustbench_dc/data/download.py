@@ -206,6 +206,7 @@ def locate(
     data_dir: str | Path | None = None,
     download: bool = True,
     mirrors: Sequence[str] | None = None,
+    progress: bool | None = None,
 ) -> Path:
     """Return the folder holding ``split`` of dataset ``name``, downloading it if needed.
 
@@ -215,6 +216,7 @@ def locate(
         data_dir: a folder searched first (and the download target when writable).
         download: allow downloading missing files (``RBDC_OFFLINE=1`` also forbids it).
         mirrors: override the dataset's download mirrors (used by tests).
+        progress: show a download progress bar; None shows it only on a terminal.
 
     Raises:
         DatasetNotFoundError: the explicit ``data_dir`` does not exist, or the files are
@@ -247,7 +249,7 @@ def locate(
     else:
         target_root = explicit if explicit is not None and os.access(explicit, os.W_OK) else cache_dir()
         try:
-            return _download_dataset(files, split, target_root, mirrors or files.mirrors)
+            return _download_dataset(files, split, target_root, mirrors or files.mirrors, progress)
         except (DataError, OSError) as exc:
             why = f"the download failed ({_one_line(str(exc))})"
     *rest, last = files.split_files[split]
@@ -273,12 +275,13 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _download_dataset(files: DatasetFiles, split: str, root: Path, mirrors: Sequence[str]) -> Path:
+def _download_dataset(files: DatasetFiles, split: str, root: Path, mirrors: Sequence[str],
+                      progress: bool | None = None) -> Path:
     """Download what ``split`` needs into ``root/<download_subdir>`` and return that folder."""
     folder = root / files.download_subdir
     if files.archive is not None:
         root.mkdir(parents=True, exist_ok=True)
-        archive = download_file(files.archive, root, mirrors, md5=files.md5[files.archive])
+        archive = download_file(files.archive, root, mirrors, md5=files.md5[files.archive], progress=progress)
         try:
             extract_tar_safely(archive, root, member_prefix=files.download_subdir)
         finally:
@@ -287,7 +290,7 @@ def _download_dataset(files: DatasetFiles, split: str, root: Path, mirrors: Sequ
         folder.mkdir(parents=True, exist_ok=True)
         for fname in files.split_files[split]:
             if find_idx_file(folder, fname) is None:
-                download_file(fname, folder, mirrors, md5=files.md5[fname])
+                download_file(fname, folder, mirrors, md5=files.md5[fname], progress=progress)
     if not _has_split(folder, files, split):
         raise DownloadError(f"downloaded files for {files.name} are incomplete in {folder}")
     return folder

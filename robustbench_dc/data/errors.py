@@ -7,10 +7,12 @@ traceback.
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 __all__ = ["DataError", "DatasetNotFoundError", "DownloadError"]
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A dataset is unknown, corrupt, or could not be read."""
 
 

@@ -25,11 +25,11 @@ Example::
 from .clever import CleverResult, TargetScore, WeibullFit, clever_score, clever_scores, fit_reverse_weibull
 from .estimates import Estimate, gradient_norm_estimate, jacobian_norms, second_order_status
 from .layers import BoundResult, LayerNorm, affine_product_bound, layer_operator_norms, operator_norm
-from .report import CleverSummary, LipschitzReport, lipschitz_report
+from .report import CleverSummary, LipschitzReport, dataset_radii, lipschitz_report
 
 __all__ = [
     "Estimate", "gradient_norm_estimate", "jacobian_norms", "second_order_status",
     "CleverResult", "TargetScore", "WeibullFit", "clever_score", "clever_scores", "fit_reverse_weibull",
     "BoundResult", "LayerNorm", "affine_product_bound", "layer_operator_norms", "operator_norm",
-    "CleverSummary", "LipschitzReport", "lipschitz_report",
+    "CleverSummary", "LipschitzReport", "dataset_radii", "lipschitz_report",
 ]

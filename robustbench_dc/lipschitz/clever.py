@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..errors import InvalidParameterError
 from ._utils import (Clip, check_norm, chunks, clip_domain, dual_name, dual_norm, eval_mode, example_generator,
                      jacobian, model_device_dtype, sample_ball)
 
@@ -169,7 +170,7 @@ def clever_score(model: nn.Module, x0: Tensor, y0: int | Tensor | None = None, t
     norm = check_norm(norm)
     radius = DEFAULT_RADIUS[norm] if radius is None else float(radius)
     if radius <= 0 or n_batches < 1 or batch_size < 1:
-        raise ValueError(f"radius, n_batches, batch_size must be positive, got {radius}, {n_batches}, {batch_size}")
+        raise InvalidParameterError(f"radius, n_batches, batch_size must be positive, got {radius}, {n_batches}, {batch_size}")
     device, dtype = model_device_dtype(model)
     x0 = x0.to(device=device, dtype=dtype)
     if x0.dim() in (1, 3):
@@ -184,7 +185,7 @@ def clever_score(model: nn.Module, x0: Tensor, y0: int | Tensor | None = None, t
         c = int(logits0.argmax()) if y0 is None else int(y0)
         if target_class is not None:
             if not 0 <= int(target_class) < n_classes or int(target_class) == c:
-                raise ValueError(f"target_class: must be a class other than {c} in [0, {n_classes}), "
+                raise InvalidParameterError(f"target_class: must be a class other than {c} in [0, {n_classes}), "
                                  f"got {target_class}")
             targets = [int(target_class)]
         else:

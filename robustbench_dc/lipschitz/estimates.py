@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..errors import InvalidParameterError
 from ..operators import DecoupledLayer
 from ._utils import (Clip, check_norm, chunks, clip_domain, dual_name, dual_norm, eval_mode, example_generator,
                      jacobian, margin_and_grad, margin_from_logits, model_device_dtype, project_ball, sample_ball)
@@ -264,7 +265,7 @@ def gradient_norm_estimate(model: nn.Module, x: Tensor, y: Tensor, norm: str = "
     if method not in SEARCH_METHODS:
         raise ValueError(f"method: must be one of {SEARCH_METHODS}, got {method!r}")
     if ball_eps is not None and ball_eps < 0:
-        raise ValueError(f"ball_eps: must be >= 0, got {ball_eps}")
+        raise InvalidParameterError(f"ball_eps: must be >= 0, got {ball_eps}")
     device, dtype = model_device_dtype(model)
     x = x.to(device=device, dtype=dtype)
     y = y.to(device=device, dtype=torch.long)

@@ -12,11 +12,11 @@ from torch import Tensor, nn
 
 from ..operators import DecoupledLayer
 from ._utils import Clip, check_norm, eval_mode, model_device_dtype
-from .clever import CleverResult, clever_scores, summarize
+from .clever import DEFAULT_RADIUS, CleverResult, clever_scores, summarize
 from .estimates import Estimate, gradient_norm_estimate
 from .layers import BoundResult, LayerNorm, affine_product_bound, layer_operator_norms
 
-__all__ = ["CleverSummary", "LipschitzReport", "lipschitz_report"]
+__all__ = ["CleverSummary", "LipschitzReport", "lipschitz_report", "dataset_radii"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,24 @@ def _model_info(model: nn.Module) -> dict:
     decoupled = [n for n, m in model.named_modules() if isinstance(m, DecoupledLayer)]
     return {"class": type(model).__name__, "parameters": int(sum(p.numel() for p in model.parameters())),
             "decoupled_layers": len(decoupled), **({"info": info} if info else {})}
+
+
+def dataset_radii(dataset: str, ball_eps: Mapping[str, float | None] | None = None,
+                  clever_radius: Mapping[str, float | None] | None = None
+                  ) -> tuple[dict[str, float | None], dict[str, float]]:
+    """The ball-search radii and the CLEVER radii per norm (``"l2"``, ``"linf"``) for ``dataset``:
+    each value given, else the dataset's standard budget of that norm (CLEVER without one:
+    :data:`~robustbench_dc.lipschitz.clever.DEFAULT_RADIUS`). A ball radius of 0 or None
+    disables that ball search."""
+    from ..data import dataset_info
+
+    info = dataset_info(dataset)
+    budgets = {"l2": info.eps_l2, "linf": info.eps_linf}
+    ball_eps, clever_radius = dict(ball_eps or {}), dict(clever_radius or {})
+    ball = {k: budgets[k] if ball_eps.get(k) is None else ball_eps[k] for k in budgets}
+    radius = {k: clever_radius[k] if clever_radius.get(k) is not None else budgets[k] if budgets[k]
+              else DEFAULT_RADIUS[k] for k in budgets}
+    return ball, radius  # type: ignore[return-value]
 
 
 def lipschitz_report(model: nn.Module, x: Tensor, y: Tensor, norms: Sequence[str] = ("l2", "linf"),

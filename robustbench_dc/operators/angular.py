@@ -24,6 +24,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from ..errors import InvalidParameterError
+
 __all__ = ["Angular", "ANGULARS", "register_angular", "get_angular", "angle"]
 
 _ANGULAR_KEYWORDS = ("k",)
@@ -146,7 +148,7 @@ def get_angular(spec: str | Angular | Callable[..., Tensor]) -> Angular:
         return Angular(getattr(spec, "__name__", "custom"), spec, "", _accepted_keywords(spec))
     key = str(spec).lower()
     if key not in ANGULARS:
-        raise ValueError(f"angular: unknown {spec!r}; known: {', '.join(sorted(ANGULARS))}")
+        raise InvalidParameterError(f"angular: unknown {spec!r}; known: {', '.join(sorted(ANGULARS))}")
     return ANGULARS[key]
 
 

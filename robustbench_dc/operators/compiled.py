@@ -2,7 +2,7 @@
 
 Operators that the fused cosine path (:mod:`.fused`) does not cover (the ``linear``,
 ``sigmoid`` and ``sqcos`` angular functions, the ``nonlinear`` weighting, a per-channel
-radius) go through :func:`~robustbench_dc.operators.functional.decoupled_response`, where
+radius) go through :func:`~robustbench_dc.operators.response.decoupled_response`, where
 autograd records every element-wise step on the full ``(N, C_out, H, W)`` response and
 keeps its intermediates. Compiled with TorchInductor (:func:`compiled_response`), the same
 Python function becomes one forward kernel and one backward kernel that keep only the
@@ -43,6 +43,7 @@ from torch.autograd.function import once_differentiable
 
 from .angular import Angular
 from .magnitude import Magnitude
+from .response import decoupled_response
 
 __all__ = ["compile_available", "compiled_response", "compiled_cos_response"]
 
@@ -134,8 +135,6 @@ def _call(key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], args: t
 
 def _response_fn(magnitude: Magnitude, angular: Angular, weighted: str | None, alpha: float, beta: float,
                  k: float) -> Callable[..., Tensor]:
-    from .functional import decoupled_response
-
     def response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, rho: float | Tensor) -> Tensor:
         ct = _compute_dtype(dot.dtype)
         out = decoupled_response(dot.to(ct), xnorm.to(ct), wnorm.to(ct), magnitude=magnitude, angular=angular,
@@ -148,7 +147,7 @@ def _response_fn(magnitude: Magnitude, angular: Angular, weighted: str | None, a
 def compiled_response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: Magnitude, angular: Angular,
                       weighted: str | None = None, alpha: float = 1.0, beta: float = 0.5,
                       rho: float | Tensor = 1.0, k: float = 0.3) -> Tensor:
-    """:func:`~robustbench_dc.operators.functional.decoupled_response` through ``torch.compile``.
+    """:func:`~robustbench_dc.operators.response.decoupled_response` through ``torch.compile``.
 
     Same arguments and values (computed in at least float32, returned in ``dot``'s dtype).
     Falls back to the eager function, with one warning, where compilation is not possible.

@@ -30,6 +30,7 @@ from .angular import Angular
 from .compiled import compiled_cos_response, compiled_response
 from .fused import CosResponse, SquaredChannelSum
 from .magnitude import Magnitude
+from .response import WEIGHTED, decoupled_response
 
 __all__ = [
     "WEIGHTED",
@@ -40,8 +41,6 @@ __all__ = [
     "decoupled_conv2d",
     "decoupled_linear",
 ]
-
-WEIGHTED: tuple[str | None, ...] = (None, "linear", "nonlinear", "separable")
 
 IntOr2 = int | Sequence[int]
 
@@ -63,37 +62,6 @@ def patch_norm2d(x: Tensor, kernel_size: tuple[int, int], stride: IntOr2 = 1, pa
     total = F.conv2d(sq, ones, None, stride, padding, dilation)
     # Fast convolution algorithms may round a sum of squares slightly below zero.
     return torch.sqrt(total.clamp_min(0.0) + eps)
-
-
-def decoupled_response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: Magnitude,
-                       angular: Angular, weighted: str | None = None, alpha: float = 1.0,
-                       beta: float = 0.5, rho: float | Tensor = 1.0, k: float = 0.3) -> Tensor:
-    """Combine the inner product and the norms into ``h * g``.
-
-    Args:
-        dot: ``<w, x>`` for every (example, filter, position), e.g. ``(N, O, H, W)``.
-        xnorm: ``||x||`` broadcastable against ``dot`` (e.g. ``(N, 1, H, W)``).
-        wnorm: ``||w||`` broadcastable against ``dot`` (e.g. ``(1, O, 1, 1)``).
-        magnitude, angular: the registered functions.
-        weighted: ``None``, ``"linear"``, ``"nonlinear"`` or ``"separable"``.
-        alpha, beta, rho, k: hyper-parameters (``rho`` may be a tensor broadcastable
-            against ``dot``, e.g. a per-filter radius).
-    """
-    # The epsilons keep the norms positive; the clamp_min only guards eps=0 on blank patches.
-    denom = (xnorm * wnorm).clamp_min(torch.finfo(dot.dtype).tiny)
-    cos = (dot / denom).clamp(-1.0, 1.0)
-    g = angular(cos, k=k)
-    if weighted is None:
-        h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
-    elif weighted == "linear":
-        h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho) * wnorm
-    elif weighted == "nonlinear":
-        h = magnitude(xnorm * wnorm, alpha=alpha, beta=beta, rho=rho)
-    elif weighted == "separable":
-        h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho) * torch.tanh(wnorm / rho)
-    else:
-        raise ValueError(f"weighted: must be one of {WEIGHTED}, got {weighted!r}")
-    return g * h
 
 
 _POSITIVE_MAGNITUDES = ("sphere", "ball", "tanh", "linear", "seg", "log", "mix")

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from ..errors import InvalidParameterError
 from .angular import Angular, get_angular
 from .functional import WEIGHTED, _route, decoupled_conv2d, decoupled_linear, patch_norm2d
 from .fused import SquaredChannelSum
@@ -66,15 +67,15 @@ class DecoupledLayer(nn.Module):
             if weighted in ("none", ""):
                 weighted = None
         if weighted not in WEIGHTED:
-            raise ValueError(f"weighted: must be one of {WEIGHTED}, got {weighted!r}")
+            raise InvalidParameterError(f"weighted: must be one of {WEIGHTED}, got {weighted!r}")
         if rho_mode not in RHO_MODES:
-            raise ValueError(f"rho_mode: must be one of {RHO_MODES}, got {rho_mode!r}")
+            raise InvalidParameterError(f"rho_mode: must be one of {RHO_MODES}, got {rho_mode!r}")
         if not (isinstance(rho, (int, float)) and rho > 0):
-            raise ValueError(f"rho: must be > 0, got {rho!r}")
+            raise InvalidParameterError(f"rho: must be > 0, got {rho!r}")
         if not (isinstance(k, (int, float)) and k > 0):
-            raise ValueError(f"k: must be > 0, got {k!r}")
+            raise InvalidParameterError(f"k: must be > 0, got {k!r}")
         if not (isinstance(eps, (int, float)) and eps >= 0):
-            raise ValueError(f"eps: must be >= 0, got {eps!r}")
+            raise InvalidParameterError(f"eps: must be >= 0, got {eps!r}")
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.rho = float(rho)

@@ -27,6 +27,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..errors import InvalidParameterError
+
 __all__ = [
     "Magnitude",
     "MAGNITUDES",
@@ -117,7 +119,7 @@ def get_magnitude(spec: str | Magnitude | Callable[..., Tensor]) -> Magnitude:
         return Magnitude(name, spec, False, "", _accepted_keywords(spec, _MAGNITUDE_KEYWORDS))
     key = str(spec).lower()
     if key not in MAGNITUDES:
-        raise ValueError(f"magnitude: unknown {spec!r}; known: {', '.join(sorted(MAGNITUDES))}")
+        raise InvalidParameterError(f"magnitude: unknown {spec!r}; known: {', '.join(sorted(MAGNITUDES))}")
     return MAGNITUDES[key]
 
 

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..errors import InvalidParameterError, UserError
 from .angular import ANGULARS
 from .layers import DecoupledConv2d, DecoupledLinear
 from .magnitude import MAGNITUDES
@@ -60,7 +61,7 @@ DECOUPLED_PARAMS = ("magnitude", "angular", "alpha", "beta", "rho", "k", "weight
                     "rho_mode", "eps")
 
 
-class UnknownOperatorError(ValueError):
+class UnknownOperatorError(UserError, ValueError):
     """An operator spec that names nothing known; the message lists the known names."""
 
 
@@ -116,14 +117,14 @@ def _jsonable(value: Any) -> Any:
 def _baseline_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                    padding: int = 0, dilation: int = 1, bias: bool = False, **params: Any) -> nn.Module:
     if params:
-        raise ValueError(f"operator 'baseline' takes no parameters, got {sorted(params)}")
+        raise InvalidParameterError(f"operator 'baseline' takes no parameters, got {sorted(params)}")
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                      dilation=dilation, bias=bias)
 
 
 def _baseline_linear(in_features: int, out_features: int, bias: bool = False, **params: Any) -> nn.Module:
     if params:
-        raise ValueError(f"operator 'baseline' takes no parameters, got {sorted(params)}")
+        raise InvalidParameterError(f"operator 'baseline' takes no parameters, got {sorted(params)}")
     return nn.Linear(in_features, out_features, bias=bias)
 
 
@@ -218,7 +219,7 @@ def known_operators() -> list[str]:
 def _decoupled(name: str, magnitude: Any, angular: Any, params: dict[str, Any]) -> OperatorSpec:
     unknown = sorted(set(params) - set(DECOUPLED_PARAMS) - {"bias"})
     if unknown:
-        raise ValueError(f"operator {name!r}: unknown parameter(s) {unknown}; "
+        raise InvalidParameterError(f"operator {name!r}: unknown parameter(s) {unknown}; "
                          f"known: {', '.join(p for p in DECOUPLED_PARAMS if p not in ('magnitude', 'angular'))}")
     params = {**params, "magnitude": magnitude, "angular": angular}
     # Build one layer now so that a bad parameter fails here, naming the field.

@@ -19,6 +19,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from .._atomic import atomic_write
+from ..errors import InvalidParameterError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def save_figure(fig: Figure, path_without_suffix: str | os.PathLike[str],
     for f in formats:
         f = str(f).lower().lstrip(".")
         if f not in SUPPORTED_FORMATS:
-            raise ValueError(f"unsupported figure format {f!r}; choose from {', '.join(SUPPORTED_FORMATS)}")
+            raise InvalidParameterError(f"unsupported figure format {f!r}; choose from {', '.join(SUPPORTED_FORMATS)}")
         if f not in fmts:
             fmts.append(f)
     if not fmts:

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..errors import MissingFileError
 from ._common import ADVERSARIAL, NATURAL, OKABE_ITO, safe_filename, save_figure, to_float, training_kind
 from .figures import (
     plot_embedding_grid,
@@ -93,9 +94,9 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     """
     root = Path(run_dir)
     if not root.exists():
-        raise FileNotFoundError(f"run folder not found: {root}")
+        raise MissingFileError(f"run folder not found: {root}")
     if not root.is_dir():
-        raise FileNotFoundError(f"not a run folder (expected a directory): {root}")
+        raise MissingFileError(f"not a run folder (expected a directory): {root}")
     problems: list[str] = []
     summary: dict[str, Any] = {}
     if (root / "summary.json").is_file():
@@ -338,7 +339,7 @@ def redraw_run(run_dir: str | Path, formats: Sequence[str] = ("png", "svg")) -> 
     """Draw every figure whose data is present into ``RUN_DIR/figures``; return the written paths.
 
     Raises:
-        FileNotFoundError: ``run_dir`` does not exist.
+        MissingFileError: ``run_dir`` does not exist (a ``FileNotFoundError``).
     """
     run = load_run(run_dir)
     out_dir = Path(run["run_dir"]) / "figures"

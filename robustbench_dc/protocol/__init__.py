@@ -27,9 +27,9 @@ def plan_protocol(path: str | Path, output: str | Path | None = None) -> Plan:
 
 
 def run_protocol(path: str | Path, output: str | Path | None = None, *, progress: bool = True, force: bool = False,
-                 on_job: Callable[[Job, str, float], None] | None = None) -> RunResult:
+                 on_job: Callable[[Job, str, float], None] | None = None, command: str | None = None) -> RunResult:
     """Run a protocol file end to end (see :func:`execute`)."""
-    return execute(plan_protocol(path, output), progress=progress, force=force, on_job=on_job)
+    return execute(plan_protocol(path, output), progress=progress, force=force, on_job=on_job, command=command)
 
 
 def _submission_name(operator: str) -> str:
@@ -49,14 +49,15 @@ def _absolute_reference(operator: str) -> str:
 
 def submit_operator(operator: str, protocol_path: str | Path, name: str | None = None, db: str | None = None,
                     out: str | None = None, *, progress: bool = True,
-                    on_job: Callable[[Job, str, float], None] | None = None) -> tuple[RunResult, str]:
+                    on_job: Callable[[Job, str, float], None] | None = None,
+                    command: str | None = None) -> tuple[RunResult, str]:
     """Train and evaluate a user operator under a leaderboard protocol; returns the run and
     the rendered leaderboard (Markdown).
 
     The protocol's ``submission`` section says how: architecture, parameters, recipe. The
     other models of the protocol are the reference entries; their jobs are cached in the
     protocol's output folder, so a submission only trains and evaluates the new entry (and
-    redoes the transfer matrix, figures and report).
+    redoes the transfer matrix, figures and report). ``command`` is recorded in the summary.
     """
     protocol, provenance = load_protocol(protocol_path)
     if protocol.submission is None:
@@ -75,5 +76,5 @@ def submit_operator(operator: str, protocol_path: str | Path, name: str | None =
         data["leaderboard"]["db"] = db
     protocol = parse_protocol(data, str(protocol_path))
     plan = make_plan(protocol, provenance, out)
-    result = execute(plan, progress=progress, on_job=on_job)
+    result = execute(plan, progress=progress, on_job=on_job, command=command)
     return result, result.leaderboard

@@ -23,9 +23,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import platform
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -35,8 +33,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import __version__
 from .._atomic import atomic_write_bytes
+from ..provenance import package_versions
 from ..runtime import machine_info
 from ..zoo import ZooModel
 from .plan import Job, Plan
@@ -118,8 +116,8 @@ def _clean_temporaries(run_dir: Path) -> int:
 class _Context:
     """Data and models shared by the jobs of one execution (loaded lazily, once)."""
 
-    def __init__(self, plan: Plan, run_dir: Path, progress: bool) -> None:
-        self.plan, self.run_dir, self.progress = plan, run_dir, progress
+    def __init__(self, plan: Plan, run_dir: Path, progress: bool, command: str | None = None) -> None:
+        self.plan, self.run_dir, self.progress, self.command = plan, run_dir, progress, command
         self._data: dict[str, Any] = {}
         self._models: dict[str, Any] = {}
 
@@ -138,9 +136,7 @@ class _Context:
 
     def model(self, name: str) -> Any:
         if name not in self._models:
-            m = self.plan.models[name].build(self.plan.base_dir)
-            state = torch.load(self.run_dir / "models" / name / "model.pt", map_location="cpu", weights_only=True)
-            m.load_state_dict(state)
+            m = self.plan.models[name].build(self.plan.base_dir, self.run_dir / "models" / name / "model.pt")
             self._models[name] = m.eval()
         return self._models[name]
 
@@ -307,13 +303,7 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
         if lp is not None:
             entry["lipschitz"] = lp["estimates"]
         models[name] = entry
-    versions = {"robustbench_dc": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                "numpy": np.__version__}
-    for mod in ("torchattacks", "foolbox", "scipy", "matplotlib"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional
-            pass
+    versions = package_versions("numpy", "torchattacks", "foolbox", "scipy", "matplotlib")
     first_attack = plan.attacks[0].resolve(next(iter(plan.models.values())).dataset) if plan.attacks else None
     summary = {
         "run_id": plan.run_id,
@@ -325,7 +315,7 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
         "eps": first_attack.eps if first_attack else None,
         "attacks": [a.resolve(next(iter(plan.models.values())).dataset).label for a in plan.attacks],
         "started": ctx.started, "finished": None if partial else datetime.now(timezone.utc).isoformat(),
-        "command": "rbdc " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name == "rbdc" else None,
+        "command": ctx.command,
         "versions": versions, "models": models, "partial": partial,
         "machine": machine_info(), "job_seconds": _job_seconds(plan, run),
     }
@@ -383,18 +373,19 @@ _RUNNERS: dict[str, Callable[[_Context, Job], None]] = {
 
 
 def execute(plan: Plan, *, progress: bool = True, force: bool = False,
-            on_job: Callable[[Job, str, float], None] | None = None) -> RunResult:
+            on_job: Callable[[Job, str, float], None] | None = None, command: str | None = None) -> RunResult:
     """Run every job of ``plan`` that is not already done (all of them with ``force``).
 
     ``on_job(job, status, seconds)`` is called after each job with status ``"done"`` or
-    ``"cached"`` (the CLI prints one line per job).
+    ``"cached"`` (the CLI prints one line per job). ``command`` is recorded in the summary as
+    the command that made the run (the CLI passes its command line; None from Python).
     """
     run_dir = plan.output
     run_dir.mkdir(parents=True, exist_ok=True)
     removed = _clean_temporaries(run_dir)
     if removed:
         log.info("removed %d temporary file(s) left by an interrupted run", removed)
-    ctx = _Context(plan, run_dir, progress)
+    ctx = _Context(plan, run_dir, progress, command)
     old = _read(run_dir / "summary.json")
     ctx.started = _first_start(run_dir, (old or {}).get("started"))  # type: ignore[attr-defined]
     status = {} if force else job_status(plan, run_dir)

@@ -54,15 +54,13 @@ class ResolvedModel:
                 "operator_params": self.operator_params, "dataset": self.dataset, "recipe": self.recipe,
                 "seed": self.seed}
 
-    def build(self, base_dir: Path | None = None) -> Any:
-        import torch
+    def build(self, base_dir: Path | None = None, checkpoint: Path | None = None) -> Any:
+        """The network, initialised from the model's seed (with ``checkpoint``'s weights if given)."""
+        from ..zoo import resolve_model
 
-        from ..operators import get_operator
-        from ..zoo import build_model
-
-        torch.manual_seed(self.seed)
-        spec = get_operator(self.operator, base_dir=base_dir, **self.operator_params)
-        return build_model(self.arch, spec, dataset=self.dataset, **self.arch_params)
+        return resolve_model(arch=self.arch, operator=self.operator, dataset=self.dataset,
+                             params={**self.arch_params, **self.operator_params}, checkpoint=checkpoint,
+                             seed=self.seed, base_dir=base_dir).model
 
 
 @dataclass

@@ -31,14 +31,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "ModelEntry", "DatasetSection",
+from ..errors import UserError
+
+__all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "find_protocol", "bundled_protocols", "ModelEntry", "DatasetSection",
            "Evaluation", "TransferSection", "SweepSection", "LipschitzSection", "LeaderboardSection",
            "SubmissionTemplate", "FIGURES"]
 
 FIGURES = ("embeddings", "eps_curves", "transfer", "lipschitz", "training")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UserError, ValueError):
     """A protocol that cannot run; ``errors`` holds one ``FILE: field: message`` line per problem."""
 
     def __init__(self, errors: list[str]) -> None:
@@ -201,12 +203,32 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> Protocol:
         raise ProtocolError(_pydantic_errors(exc, source)) from None
 
 
+def bundled_protocols() -> list[str]:
+    """Names of the protocols shipped with the package (``rbdc run NAME``)."""
+    from ..resources import resource_dir
+
+    return sorted(p.stem for p in resource_dir("protocols").glob("*.yaml"))
+
+
+def find_protocol(name_or_path: str | Path) -> Path:
+    """A protocol file: ``name_or_path`` itself when it is a file, else the bundled protocol of
+    that name (``"quickstart"`` -> the package's ``protocols/quickstart.yaml``)."""
+    from ..resources import resource_dir
+
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    bundled = resource_dir("protocols") / f"{p.name.removesuffix('.yaml')}.yaml"
+    if p.parent == Path(".") and bundled.is_file():
+        return bundled
+    raise ProtocolError([f"{p}: protocol file not found (bundled protocols: {', '.join(bundled_protocols())})"])
+
+
 def load_protocol(path: str | Path) -> tuple[Protocol, dict[str, Any]]:
-    """Read a protocol file with ``yaml.safe_load`` (no object construction) and validate its
-    schema. Returns the protocol and provenance (path, sha256)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ProtocolError([f"{p}: protocol file not found"])
+    """Read a protocol file (a path, or the name of a bundled protocol) with ``yaml.safe_load``
+    (no object construction) and validate its schema. Returns the protocol and provenance
+    (path, sha256)."""
+    p = find_protocol(path)
     raw = p.read_bytes()
     try:
         data = yaml.safe_load(raw.decode("utf-8"))

@@ -14,6 +14,7 @@ from robustbench_dc.reproduce.paper import ATTACKS, OPERATORS, TABLE7, TABLE8, T
 from robustbench_dc.reproduce.tables import (
     CLAIM_RULES,
     Claim,
+    ReportError,
     Tables,
     attack_kind,
     build_tables,
@@ -24,5 +25,6 @@ from robustbench_dc.reproduce.tables import (
 )
 from robustbench_dc.reproduce.report import write_figures, write_report, write_tables
 
-__all__ = ["OPERATORS", "TRAININGS", "ATTACKS", "TABLE7", "TABLE8", "Tables", "Claim", "CLAIM_RULES",
-           "attack_kind", "build_tables", "judge_claims", "render_markdown", "phase_seconds", "strong_attack_gaps", "write_report", "write_tables", "write_figures"]
+__all__ = ["ReportError", "OPERATORS", "TRAININGS", "ATTACKS", "TABLE7", "TABLE8", "Tables", "Claim", "CLAIM_RULES",
+           "attack_kind", "build_tables", "judge_claims", "render_markdown", "phase_seconds", "strong_attack_gaps",
+           "write_report", "write_tables", "write_figures"]

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from robustbench_dc._atomic import atomic_write_text
+from robustbench_dc.errors import MissingFileError
 from robustbench_dc.reproduce.paper import OPERATORS, TABLE7, TABLE8
-from robustbench_dc.reproduce.tables import Claim, _verdict, build_tables, judge_claims, render_markdown
+from robustbench_dc.reproduce.tables import Claim, ReportError, _verdict, build_tables, judge_claims, render_markdown
 
 __all__ = ["write_report", "write_tables", "write_figures", "figure_claims", "angular_accuracy"]
 
@@ -37,7 +38,7 @@ _FIGURES = {"natural": ("figure6", "Figure 6: 2-D features on MNIST, natural tra
 def _summary(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "summary.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no summary (run the protocol first: rbdc run ...)")
+        raise MissingFileError(f"{path}: no summary (run the protocol first: rbdc run ...)")
     return json.loads(path.read_text())
 
 
@@ -136,7 +137,7 @@ def write_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
                      if e["info"].get("label") == op and e["info"].get("training") == training
                      and e["info"].get("role", "model") == "model" and e.get("embedding")]
             if len(match) > 1:
-                raise ValueError(f"{run}: several {op} models with {training} training: {[n for n, _ in match]}")
+                raise ReportError(f"{run}: several {op} models with {training} training: {[n for n, _ in match]}")
             if match:
                 name, e = match[0]
                 names.append(name)
@@ -172,7 +173,7 @@ def write_report(out_dir: str | Path, *, tables_run: str | Path | None = None,
                  figures_run: str | Path | None = None) -> list[Path]:
     """Everything :mod:`robustbench_dc.reproduce` can write from the given run folders."""
     if tables_run is None and figures_run is None:
-        raise ValueError("give a Tables 7-8 run folder, a Figures 6-7 run folder, or both")
+        raise ReportError("give a Tables 7-8 run folder, a Figures 6-7 run folder, or both")
     written: list[Path] = []
     if tables_run is not None:
         written += write_tables(tables_run, out_dir)

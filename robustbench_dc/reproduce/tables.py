@@ -23,10 +23,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from robustbench_dc.errors import UserError
 from robustbench_dc.reproduce.paper import ATTACKS, OPERATORS, PAPER_TABLES, TRAININGS
 
-__all__ = ["Tables", "Claim", "build_tables", "judge_claims", "render_markdown", "attack_kind", "EXTRA_ATTACKS",
+__all__ = ["ReportError", "Tables", "Claim", "build_tables", "judge_claims", "render_markdown", "attack_kind", "EXTRA_ATTACKS",
            "CLAIM_RULES", "strong_attack_gaps", "phase_seconds"]
+
+
+class ReportError(UserError, ValueError):
+    """Run folders that cannot make the reproduction report (none given, or results that are
+    not the cells of Tables 7-8 / Figures 6-7); the message says which model and why."""
 
 #: White-box rows beyond the paper's (the suite's strong attacks), in display order.
 EXTRA_ATTACKS: tuple[str, ...] = ("pgd", "autoattack")
@@ -96,10 +102,10 @@ def build_tables(summary: Mapping[str, Any]) -> Tables:
             continue
         op, training = m.get("label"), m.get("training")
         if op not in OPERATORS or training not in TRAININGS:
-            raise ValueError(f"model {name!r}: label {op!r} / training {training!r} is not a cell of Tables 7-8 "
+            raise ReportError(f"model {name!r}: label {op!r} / training {training!r} is not a cell of Tables 7-8 "
                              f"(labels: {', '.join(OPERATORS)}; training: {', '.join(TRAININGS)})")
         if op in models[training]:
-            raise ValueError(f"models {models[training][op]!r} and {name!r} are both {op}, {training} training")
+            raise ReportError(f"models {models[training][op]!r} and {name!r} are both {op}, {training} training")
         models[training][op] = name
         clean = _number(m.get("clean_accuracy"))
         white[training].setdefault("none", {})[op] = clean
@@ -120,7 +126,7 @@ def build_tables(summary: Mapping[str, Any]) -> Tables:
         flags[name] = sorted(f for f, v in (m.get("flags") or {}).items()
                              if (v.get("triggered") if isinstance(v, Mapping) else v))
     if len(sources) > 1:
-        raise ValueError(f"Table 8 has one black-box source; the run has {sorted(sources)}")
+        raise ReportError(f"Table 8 has one black-box source; the run has {sorted(sources)}")
     prov = {k: summary.get(k) for k in ("run_id", "protocol", "dataset", "n_test", "n_train", "seed", "data_sha256",
                                         "train_data_sha256", "command", "versions", "started", "finished", "eps",
                                         "machine")}

@@ -4,11 +4,13 @@
   write, safe for concurrent writer processes); ``ingest_summary``, ``runs``, ``entries``.
 - :class:`LeaderboardEntry` and :func:`rank_entries` -- RobustBench-like entries and their ranking.
 - :func:`render_leaderboard` / :func:`write_leaderboard` -- Markdown, CSV, JSON and static HTML.
+- :func:`find_db` -- the database to read: the one given, else the run made last under ``runs/``.
 """
 
 from .leaderboard import DEFAULT_METRIC, LeaderboardEntry, available_metrics, metric_value, rank_entries
 from .render import FORMATS, render_leaderboard, write_leaderboard
-from .store import DEFAULT_DB, SCHEMA_VERSION, ResultsStore
+from .store import DEFAULT_DB, SCHEMA_VERSION, ResultsStore, ResultsStoreError, find_db
 
 __all__ = ["ResultsStore", "LeaderboardEntry", "rank_entries", "available_metrics", "metric_value",
-           "render_leaderboard", "write_leaderboard", "FORMATS", "DEFAULT_METRIC", "DEFAULT_DB", "SCHEMA_VERSION"]
+           "render_leaderboard", "write_leaderboard", "FORMATS", "DEFAULT_METRIC", "DEFAULT_DB", "SCHEMA_VERSION",
+           "ResultsStoreError", "find_db"]

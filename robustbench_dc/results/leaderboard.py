@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InvalidParameterError
+
 __all__ = ["LeaderboardEntry", "DEFAULT_METRIC", "available_metrics", "metric_value", "metric_title",
            "rank_entries", "resolve_metric"]
 
@@ -99,7 +101,8 @@ def available_metrics(entries: Iterable[LeaderboardEntry]) -> list[str]:
 
 
 def resolve_metric(entries: Iterable[LeaderboardEntry], metric: str | None) -> str:
-    """The canonical name of ``metric`` (``None`` -> the default); ``ValueError`` listing the choices."""
+    """The canonical name of ``metric`` (``None`` -> the default); :class:`InvalidParameterError`
+    (a ``ValueError``) listing the choices."""
     if metric is None:
         return DEFAULT_METRIC
     if metric in _ALIASES:
@@ -107,7 +110,7 @@ def resolve_metric(entries: Iterable[LeaderboardEntry], metric: str | None) -> s
     choices = available_metrics(entries)
     if metric in choices:
         return metric
-    raise ValueError(f"unknown leaderboard metric {metric!r}; available: {', '.join(choices)}")
+    raise InvalidParameterError(f"unknown leaderboard metric {metric!r}; available: {', '.join(choices)}")
 
 
 def metric_value(entry: LeaderboardEntry, metric: str) -> float | None:

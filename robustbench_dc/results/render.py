@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write_text
+from ..errors import InvalidParameterError
 from .leaderboard import (
     TRANSFER_PREFIX,
     LeaderboardEntry,
@@ -267,7 +268,7 @@ _ALIASES = {"markdown": "md", "htm": "html"}
 def _format(fmt: str) -> str:
     fmt = _ALIASES.get(fmt.lower(), fmt.lower())
     if fmt not in _RENDERERS:
-        raise ValueError(f"unknown leaderboard format {fmt!r}; available: {', '.join(FORMATS)}")
+        raise InvalidParameterError(f"unknown leaderboard format {fmt!r}; available: {', '.join(FORMATS)}")
     return fmt
 
 

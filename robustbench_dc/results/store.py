@@ -24,15 +24,41 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..errors import MissingFileError, UserError
 from .leaderboard import LeaderboardEntry
 
-__all__ = ["ResultsStore", "SCHEMA_VERSION", "SCHEMA", "DEFAULT_DB"]
+__all__ = ["ResultsStore", "ResultsStoreError", "SCHEMA_VERSION", "SCHEMA", "DEFAULT_DB", "find_db"]
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 DEFAULT_DB = Path("runs") / "results.sqlite"
 WORST_CASE_LABEL = "worst-case"
+
+
+class ResultsStoreError(UserError, ValueError):
+    """A results database this version cannot use (written by a newer robustbench-dc)."""
+
+
+def find_db(db: str | Path | None = None, *, root: str | Path = "runs") -> Path:
+    """The results database to read: ``db`` when given, else the most recently modified of
+    ``ROOT/results.sqlite`` (the leaderboard protocols' database) and ``ROOT/*/results.sqlite``
+    (a run's own database, e.g. ``runs/quickstart/results.sqlite``): the run made last.
+
+    Raises:
+        MissingFileError: ``db`` does not exist, or no database was found under ``root``.
+    """
+    if db is not None:
+        path = Path(db)
+        if not path.is_file():
+            raise MissingFileError(f"results database not found: {path} (run a protocol first, or pass --db)")
+        return path
+    root = Path(root)
+    found = [p for p in [root / "results.sqlite", *sorted(root.glob("*/results.sqlite"))] if p.is_file()]
+    if not found:
+        raise MissingFileError(f"results database not found: no {root / 'results.sqlite'} nor "
+                               f"{root / '*' / 'results.sqlite'} (run a protocol first, or pass --db)")
+    return max(found, key=lambda p: p.stat().st_mtime_ns)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -264,7 +290,7 @@ class ResultsStore:
             if version is None:
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             elif version > SCHEMA_VERSION:
-                raise ValueError(f"results store {self.path} has schema version {version}; this robustbench-dc "
+                raise ResultsStoreError(f"results store {self.path} has schema version {version}; this robustbench-dc "
                                  f"understands up to {SCHEMA_VERSION} (upgrade robustbench-dc)")
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from .._atomic import atomic_write, atomic_write_text
 from ..attacks.native import projected_gradient_attack
 from ..data.download import file_digest
+from ..errors import InvalidParameterError, UsageError
 from ..operators import (WeightProjection, compiled_responses, enable_weighted_gradients, orthogonality_penalty,
                          recalibrate_xnorm, resolve_compile)
 from .augment import augment
@@ -197,7 +198,7 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
     x_all, y_all = _as_tensors(data)
     n = len(y_all)
     if n == 0:
-        raise ValueError("data: no training examples")
+        raise InvalidParameterError("data: no training examples")
     bs = min(recipe.batch_size, n)
     steps_per_epoch = n // bs  # drop the last incomplete batch (BatchNorm needs > 1 example)
     total = recipe.iterations if recipe.iterations is not None else recipe.epochs * steps_per_epoch  # type: ignore[operator]
@@ -224,8 +225,8 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
         if resume and ckpt_path.is_file():
             state = torch.load(ckpt_path, map_location=device, weights_only=True)
             if state.get("recipe") != recipe_json:
-                raise ValueError(f"resume: {ckpt_path} was written by a different recipe; "
-                                 "delete it or use another out_dir")
+                raise UsageError(f"resume: {ckpt_path} was written by a different recipe; "
+                                 "delete it or use another out_dir (rbdc train: --restart)")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             if projection is not None:

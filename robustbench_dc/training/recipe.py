@@ -18,11 +18,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..errors import UserError
+
 __all__ = ["Recipe", "Optimizer", "Schedule", "Augmentation", "Adversarial", "Tricks", "RECIPES",
            "get_recipe", "list_recipes", "RecipeError"]
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError, ValueError):
     """An unknown recipe name or an invalid field; the message names the field and value."""
 
 

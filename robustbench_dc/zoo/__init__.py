@@ -1,15 +1,21 @@
 """Model zoo: baseline vs decoupled networks with any operator.
 
 ``build_model(arch, operator, ...)`` builds an architecture with any operator;
-``load_model(name)`` builds a model card's entry and loads its checkpoint.
+``load_model(name)`` builds a model card's entry and loads its checkpoint;
+``resolve_model(card=..., arch=..., operator=..., dataset=..., params=..., checkpoint=...)``
+is the one way the commands and the protocol runner get a model (card or architecture,
+seeded initialisation, the card's or a given checkpoint).
 """
 
 from . import cnn9, mnist2d, resnet  # noqa: F401  (register the architectures)
 from .base import Normalize, ZooModel
-from .cards import CardError, ModelCard, card_dirs, get_card, list_cards, load_card, load_model, sha256_file
+from .cards import (CardError, CheckpointError, ModelCard, card_dirs, get_card, list_cards, load_card,
+                    load_card_checkpoint, load_model, load_weights, sha256_file)
 from .registry import ARCHS, build_model, list_archs, register_arch, split_params
+from .resolve import ModelChoice, resolve_model
 
 __all__ = [
-    "Normalize", "ZooModel", "CardError", "ModelCard", "card_dirs", "get_card", "list_cards", "load_card",
-    "load_model", "sha256_file", "ARCHS", "build_model", "list_archs", "register_arch", "split_params",
+    "Normalize", "ZooModel", "CardError", "CheckpointError", "ModelCard", "card_dirs", "get_card", "list_cards",
+    "load_card", "load_card_checkpoint", "load_model", "load_weights", "sha256_file", "ARCHS", "build_model",
+    "list_archs", "register_arch", "split_params", "ModelChoice", "resolve_model",
 ]

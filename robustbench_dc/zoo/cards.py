@@ -30,18 +30,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 from ..data.download import file_digest
+from ..errors import MissingFileError, UserError
+from ..resources import resource_dir
 from .registry import build_model, list_archs
 
-__all__ = ["ModelCard", "CardError", "card_dirs", "list_cards", "get_card", "load_card", "load_model",
-           "sha256_file"]
+__all__ = ["ModelCard", "CardError", "CheckpointError", "card_dirs", "list_cards", "get_card", "load_card",
+           "load_model", "load_card_checkpoint", "load_weights", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 
-
-class CardError(ValueError):
+class CardError(UserError, ValueError):
     """A model card that cannot be found, parsed or validated; the message says which and why."""
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A weights file that cannot be read or does not fit the model."""
 
 
 class ModelCard(BaseModel):
@@ -84,7 +88,7 @@ class ModelCard(BaseModel):
 def card_dirs() -> list[Path]:
     """Folders searched for cards, in order."""
     dirs = [Path(p) for p in os.environ.get("RBDC_MODELS", "").split(os.pathsep) if p]
-    dirs.append(REPO_MODELS)
+    dirs.append(resource_dir("models"))
     return dirs
 
 
@@ -131,6 +135,54 @@ def sha256_file(path: str | Path) -> str:
     return file_digest(path, "sha256")
 
 
+def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.device = "cpu") -> None:
+    """Load a ``model.pt`` (a state dict) or a training checkpoint (``{"model": state, ...}``) into
+    ``model``, read with ``torch.load(..., weights_only=True)`` (no code from the file runs).
+
+    Raises:
+        MissingFileError: no such file.
+        CheckpointError: the file is not a weights file, or its tensors do not fit the model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"checkpoint: {path} not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling errors of every kind: not a weights file
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
+        raise CheckpointError(f"checkpoint: cannot read {path} as weights ({type(exc).__name__}: {first})") from exc
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint: {path} holds a {type(state).__name__}, not a state dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # missing/unexpected keys, shape mismatches
+        problem = " ".join(str(exc).split())
+        raise CheckpointError(f"checkpoint: {path} does not fit the model: {problem[:500]}") from exc
+
+
+def load_card_checkpoint(card: ModelCard, model: nn.Module, map_location: str | torch.device = "cpu") -> Path | None:
+    """Load the checkpoint ``card`` records into ``model`` (its sha256 checked against the card);
+    returns its path, or None when the card records none (``model`` stays as it is).
+
+    Raises:
+        CardError: the checkpoint file is missing or its sha256 differs from the card's.
+    """
+    ckpt = card.checkpoint_path()
+    if ckpt is None:
+        log.info("model %s: the card records no checkpoint; the network is untrained", card.name)
+        return None
+    if not ckpt.is_file():
+        raise CardError(f"model {card.name!r}: checkpoint {ckpt} not found (train it, or load with pretrained=False)")
+    if card.sha256 is not None:
+        digest = sha256_file(ckpt)
+        if digest != card.sha256:
+            raise CardError(f"model {card.name!r}: checkpoint {ckpt} has sha256 {digest}, the card says {card.sha256}")
+    load_weights(model, ckpt, map_location)
+    return ckpt
+
+
 def load_model(name: str, pretrained: bool = True, map_location: str | torch.device = "cpu") -> nn.Module:
     """Build a zoo entry and load its checkpoint when the card records one.
 
@@ -140,22 +192,10 @@ def load_model(name: str, pretrained: bool = True, map_location: str | torch.dev
 
     Raises:
         CardError: unknown name, invalid card, missing checkpoint file or checksum mismatch.
+        CheckpointError: the checkpoint does not fit the network.
     """
     card = get_card(name)
     model = card.build()
-    ckpt = card.checkpoint_path()
-    if not pretrained or ckpt is None:
-        if ckpt is None:
-            log.info("model %s: the card records no checkpoint; returning an untrained network", card.name)
-        return model
-    if not ckpt.is_file():
-        raise CardError(f"model {card.name!r}: checkpoint {ckpt} not found (train it, or load with pretrained=False)")
-    if card.sha256 is not None:
-        digest = sha256_file(ckpt)
-        if digest != card.sha256:
-            raise CardError(f"model {card.name!r}: checkpoint {ckpt} has sha256 {digest}, the card says {card.sha256}")
-    state = torch.load(ckpt, map_location=map_location, weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    model.load_state_dict(state)
+    if pretrained:
+        load_card_checkpoint(card, model, map_location)
     return model

@@ -6,6 +6,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
+from ..errors import InvalidParameterError
 from ..operators import OperatorSpec
 from .base import Normalize, ZooModel, conv_blocks, scaled
 from .registry import register_arch
@@ -28,7 +29,7 @@ class CNN9(ZooModel):
         self.normalize = Normalize(mean, std)
         self.body, c_in, size = conv_blocks(operator, in_channels, input_size, widths, width, 3, 3)
         if size < 1:
-            raise ValueError(f"input_size: {input_size} is too small for three 2x2 poolings")
+            raise InvalidParameterError(f"input_size: {input_size} is too small for three 2x2 poolings")
         h = scaled(hidden, width)
         self.fc = operator.make_linear(c_in * size * size, h)
         self.fc_bn = nn.BatchNorm1d(h)

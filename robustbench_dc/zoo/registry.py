@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
 
-from ..operators import OperatorSpec, get_operator
+from ..errors import InvalidParameterError
+from ..operators import OperatorSpec, UnknownOperatorError, get_operator
 
 __all__ = ["ARCHS", "register_arch", "list_archs", "build_model", "split_params"]
 
@@ -44,12 +46,12 @@ def split_params(arch: str, params: dict[str, Any]) -> tuple[dict[str, Any], dic
 def _builder(arch: str) -> Callable[..., nn.Module]:
     key = arch.lower()
     if key not in ARCHS:
-        raise ValueError(f"arch: unknown {arch!r}; known: {', '.join(list_archs())}")
+        raise InvalidParameterError(f"arch: unknown {arch!r}; known: {', '.join(list_archs())}")
     return ARCHS[key]
 
 
 def build_model(arch: str, operator: str | OperatorSpec = "baseline", num_classes: int | None = None,
-                dataset: str | None = None, **params: Any) -> nn.Module:
+                dataset: str | None = None, base_dir: str | Path | None = None, **params: Any) -> nn.Module:
     """Build a zoo architecture with any operator.
 
     Args:
@@ -58,6 +60,7 @@ def build_model(arch: str, operator: str | OperatorSpec = "baseline", num_classe
         num_classes: number of logits (default: the dataset's, else 10).
         dataset: optional dataset name (``"mnist"``, ``"cifar10"``, ...): sets the input
             channels and size, the normalization constants and the number of classes.
+        base_dir: folder against which a relative ``path/to/file.py:Name`` operator resolves.
         **params: architecture parameters (``width``, ``widths``, ...) and operator
             parameters (``rho``, ``alpha``, ``weighted``, ...), told apart by name.
 
@@ -87,11 +90,12 @@ def build_model(arch: str, operator: str | OperatorSpec = "baseline", num_classe
         spec = operator.with_params(**op_params)
     else:
         try:
-            spec = get_operator(operator, **op_params)
-        except ValueError as exc:
+            spec = get_operator(operator, base_dir=base_dir, **op_params)
+        except (UnknownOperatorError, InvalidParameterError) as exc:
             if not op_params:
                 raise
-            raise ValueError(f"{exc} (architecture {arch!r} takes: {', '.join(sorted(keys))})") from exc
+            # A misspelt architecture parameter ends up with the operator's: say what the architecture takes.
+            raise type(exc)(f"{exc} (architecture {arch!r} takes: {', '.join(sorted(keys))})") from exc
     model = builder(spec, num_classes=10 if num_classes is None else num_classes, **arch_params)
     if hasattr(model, "info"):
         model.info["dataset"] = dataset

@@ -6,6 +6,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
+from ..errors import InvalidParameterError
 from ..operators import OperatorSpec
 from .base import Normalize, ZooModel, scaled
 from .registry import register_arch
@@ -49,9 +50,9 @@ class CifarResNet(ZooModel):
                  std: Sequence[float] = (0.5,), arch: str = "resnet32") -> None:
         super().__init__()
         if len(widths) != 3:
-            raise ValueError(f"widths: expected 3 stage widths, got {tuple(widths)}")
+            raise InvalidParameterError(f"widths: expected 3 stage widths, got {tuple(widths)}")
         if blocks < 1:
-            raise ValueError(f"blocks: must be >= 1, got {blocks}")
+            raise InvalidParameterError(f"blocks: must be >= 1, got {blocks}")
         ws = [scaled(w, width) for w in widths]
         self.normalize = Normalize(mean, std)
         self.stem = operator.make_conv(in_channels, ws[0], 3, padding=1)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import add_command
+
 __all__ = ["register", "cmd_reproduce"]
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import write_report
+    from ..reproduce import write_report
 
     for path in write_report(args.out, tables_run=args.tables, figures_run=args.figures):
         print(path)
@@ -18,10 +20,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``reproduce`` sub-command."""
-    p = sub.add_parser("reproduce", help="write the paper-reproduction report from run folders",
-                       description="Tables 7-8 (ours beside the paper's, claims judged by rule) from a run of "
-                                   "protocols/table7-8-*.yaml, and Figures 6-7 from a run of "
-                                   "protocols/figures6-7.yaml, into OUT. Nothing is recomputed.")
+    p = add_command(sub, "reproduce", help="write the paper-reproduction report from run folders",
+                    description="Tables 7-8 (ours beside the paper's, claims judged by rule) from a run of "
+                                "protocols/table7-8-*.yaml, and Figures 6-7 from a run of "
+                                "protocols/figures6-7.yaml, into OUT. Nothing is recomputed.")
     p.add_argument("--tables", metavar="RUN_DIR", help="run folder of a Tables 7-8 protocol")
     p.add_argument("--figures", metavar="RUN_DIR", help="run folder of the Figures 6-7 protocol")
     p.add_argument("--out", default="figures", help="output folder (default: figures)")

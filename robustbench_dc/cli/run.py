@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
-__all__ = ["register", "print_job"]
+from ._args import add_command
+from ._output import print_job
 
-
-def print_job(job: Any, status: str, seconds: float, counter: list[int], total: int) -> None:
-    counter[0] += 1
-    what = job.id.replace(":", " ")
-    tail = "cached" if status == "cached" else f"done in {seconds:.1f}s"
-    of = f"/{total}" if total else ""
-    print(f"[{counter[0]:>2}{of}] {what:<40} {tail}", flush=True)
+__all__ = ["register", "cmd_run"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .protocol import ProtocolError, execute, job_status, plan_protocol
+    from ..protocol import execute, job_status, plan_protocol
 
-    try:
-        plan = plan_protocol(args.protocol, args.out)
-    except ProtocolError as exc:
-        for line in exc.errors:
-            print(f"rbdc: error: {line}", file=sys.stderr)
-        return 2
+    plan = plan_protocol(args.protocol, args.out)  # ProtocolError: one line per problem, exit code 2
     if args.dry_run:
         status = job_status(plan)
         print(f"plan for {plan.protocol.name} -> {plan.output} ({len(plan.jobs)} jobs)")
@@ -36,7 +25,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"running {plan.protocol.name} -> {plan.output}")
     counter = [0]
     result = execute(plan, progress=not args.quiet and sys.stderr.isatty(), force=args.force,
-                     on_job=lambda j, s, t: print_job(j, s, t, counter, len(plan.jobs)))
+                     on_job=lambda j, s, t: print_job(j, s, t, counter, len(plan.jobs)),
+                     command=getattr(args, "command_line", None))
     print()
     print(result.leaderboard)
     print(f"wrote {len(result.written)} files under {result.run_dir}, e.g.:")
@@ -46,10 +36,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a protocol file (training, attacks, Lipschitz, figures, leaderboard)")
-    p.add_argument("protocol", help="protocol YAML, e.g. protocols/quickstart.yaml")
+    p = add_command(sub, "run", help="run a protocol (training, attacks, Lipschitz, figures, leaderboard)")
+    p.add_argument("protocol", help="a protocol YAML file, or the name of a bundled protocol (e.g. quickstart)")
     p.add_argument("--out", help="run folder (default: the protocol's output, else runs/<name>)")
     p.add_argument("--dry-run", action="store_true", help="print the job plan and what is cached; run nothing")
     p.add_argument("--force", action="store_true", help="re-run every job")
-    p.add_argument("--quiet", action="store_true", help="no progress bars inside jobs")
     p.set_defaults(func=cmd_run)

@@ -1,0 +1,61 @@
+"""Printing shared by the commands (only the CLI prints; the library logs)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .._text import table
+
+__all__ = ["table", "fmt", "print_results", "breakdown_text", "write_json", "print_job"]
+
+
+def fmt(v: float | None) -> str:
+    """A number in 5 significant digits; ``-`` for None; nan/inf as such."""
+    if v is None:
+        return "-"
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return str(v)
+    return f"{v:.5g}"
+
+
+def print_results(results: list[Any]) -> None:
+    """One row per attack result (white-box or transfer cell)."""
+    rows = []
+    for r in results:
+        rows.append((r.source or "-", r.model, r.attack, r.spec.get("backend", "native"), f"{r.eps:.4g}",
+                     f"{100 * r.clean_accuracy:.1f}", f"{100 * r.robust_accuracy:.1f}",
+                     "-" if r.attack_success_rate != r.attack_success_rate else f"{100 * r.attack_success_rate:.1f}",
+                     "-" if r.max_perturbation is None else f"{r.max_perturbation:.4g}", f"{r.seconds:.1f}"))
+    print(table(rows, ("source", "model", "attack", "backend", "eps", "clean %", "robust %", "success %",
+                       "max norm", "seconds")))
+
+
+def breakdown_text(result: Any) -> str:
+    """AutoAttack's log for one ensemble result: each component's budget and the robust accuracy after it."""
+    rows = []
+    for c in result.components:
+        budget = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in c["budget"].items()) or "-"
+        rows.append((c["component"], c["backend"] or "-", budget, str(c["attacked"]),
+                     f"{100 * c['robust_accuracy']:.1f}", f"{c['seconds']:.1f}"))
+    return f"{result.attack}: robust accuracy after each component\n" + table(
+        rows, ("component", "backend", "budget", "attacked", "robust %", "seconds"))
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` (if given) and say so."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=2))
+        print(f"results: {path}")
+
+
+def print_job(job: Any, status: str, seconds: float, counter: list[int], total: int) -> None:
+    """One line per protocol job: ``[ 3/12] whitebox mnist-tanh   done in 4.2s``."""
+    counter[0] += 1
+    what = job.id.replace(":", " ")
+    tail = "cached" if status == "cached" else f"done in {seconds:.1f}s"
+    of = f"/{total}" if total else ""
+    print(f"[{counter[0]:>2}{of}] {what:<40} {tail}", flush=True)

@@ -1,0 +1,52 @@
+"""``rbdc evaluate``: white-box attacks on one model, with gradient-masking diagnostics."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._args import (add_attack_args, add_command, add_model_args, attacks_from_args, data_name, load_test_data,
+                    model_from_args)
+from ._output import breakdown_text, print_results, write_json
+
+__all__ = ["register", "cmd_evaluate"]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..attacks import evaluate_whitebox
+    from ..provenance import provenance
+
+    choice = model_from_args(args, seed=args.seed)
+    ds = load_test_data(args, choice.dataset)
+    specs = attacks_from_args(args)
+    res = evaluate_whitebox(choice.model, ds.to_float(), ds.labels, specs, batch_size=args.batch_size,
+                            progress=not args.quiet, dataset=choice.dataset, model_name=choice.name,
+                            masking=not args.no_masking,
+                            compile={"true": True, "false": False}.get(args.compile, "auto"))
+    print(f"{choice.name}: first {res.n} test examples of {data_name(args, choice.dataset)}, "
+          f"clean accuracy {100 * res.clean_accuracy:.1f}%")
+    print_results(res.results)
+    for r in res.results:
+        if r.components:
+            print(breakdown_text(r))
+    for key, worst in res.worst.items():
+        print(f"worst case over the attack set [{key}]: robust accuracy {100 * worst.robust_accuracy:.1f}%")
+    for flag in res.flags:
+        if flag.triggered:
+            print(f"WARNING possible gradient masking [{flag.name}]: {flag.message}")
+    if res.flags and not res.triggered:
+        print(f"masking diagnostics: none of {len(res.flags)} flags triggered")
+    write_json(args.json, {"whitebox": res.to_dict(),
+                           "provenance": provenance(command=getattr(args, "command_line", None), seed=args.seed,
+                                                    data_sha256=ds.checksum)})
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "evaluate", help="white-box attacks on one model, with gradient-masking diagnostics")
+    add_model_args(p)
+    add_attack_args(p)
+    p.add_argument("--no-masking", action="store_true", help="skip the gradient-masking diagnostics")
+    p.add_argument("--compile", choices=("auto", "true", "false"), default="auto",
+                   help="craft attacks with compiled decoupled responses (auto: for long attack jobs "
+                        "where torch.compile works)")
+    p.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,111 @@
+"""``rbdc leaderboard [show|submit]``: the leaderboard of the results store.
+
+- ``rbdc leaderboard [show] [--db PATH] [--dataset D] [--threat-model T] [--eps E] [--protocol P]
+  [--metric M] [--format md|csv|json|html] [--out DIR] [--latest]`` prints the table (Markdown
+  by default) and, with ``--out``, writes ``DIR/leaderboard.<fmt>`` for each ``--format`` (all
+  four when none is given). Without ``--db`` it reads the database of the run made last
+  (:func:`robustbench_dc.results.find_db`) and says which.
+- ``rbdc leaderboard submit OPERATOR --protocol PATH [--name N] [--db PATH] [--out DIR]`` runs a
+  user operator through a protocol (:func:`robustbench_dc.protocol.submit_operator`).
+
+Only this module prints; :mod:`robustbench_dc.results` logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._args import add_command
+from ._output import print_job
+
+__all__ = ["register", "cmd_leaderboard_show", "cmd_submit"]
+
+_FORMATS = ("md", "csv", "json", "html")
+
+
+def cmd_leaderboard_show(args: argparse.Namespace) -> int:
+    """Print the leaderboard of ``args.db`` (default: the run made last); write files into ``args.out``."""
+    from ..results import ResultsStore, find_db, render_leaderboard, write_leaderboard
+
+    db = find_db(args.db)
+    if args.db is None:
+        print(f"rbdc leaderboard: results from {db} (pass --db for another database)", file=sys.stderr)
+    with ResultsStore(db) as store:
+        entries = store.entries(dataset=args.dataset, threat_model=args.threat_model, eps=args.eps,
+                                protocol=args.protocol, latest=args.latest)
+    formats = list(dict.fromkeys(args.format or []))
+    text = render_leaderboard(entries, formats[0] if formats else "md", metric=args.metric)
+    if not entries:
+        print("rbdc leaderboard: no results match the filters", file=sys.stderr)
+    sys.stdout.write(text)
+    if args.out:
+        for path in write_leaderboard(entries, args.out, formats=formats or _FORMATS, metric=args.metric):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """``rbdc leaderboard submit``: train and evaluate a user operator under a leaderboard
+    protocol (one line per job), then print the leaderboard."""
+    from ..protocol import submit_operator  # lazy: the protocol runner is heavy (torch)
+
+    counter = [0]
+    result, board = submit_operator(
+        operator=args.operator, protocol_path=args.protocol, name=args.name, db=args.db, out=args.out,
+        progress=not args.quiet and sys.stderr.isatty(),
+        on_job=lambda job, status, secs: print_job(job, status, secs, counter, 0),
+        command=getattr(args, "command_line", None))
+    print()
+    print(board, end="" if str(board).endswith("\n") else "\n")
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _show_args(p: argparse.ArgumentParser, default: object = None) -> None:
+    """The options of ``show``; on ``leaderboard`` itself too, so that ``rbdc leaderboard`` shows the board."""
+    def d(value: object) -> object:
+        return value if default is None else default
+
+    p.add_argument("--db", default=d(None),
+                   help="results database (default: the most recently modified runs/*/results.sqlite or "
+                        "runs/results.sqlite)")
+    p.add_argument("--dataset", default=d(None), help="only this dataset")
+    p.add_argument("--threat-model", default=d(None), help="only this threat model (e.g. linf, l2)")
+    p.add_argument("--eps", type=float, default=d(None), help="only this perturbation budget")
+    p.add_argument("--protocol", default=d(None), help="only this protocol (by name)")
+    p.add_argument("--metric", default=d(None),
+                   help="ranking metric: worst_case (default), clean_accuracy, an attack label, "
+                        "or transfer:<source>:<attack>")
+    p.add_argument("--format", action="append", choices=_FORMATS, default=d(None),
+                   help="output format, repeatable; the first is printed (default md); with --out, "
+                        "the files written (default: all four)")
+    p.add_argument("--out", metavar="DIR", default=d(None), help="also write DIR/leaderboard.<format>")
+    p.add_argument("--latest", action="store_true", default=d(False),
+                   help="only the newest run of each model per protocol/dataset/threat model/eps")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``leaderboard`` sub-command (shows the board; actions ``show`` and ``submit``)."""
+    lb = add_command(sub, "leaderboard", help="the leaderboard of the results store",
+                     description="Rank the stored protocol runs (default: by worst-case robust accuracy). "
+                                 "Without an action: show the board.")
+    _show_args(lb)
+    lb.set_defaults(func=cmd_leaderboard_show)
+    actions = lb.add_subparsers(dest="sub", metavar="ACTION")
+
+    # ``show``'s options default to SUPPRESS: given before ``show`` (on ``leaderboard``) they are kept.
+    show = add_command(actions, "show", help="print (and optionally write) the leaderboard (the default action)")
+    _show_args(show, default=argparse.SUPPRESS)
+    show.set_defaults(func=cmd_leaderboard_show)
+
+    submit = add_command(actions, "submit", help="evaluate your own operator with a protocol and rank it",
+                         description="Build the protocol's models with OPERATOR, run the protocol, store "
+                                     "the results and print the leaderboard.")
+    submit.add_argument("operator", help="the operator: path/to/file.py:Name or package.module:Name")
+    submit.add_argument("--protocol", required=True, help="protocol YAML file")
+    submit.add_argument("--name", default=None, help="leaderboard entry name (default: from the operator)")
+    submit.add_argument("--db", default=None,
+                        help="results database (default: the protocol's leaderboard.db setting)")
+    submit.add_argument("--out", metavar="DIR", default=None, help="run/leaderboard output folder")
+    submit.set_defaults(func=cmd_submit)

@@ -1,0 +1,63 @@
+"""``rbdc train``: train a model naturally or adversarially."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._args import add_command, add_data_args, add_model_args, data_name, download_progress, model_from_args
+
+__all__ = ["register", "cmd_train"]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..data import load_dataset
+    from ..params import parse_params
+    from ..training import RecipeError, get_recipe, list_recipes, train
+
+    choice = model_from_args(args, seed=args.seed, pretrained=False)
+    recipe_spec = args.recipe or choice.recipe
+    if recipe_spec is None:
+        raise RecipeError(f"recipe: the model has none; pass --recipe NAME ({', '.join(list_recipes())})")
+    overrides = parse_params(args.set, what="--set")
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.iterations is not None:
+        overrides["iterations"] = args.iterations
+    overrides.setdefault("seed", args.seed)
+    recipe = get_recipe(recipe_spec, **overrides)
+    data = data_name(args, choice.dataset)
+    progress = download_progress(args)
+    train_set = load_dataset(data, "train", n=args.n_train, data_dir=args.data_dir, progress=progress)
+    test_set = (load_dataset(data, "test", n=args.n_test, data_dir=args.data_dir, progress=progress)
+                if args.n_test != 0 else None)
+    out = Path(args.out)
+    print(f"training {choice.name} on {data} ({len(train_set)} examples) with recipe {recipe.name} -> {out}")
+    result = train(choice.model, train_set, recipe, out_dir=out, eval_data=test_set, progress=not args.quiet,
+                   resume=not args.restart)
+    for rec in result.history:
+        line = f"  epoch {rec['epoch']:3d}  loss {rec['loss']:.4f}  train acc {100 * rec['train_accuracy']:.1f}%"
+        if "eval_accuracy" in rec:
+            line += f"  test acc {100 * rec['eval_accuracy']:.1f}%"
+        print(line + f"  ({rec['images_per_second']:.0f} img/s)")
+    print(f"weights: {result.checkpoint}\nsha256:  {result.sha256}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..training import list_recipes
+
+    p = add_command(sub, "train", help="train a model naturally or adversarially")
+    add_model_args(p, checkpoint=False, untrained=False)
+    p.add_argument("--recipe", help=f"training recipe (default: the card's): {', '.join(list_recipes())}")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set epochs=2 --set adversarial.eps=0.2")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--iterations", type=int)
+    add_data_args(p, "train on")
+    p.add_argument("--n-train", type=int, default=None, help="first n training examples")
+    p.add_argument("--n-test", type=int, default=1000, help="first n test examples for per-epoch accuracy (0: none)")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, model.pt, train.json)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of the recipe")
+    p.set_defaults(func=cmd_train)

@@ -1,0 +1,43 @@
+"""Errors caused by the user's input, on the ground floor of the package (no imports).
+
+Every error a user can fix — a bad flag, a malformed ``KEY=VALUE``, an unknown name, an
+out-of-range parameter, a missing file, an invalid card, recipe, protocol or attack
+configuration — is a :class:`UserError`. The ``rbdc`` command reports a user error as one
+line (``rbdc: error: ...``, one line per problem when the error lists several in
+``errors``) with exit code 2; any other exception is a bug and keeps its traceback.
+
+The subclasses also derive from the built-in exception that the library raised before
+(``ValueError``, ``FileNotFoundError``, ``RuntimeError``, ...), so ``except ValueError``
+callers keep working. The domain errors live next to their code and derive from these:
+``DataError`` (:mod:`robustbench_dc.data`), ``CardError`` (:mod:`robustbench_dc.zoo`),
+``UnknownOperatorError`` (:mod:`robustbench_dc.operators`), ``RecipeError``
+(:mod:`robustbench_dc.training`), ``ProtocolError`` (:mod:`robustbench_dc.protocol`),
+``AttackConfigError`` and ``BackendMissingError`` (:mod:`robustbench_dc.attacks`),
+``ReportError`` (:mod:`robustbench_dc.reproduce`).
+"""
+
+from __future__ import annotations
+
+__all__ = ["UserError", "UsageError", "InvalidParameterError", "MissingFileError"]
+
+
+class UserError(Exception):
+    """An error caused by the user's input; the message says what to change.
+
+    A subclass that reports several problems at once keeps them, one line each, in a list
+    attribute ``errors`` (:class:`~robustbench_dc.protocol.ProtocolError` does).
+    """
+
+
+class UsageError(UserError, ValueError):
+    """Arguments that are malformed, missing or inconsistent (``KEY=VALUE`` syntax, a model
+    given twice, an architecture without its dataset, ...)."""
+
+
+class InvalidParameterError(UserError, ValueError):
+    """A named thing or a parameter value that is unknown or out of range (an architecture,
+    an operator or layer parameter, a metric, a number of examples, ...)."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
