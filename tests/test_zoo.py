@@ -145,3 +145,22 @@ def test_invalid_cards_name_the_problem(tmp_path, monkeypatch):
     (tmp_path / "bad.yaml").write_text("name: bad\narch: vgg99\ndataset: mnist\ncolour: red\n")
     with pytest.raises(CardError, match=r"bad.yaml: arch: .*unknown architecture 'vgg99'.*colour: Extra inputs"):
         list_cards()
+
+
+def test_an_architecture_name_is_not_silently_replaced() -> None:
+    from robustbench_dc.zoo.registry import ARCHS, register_arch
+
+    original = ARCHS["mnist2d"]
+
+    def other(operator, num_classes=10):  # pragma: no cover - never built
+        raise AssertionError
+
+    with pytest.raises(ValueError, match="architecture 'mnist2d' is already registered; pass overwrite=True"):
+        register_arch("mnist2d")(other)
+    assert ARCHS["mnist2d"] is original
+    register_arch("MNIST2D")(original)  # the same builder again (a re-import) is fine
+    try:
+        register_arch("mnist2d", overwrite=True)(other)
+        assert ARCHS["mnist2d"] is other
+    finally:
+        ARCHS["mnist2d"] = original

@@ -16,11 +16,22 @@ __all__ = ["ARCHS", "register_arch", "list_archs", "build_model", "split_params"
 ARCHS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_arch(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register ``builder(operator: OperatorSpec, num_classes=..., **arch_params) -> nn.Module``."""
+def register_arch(name: str, *, overwrite: bool = False) -> Callable[[Callable[..., nn.Module]],
+                                                                     Callable[..., nn.Module]]:
+    """Register ``builder(operator: OperatorSpec, num_classes=..., **arch_params) -> nn.Module``.
+
+    Like the operator registries, an existing name is refused (a ``ValueError``) unless
+    ``overwrite=True``; registering the same builder again is allowed (a module re-import).
+    """
 
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        ARCHS[name.lower()] = builder
+        key = name.lower()
+        old = ARCHS.get(key)
+        same = old is builder or (getattr(old, "__module__", None), getattr(old, "__qualname__", None)) == (
+            builder.__module__, builder.__qualname__)
+        if old is not None and not overwrite and not same:
+            raise ValueError(f"architecture {name!r} is already registered; pass overwrite=True to replace it")
+        ARCHS[key] = builder
         return builder
 
     return decorator
