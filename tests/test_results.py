@@ -323,3 +323,38 @@ def test_cli_leaderboard_without_db_reads_the_latest_run_and_says_which(tmp_path
     assert cli.main(["leaderboard", "show", "--format", "csv", "--db", str(db)]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("rank,") and "results from" not in captured.err
+
+
+def test_entries_export_in_robustbench_model_info_format(tmp_path, capsys):
+    import robustbench_dc.cli as cli
+    from robustbench_dc.results import model_info
+
+    db = tmp_path / "results.sqlite"
+    with ResultsStore(db) as store:
+        store.ingest_summary(_summary())
+        entries = store.entries()
+    info = model_info(entries[0])
+    rb_fields = ["link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
+                 "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "footnote"]
+    assert list(info)[:len(rb_fields)] == rb_fields and list(info)[len(rb_fields):] == ["robustbench_dc"]
+    e = entries[0]
+    assert info["clean_acc"] == f"{100 * e.clean_accuracy:.2f}" and info["architecture"] == e.architecture
+    assert info["number_forward_passes"] == 1 and info["additional_data"] is False
+    has_aa = any(k.startswith("autoattack") for k in e.robust_accuracy)
+    assert (info["autoattack_acc"] is None) == (not has_aa)  # never another attack's number under AutoAttack's name
+    extra = info["robustbench_dc"]
+    assert extra["operator"] == e.operator and extra["flags"] == e.flags
+    assert extra["worst_case_acc"] == (None if e.worst_case_robust_accuracy is None
+                                       else f"{100 * e.worst_case_robust_accuracy:.2f}")
+    assert cli.main(["leaderboard", "--db", str(db), "--robustbench", str(tmp_path / "mi")]) == 0
+    written = sorted((tmp_path / "mi").rglob("*.json"))
+    assert len(written) == len(entries)
+    assert all(p.parent.name in ("Linf", "L2") and p.parent.parent.name == e.dataset for p in written)
+    assert json.loads(written[0].read_text())["robustbench_dc"]["run_id"] == e.run_id
+
+
+def test_robustbench_eps_is_written_as_robustbench_writes_it():
+    from robustbench_dc.results.robustbench import _eps_text
+
+    assert _eps_text(8 / 255) == "8/255" and _eps_text(0.3) == "0.3" and _eps_text(0.5) == "0.5"
+    assert _eps_text(None) is None

@@ -26,7 +26,7 @@ _FORMATS = ("md", "csv", "json", "html")
 
 def cmd_leaderboard_show(args: argparse.Namespace) -> int:
     """Print the leaderboard of ``args.db`` (default: the run made last); write files into ``args.out``."""
-    from ..results import ResultsStore, find_db, render_leaderboard, write_leaderboard
+    from ..results import ResultsStore, find_db, render_leaderboard, write_leaderboard, write_model_info
 
     db = find_db(args.db)
     if args.db is None:
@@ -41,6 +41,9 @@ def cmd_leaderboard_show(args: argparse.Namespace) -> int:
     sys.stdout.write(text)
     if args.out:
         for path in write_leaderboard(entries, args.out, formats=formats or _FORMATS, metric=args.metric):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.robustbench:
+        for path in write_model_info(entries, args.robustbench):
             print(f"wrote {path}", file=sys.stderr)
     return 0
 
@@ -81,6 +84,8 @@ def _show_args(p: argparse.ArgumentParser, default: object = None) -> None:
                    help="output format, repeatable; the first is printed (default md); with --out, "
                         "the files written (default: all four)")
     p.add_argument("--out", metavar="DIR", default=d(None), help="also write DIR/leaderboard.<format>")
+    p.add_argument("--robustbench", metavar="DIR", default=d(None),
+                   help="also write one RobustBench model_info JSON per entry: DIR/<dataset>/<Linf|L2>/<name>.json")
     p.add_argument("--latest", action="store_true", default=d(False),
                    help="only the newest run of each model per protocol/dataset/threat model/eps")
 
