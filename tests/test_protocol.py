@@ -239,7 +239,11 @@ def test_a_user_operator_file_is_submitted_to_the_leaderboard(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["command"] == (f"rbdc leaderboard submit my_ops.py:SoftSatConv --protocol {path} "
                                   f"--out {tmp_path / 'out'}")  # the command line main() was given
-    assert summary["models"]["SoftSatConv"]["whitebox"]["fgsm-linf-eps0.3000-s1"]["robust_accuracy"] >= 0
+    entry = summary["models"]["SoftSatConv"]
+    fgsm = entry["whitebox"]["fgsm-linf-eps0.3000-s1"]
+    # the submitted operator was trained and attacked: a robust accuracy no higher than its clean accuracy
+    assert entry["checkpoint_sha256"] and entry["operator"].endswith("SoftSatConv")
+    assert 0.0 <= fgsm["robust_accuracy"] <= entry["clean_accuracy"] and fgsm["n"] == proto["dataset"]["n_test"]
 
 
 def test_a_protocol_runs_the_published_autoattack_with_its_breakdown(tmp_path):

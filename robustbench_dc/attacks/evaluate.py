@@ -243,7 +243,7 @@ def evaluate_whitebox(
     return EvalResult(
         model=model_name,
         n=n,
-        clean_accuracy=float(clean_correct.float().mean()) if n else float("nan"),
+        clean_accuracy=int(clean_correct.sum()) / n if n else float("nan"),  # exact, like the per-attack numbers
         results=results,
         worst=worst,
         flags=flags,
