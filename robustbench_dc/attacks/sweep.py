@@ -93,7 +93,8 @@ class SweepResult:
 
     @property
     def clean_accuracy(self) -> float:
-        return float(self.clean_correct.float().mean())
+        n = self.clean_correct.numel()
+        return int(self.clean_correct.sum()) / n if n else float("nan")  # exact, like evaluate_whitebox
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict (per-example vectors as lists)."""
