@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+from robustbench_dc.provenance import package_versions  # noqa: E402
 from robustbench_dc.runtime import configure_allocator  # noqa: E402
 
 OPERATORS = {
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(row), flush=True)
     out = {"command": [sys.executable, *sys.argv], "seed": args.seed, "settings": vars(args) | {"out": str(args.out)},
            "train_sha256": tr.checksum, "test_sha256": te.checksum,
-           "versions": {"torch": torch.__version__, "python": platform.python_version()},
+           "versions": package_versions(),
            "threads": torch.get_num_threads(), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")

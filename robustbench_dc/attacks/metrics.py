@@ -104,6 +104,19 @@ class AttackResult:
         )
 
 
+def _statistics(cc: torch.Tensor, rc: torch.Tensor, norms: torch.Tensor) -> dict[str, Any]:
+    """The per-example vectors and the numbers derived from them: ``cc`` clean-correct, ``rc``
+    robust-correct (a subset of ``cc``), ``norms`` perturbation norms (statistics over ``cc``)."""
+    n, n_cc, n_rc = int(cc.numel()), int(cc.sum()), int(rc.sum())
+    attacked = norms[cc]
+    return {"n": n, "clean_accuracy": n_cc / n if n else float("nan"),
+            "robust_accuracy": n_rc / n if n else float("nan"),
+            "attack_success_rate": (n_cc - n_rc) / n_cc if n_cc else float("nan"),
+            "mean_perturbation": float(attacked.mean()) if attacked.numel() else None,
+            "max_perturbation": float(attacked.max()) if attacked.numel() else None,
+            "clean_correct": cc.tolist(), "robust_correct": rc.tolist(), "perturbation_norms": norms.tolist()}
+
+
 def attack_result(
     model: str,
     spec: AttackSpec,
@@ -128,29 +141,13 @@ def attack_result(
         components (list[dict] | None): an ensemble's per-component breakdown. Default None.
     """
     cc = clean_correct.detach().cpu().bool()
-    rc = cc & adv_correct.detach().cpu().bool()
-    nm = norms.detach().cpu().double()
-    n = int(cc.numel())
-    n_cc = int(cc.sum())
-    clean_acc = n_cc / n if n else float("nan")
-    rob_acc = int(rc.sum()) / n if n else float("nan")
-    asr = (n_cc - int(rc.sum())) / n_cc if n_cc else float("nan")
-    attacked = nm[cc]
     return AttackResult(
         model=model,
         attack=spec.label,
         spec=spec.model_dump(mode="json"),
         threat_model=spec.threat_model,
         eps=spec.eps,
-        n=n,
-        clean_accuracy=clean_acc,
-        robust_accuracy=rob_acc,
-        attack_success_rate=asr,
-        mean_perturbation=float(attacked.mean()) if attacked.numel() else None,
-        max_perturbation=float(attacked.max()) if attacked.numel() else None,
-        clean_correct=cc.tolist(),
-        robust_correct=rc.tolist(),
-        perturbation_norms=nm.tolist(),
+        **_statistics(cc, cc & adv_correct.detach().cpu().bool(), norms.detach().cpu().double()),
         source=source,
         seconds=seconds,
         components=components,
@@ -166,17 +163,10 @@ def prefix(result: AttackResult, m: int) -> AttackResult:
     """
     if m >= result.n:
         return result
-    cc = torch.tensor(result.clean_correct[:m], dtype=torch.bool)
-    rc = torch.tensor(result.robust_correct[:m], dtype=torch.bool)
-    nm = torch.tensor(result.perturbation_norms[:m], dtype=torch.float64)[cc]
-    n_cc, n_rc = int(cc.sum()), int(rc.sum())
-    return replace(result, n=m, clean_accuracy=n_cc / m if m else float("nan"),
-                   robust_accuracy=n_rc / m if m else float("nan"),
-                   attack_success_rate=(n_cc - n_rc) / n_cc if n_cc else float("nan"),
-                   mean_perturbation=float(nm.mean()) if nm.numel() else None,
-                   max_perturbation=float(nm.max()) if nm.numel() else None,
-                   clean_correct=cc.tolist(), robust_correct=rc.tolist(),
-                   perturbation_norms=result.perturbation_norms[:m], components=None)
+    return replace(result, **_statistics(torch.tensor(result.clean_correct[:m], dtype=torch.bool),
+                                         torch.tensor(result.robust_correct[:m], dtype=torch.bool),
+                                         torch.tensor(result.perturbation_norms[:m], dtype=torch.float64)),
+                   components=None)
 
 
 def worst_case(results: list[AttackResult], name: str | None = None) -> AttackResult:
@@ -215,9 +205,9 @@ def worst_case(results: list[AttackResult], name: str | None = None) -> AttackRe
     tms = {r.threat_model for r in results}
     epss = {r.eps for r in results}
     same_tm = len(tms) == 1
-    n = first.n
-    n_cc = int(cc.sum())
-    attacked = chosen[cc]
+    stats = _statistics(cc, rc, chosen)
+    if not same_tm:  # norms in different threat models are not comparable
+        stats.update(mean_perturbation=None, max_perturbation=None)
     label = name or f"worst-case({', '.join(r.attack for r in results)})"
     return AttackResult(
         model=first.model,
@@ -225,15 +215,7 @@ def worst_case(results: list[AttackResult], name: str | None = None) -> AttackRe
         spec={"worst_case_of": [r.spec for r in results]},
         threat_model=first.threat_model if same_tm else "mixed",
         eps=first.eps if len(epss) == 1 else None,
-        n=n,
-        clean_accuracy=first.clean_accuracy,
-        robust_accuracy=int(rc.sum()) / n if n else float("nan"),
-        attack_success_rate=(n_cc - int(rc.sum())) / n_cc if n_cc else float("nan"),
-        mean_perturbation=float(attacked.mean()) if same_tm and attacked.numel() else None,
-        max_perturbation=float(attacked.max()) if same_tm and attacked.numel() else None,
-        clean_correct=list(first.clean_correct),
-        robust_correct=rc.tolist(),
-        perturbation_norms=chosen.tolist(),
+        **stats,
         source=first.source if len({r.source for r in results}) == 1 else None,
         seconds=sum(r.seconds for r in results),
     )

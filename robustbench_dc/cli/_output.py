@@ -9,7 +9,8 @@ from typing import Any
 
 from .._text import table
 
-__all__ = ["table", "fmt", "print_results", "breakdown_text", "write_json", "print_job"]
+__all__ = ["table", "fmt", "print_results", "breakdown_text", "print_masking_warnings", "write_json", "write_results",
+           "print_job"]
 
 
 def fmt(v: float | None) -> str:
@@ -50,6 +51,23 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(payload, indent=2))
         print(f"results: {path}")
+
+
+def print_masking_warnings(flags: list[Any], target: str | None = None) -> None:
+    """One ``WARNING`` line per triggered gradient-masking flag (of ``target``, when given)."""
+    where = f" on {target}" if target else ""
+    for flag in flags:
+        if flag.triggered:
+            print(f"WARNING possible gradient masking{where} [{flag.name}]: {flag.message}")
+
+
+def write_results(args: Any, key: str, result: Any, data_sha256: str) -> None:
+    """``--json``: ``{key: result, "provenance": ...}`` built from the command's own arguments."""
+    from ..provenance import provenance
+
+    write_json(args.json, {key: result.to_dict(),
+                           "provenance": provenance(command=getattr(args, "command_line", None), seed=args.seed,
+                                                    data_sha256=data_sha256)})
 
 
 def print_job(job: Any, status: str, seconds: float, counter: list[int], total: int) -> None:

@@ -6,14 +6,13 @@ import argparse
 
 from ._args import (add_attack_args, add_command, add_model_args, attacks_from_args, data_name, load_test_data,
                     model_from_args)
-from ._output import breakdown_text, print_results, write_json
+from ._output import breakdown_text, print_masking_warnings, print_results, write_results
 
 __all__ = ["register", "cmd_evaluate"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..attacks import evaluate_whitebox
-    from ..provenance import provenance
 
     choice = model_from_args(args, seed=args.seed)
     ds = load_test_data(args, choice.dataset)
@@ -30,14 +29,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(breakdown_text(r))
     for key, worst in res.worst.items():
         print(f"worst case over the attack set [{key}]: robust accuracy {100 * worst.robust_accuracy:.1f}%")
-    for flag in res.flags:
-        if flag.triggered:
-            print(f"WARNING possible gradient masking [{flag.name}]: {flag.message}")
+    print_masking_warnings(res.flags)
     if res.flags and not res.triggered:
         print(f"masking diagnostics: none of {len(res.flags)} flags triggered")
-    write_json(args.json, {"whitebox": res.to_dict(),
-                           "provenance": provenance(command=getattr(args, "command_line", None), seed=args.seed,
-                                                    data_sha256=ds.checksum)})
+    write_results(args, "whitebox", res, ds.checksum)
     return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ._args import add_attack_args, add_command, attacks_from_args, load_test_data
-from ._output import print_results, write_json
+from ._output import print_masking_warnings, print_results, write_results
 
 __all__ = ["register", "cmd_transfer"]
 
@@ -26,7 +26,6 @@ def _models(items: list[str], seed: int) -> dict[str, Any]:
 def cmd_transfer(args: argparse.Namespace) -> int:
     from ..attacks import evaluate_transfer
     from ..errors import UsageError
-    from ..provenance import provenance
 
     # A model named as both source and target is the same object: its cell is white-box.
     choices = _models(args.source + args.target, args.seed)
@@ -47,11 +46,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
           f"test examples ({res.n_crafted} crafted, {res.n_cached} from cache)")
     print_results(res.cells)
     for target, flag in res.flags.items():
-        if flag.triggered:
-            print(f"WARNING possible gradient masking on {target} [{flag.name}]: {flag.message}")
-    write_json(args.json, {"transfer": res.to_dict(),
-                           "provenance": provenance(command=getattr(args, "command_line", None), seed=args.seed,
-                                                    data_sha256=ds.checksum)})
+        print_masking_warnings([flag], target)
+    write_results(args, "transfer", res, ds.checksum)
     return 0
 
 

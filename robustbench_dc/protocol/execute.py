@@ -398,12 +398,12 @@ def execute(plan: Plan, *, progress: bool = True, force: bool = False,
             continue
         t0 = time.perf_counter()
         _RUNNERS[job.kind](ctx, job)
+        seconds = time.perf_counter() - t0
         _write_json(_marker(run_dir, job), {"key": job.key, "job": job.id,
-                                            "finished": datetime.now(timezone.utc).isoformat(),
-                                            "seconds": time.perf_counter() - t0})
+                                            "finished": datetime.now(timezone.utc).isoformat(), "seconds": seconds})
         result.executed.append(job.id)
         if on_job:
-            on_job(job, "done", time.perf_counter() - t0)
+            on_job(job, "done", seconds)
     result.summary = _read(run_dir / "summary.json") or {}
     lb = run_dir / "leaderboard.md"
     result.leaderboard = lb.read_text() if lb.is_file() else ""
