@@ -572,6 +572,52 @@ def test_an_attack_on_a_prefix_equals_the_full_run_on_those_examples(cnn: nn.Mod
         evaluate_whitebox(cnn, x, y, attacks, n_examples=[0, None])
 
 
+class _AutocastProbe(nn.Module):
+    """Records, for every forward pass, whether gradients and bfloat16 autocast were on."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls: list[tuple[bool, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((torch.is_grad_enabled(), torch.is_autocast_enabled("cpu")))
+        return self.inner(x)
+
+
+def test_attacks_craft_in_the_requested_precision_and_are_scored_in_float32(cnn: nn.Module, test_xy) -> None:
+    x, y = test_xy[0][:40], test_xy[1][:40]
+    attacks = [AttackSpec(name="fgsm", eps=0.1), AttackSpec(name="pgd", eps=0.1, steps=3)]
+    probe = _AutocastProbe(cnn)
+    res = evaluate_whitebox(probe, x, y, attacks, batch_size=40, masking=False, compile=False,
+                            precision=["fp32", "bf16"])
+    assert [r.precision for r in res.results] == ["fp32", "bf16"]
+    assert res.worst["linf-eps0.1000"].precision == "mixed"
+    gradient_passes = [amp for grad, amp in probe.calls if grad]
+    assert gradient_passes == [False] + [True] * 3  # FGSM's one step in float32, PGD's three under bf16
+    assert not any(amp for grad, amp in probe.calls if not grad)  # clean pass and scoring in float32
+    ref = evaluate_whitebox(cnn, x, y, attacks[1:], batch_size=40, masking=False, compile=False)
+    assert abs(ref.results[0].robust_accuracy - res.results[1].robust_accuracy) <= 0.1  # as strong, roughly
+    assert json.loads(json.dumps(res.to_dict()))["results"][1]["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision: must be one of 'fp32', 'bf16', got 'fp16'"):
+        evaluate_whitebox(cnn, x, y, attacks, precision="fp16")
+    with pytest.raises(ValueError, match="precision: one entry per attack"):
+        evaluate_whitebox(cnn, x, y, attacks, precision=["bf16"])
+
+
+@pytest.mark.parametrize("name, kw", [("square", {"params": {"n_queries": 20}}),
+                                      ("fab", {"steps": 3, "params": {"multi_targeted": True}})])
+def test_third_party_attacks_craft_under_bf16_with_float32_logits(cnn: nn.Module, test_xy, name: str, kw: dict) -> None:
+    # under autocast the logits are bfloat16; torchattacks mixes them with its float32 buffers
+    # (Square's index_put fails on the dtype mismatch) unless the backend hands it float32 logits
+    x, y = test_xy[0][:12], test_xy[1][:12]
+    spec = AttackSpec(name=name, backend="torchattacks", eps=0.1, **kw)
+    res = evaluate_whitebox(cnn, x, y, [spec], masking=False, compile=False, precision="bf16")
+    r = res.results[0]
+    assert r.precision == "bf16" and 0.0 <= r.robust_accuracy <= r.clean_accuracy
+    assert r.max_perturbation is None or r.max_perturbation <= 0.1 + 1e-6
+
+
 def test_masking_flags_documented_once_with_anchors() -> None:
     doc = (REPO / DOC_PATH).read_text(encoding="utf-8")
     for name in FLAG_NAMES:

@@ -185,6 +185,25 @@ def test_autoattack_runs_each_component_at_its_published_budget(monkeypatch: pyt
     torch.testing.assert_close(x_adv, x)  # nothing broken: AutoAttack returns the clean points
 
 
+class _WrongUnderAutocast(nn.Module):
+    """Predicts class 0 for every input in float32 and class 1 under autocast (no input dependence)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cls = 1 if torch.is_autocast_enabled("cpu") else 0
+        return x.flatten(1)[:, :1] * 0 + nn.functional.one_hot(torch.tensor(cls), 10).float()
+
+
+def test_autoattack_decides_which_points_are_broken_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    # crafted under bf16 autocast, a point that only fools the bf16 model is not counted broken: the
+    # clean predictions and each component's result are checked in float32
+    monkeypatch.setattr(aa_mod, "VERSIONS", {**aa_mod.VERSIONS, "standard": ("apgd-ce", "apgd-t")})
+    x, y = torch.rand(4, 1, 4, 4), torch.zeros(4, dtype=torch.long)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x_adv, parts = autoattack(_WrongUnderAutocast(), x, y, 0.3)
+    assert [p["robust"] for p in parts] == [4, 4, 4]
+    torch.testing.assert_close(x_adv, x)
+
+
 def test_autoattack_target_classes_follow_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     counter = Counter(Unbreakable(16, 5))
     _phase_components(monkeypatch, counter)

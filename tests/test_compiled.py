@@ -62,6 +62,25 @@ def test_compiled_conv_equals_eager_values_and_gradients(case):
 
 
 @needs_compiler
+@pytest.mark.parametrize("magnitude", ["tanh", "ball"])
+def test_compiled_per_channel_cosine_with_frozen_parameters_gives_the_input_gradient(magnitude):
+    # under attack the radius and the weights are frozen: the compiled backward then computes only
+    # the gradients that are needed (no reduction for the radius), and the input gradient is the eager one
+    eager, comp = _pair(DecoupledConv2d, (3, 6, 3), dict(padding=1, magnitude=magnitude, angular="cos", **RELATIVE))
+    batch = torch.randn(4, 3, 9, 9)
+    for layer in (eager, comp):
+        layer.train()(batch)  # the same running mean of ||x||
+        layer.eval().requires_grad_(False)
+    x = torch.randn(4, 3, 9, 9)
+    g = torch.randn(4, 6, 9, 9)
+    xe, xc = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (ge,) = torch.autograd.grad(eager(xe), [xe], g)
+    (gc,) = torch.autograd.grad(comp(xc), [xc], g)
+    assert comp.compiled and comp.radius is not None and not comp.radius.requires_grad
+    torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-5)
+
+
+@needs_compiler
 @pytest.mark.parametrize("case", ["tanh+sigmoid,nonlinear", "tanh+cos,relative-radius"])
 def test_compiled_linear_equals_eager(case):
     eager, comp = _pair(DecoupledLinear, (7, 5), CASES[case])

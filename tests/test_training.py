@@ -110,6 +110,30 @@ def test_fgsm_mixing_replaces_the_requested_fraction():
     assert weights.tolist() == [0.5] * 3 + [1.0] * 7
 
 
+class _PrecisionProbe(nn.Module):
+    """Records, for every forward pass, whether the model was in training mode and under autocast."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls: list[tuple[bool, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((self.training, torch.is_autocast_enabled("cpu")))
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_adversarial_examples_are_crafted_in_the_training_precision(precision):
+    probe = _PrecisionProbe(_model())
+    train(probe, _data(64), {"epochs": 1, "batch_size": 32, "precision": precision,
+                             "adversarial": {"method": "fgsm", "eps": 0.1, "ratio": 0.5}, "recalibrate_batches": 0})
+    crafting = [amp for training, amp in probe.calls if not training]  # FGSM runs the model in eval mode
+    stepping = [amp for training, amp in probe.calls if training]
+    assert len(crafting) >= 2 and len(stepping) == 2
+    assert set(crafting) == set(stepping) == {precision == "bf16"}
+
+
 def test_random_crop_shifts_content_within_the_padding_and_flip_mirrors():
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
     g = torch.Generator().manual_seed(0)

@@ -17,7 +17,26 @@ __all__ = [
     "model_fingerprint",
     "data_fingerprint",
     "batched_logits",
+    "float32_logits",
 ]
+
+
+class _Float32Logits(nn.Module):
+    """``model`` with its logits cast to float32 (under autocast a final linear layer returns
+    bfloat16, which third-party attacks mix with their own float32 buffers)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
+
+
+def float32_logits(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """``model`` itself, or, under autocast on ``x``'s device, a wrapper returning float32 logits."""
+    return _Float32Logits(model) if torch.is_autocast_enabled(x.device.type) else model
 
 
 @contextlib.contextmanager

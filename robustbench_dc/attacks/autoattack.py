@@ -150,7 +150,7 @@ def autoattack(
     x_adv = x.clone()
     eps_t = torch.tensor(eps, dtype=x.dtype, device=x.device)
     with attack_mode(model, x):  # also for the torchattacks components: no weight gradients in FAB's backward
-        with torch.no_grad():
+        with torch.no_grad(), _float32(x):
             clean_logits = model(x)
         n_classes = clean_logits.shape[1]
         _check_classes(version, n_classes)
@@ -163,6 +163,12 @@ def autoattack(
     return x_adv, parts
 
 
+def _float32(x: torch.Tensor) -> torch.autocast:
+    """No autocast: the ensemble's bookkeeping (clean predictions, which points a component broke)
+    runs in float32 whatever precision the components craft in."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def _run_component(comp: Component, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
                    robust: torch.Tensor, eps: float, eps_t: torch.Tensor, threat_model: str, seed: int,
                    n_classes: int, parts: list[dict[str, Any]]) -> None:
@@ -173,8 +179,8 @@ def _run_component(comp: Component, model: nn.Module, x: torch.Tensor, y: torch.
         xs, ys = x.index_select(0, idx), y.index_select(0, idx)
         adv = comp.run(model, xs, ys, eps, threat_model, seed, n_classes)
         check_adversarial(adv, xs, eps_t, threat_model)
-        with torch.no_grad():
-            broken = model(adv).argmax(1) != ys
+        with torch.no_grad(), _float32(x):  # which points are broken is decided in float32, also when
+            broken = model(adv).argmax(1) != ys  # the components craft under bfloat16 autocast
         rows = idx[broken]
         x_adv[rows] = adv[broken].to(x_adv.dtype)
         robust[rows] = False

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustbench_dc.attacks._utils import eval_mode, model_device
+from robustbench_dc.attacks._utils import eval_mode, float32_logits, model_device
 from robustbench_dc.attacks.apgd import default_n_target_classes
 from robustbench_dc.attacks.native import _project
 from robustbench_dc.attacks.spec import NATIVE_ATTACKS, TORCHATTACKS_AUTOATTACK_10IT, AttackConfigError, AttackSpec
@@ -237,6 +237,7 @@ def run_torchattacks(
     cls = _torchattacks_class(spec)
     lname = cls.__name__.lower()
     assert spec.eps is not None
+    model = float32_logits(model, x)  # crafting under autocast: float32 logits, like torchattacks' buffers
     params = dict(spec.params)
     n_targets = params.pop("n_target_classes", None)
     accepted = set(inspect.signature(cls.__init__).parameters)
@@ -327,6 +328,7 @@ def run_foolbox(
     fb = _import_backend("foolbox")
     cls = _lookup(fb.attacks, foolbox_names(), spec.name, "foolbox")
     assert spec.eps is not None
+    model = float32_logits(model, x)
     accepted = set(inspect.signature(cls.__init__).parameters)
     mapped: dict[str, Any] = {}
     if spec.steps is not None:

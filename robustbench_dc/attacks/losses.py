@@ -87,7 +87,12 @@ def attack_loss(
         y (Tensor): (N,) true labels.
         loss (str): ``"ce"`` (default), ``"margin"`` or ``"dlr"``.
         target (Tensor | None): (N,) target labels for a targeted attack. Default None.
+
+    The loss is computed in at least float32 (bfloat16 / float16 logits, from crafting under
+    autocast, are upcast; float64 logits stay float64).
     """
+    if logits.dtype in (torch.bfloat16, torch.float16):
+        logits = logits.float()
     if loss == "ce":
         return ce_loss(logits, y, target)
     if loss == "margin":

@@ -59,6 +59,8 @@ class AttackResult:
             in the order they ran: ``component``, ``backend``, ``budget`` (iterations / queries /
             target classes), ``attacked``, ``robust`` and ``robust_accuracy`` after it (AutoAttack's
             log), ``seconds``; the first entry (``clean``) is the clean accuracy. None otherwise.
+        precision (str): the precision the adversarial examples were crafted in (``"fp32"`` or
+            ``"bf16"``; ``"mixed"`` for a worst case over both); scoring is always float32.
     """
 
     model: str
@@ -78,6 +80,7 @@ class AttackResult:
     source: str | None = None
     seconds: float = 0.0
     components: list[dict[str, Any]] | None = None
+    precision: str = "fp32"
 
     @property
     def robust_correct_tensor(self) -> torch.Tensor:
@@ -127,6 +130,7 @@ def attack_result(
     source: str | None = None,
     seconds: float = 0.0,
     components: list[dict[str, Any]] | None = None,
+    precision: str = "fp32",
 ) -> AttackResult:
     """Build an :class:`AttackResult`.
 
@@ -139,6 +143,7 @@ def attack_result(
         source (str | None): source model of a transfer attack. Default None.
         seconds (float): crafting time. Default 0.
         components (list[dict] | None): an ensemble's per-component breakdown. Default None.
+        precision (str): the crafting precision. Default ``"fp32"``.
     """
     cc = clean_correct.detach().cpu().bool()
     return AttackResult(
@@ -151,6 +156,7 @@ def attack_result(
         source=source,
         seconds=seconds,
         components=components,
+        precision=precision,
     )
 
 
@@ -218,4 +224,5 @@ def worst_case(results: list[AttackResult], name: str | None = None) -> AttackRe
         **stats,
         source=first.source if len({r.source for r in results}) == 1 else None,
         seconds=sum(r.seconds for r in results),
+        precision=first.precision if len({r.precision for r in results}) == 1 else "mixed",
     )

@@ -158,8 +158,12 @@ def compiled_response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: M
 
 
 # ----------------------------------------------------------------------------- cosine, per-channel radius
-def _cos_channel_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: bool
+def _cos_channel_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: bool, needs: tuple[bool, ...] = (True,) * 4
                      ) -> tuple[Callable[..., Tensor], Callable[..., tuple[Tensor | None, ...]]]:
+    """The forward and backward of :class:`_CosChannelResponse`; ``needs``: which of the gradients
+    (inner products, ``||x||``, radius, scale) the backward computes (an attack needs neither the
+    radius's nor the scale's: their reductions over the whole response are skipped)."""
+    need_dot, need_x, need_rho, need_s = needs
     def h_fn(xnorm: Tensor, rho: Tensor) -> Tensor:
         return magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
 
@@ -176,15 +180,26 @@ def _cos_channel_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: boo
         # (|dot_hat| <= ||x||), its gradient passes straight through as in the fused path.
         ct = _compute_dtype(grad.dtype)
         g, x, r = grad.to(ct), xnorm.to(ct), rho.to(ct)
-        h, h_vjp = torch.func.vjp(h_fn, x, r)
+        g_dot = g_x = g_rho = g_s = None
+        if need_x or need_rho:
+            h, h_vjp = torch.func.vjp(h_fn, x, r) if need_rho else torch.func.vjp(lambda x_: h_fn(x_, r), x)
+        else:
+            h = h_fn(x, r)
         p = g * out.to(ct)
-        scale = h / x
-        if has_s:
-            scale = scale * s.to(ct)
-        g_x, g_rho = h_vjp(p / h)
-        g_x = g_x - (p / x).sum_to_size(x.shape)
-        g_s = (p / s.to(ct)).sum_to_size(s.shape).to(s.dtype) if has_s else None
-        return (g * scale).to(grad.dtype), g_x.to(xnorm.dtype), g_rho.to(rho.dtype), g_s
+        if need_dot:
+            scale = h / x
+            if has_s:
+                scale = scale * s.to(ct)
+            g_dot = (g * scale).to(grad.dtype)
+        if need_x or need_rho:
+            grads = h_vjp(p / h)
+            if need_x:
+                g_x = (grads[0] - (p / x).sum_to_size(x.shape)).to(xnorm.dtype)
+            if need_rho:
+                g_rho = grads[1].to(rho.dtype)
+        if has_s and need_s:
+            g_s = (p / s.to(ct)).sum_to_size(s.shape).to(s.dtype)
+        return g_dot, g_x, g_rho, g_s
 
     return forward, backward
 
@@ -208,8 +223,9 @@ class _CosChannelResponse(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         out, xnorm, rho, s_t = ctx.saved_tensors
-        g_dot, g_x, g_rho, g_s = _call(ctx.key + ("backward",),
-                                       lambda: _cos_channel_fns(*ctx.params, ctx.has_s)[1],
+        needs = tuple(bool(n) for n in ctx.needs_input_grad[:4])
+        g_dot, g_x, g_rho, g_s = _call(ctx.key + ("backward", needs),
+                                       lambda: _cos_channel_fns(*ctx.params, ctx.has_s, needs)[1],
                                        (grad, out, xnorm, rho, s_t),
                                        f"decoupled response {ctx.params[0].name}+cos (backward)")
         return g_dot, g_x, g_rho, g_s, None

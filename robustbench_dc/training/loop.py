@@ -261,8 +261,8 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
                 yb = y_all[idx.to(y_all.device)].to(device)
                 xb = augment(xb, recipe.augmentation.crop_padding, recipe.augmentation.flip, gen)
                 weights = None
-                if recipe.adversarial is not None:
-                    with compiling():
+                if recipe.adversarial is not None:  # crafted in the training precision (Wong et al. 2020)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp), compiling():
                         xb, weights = _adversarial_batch(model, xb, yb, recipe, gen)
                     model.train()
                 for group, base in zip(optimizer.param_groups, base_lrs):

@@ -118,14 +118,16 @@ class Recipe(_Strict):
     the current weights (see :func:`robustbench_dc.operators.recalibrate_xnorm`); 0 keeps
     the authors' plain EMA, which is stale in short runs.
 
-    ``precision``: ``"bf16"`` runs the forward pass and the loss under bfloat16 autocast
-    (adversarial examples are still crafted in float32); ``"auto"`` picks bf16 where the
+    ``precision``: ``"bf16"`` runs the forward pass and the loss under bfloat16 autocast,
+    and crafts the adversarial examples of adversarial training under it too (as fast
+    adversarial training does: Wong et al. 2020, mixed precision throughout; the attack's
+    steps and projections stay float32); ``"auto"`` picks bf16 where the
     hardware computes it natively (CPUs with AVX-512 BF16 / AMX, CUDA GPUs with bf16), else
     fp32. ``channels_last`` stores activations and 4-D weights channels-last. The defaults
     (``auto``, channels-last) are the fastest mode measured to keep accuracy:
     ``benchmarks/precision.py`` (MNIST, 3 networks x 2 seeds: within -1.7..+0.4 points of
-    fp32) and ``benchmarks/run.py`` (CNN-9 steps 2.1x faster). Evaluation and attacks always
-    run in float32.
+    fp32) and ``benchmarks/run.py`` (CNN-9 steps 2.1x faster). Evaluation scores in float32;
+    its attacks craft in float32 unless told otherwise (``evaluate_whitebox(precision=...)``).
 
     ``compile``: run the responses of decoupled layers that take the generic path (see
     :attr:`~robustbench_dc.operators.DecoupledLayer.compilable`) through ``torch.compile``
