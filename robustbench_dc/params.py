@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from .errors import UsageError
+from robustbench_dc.errors import UsageError
 
 __all__ = ["parse_value", "parse_params"]
 

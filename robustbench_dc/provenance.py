@@ -23,7 +23,7 @@ def package_versions(*optional: str) -> dict[str, str]:
     """Versions of robustbench-dc, torch and Python, then of each ``optional`` package that imports."""
     import torch
 
-    from . import __version__
+    from robustbench_dc import __version__
 
     versions = {"robustbench_dc": __version__, "torch": torch.__version__, "python": platform.python_version()}
     for mod in optional:

@@ -19,7 +19,10 @@ import logging
 import os
 import platform
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - torch is imported lazily (this module must load without it)
+    import torch
 
 __all__ = ["configure_allocator", "cpu_model", "machine_info", "usable_cores"]
 

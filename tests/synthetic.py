@@ -5,8 +5,12 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

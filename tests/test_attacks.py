@@ -18,9 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from torch import nn
-
 from synthetic import mnist_sample_tensors, train_small
+from torch import nn
 
 import robustbench_dc.attacks.attack as attack_mod
 from robustbench_dc.attacks import (
@@ -270,7 +269,8 @@ def test_backend_names_case_insensitive_and_helpful() -> None:
     with pytest.raises(ValueError, match="threat_model: torchattacks PGD is a linf attack.*PGDL2"):
         run_attack(nn.Linear(4, 3), torch.rand(2, 4), torch.tensor([0, 1]),
                    AttackSpec(name="pgd", backend="torchattacks", threat_model="l2", eps=0.1))
-    with pytest.raises(ValueError, match=r"threat_model: foolbox LinfPGD \(LinfProjectedGradientDescentAttack\) is a linf attack"):
+    with pytest.raises(ValueError,
+                       match=r"threat_model: foolbox LinfPGD \(LinfProjectedGradientDescentAttack\) is a linf attack"):
         run_attack(nn.Linear(4, 3), torch.rand(2, 4), torch.tensor([0, 1]),
                    AttackSpec(name="linfpgd", backend="foolbox", threat_model="l2", eps=0.1))
     with pytest.raises(ValueError, match="params: PGD does not accept"):

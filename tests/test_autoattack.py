@@ -12,9 +12,8 @@ import math
 import pytest
 import torch
 from pydantic import ValidationError
-from torch import nn
-
 from synthetic import mnist_sample_tensors, train_small
+from torch import nn
 
 import robustbench_dc.attacks.autoattack as aa_mod
 from robustbench_dc.attacks import AttackSpec, evaluate_whitebox, load_attack_config, run_attack

@@ -7,8 +7,13 @@ import logging
 import pytest
 import torch
 
-from robustbench_dc.operators import (DecoupledConv2d, DecoupledLinear, compile_available, compiled_responses,
-                                      set_compiled)
+from robustbench_dc.operators import (
+    DecoupledConv2d,
+    DecoupledLinear,
+    compile_available,
+    compiled_responses,
+    set_compiled,
+)
 from robustbench_dc.operators import compiled as compiled_mod
 from robustbench_dc.zoo import build_model
 

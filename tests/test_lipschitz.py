@@ -10,9 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_dc.lipschitz import (affine_product_bound, clever_score, fit_reverse_weibull,
-                                      gradient_norm_estimate, layer_operator_norms, lipschitz_report,
-                                      operator_norm, second_order_status)
+from robustbench_dc.lipschitz import (
+    affine_product_bound,
+    clever_score,
+    fit_reverse_weibull,
+    gradient_norm_estimate,
+    layer_operator_norms,
+    lipschitz_report,
+    operator_norm,
+    second_order_status,
+)
 from robustbench_dc.operators import DecoupledConv2d
 from robustbench_dc.zoo import Normalize, build_model
 

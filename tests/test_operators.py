@@ -7,14 +7,25 @@ import math
 
 import pytest
 import torch
+from reference_ops import reference_conv2d
 from torch import nn
 
-from robustbench_dc.operators import (ANGULARS, MAGNITUDES, WEIGHTED, DecoupledConv2d, DecoupledLinear, decoupled_conv2d,
-                                      UnknownOperatorError, WeightProjection, angle, convert,
-                                      enable_weighted_gradients, get_operator, orthogonality_penalty,
-                                      project_weights)
-
-from reference_ops import reference_conv2d
+from robustbench_dc.operators import (
+    ANGULARS,
+    MAGNITUDES,
+    WEIGHTED,
+    DecoupledConv2d,
+    DecoupledLinear,
+    UnknownOperatorError,
+    WeightProjection,
+    angle,
+    convert,
+    decoupled_conv2d,
+    enable_weighted_gradients,
+    get_operator,
+    orthogonality_penalty,
+    project_weights,
+)
 
 MAGS = ("sphere", "ball", "tanh", "linear", "seg", "log", "mix")
 ANGS = ("linear", "cos", "sigmoid", "sqcos")

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from synthetic import write_learnable_mnist
 
 from robustbench_dc.cli import main
 from robustbench_dc.protocol import run_protocol
-
-from synthetic import write_learnable_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -215,6 +214,7 @@ def test_bad_yaml_and_several_errors_are_reported_together(tmp_path, capsys):
 
 
 import re  # noqa: E402  (used above)
+
 
 def test_a_user_operator_file_is_submitted_to_the_leaderboard(tmp_path, capsys):
     # The README's worked example, copied where a user would keep it.

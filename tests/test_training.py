@@ -8,8 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_dc.training import (CHECKPOINT_NAME, MODEL_NAME, RecipeError, TrainingDiverged, evaluate_accuracy,
-                                     get_recipe, random_crop, random_flip, train)
+from robustbench_dc.training import (
+    CHECKPOINT_NAME,
+    MODEL_NAME,
+    RecipeError,
+    TrainingDiverged,
+    evaluate_accuracy,
+    get_recipe,
+    random_crop,
+    random_flip,
+    train,
+)
 from robustbench_dc.training.loop import _lr_factor
 from robustbench_dc.zoo import build_model
 

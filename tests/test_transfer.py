@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
 from synthetic import mnist_sample_tensors, train_small
+from torch import nn
 
 from robustbench_dc.attacks import (
     AttackSpec,

@@ -22,6 +22,7 @@ Example::
     >>> res = evaluate_whitebox(model, x, y, [AttackSpec(name="fgsm"), AttackSpec(name="pgd")], dataset="mnist")
 """
 
+from robustbench_dc.attacks._utils import data_fingerprint, model_fingerprint
 from robustbench_dc.attacks.attack import run_attack, run_attack_loader
 from robustbench_dc.attacks.backends import (
     BackendMissingError,
@@ -62,7 +63,6 @@ from robustbench_dc.attacks.spec import (
 )
 from robustbench_dc.attacks.sweep import SweepResult, run_eps_sweep
 from robustbench_dc.attacks.transfer import TransferResult, evaluate_transfer
-from robustbench_dc.attacks._utils import data_fingerprint, model_fingerprint
 
 __all__ = [
     "AttackSpec",

@@ -31,9 +31,10 @@ Budget: one gradient evaluation at the start point plus one per iteration, so a 
 
 Like the suite's projected-gradient loop, on the CPU an example leaves the batch as soon as
 it is misclassified (every computation in APGD is per example, so the others' trajectories and
-the result are unchanged, up to the rounding of a matrix product over a smaller batch); on a GPU the batch stays whole and the loop has no host-device
-synchronisation (step-size halving uses ``torch.where``). The model is in eval mode with frozen
-parameters during the attack; every flag is restored afterwards.
+the result are unchanged, up to the rounding of a matrix product over a smaller batch); on a GPU
+the batch stays whole and the loop has no host-device synchronisation (step-size halving uses
+``torch.where``). The model is in eval mode with frozen parameters during the attack; every flag
+is restored afterwards.
 
 Example::
 
@@ -48,10 +49,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from robustbench_dc.attacks._steps import BestTracker, _direction, _project, attack_mode
 from robustbench_dc.attacks._utils import per_example
 from robustbench_dc.attacks.losses import attack_loss
 from robustbench_dc.attacks.spec import AttackConfigError
-from robustbench_dc.attacks._steps import BestTracker, _direction, _project, attack_mode
 
 __all__ = ["apgd", "apgd_schedule", "default_n_target_classes", "check_dlr_classes", "ApgdStats"]
 

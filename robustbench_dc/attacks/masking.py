@@ -199,7 +199,8 @@ def flag_one_step_beats_iterative(results: list[AttackResult], tol: float = 0.01
                 if worst is None or gap > worst[0]:
                     worst = (gap, f"{a.attack} robust acc {a.robust_accuracy:.3f} vs {b.attack} {b.robust_accuracy:.3f}")
     if worst is None:
-        return _make_flag(name, None, tol, "needs an FGSM and a BIM/PGD attack with the same threat model and eps", evaluated=False)
+        return _make_flag(name, None, tol, "needs an FGSM and a BIM/PGD attack with the same threat model and eps",
+                          evaluated=False)
     return _make_flag(name, worst[0], tol, f"iterative minus one-step robust accuracy: {worst[1]}")
 
 
@@ -397,7 +398,8 @@ def flag_noise_beats_gradient(
             only_noise = int((fooled & robust).sum())
             frac = only_noise / max(1, int(clean.sum()))
             if worst is None or frac > worst[0]:
-                worst = (frac, f"{only_noise}/{int(clean.sum())} clean-correct examples fooled by {cfg.noise_draws} random {tm} draws at eps={eps:g} but not by the gradient attacks")
+                worst = (frac, f"{only_noise}/{int(clean.sum())} clean-correct examples fooled by {cfg.noise_draws} "
+                               f"random {tm} draws at eps={eps:g} but not by the gradient attacks")
     assert worst is not None
     return _make_flag(name, worst[0], cfg.noise_threshold, worst[1])
 

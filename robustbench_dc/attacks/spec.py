@@ -52,6 +52,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from robustbench_dc.data.errors import DataError
+from robustbench_dc.data.registry import DATASETS, canonical_name
 from robustbench_dc.errors import UserError
 
 __all__ = [
@@ -122,49 +124,29 @@ _LOSSES = ("ce", "margin", "dlr")
 _BACKENDS = ("native", "torchattacks", "foolbox")
 _TARGETS = ("random", "least-likely")
 
-#: Standard evaluation budgets of the field, keyed by canonical dataset name and
-#: threat model. :func:`resolve_eps` reads ``robustbench_dc.data.dataset_info``
-#: first and falls back to this table (kept equal to it). Fashion-MNIST has no
-#: standard L2 budget.
+#: Standard evaluation budgets of the field, keyed by canonical dataset name and threat model:
+#: a view of the dataset registry (:data:`robustbench_dc.data.DATASETS`, where they are defined).
+#: Fashion-MNIST has no standard L2 budget; the bundled sample shares MNIST's.
 STANDARD_EPS: dict[str, dict[str, float]] = {
-    "cifar10": {"linf": 8 / 255, "l2": 0.5},
-    "mnist": {"linf": 0.3, "l2": 2.0},
-    "fashion-mnist": {"linf": 0.1},
+    name: {"linf": info.eps_linf, **({"l2": info.eps_l2} if info.eps_l2 is not None else {})}
+    for name, info in DATASETS.items()
 }
 
 #: "Large" L-inf budgets used by the masking check ``accuracy-not-zero-at-large-eps``:
-#: at these budgets any correct attack drives accuracy to (almost) zero.
-LARGE_EPS: dict[str, float] = {"cifar10": 0.5, "mnist": 1.0, "fashion-mnist": 1.0}
-
-_DATASET_ALIASES = {
-    "cifar10": "cifar10",
-    "cifar-10": "cifar10",
-    "cifar_10": "cifar10",
-    "mnist": "mnist",
-    "fashion-mnist": "fashion-mnist",
-    "fashion_mnist": "fashion-mnist",
-    "fashionmnist": "fashion-mnist",
-    "fmnist": "fashion-mnist",
-}
+#: at these budgets any correct attack drives accuracy to (almost) zero (from the registry).
+LARGE_EPS: dict[str, float] = {name: info.eps_linf_large for name, info in DATASETS.items()}
 
 
 def canonical_dataset(dataset: str) -> str:
-    """Map a dataset name (``"CIFAR-10"``, ``"mnist-sample"``, ...) to its key in
-    :data:`STANDARD_EPS` (``"cifar10"``, ``"mnist"``, ``"fashion-mnist"``).
+    """The canonical name of a dataset given by name or alias (``"CIFAR-10"`` -> ``"cifar10"``),
+    as the dataset registry resolves it (:func:`robustbench_dc.data.canonical_name`).
 
-    A ``-sample`` / ``_sample`` suffix (the bundled sample sets) is ignored.
-    Raises ``ValueError`` listing the known names for an unknown dataset.
+    Raises :class:`AttackConfigError` listing the known names for an unknown dataset.
     """
-    key = dataset.strip().lower()
-    for suffix in ("-sample", "_sample"):
-        if key.endswith(suffix):
-            key = key[: -len(suffix)]
-    if key not in _DATASET_ALIASES:
-        raise AttackConfigError(
-            f"dataset: unknown dataset {dataset!r}; known: {', '.join(sorted(STANDARD_EPS))} "
-            "(a '-sample' suffix is allowed)"
-        )
-    return _DATASET_ALIASES[key]
+    try:
+        return canonical_name(dataset)
+    except DataError as exc:
+        raise AttackConfigError(f"dataset: {exc}") from None
 
 
 def _fmt(value: Any) -> str:
@@ -518,14 +500,7 @@ def resolve_eps(spec: AttackSpec, dataset: str | None = None) -> float:
             f"eps: None means the dataset's standard eps, but no dataset was given for "
             f"attack {spec.label!r}; pass dataset=... or set eps"
         )
-    value: float | None
-    try:  # single source of truth: the dataset registry, when it knows the name
-        from robustbench_dc.data import dataset_info
-
-        info = dataset_info(dataset)
-        value = info.eps_linf if spec.threat_model == "linf" else info.eps_l2
-    except Exception:  # registry unavailable or name unknown to it: fall back to STANDARD_EPS
-        value = STANDARD_EPS[canonical_dataset(dataset)].get(spec.threat_model)
+    value = STANDARD_EPS[canonical_dataset(dataset)].get(spec.threat_model)
     if value is None:
         raise AttackConfigError(
             f"eps: dataset {dataset!r} has no standard {spec.threat_model} budget; set eps explicitly"

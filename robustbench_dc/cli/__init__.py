@@ -14,10 +14,22 @@ import logging
 import sys
 from typing import Sequence
 
-from .. import __version__
-from ..errors import UserError
-from . import data, evaluate, leaderboard, lipschitz, operators, plot, reproduce, run, train, transfer, zoo
-from ._args import add_global_options
+from robustbench_dc import __version__
+from robustbench_dc.cli import (
+    data,
+    evaluate,
+    leaderboard,
+    lipschitz,
+    operators,
+    plot,
+    reproduce,
+    run,
+    train,
+    transfer,
+    zoo,
+)
+from robustbench_dc.cli._args import add_global_options
+from robustbench_dc.errors import UserError
 
 __all__ = ["main", "build_parser", "UserError", "EXIT_USER_ERROR", "COMMANDS"]
 
@@ -46,7 +58,7 @@ def _report(exc: UserError) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..provenance import command_line
+    from robustbench_dc.provenance import command_line
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -54,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = command_line(argv)  # recorded as the provenance of what the command writes
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from ..runtime import configure_allocator
+    from robustbench_dc.runtime import configure_allocator
 
     configure_allocator()
     func = getattr(args, "func", None)

@@ -67,8 +67,8 @@ def add_data_args(p: argparse.ArgumentParser, what: str = "evaluate on") -> None
 
 def model_from_args(args: argparse.Namespace, *, seed: int, pretrained: bool = True) -> Any:
     """:func:`robustbench_dc.zoo.resolve_model` called with the model arguments."""
-    from ..params import parse_params
-    from ..zoo import resolve_model
+    from robustbench_dc.params import parse_params
+    from robustbench_dc.zoo import resolve_model
 
     return resolve_model(args.model, arch=args.arch, operator=args.operator, dataset=args.dataset,
                          params=parse_params(args.param, what="--param"),
@@ -102,14 +102,14 @@ def add_attack_args(p: argparse.ArgumentParser, *, n_default: int = 1000) -> Non
 
 def attacks_from_args(args: argparse.Namespace) -> list[Any]:
     """:func:`robustbench_dc.attacks.configure_attacks` called with the attack arguments."""
-    from ..attacks import configure_attacks
+    from robustbench_dc.attacks import configure_attacks
 
     return configure_attacks(args.attack, eps=args.eps, backend=args.backend, steps=args.steps)
 
 
 def load_test_data(args: argparse.Namespace, model_dataset: str) -> Any:
     """The first ``-n`` test examples of ``--data`` (default: the model's dataset)."""
-    from ..data import load_dataset
+    from robustbench_dc.data import load_dataset
 
     return load_dataset(data_name(args, model_dataset), "test", n=args.n, data_dir=args.data_dir,
                         progress=download_progress(args))

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .._text import table
+from robustbench_dc._text import table
 
 __all__ = ["table", "fmt", "print_results", "breakdown_text", "print_masking_warnings", "write_json", "write_results",
            "print_job"]
@@ -63,7 +63,7 @@ def print_masking_warnings(flags: list[Any], target: str | None = None) -> None:
 
 def write_results(args: Any, key: str, result: Any, data_sha256: str) -> None:
     """``--json``: ``{key: result, "provenance": ...}`` built from the command's own arguments."""
-    from ..provenance import provenance
+    from robustbench_dc.provenance import provenance
 
     write_json(args.json, {key: result.to_dict(),
                            "provenance": provenance(command=getattr(args, "command_line", None), seed=args.seed,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import add_command, download_progress
-from ._output import table
+from robustbench_dc.cli._args import add_command, download_progress
+from robustbench_dc.cli._output import table
 
 __all__ = ["register", "cmd_data_list", "cmd_data_check"]
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from ..data import dataset_info, load_dataset
+    from robustbench_dc.data import dataset_info, load_dataset
 
     info = dataset_info(args.name)
     for split in ("train", "test"):
@@ -23,7 +23,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
-    from ..data import DATASETS
+    from robustbench_dc.data import DATASETS
 
     rows = [(i.name, i.num_classes, "x".join(map(str, i.shape)), i.train_size, i.test_size,
              f"{i.eps_linf:.4g}", "-" if i.eps_l2 is None else f"{i.eps_l2:g}", ", ".join(i.aliases))

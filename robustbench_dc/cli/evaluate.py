@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import (add_attack_args, add_command, add_model_args, attacks_from_args, data_name, load_test_data,
-                    model_from_args)
-from ._output import breakdown_text, print_masking_warnings, print_results, write_results
+from robustbench_dc.cli._args import (
+    add_attack_args,
+    add_command,
+    add_model_args,
+    attacks_from_args,
+    data_name,
+    load_test_data,
+    model_from_args,
+)
+from robustbench_dc.cli._output import breakdown_text, print_masking_warnings, print_results, write_results
 
 __all__ = ["register", "cmd_evaluate"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..attacks import evaluate_whitebox
+    from robustbench_dc.attacks import evaluate_whitebox
 
     choice = model_from_args(args, seed=args.seed)
     ds = load_test_data(args, choice.dataset)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._args import add_command
-from ._output import print_job
+from robustbench_dc.cli._args import add_command
+from robustbench_dc.cli._output import print_job
 
 __all__ = ["register", "cmd_leaderboard_show", "cmd_submit"]
 
@@ -26,7 +26,7 @@ _FORMATS = ("md", "csv", "json", "html")
 
 def cmd_leaderboard_show(args: argparse.Namespace) -> int:
     """Print the leaderboard of ``args.db`` (default: the run made last); write files into ``args.out``."""
-    from ..results import ResultsStore, find_db, render_leaderboard, write_leaderboard, write_model_info
+    from robustbench_dc.results import ResultsStore, find_db, render_leaderboard, write_leaderboard, write_model_info
 
     db = find_db(args.db)
     if args.db is None:
@@ -51,7 +51,7 @@ def cmd_leaderboard_show(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     """``rbdc leaderboard submit``: train and evaluate a user operator under a leaderboard
     protocol (one line per job), then print the leaderboard."""
-    from ..protocol import submit_operator  # lazy: the protocol runner is heavy (torch)
+    from robustbench_dc.protocol import submit_operator  # lazy: the protocol runner is heavy (torch)
 
     counter = [0]
     result, board = submit_operator(

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._args import add_command, add_model_args, data_name, download_progress, model_from_args
-from ._output import fmt, table
+from robustbench_dc.cli._args import add_command, add_model_args, data_name, download_progress, model_from_args
+from robustbench_dc.cli._output import fmt, table
 
 __all__ = ["register", "cmd_lipschitz"]
 
@@ -32,9 +32,9 @@ def _describe(c: Any, args: argparse.Namespace) -> str:
 
 def cmd_lipschitz(args: argparse.Namespace) -> int:
     """Run :func:`robustbench_dc.lipschitz.lipschitz_report` and print it."""
-    from ..data import load_dataset
-    from ..errors import UsageError
-    from ..lipschitz import dataset_radii, lipschitz_report
+    from robustbench_dc.data import load_dataset
+    from robustbench_dc.errors import UsageError
+    from robustbench_dc.lipschitz import dataset_radii, lipschitz_report
 
     if args.n is not None and args.n < 1:
         raise UsageError(f"--n: must be >= 1, got {args.n}")

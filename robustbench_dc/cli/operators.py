@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import add_command
-from ._output import table
+from robustbench_dc.cli._args import add_command
+from robustbench_dc.cli._output import table
 
 __all__ = ["register", "cmd_operators_list"]
 
 
 def cmd_operators_list(args: argparse.Namespace) -> int:
-    from ..operators import ANGULARS, MAGNITUDES, OPERATORS, WEIGHTED, entry_point_operators
+    from robustbench_dc.operators import ANGULARS, MAGNITUDES, OPERATORS, WEIGHTED, entry_point_operators
 
     print("Magnitude functions h(||x||)  (operator spec: '<magnitude>+<angular>', e.g. 'tanh+cos')")
     print(table([(m.name, "yes" if m.bounded else "no", m.formula) for m in MAGNITUDES.values()],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._args import add_command
+from robustbench_dc.cli._args import add_command
 
 __all__ = ["register", "cmd_plot"]
 
@@ -16,7 +16,7 @@ _FORMATS = ("png", "svg", "pdf")
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from ..plots import redraw_run
+    from robustbench_dc.plots import redraw_run
 
     formats = tuple(dict.fromkeys(args.format or ("png", "svg")))
     written = redraw_run(args.run_dir, formats=formats)  # MissingFileError: no such run folder

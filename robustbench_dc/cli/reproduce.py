@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import add_command
+from robustbench_dc.cli._args import add_command
 
 __all__ = ["register", "cmd_reproduce"]
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from ..reproduce import write_report
+    from robustbench_dc.reproduce import write_report
 
     for path in write_report(args.out, tables_run=args.tables, figures_run=args.figures):
         print(path)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._args import add_command
-from ._output import print_job
+from robustbench_dc.cli._args import add_command
+from robustbench_dc.cli._output import print_job
 
 __all__ = ["register", "cmd_run"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..protocol import execute, job_status, plan_protocol
+    from robustbench_dc.protocol import execute, job_status, plan_protocol
 
     plan = plan_protocol(args.protocol, args.out)  # ProtocolError: one line per problem, exit code 2
     if args.dry_run:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._args import add_command, add_data_args, add_model_args, data_name, download_progress, model_from_args
+from robustbench_dc.cli._args import (
+    add_command,
+    add_data_args,
+    add_model_args,
+    data_name,
+    download_progress,
+    model_from_args,
+)
 
 __all__ = ["register", "cmd_train"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..data import load_dataset
-    from ..params import parse_params
-    from ..training import RecipeError, get_recipe, list_recipes, train
+    from robustbench_dc.data import load_dataset
+    from robustbench_dc.params import parse_params
+    from robustbench_dc.training import RecipeError, get_recipe, list_recipes, train
 
     choice = model_from_args(args, seed=args.seed, pretrained=False)
     recipe_spec = args.recipe or choice.recipe
@@ -45,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..training import list_recipes
+    from robustbench_dc.training import list_recipes
 
     p = add_command(sub, "train", help="train a model naturally or adversarially")
     add_model_args(p, checkpoint=False, untrained=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._args import add_attack_args, add_command, attacks_from_args, load_test_data
-from ._output import print_masking_warnings, print_results, write_results
+from robustbench_dc.cli._args import add_attack_args, add_command, attacks_from_args, load_test_data
+from robustbench_dc.cli._output import print_masking_warnings, print_results, write_results
 
 __all__ = ["register", "cmd_transfer"]
 
@@ -14,7 +14,7 @@ __all__ = ["register", "cmd_transfer"]
 def _models(items: list[str], seed: int) -> dict[str, Any]:
     """``CARD[@CHECKPOINT]`` items -> {item: ModelChoice}, each built once (without ``@``: the
     checkpoint the card records, if any)."""
-    from ..zoo import resolve_model
+    from robustbench_dc.zoo import resolve_model
 
     out = {}
     for item in dict.fromkeys(items):
@@ -24,8 +24,8 @@ def _models(items: list[str], seed: int) -> dict[str, Any]:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from ..attacks import evaluate_transfer
-    from ..errors import UsageError
+    from robustbench_dc.attacks import evaluate_transfer
+    from robustbench_dc.errors import UsageError
 
     # A model named as both source and target is the same object: its cell is white-box.
     choices = _models(args.source + args.target, args.seed)

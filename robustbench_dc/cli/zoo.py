@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import add_command
-from ._output import table
+from robustbench_dc.cli._args import add_command
+from robustbench_dc.cli._output import table
 
 __all__ = ["register", "cmd_zoo_list", "cmd_zoo_show"]
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:
-    from ..zoo import list_archs, list_cards
+    from robustbench_dc.zoo import list_archs, list_cards
 
     cards = list_cards()
     rows = []
@@ -26,7 +26,7 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_show(args: argparse.Namespace) -> int:
-    from ..zoo import get_card
+    from robustbench_dc.zoo import get_card
 
     card = get_card(args.name)
     model = card.build()

@@ -32,9 +32,9 @@ from typing import Mapping, Sequence
 
 from tqdm import tqdm
 
-from robustbench_dc.data.cifar import CIFAR10_FILES
 from robustbench_dc._atomic import atomic_write
-from robustbench_dc.data.errors import DatasetNotFoundError, DataError, DownloadError
+from robustbench_dc.data.cifar import CIFAR10_FILES
+from robustbench_dc.data.errors import DataError, DatasetNotFoundError, DownloadError
 from robustbench_dc.data.mnist import IDX_FILES, find_idx_file
 
 __all__ = [

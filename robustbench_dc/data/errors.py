@@ -7,7 +7,7 @@ traceback.
 
 from __future__ import annotations
 
-from ..errors import UserError
+from robustbench_dc.errors import UserError
 
 __all__ = ["DataError", "DatasetNotFoundError", "DownloadError"]
 

@@ -32,6 +32,9 @@ class DatasetInfo:
         classes: class names, index i is label i.
         eps_linf: the standard L-inf budget for this dataset, in [0, 1] pixel units.
         eps_l2: the standard L2 budget, or None where the literature has no standard one.
+        eps_linf_large: an L-inf budget at which any correct attack drives accuracy to (almost)
+            zero (the masking check ``accuracy-not-zero-at-large-eps``).
+        display_name: the name figures and reports print ("CIFAR-10").
         train_size: number of training examples in the full dataset.
         test_size: number of test examples in the full dataset.
         aliases: other accepted spellings of ``name``.
@@ -45,6 +48,8 @@ class DatasetInfo:
     classes: tuple[str, ...]
     eps_linf: float
     eps_l2: float | None
+    eps_linf_large: float
+    display_name: str
     train_size: int
     test_size: int
     aliases: tuple[str, ...] = ()
@@ -59,6 +64,8 @@ _MNIST = DatasetInfo(
     classes=tuple(str(i) for i in range(10)),
     eps_linf=0.3,
     eps_l2=2.0,
+    eps_linf_large=1.0,
+    display_name="MNIST",
     train_size=60_000,
     test_size=10_000,
 )
@@ -85,9 +92,11 @@ _INFOS = (
         ),
         eps_linf=0.1,
         eps_l2=None,
+        eps_linf_large=1.0,
+        display_name="Fashion-MNIST",
         train_size=60_000,
         test_size=10_000,
-        aliases=("fashion_mnist", "fmnist"),
+        aliases=("fashion_mnist", "fashionmnist", "fmnist"),
     ),
     DatasetInfo(
         name="cifar10",
@@ -109,12 +118,15 @@ _INFOS = (
         ),
         eps_linf=8 / 255,
         eps_l2=0.5,
+        eps_linf_large=0.5,
+        display_name="CIFAR-10",
         train_size=50_000,
         test_size=10_000,
-        aliases=("cifar-10",),
+        aliases=("cifar-10", "cifar_10"),
     ),
     # The bundled sample: MNIST's constants, 600 train / 100 test examples per class.
-    replace(_MNIST, name="mnist-sample", train_size=6_000, test_size=1_000, aliases=("mnist_sample",)),
+    replace(_MNIST, name="mnist-sample", display_name="MNIST (sample)", train_size=6_000, test_size=1_000,
+            aliases=("mnist_sample",)),
 )
 
 #: Canonical name -> metadata, read-only.

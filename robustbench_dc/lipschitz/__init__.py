@@ -22,10 +22,18 @@ Example::
     json.dump(report.to_dict(), open("lipschitz.json", "w"))
 """
 
-from .clever import CleverResult, TargetScore, WeibullFit, clever_score, clever_scores, fit_reverse_weibull
-from .estimates import Estimate, gradient_norm_estimate, jacobian_norms, second_order_status
-from .layers import BoundResult, LayerNorm, affine_product_bound, layer_operator_norms, operator_norm
-from .report import CleverSummary, LipschitzReport, dataset_radii, lipschitz_report
+from robustbench_dc.lipschitz.clever import (
+    CleverResult,
+    TargetScore,
+    WeibullFit,
+    clever_score,
+    clever_scores,
+    fit_reverse_weibull,
+)
+from robustbench_dc.lipschitz.estimates import Estimate, gradient_norm_estimate, jacobian_norms, second_order_status
+from robustbench_dc.lipschitz.chain import BoundResult, affine_product_bound
+from robustbench_dc.lipschitz.opnorm import LayerNorm, layer_operator_norms, operator_norm
+from robustbench_dc.lipschitz.report import CleverSummary, LipschitzReport, dataset_radii, lipschitz_report
 
 __all__ = [
     "Estimate", "gradient_norm_estimate", "jacobian_norms", "second_order_status",

@@ -34,9 +34,20 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..errors import InvalidParameterError
-from ._utils import (Clip, check_norm, chunks, clip_domain, dual_name, dual_norm, eval_mode, example_generator,
-                     jacobian, model_device_dtype, sample_ball)
+from robustbench_dc.errors import InvalidParameterError
+from robustbench_dc.lipschitz._utils import (
+    Clip,
+    check_norm,
+    chunks,
+    clip_domain,
+    dual_name,
+    dual_norm,
+    eval_mode,
+    example_generator,
+    jacobian,
+    model_device_dtype,
+    sample_ball,
+)
 
 __all__ = ["WeibullFit", "TargetScore", "CleverResult", "clever_score", "clever_scores", "fit_reverse_weibull",
            "DEFAULT_RADIUS"]

@@ -24,10 +24,24 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..errors import InvalidParameterError
-from ..operators import DecoupledLayer
-from ._utils import (Clip, check_norm, chunks, clip_domain, dual_name, dual_norm, eval_mode, example_generator,
-                     jacobian, margin_and_grad, margin_from_logits, model_device_dtype, project_ball, sample_ball)
+from robustbench_dc.errors import InvalidParameterError
+from robustbench_dc.lipschitz._utils import (
+    Clip,
+    check_norm,
+    chunks,
+    clip_domain,
+    dual_name,
+    dual_norm,
+    eval_mode,
+    example_generator,
+    jacobian,
+    margin_and_grad,
+    margin_from_logits,
+    model_device_dtype,
+    project_ball,
+    sample_ball,
+)
+from robustbench_dc.operators import DecoupledLayer
 
 __all__ = ["Estimate", "gradient_norm_estimate", "jacobian_norms", "second_order_status"]
 

@@ -10,11 +10,12 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..operators import DecoupledLayer
-from ._utils import Clip, check_norm, eval_mode, model_device_dtype
-from .clever import DEFAULT_RADIUS, CleverResult, clever_scores, summarize
-from .estimates import Estimate, gradient_norm_estimate
-from .layers import BoundResult, LayerNorm, affine_product_bound, layer_operator_norms
+from robustbench_dc.lipschitz._utils import Clip, check_norm, eval_mode, model_device_dtype
+from robustbench_dc.lipschitz.clever import DEFAULT_RADIUS, CleverResult, clever_scores, summarize
+from robustbench_dc.lipschitz.estimates import Estimate, gradient_norm_estimate
+from robustbench_dc.lipschitz.chain import BoundResult, affine_product_bound
+from robustbench_dc.lipschitz.opnorm import LayerNorm, layer_operator_norms
+from robustbench_dc.operators import DecoupledLayer
 
 __all__ = ["CleverSummary", "LipschitzReport", "lipschitz_report", "dataset_radii"]
 
@@ -90,7 +91,7 @@ def dataset_radii(dataset: str, ball_eps: Mapping[str, float | None] | None = No
     each value given, else the dataset's standard budget of that norm (CLEVER without one:
     :data:`~robustbench_dc.lipschitz.clever.DEFAULT_RADIUS`). A ball radius of 0 or None
     disables that ball search."""
-    from ..data import dataset_info
+    from robustbench_dc.data import dataset_info
 
     info = dataset_info(dataset)
     budgets = {"l2": info.eps_l2, "linf": info.eps_linf}

@@ -6,16 +6,41 @@ operator specs (``"tanh+cos"``, ``"baseline"``, ``"my_ops.py:MyOp"``) and
 :func:`convert` to decouple an existing network.
 """
 
-from .angular import ANGULARS, Angular, angle, get_angular, register_angular
-from .convert import classifier_name, convert
-from .functional import WEIGHTED, decoupled_conv2d, decoupled_linear, decoupled_response, filter_norm, patch_norm2d
-from .compiled import compile_available
-from .hooks import (WeightProjection, compiled_responses, decoupled_layers, enable_weighted_gradients,
-                    orthogonality_penalty, project_weights, recalibrate_xnorm, resolve_compile, set_compiled)
-from .layers import RHO_MODES, DecoupledConv2d, DecoupledLayer, DecoupledLinear
-from .magnitude import MAGNITUDES, Magnitude, get_magnitude, register_magnitude
-from .registry import (ENTRY_POINT_GROUP, OPERATORS, OperatorSpec, UnknownOperatorError, entry_point_operators,
-                       get_operator, known_operators, load_reference, register_operator)
+from robustbench_dc.operators.angular import ANGULARS, Angular, angle, get_angular, register_angular
+from robustbench_dc.operators.compiled import compile_available
+from robustbench_dc.operators.convert import classifier_name, convert
+from robustbench_dc.operators.functional import (
+    WEIGHTED,
+    decoupled_conv2d,
+    decoupled_linear,
+    decoupled_response,
+    filter_norm,
+    patch_norm2d,
+)
+from robustbench_dc.operators.hooks import (
+    WeightProjection,
+    compiled_responses,
+    decoupled_layers,
+    enable_weighted_gradients,
+    orthogonality_penalty,
+    project_weights,
+    recalibrate_xnorm,
+    resolve_compile,
+    set_compiled,
+)
+from robustbench_dc.operators.layers import RHO_MODES, DecoupledConv2d, DecoupledLayer, DecoupledLinear
+from robustbench_dc.operators.magnitude import MAGNITUDES, Magnitude, get_magnitude, register_magnitude
+from robustbench_dc.operators.registry import (
+    ENTRY_POINT_GROUP,
+    OPERATORS,
+    OperatorSpec,
+    UnknownOperatorError,
+    entry_point_operators,
+    get_operator,
+    known_operators,
+    load_reference,
+    register_operator,
+)
 
 __all__ = [
     "ANGULARS", "Angular", "angle", "get_angular", "register_angular",

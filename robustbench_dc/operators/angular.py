@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..errors import InvalidParameterError
+from robustbench_dc.errors import InvalidParameterError
 
 __all__ = ["Angular", "ANGULARS", "register_angular", "get_angular", "angle"]
 

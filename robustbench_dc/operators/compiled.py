@@ -41,9 +41,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .angular import Angular
-from .magnitude import Magnitude
-from .response import decoupled_response
+from robustbench_dc.operators.angular import Angular
+from robustbench_dc.operators.magnitude import Magnitude
+from robustbench_dc.operators.response import decoupled_response
 
 __all__ = ["compile_available", "compiled_response", "compiled_cos_response"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .registry import OperatorSpec, get_operator
+from robustbench_dc.operators.registry import OperatorSpec, get_operator
 
 __all__ = ["convert", "classifier_name"]
 

@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import angular as _angular
-from . import magnitude as _magnitude
-from .angular import Angular
-from .compiled import compiled_cos_response, compiled_response
-from .fused import CosResponse, SquaredChannelSum
-from .magnitude import Magnitude
-from .response import WEIGHTED, decoupled_response
+from robustbench_dc.operators import angular as _angular
+from robustbench_dc.operators import magnitude as _magnitude
+from robustbench_dc.operators.angular import Angular
+from robustbench_dc.operators.compiled import compiled_cos_response, compiled_response
+from robustbench_dc.operators.fused import CosResponse, SquaredChannelSum
+from robustbench_dc.operators.magnitude import Magnitude
+from robustbench_dc.operators.response import WEIGHTED, decoupled_response
 
 __all__ = [
     "WEIGHTED",

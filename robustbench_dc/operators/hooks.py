@@ -19,9 +19,9 @@ from typing import Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
-from .compiled import compile_available
-from .functional import filter_norm
-from .layers import DecoupledLayer
+from robustbench_dc.operators.compiled import compile_available
+from robustbench_dc.operators.functional import filter_norm
+from robustbench_dc.operators.layers import DecoupledLayer
 
 __all__ = ["decoupled_layers", "project_weights", "WeightProjection", "enable_weighted_gradients",
            "orthogonality_penalty", "recalibrate_xnorm", "set_compiled", "compiled_responses", "resolve_compile"]

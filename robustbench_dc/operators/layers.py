@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from ..errors import InvalidParameterError
-from .angular import Angular, get_angular
-from .functional import WEIGHTED, _route, decoupled_conv2d, decoupled_linear, patch_norm2d
-from .fused import SquaredChannelSum
-from .magnitude import Magnitude, get_magnitude
+from robustbench_dc.errors import InvalidParameterError
+from robustbench_dc.operators.angular import Angular, get_angular
+from robustbench_dc.operators.functional import WEIGHTED, _route, decoupled_conv2d, decoupled_linear, patch_norm2d
+from robustbench_dc.operators.fused import SquaredChannelSum
+from robustbench_dc.operators.magnitude import Magnitude, get_magnitude
 
 __all__ = ["DecoupledLayer", "DecoupledConv2d", "DecoupledLinear", "RHO_MODES"]
 

@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..errors import InvalidParameterError
+from robustbench_dc.errors import InvalidParameterError
 
 __all__ = [
     "Magnitude",

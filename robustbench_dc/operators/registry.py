@@ -32,10 +32,10 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..errors import InvalidParameterError, UserError
-from .angular import ANGULARS
-from .layers import DecoupledConv2d, DecoupledLinear
-from .magnitude import MAGNITUDES
+from robustbench_dc.errors import InvalidParameterError, UserError
+from robustbench_dc.operators.angular import ANGULARS
+from robustbench_dc.operators.layers import DecoupledConv2d, DecoupledLinear
+from robustbench_dc.operators.magnitude import MAGNITUDES
 
 __all__ = [
     "OperatorSpec",

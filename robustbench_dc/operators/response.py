@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import InvalidParameterError
-from .angular import Angular
-from .magnitude import Magnitude
+from robustbench_dc.errors import InvalidParameterError
+from robustbench_dc.operators.angular import Angular
+from robustbench_dc.operators.magnitude import Magnitude
 
 __all__ = ["WEIGHTED", "decoupled_response"]
 

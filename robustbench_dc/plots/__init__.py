@@ -6,8 +6,8 @@ Every ``plot_*`` function returns a :class:`matplotlib.figure.Figure`; write it 
 and drawn in percent.
 """
 
-from ._common import CLASS_COLORS, OKABE_ITO, SUPPORTED_FORMATS, save_figure
-from .figures import (
+from robustbench_dc.plots._common import CLASS_COLORS, OKABE_ITO, SUPPORTED_FORMATS, save_figure
+from robustbench_dc.plots.figures import (
     plot_embedding_grid,
     plot_embeddings,
     plot_eps_curves,
@@ -15,7 +15,7 @@ from .figures import (
     plot_training_curves,
     plot_transfer_matrix,
 )
-from .run import load_run, redraw_run, run_figures
+from robustbench_dc.plots.run import load_run, redraw_run, run_figures
 
 __all__ = [
     "CLASS_COLORS",

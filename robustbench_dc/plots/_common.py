@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 import matplotlib
 from matplotlib.figure import Figure
 
-from .._atomic import atomic_write
-from ..errors import InvalidParameterError
+from robustbench_dc._atomic import atomic_write
+from robustbench_dc.errors import InvalidParameterError
 
 log = logging.getLogger(__name__)
 

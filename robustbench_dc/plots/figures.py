@@ -19,15 +19,14 @@ import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib import patheffects
+from matplotlib import colormaps, patheffects
 from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from ._common import (
+from robustbench_dc.plots._common import (
     ADVERSARIAL,
     CLASS_COLORS,
     MARKERS,

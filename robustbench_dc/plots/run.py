@@ -25,9 +25,19 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..errors import MissingFileError
-from ._common import ADVERSARIAL, NATURAL, OKABE_ITO, safe_filename, save_figure, to_float, training_kind
-from .figures import (
+from robustbench_dc.data.errors import DataError
+from robustbench_dc.data.registry import dataset_info
+from robustbench_dc.errors import MissingFileError
+from robustbench_dc.plots._common import (
+    ADVERSARIAL,
+    NATURAL,
+    OKABE_ITO,
+    safe_filename,
+    save_figure,
+    to_float,
+    training_kind,
+)
+from robustbench_dc.plots.figures import (
     plot_embedding_grid,
     plot_embeddings,
     plot_eps_curves,
@@ -40,8 +50,6 @@ __all__ = ["load_run", "redraw_run", "run_figures"]
 
 log = logging.getLogger(__name__)
 
-_DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "fashion_mnist": "Fashion-MNIST",
-                  "fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar-10": "CIFAR-10"}
 
 
 # ----------------------------------------------------------------------------- reading
@@ -176,7 +184,12 @@ def _colors(run: Mapping[str, Any], display: Mapping[str, str]) -> dict[str, str
 
 def _dataset_title(run: Mapping[str, Any]) -> str:
     ds = run.get("dataset")
-    return _DATASET_NAMES.get(str(ds).lower(), str(ds)) + " " if ds else ""
+    if not ds:
+        return ""
+    try:
+        return dataset_info(str(ds)).display_name + " "
+    except DataError:
+        return f"{ds} "
 
 
 def _accuracy(entry: Mapping[str, Any]) -> float | None:

@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from .execute import RunResult, execute, job_status, results_db
-from .plan import Job, Plan, ResolvedModel, make_plan, resolve, stable_hash
-from .schema import FIGURES, ModelEntry, Protocol, ProtocolError, load_protocol, parse_protocol
+from robustbench_dc.protocol.execute import RunResult, execute, job_status, results_db
+from robustbench_dc.protocol.plan import Job, Plan, ResolvedModel, make_plan, resolve, stable_hash
+from robustbench_dc.protocol.schema import FIGURES, ModelEntry, Protocol, ProtocolError, load_protocol, parse_protocol
 
 __all__ = ["FIGURES", "Job", "ModelEntry", "Plan", "Protocol", "ProtocolError", "ResolvedModel", "RunResult",
            "execute", "job_status", "load_protocol", "make_plan", "parse_protocol", "plan_protocol", "resolve",

@@ -33,11 +33,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .._atomic import atomic_write_bytes
-from ..provenance import package_versions
-from ..runtime import machine_info
-from ..zoo import ZooModel
-from .plan import Job, Plan
+from robustbench_dc._atomic import atomic_write_bytes
+from robustbench_dc.protocol.plan import Job, Plan
+from robustbench_dc.provenance import package_versions
+from robustbench_dc.runtime import machine_info
+from robustbench_dc.zoo import ZooModel
 
 __all__ = ["execute", "RunResult", "job_status", "results_db"]
 
@@ -118,11 +118,12 @@ class _Context:
 
     def __init__(self, plan: Plan, run_dir: Path, progress: bool, command: str | None = None) -> None:
         self.plan, self.run_dir, self.progress, self.command = plan, run_dir, progress, command
+        self.started: str | None = None  # when the run first started (a resumed run keeps it)
         self._data: dict[str, Any] = {}
         self._models: dict[str, Any] = {}
 
     def data(self, split: str) -> Any:
-        from ..data import load_dataset
+        from robustbench_dc.data import load_dataset
 
         if split not in self._data:
             ds = self.plan.protocol.dataset
@@ -145,7 +146,7 @@ class _Context:
 
 
 def _run_train(ctx: _Context, job: Job) -> None:
-    from ..training import train
+    from robustbench_dc.training import train
 
     rm = ctx.plan.models[job.model]  # type: ignore[index]
     model = rm.build(ctx.plan.base_dir)
@@ -163,8 +164,8 @@ def _run_train(ctx: _Context, job: Job) -> None:
 
 
 def _run_whitebox(ctx: _Context, job: Job) -> None:
-    from ..attacks import evaluate_whitebox
-    from .plan import attack_prefix
+    from robustbench_dc.attacks import evaluate_whitebox
+    from robustbench_dc.protocol.plan import attack_prefix
 
     x, y = ctx.test_tensors()
     ev = ctx.plan.protocol.evaluation
@@ -176,7 +177,7 @@ def _run_whitebox(ctx: _Context, job: Job) -> None:
 
 
 def _run_sweep(ctx: _Context, job: Job) -> None:
-    from ..attacks import run_eps_sweep
+    from robustbench_dc.attacks import run_eps_sweep
 
     x, y = ctx.test_tensors()
     spec = job.config["attack"].resolve(ctx.plan.models[job.model].dataset)  # type: ignore[index]
@@ -189,7 +190,7 @@ def _run_sweep(ctx: _Context, job: Job) -> None:
 
 
 def _run_lipschitz(ctx: _Context, job: Job) -> None:
-    from ..lipschitz import clever_score, gradient_norm_estimate
+    from robustbench_dc.lipschitz import clever_score, gradient_norm_estimate
 
     cfg = ctx.plan.protocol.lipschitz
     assert cfg is not None
@@ -238,7 +239,7 @@ def _run_embedding(ctx: _Context, job: Job) -> None:
 
 
 def _run_transfer(ctx: _Context, job: Job) -> None:
-    from ..attacks import evaluate_transfer
+    from robustbench_dc.attacks import evaluate_transfer
 
     x, y = ctx.test_tensors()
     plan = ctx.plan
@@ -250,7 +251,7 @@ def _run_transfer(ctx: _Context, job: Job) -> None:
 
 
 def _run_figures(ctx: _Context, job: Job) -> None:
-    from ..plots import redraw_run
+    from robustbench_dc.plots import redraw_run
 
     _write_summary(ctx, partial=True)
     paths = redraw_run(ctx.run_dir)
@@ -353,7 +354,7 @@ def _job_seconds(plan: Plan, run_dir: Path) -> dict[str, float]:
 
 
 def _run_report(ctx: _Context, job: Job) -> None:
-    from ..results import ResultsStore, render_leaderboard
+    from robustbench_dc.results import ResultsStore, render_leaderboard
 
     summary = _write_summary(ctx)
     with ResultsStore(results_db(ctx.plan)) as store:
@@ -387,7 +388,7 @@ def execute(plan: Plan, *, progress: bool = True, force: bool = False,
         log.info("removed %d temporary file(s) left by an interrupted run", removed)
     ctx = _Context(plan, run_dir, progress, command)
     old = _read(run_dir / "summary.json")
-    ctx.started = _first_start(run_dir, (old or {}).get("started"))  # type: ignore[attr-defined]
+    ctx.started = _first_start(run_dir, (old or {}).get("started"))
     status = {} if force else job_status(plan, run_dir)
     result = RunResult(run_dir=run_dir, summary={})
     for job in plan.jobs:

@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import __version__
-from .schema import ModelEntry, Protocol, ProtocolError
+from robustbench_dc import __version__
+from robustbench_dc.protocol.schema import ModelEntry, Protocol, ProtocolError
 
 __all__ = ["ResolvedModel", "Job", "Plan", "resolve", "make_plan", "stable_hash"]
 
@@ -56,7 +56,7 @@ class ResolvedModel:
 
     def build(self, base_dir: Path | None = None, checkpoint: Path | None = None) -> Any:
         """The network, initialised from the model's seed (with ``checkpoint``'s weights if given)."""
-        from ..zoo import resolve_model
+        from robustbench_dc.zoo import resolve_model
 
         return resolve_model(arch=self.arch, operator=self.operator, dataset=self.dataset,
                              params={**self.arch_params, **self.operator_params}, checkpoint=checkpoint,
@@ -110,7 +110,7 @@ def attack_prefix(entry: Any) -> int | None:
 def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source: str, *,
             n_test: int | None = None) -> Any:
     """Resolve one attack entry; ``n_test``: the dataset's test size where a prefix is allowed, else None."""
-    from ..attacks import AttackSpec, available_attacks, load_attack_config
+    from robustbench_dc.attacks import AttackSpec, available_attacks, load_attack_config
 
     try:
         if isinstance(entry, str):
@@ -153,9 +153,9 @@ def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source
 
 def _resolve_model(m: ModelEntry, i: int, protocol: Protocol, base_dir: Path, errors: list[str],
                    source: str) -> ResolvedModel | None:
-    from ..operators import get_operator
-    from ..training import get_recipe
-    from ..zoo import get_card, split_params
+    from robustbench_dc.operators import get_operator
+    from robustbench_dc.training import get_recipe
+    from robustbench_dc.zoo import get_card, split_params
 
     where = f"models[{i}]"
     n_errors = len(errors)
@@ -210,7 +210,7 @@ def _resolve_model(m: ModelEntry, i: int, protocol: Protocol, base_dir: Path, er
 
 def _model_dataset(name: str) -> str:
     """The dataset a model is built for (the bundled sample is MNIST)."""
-    from ..data import canonical_name
+    from robustbench_dc.data import canonical_name
 
     canonical = canonical_name(name)
     return "mnist" if canonical == "mnist-sample" else canonical
@@ -227,7 +227,7 @@ def _known_names(items: list[str], names: list[str], where: str, errors: list[st
 def resolve(protocol: Protocol, provenance: dict[str, Any]) -> tuple[dict[str, ResolvedModel], list[Any], list[Any],
                                                                       list[str], list[str], list[tuple[Any, list[float]]]]:
     """Check the protocol against the registries; raises :class:`ProtocolError` with every problem."""
-    from ..data import dataset_info
+    from robustbench_dc.data import dataset_info
 
     source = provenance.get("path", "<protocol>")
     base_dir = Path(source).parent if source != "<protocol>" else Path.cwd()
@@ -273,8 +273,8 @@ def resolve(protocol: Protocol, provenance: dict[str, Any]) -> tuple[dict[str, R
         spec = _attack(sw.attack, None, f"evaluation.sweeps[{i}].attack", errors, source)
         sweeps.append((spec, list(sw.eps)))
     if protocol.submission is not None:
-        from ..training import get_recipe
-        from ..zoo import list_archs
+        from robustbench_dc.training import get_recipe
+        from robustbench_dc.zoo import list_archs
 
         if protocol.submission.arch.lower() not in list_archs():
             errors.append(f"{source}: submission.arch: unknown {protocol.submission.arch!r}; "
@@ -290,7 +290,7 @@ def resolve(protocol: Protocol, provenance: dict[str, Any]) -> tuple[dict[str, R
 
 def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path | None = None) -> Plan:
     """Resolve ``protocol`` and build its job graph (loads the data to checksum it)."""
-    from ..data import load_dataset
+    from robustbench_dc.data import load_dataset
 
     models, attacks, transfer_attacks, sources, targets, sweeps = resolve(protocol, provenance)
     source = provenance.get("path", "<protocol>")

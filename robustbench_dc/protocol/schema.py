@@ -31,9 +31,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import UserError
+from robustbench_dc.errors import UserError
 
-__all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "find_protocol", "bundled_protocols", "ModelEntry", "DatasetSection",
+__all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "find_protocol", "bundled_protocols",
+           "ModelEntry", "DatasetSection",
            "Evaluation", "TransferSection", "SweepSection", "LipschitzSection", "LeaderboardSection",
            "SubmissionTemplate", "FIGURES"]
 
@@ -205,7 +206,7 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> Protocol:
 
 def bundled_protocols() -> list[str]:
     """Names of the protocols shipped with the package (``rbdc run NAME``)."""
-    from ..resources import resource_dir
+    from robustbench_dc.resources import resource_dir
 
     return sorted(p.stem for p in resource_dir("protocols").glob("*.yaml"))
 
@@ -213,7 +214,7 @@ def bundled_protocols() -> list[str]:
 def find_protocol(name_or_path: str | Path) -> Path:
     """A protocol file: ``name_or_path`` itself when it is a file, else the bundled protocol of
     that name (``"quickstart"`` -> the package's ``protocols/quickstart.yaml``)."""
-    from ..resources import resource_dir
+    from robustbench_dc.resources import resource_dir
 
     p = Path(name_or_path)
     if p.is_file():

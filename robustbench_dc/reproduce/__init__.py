@@ -11,6 +11,7 @@ built from a protocol run's stored results, and the paper's claims judged by rul
 """
 
 from robustbench_dc.reproduce.paper import ATTACKS, OPERATORS, TABLE7, TABLE8, TRAININGS
+from robustbench_dc.reproduce.report import write_figures, write_report, write_tables
 from robustbench_dc.reproduce.tables import (
     CLAIM_RULES,
     Claim,
@@ -23,7 +24,6 @@ from robustbench_dc.reproduce.tables import (
     render_markdown,
     strong_attack_gaps,
 )
-from robustbench_dc.reproduce.report import write_figures, write_report, write_tables
 
 __all__ = ["ReportError", "OPERATORS", "TRAININGS", "ATTACKS", "TABLE7", "TABLE8", "Tables", "Claim", "CLAIM_RULES",
            "attack_kind", "build_tables", "judge_claims", "render_markdown", "phase_seconds", "strong_attack_gaps",

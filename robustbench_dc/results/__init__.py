@@ -7,11 +7,18 @@
 - :func:`find_db` -- the database to read: the one given, else the run made last under ``runs/``.
 """
 
-from .leaderboard import DEFAULT_METRIC, LeaderboardEntry, available_metrics, metric_value, rank_entries
-from .render import FORMATS, render_leaderboard, write_leaderboard
-from .robustbench import model_info, write_model_info
-from .store import DEFAULT_DB, SCHEMA_VERSION, ResultsStore, ResultsStoreError, find_db
+from robustbench_dc.results.leaderboard import (
+           DEFAULT_METRIC,
+           LeaderboardEntry,
+           available_metrics,
+           metric_value,
+           rank_entries,
+)
+from robustbench_dc.results.render import FORMATS, render_leaderboard, write_leaderboard
+from robustbench_dc.results.robustbench import model_info, write_model_info
+from robustbench_dc.results.store import DEFAULT_DB, SCHEMA_VERSION, ResultsStore, ResultsStoreError, find_db
 
-__all__ = ["model_info", "write_model_info", "ResultsStore", "LeaderboardEntry", "rank_entries", "available_metrics", "metric_value",
+__all__ = ["model_info", "write_model_info", "ResultsStore", "LeaderboardEntry", "rank_entries", "available_metrics",
+           "metric_value",
            "render_leaderboard", "write_leaderboard", "FORMATS", "DEFAULT_METRIC", "DEFAULT_DB", "SCHEMA_VERSION",
            "ResultsStoreError", "find_db"]

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidParameterError
+from robustbench_dc.errors import InvalidParameterError
 
 __all__ = ["LeaderboardEntry", "DEFAULT_METRIC", "available_metrics", "metric_value", "metric_title",
            "rank_entries", "resolve_metric"]

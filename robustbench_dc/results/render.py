@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._atomic import atomic_write_text
-from ..errors import InvalidParameterError
-from .leaderboard import (
+from robustbench_dc._atomic import atomic_write_text
+from robustbench_dc.errors import InvalidParameterError
+from robustbench_dc.results.leaderboard import (
     TRANSFER_PREFIX,
     LeaderboardEntry,
     _attack_labels,
@@ -232,7 +232,7 @@ def _render_html(ranked: Sequence[LeaderboardEntry], metric: str, title: str = "
                 cls = ' class="flags"' if text.startswith(_WARN) else ""
                 cells.append(f'<td{cls} data-sort="{_esc(sort)}">{_esc(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    from .. import __version__
+    from robustbench_dc import __version__
 
     return "\n".join([
         "<!DOCTYPE html>",

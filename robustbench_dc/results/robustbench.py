@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from .._atomic import atomic_write_text
-from .leaderboard import LeaderboardEntry
+from robustbench_dc._atomic import atomic_write_text
+from robustbench_dc.results.leaderboard import LeaderboardEntry
 
 __all__ = ["model_info", "write_model_info"]
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..errors import MissingFileError, UserError
-from .leaderboard import LeaderboardEntry
+from robustbench_dc.errors import MissingFileError, UserError
+from robustbench_dc.results.leaderboard import LeaderboardEntry
 
 __all__ = ["ResultsStore", "ResultsStoreError", "SCHEMA_VERSION", "SCHEMA", "DEFAULT_DB", "find_db"]
 

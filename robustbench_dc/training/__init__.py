@@ -1,9 +1,27 @@
 """Natural and adversarial training (FGSM-mixed, PGD, FGSM with random start) and recipes."""
 
-from .augment import augment, random_crop, random_flip
-from .loop import CHECKPOINT_NAME, MODEL_NAME, TrainingDiverged, TrainResult, atomic_torch_save, evaluate_accuracy, train
-from .recipe import (RECIPES, Adversarial, Augmentation, Optimizer, Recipe, RecipeError, Schedule, Tricks, get_recipe,
-                     list_recipes)
+from robustbench_dc.training.augment import augment, random_crop, random_flip
+from robustbench_dc.training.loop import (
+    CHECKPOINT_NAME,
+    MODEL_NAME,
+    TrainingDiverged,
+    TrainResult,
+    atomic_torch_save,
+    evaluate_accuracy,
+    train,
+)
+from robustbench_dc.training.recipe import (
+    RECIPES,
+    Adversarial,
+    Augmentation,
+    Optimizer,
+    Recipe,
+    RecipeError,
+    Schedule,
+    Tricks,
+    get_recipe,
+    list_recipes,
+)
 
 __all__ = [
     "augment", "random_crop", "random_flip",

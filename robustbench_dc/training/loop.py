@@ -21,14 +21,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._atomic import atomic_write, atomic_write_text
-from ..attacks.native import projected_gradient_attack
-from ..data.download import file_digest
-from ..errors import InvalidParameterError, UsageError
-from ..operators import (WeightProjection, compiled_responses, enable_weighted_gradients, orthogonality_penalty,
-                         recalibrate_xnorm, resolve_compile)
-from .augment import augment
-from .recipe import Recipe, get_recipe
+from robustbench_dc._atomic import atomic_write, atomic_write_text
+from robustbench_dc.attacks.native import projected_gradient_attack
+from robustbench_dc.data.download import file_digest
+from robustbench_dc.errors import InvalidParameterError, UsageError
+from robustbench_dc.operators import (
+    WeightProjection,
+    compiled_responses,
+    enable_weighted_gradients,
+    orthogonality_penalty,
+    recalibrate_xnorm,
+    resolve_compile,
+)
+from robustbench_dc.training.augment import augment
+from robustbench_dc.training.recipe import Recipe, get_recipe
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "evaluate_accuracy", "atomic_torch_save",
            "CHECKPOINT_NAME", "MODEL_NAME"]

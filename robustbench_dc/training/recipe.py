@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import UserError
+from robustbench_dc.errors import UserError
 
 __all__ = ["Recipe", "Optimizer", "Schedule", "Augmentation", "Adversarial", "Tricks", "RECIPES",
            "get_recipe", "list_recipes", "RecipeError"]

@@ -7,12 +7,23 @@ is the one way the commands and the protocol runner get a model (card or archite
 seeded initialisation, the card's or a given checkpoint).
 """
 
-from . import cnn9, mnist2d, resnet  # noqa: F401  (register the architectures)
-from .base import Normalize, ZooModel
-from .cards import (CardError, CheckpointError, ModelCard, card_dirs, get_card, list_cards, load_card,
-                    load_card_checkpoint, load_model, load_weights, sha256_file)
-from .registry import ARCHS, build_model, list_archs, register_arch, split_params
-from .resolve import ModelChoice, resolve_model
+from robustbench_dc.zoo import cnn9, mnist2d, resnet  # noqa: F401  (register the architectures)
+from robustbench_dc.zoo.base import Normalize, ZooModel
+from robustbench_dc.zoo.cards import (
+    CardError,
+    CheckpointError,
+    ModelCard,
+    card_dirs,
+    get_card,
+    list_cards,
+    load_card,
+    load_card_checkpoint,
+    load_model,
+    load_weights,
+    sha256_file,
+)
+from robustbench_dc.zoo.registry import ARCHS, build_model, list_archs, register_arch, split_params
+from robustbench_dc.zoo.resolve import ModelChoice, resolve_model
 
 __all__ = [
     "Normalize", "ZooModel", "CardError", "CheckpointError", "ModelCard", "card_dirs", "get_card", "list_cards",

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..operators import OperatorSpec
+from robustbench_dc.operators import OperatorSpec
 
 __all__ = ["Normalize", "ZooModel", "scaled", "conv_blocks"]
 

@@ -29,10 +29,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
-from ..data.download import file_digest
-from ..errors import MissingFileError, UserError
-from ..resources import resource_dir
-from .registry import build_model, list_archs
+from robustbench_dc.data.download import file_digest
+from robustbench_dc.errors import MissingFileError, UserError
+from robustbench_dc.resources import resource_dir
+from robustbench_dc.zoo.registry import build_model, list_archs
 
 __all__ = ["ModelCard", "CardError", "CheckpointError", "card_dirs", "list_cards", "get_card", "load_card",
            "load_model", "load_card_checkpoint", "load_weights", "sha256_file"]

@@ -6,10 +6,10 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from ..errors import InvalidParameterError
-from ..operators import OperatorSpec
-from .base import Normalize, ZooModel, conv_blocks, scaled
-from .registry import register_arch
+from robustbench_dc.errors import InvalidParameterError
+from robustbench_dc.operators import OperatorSpec
+from robustbench_dc.zoo.base import Normalize, ZooModel, conv_blocks, scaled
+from robustbench_dc.zoo.registry import register_arch
 
 __all__ = ["CNN9"]
 

@@ -6,9 +6,12 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from ..operators import OperatorSpec
-from .base import Normalize, ZooModel, conv_blocks
-from .registry import register_arch
+from robustbench_dc.data.registry import DATASETS
+from robustbench_dc.operators import OperatorSpec
+from robustbench_dc.zoo.base import Normalize, ZooModel, conv_blocks
+from robustbench_dc.zoo.registry import register_arch
+
+_MNIST = DATASETS["mnist"]
 
 __all__ = ["MNIST2D"]
 
@@ -29,7 +32,7 @@ class MNIST2D(ZooModel):
 
     def __init__(self, operator: OperatorSpec, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
                  width: float = 1.0, widths: Sequence[int] = (32, 64, 128), feature_dim: int = 2,
-                 mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,),
+                 mean: Sequence[float] = _MNIST.mean, std: Sequence[float] = _MNIST.std,
                  embed_scale: float | None = None) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
@@ -50,7 +53,7 @@ class MNIST2D(ZooModel):
 @register_arch("mnist2d")
 def mnist2d(operator: OperatorSpec, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
             width: float = 1.0, widths: Sequence[int] = (32, 64, 128), feature_dim: int = 2,
-            mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,),
+            mean: Sequence[float] = _MNIST.mean, std: Sequence[float] = _MNIST.std,
             embed_scale: float | None = None) -> MNIST2D:
     """MNIST CNN with a 2-unit embedding exposed by ``features(x)``."""
     return MNIST2D(operator, num_classes, in_channels, input_size, width, widths, feature_dim, mean, std, embed_scale)

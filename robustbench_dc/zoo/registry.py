@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..errors import InvalidParameterError
-from ..operators import OperatorSpec, UnknownOperatorError, get_operator
+from robustbench_dc.errors import InvalidParameterError
+from robustbench_dc.operators import OperatorSpec, UnknownOperatorError, get_operator
 
 __all__ = ["ARCHS", "register_arch", "list_archs", "build_model", "split_params"]
 
@@ -87,7 +87,7 @@ def build_model(arch: str, operator: str | OperatorSpec = "baseline", num_classe
     arch_params, op_params = split_params(arch, params)
     keys = _arch_keywords(builder)
     if dataset is not None:
-        from ..data import dataset_info
+        from robustbench_dc.data import dataset_info
 
         info = dataset_info(dataset)
         defaults = {"in_channels": info.shape[0], "input_size": info.shape[1], "mean": info.mean,

@@ -14,10 +14,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..errors import UsageError
-from ..operators import OperatorSpec
-from .cards import ModelCard, get_card, load_card_checkpoint, load_weights
-from .registry import build_model, split_params
+from robustbench_dc.errors import UsageError
+from robustbench_dc.operators import OperatorSpec
+from robustbench_dc.zoo.cards import ModelCard, get_card, load_card_checkpoint, load_weights
+from robustbench_dc.zoo.registry import build_model, split_params
 
 __all__ = ["ModelChoice", "resolve_model"]
 
@@ -51,7 +51,7 @@ class ModelChoice:
 
 
 def _same_dataset(a: str, b: str) -> bool:
-    from ..data import canonical_name
+    from robustbench_dc.data import canonical_name
 
     try:
         return canonical_name(a) == canonical_name(b)
