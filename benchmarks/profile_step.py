@@ -28,8 +28,13 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as bench  # noqa: E402  (the harness: model building, data, training case, versions)
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from anywhere: use this checkout's package and harness
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.harness.common import MODES, OpConfig, TrainCase, build_cnn9, cifar_batch, parse_op  # noqa: E402
+from benchmarks.harness.report import versions  # noqa: E402
+from robustbench_dc.runtime import configure_allocator, machine_info, usable_cores  # noqa: E402
 
 GROUPS = (
     ("convolution", ("convolution", "conv2d", "mkldnn_convolution", "_convolution")),
@@ -50,10 +55,10 @@ def group_of(name: str) -> str:
     return "other"
 
 
-def profile_case(cfg: bench.OpConfig, mode: str, x: torch.Tensor, y: torch.Tensor, steps: int,
+def profile_case(cfg: OpConfig, mode: str, x: torch.Tensor, y: torch.Tensor, steps: int,
                  seed: int, width: float = 1.0) -> dict[str, Any]:
     device = torch.device("cpu")
-    case = bench.TrainCase(bench.build_cnn9(cfg, width, seed, device, mode), x, y, mode, 1e-3, device)
+    case = TrainCase(build_cnn9(cfg, width, seed, device, mode), x, y, mode, 1e-3, device)
     for _ in range(2):  # warm-up (and compilation)
         case.step()
     t0 = time.perf_counter()
@@ -114,7 +119,7 @@ def unit_costs(batch: int, width: float, repeats: int = 8) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("operators", nargs="+", help="operator specs as in run.py --slowest, e.g. tanh+cos,rho=0.5")
-    p.add_argument("--mode", default="fp32", choices=bench.MODES)
+    p.add_argument("--mode", default="fp32", choices=MODES)
     p.add_argument("--compiled", action="store_true", help="also profile each operator with compiled responses")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--width", type=float, default=1.0, help="CNN-9 width multiplier")
@@ -124,15 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    bench.configure_allocator()
-    torch.set_num_threads(args.threads or bench._usable_cores())
-    x, y, data = bench.cifar_batch(args.batch, args.seed, args.data_dir)
-    configs = [bench.OpConfig("baseline", "baseline")]
+    configure_allocator()
+    torch.set_num_threads(args.threads or usable_cores())
+    x, y, data = cifar_batch(args.batch, args.seed, args.data_dir)
+    configs = [OpConfig("baseline", "baseline")]
     for spec in args.operators:
-        name, params = bench.parse_op(spec)
-        configs.append(bench.OpConfig(spec, name, params))
+        name, params = parse_op(spec)
+        configs.append(OpConfig(spec, name, params))
         if args.compiled:
-            configs.append(bench.OpConfig(spec + "+compiled", name, params, compiled=True))
+            configs.append(OpConfig(spec + "+compiled", name, params, compiled=True))
     rows = [profile_case(c, args.mode, x, y, args.steps, args.seed, args.width) for c in configs]
     base = rows[0]
     names = sorted({g for r in rows for g in r["groups"]}, key=lambda g: -max(r["groups"].get(g, 0) for r in rows))
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({
         "command_line": [sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *argv],
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seed": args.seed,
-        "data": data, "versions": bench.versions(), "machine": bench.machine_info(torch.device("cpu")),
+        "data": data, "versions": versions(), "machine": machine_info(torch.device("cpu")),
         "torch_threads": torch.get_num_threads(), "mode": args.mode, "batch": args.batch, "width": args.width,
         "steps": args.steps,
         "rows": rows, "unit_costs_seconds": units}, indent=1) + "\n")

@@ -22,6 +22,7 @@ Example::
     json.dump(report.to_dict(), open("lipschitz.json", "w"))
 """
 
+from robustbench_dc.lipschitz.chain import BoundResult, affine_product_bound
 from robustbench_dc.lipschitz.clever import (
     CleverResult,
     TargetScore,
@@ -31,7 +32,6 @@ from robustbench_dc.lipschitz.clever import (
     fit_reverse_weibull,
 )
 from robustbench_dc.lipschitz.estimates import Estimate, gradient_norm_estimate, jacobian_norms, second_order_status
-from robustbench_dc.lipschitz.chain import BoundResult, affine_product_bound
 from robustbench_dc.lipschitz.opnorm import LayerNorm, layer_operator_norms, operator_norm
 from robustbench_dc.lipschitz.report import CleverSummary, LipschitzReport, dataset_radii, lipschitz_report
 

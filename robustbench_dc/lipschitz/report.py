@@ -11,9 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from robustbench_dc.lipschitz._utils import Clip, check_norm, eval_mode, model_device_dtype
+from robustbench_dc.lipschitz.chain import BoundResult, affine_product_bound
 from robustbench_dc.lipschitz.clever import DEFAULT_RADIUS, CleverResult, clever_scores, summarize
 from robustbench_dc.lipschitz.estimates import Estimate, gradient_norm_estimate
-from robustbench_dc.lipschitz.chain import BoundResult, affine_product_bound
 from robustbench_dc.lipschitz.opnorm import LayerNorm, layer_operator_norms
 from robustbench_dc.operators import DecoupledLayer
 

@@ -16,7 +16,8 @@ from robustbench_dc.results.leaderboard import (
 )
 from robustbench_dc.results.render import FORMATS, render_leaderboard, write_leaderboard
 from robustbench_dc.results.robustbench import model_info, write_model_info
-from robustbench_dc.results.store import DEFAULT_DB, SCHEMA_VERSION, ResultsStore, ResultsStoreError, find_db
+from robustbench_dc.results.schema import DEFAULT_DB, SCHEMA_VERSION, find_db
+from robustbench_dc.results.store import ResultsStore, ResultsStoreError
 
 __all__ = ["model_info", "write_model_info", "ResultsStore", "LeaderboardEntry", "rank_entries", "available_metrics",
            "metric_value",

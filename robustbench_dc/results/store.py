@@ -6,7 +6,7 @@ same file at once. Every write is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transac
 back on any error: an ingest either stores a whole run or nothing, and re-ingesting a
 ``run_id`` replaces that run's rows.
 
-Tables (see :data:`SCHEMA`): ``runs``, ``models``, ``evaluations`` (kind ``whitebox``,
+Tables (see :data:`~robustbench_dc.results.schema.SCHEMA`): ``runs``, ``models``, ``evaluations`` (kind ``whitebox``,
 ``transfer`` or ``worst_case``), ``flags``, ``lipschitz`` and ``schema_version``.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -24,189 +23,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from robustbench_dc.errors import MissingFileError, UserError
+from robustbench_dc.errors import UserError
+from robustbench_dc.results._validate import _int, _json, _mapping, _number, _present, _require, _split_accuracy, _text
 from robustbench_dc.results.leaderboard import LeaderboardEntry
+from robustbench_dc.results.schema import CHILD_TABLES, DEFAULT_DB, SCHEMA, SCHEMA_VERSION, WORST_CASE_LABEL, find_db
 
-__all__ = ["ResultsStore", "ResultsStoreError", "SCHEMA_VERSION", "SCHEMA", "DEFAULT_DB", "find_db"]
+__all__ = ["ResultsStore", "ResultsStoreError", "SCHEMA_VERSION", "SCHEMA", "DEFAULT_DB", "find_db"]  # the last four
+# live in robustbench_dc.results.schema and are re-exported here for the store's users
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-DEFAULT_DB = Path("runs") / "results.sqlite"
-WORST_CASE_LABEL = "worst-case"
 
 
 class ResultsStoreError(UserError, ValueError):
     """A results database this version cannot use (written by a newer robustbench-dc)."""
-
-
-def find_db(db: str | Path | None = None, *, root: str | Path = "runs") -> Path:
-    """The results database to read: ``db`` when given, else the most recently modified of
-    ``ROOT/results.sqlite`` (the leaderboard protocols' database) and ``ROOT/*/results.sqlite``
-    (a run's own database, e.g. ``runs/quickstart/results.sqlite``): the run made last.
-
-    Raises:
-        MissingFileError: ``db`` does not exist, or no database was found under ``root``.
-    """
-    if db is not None:
-        path = Path(db)
-        if not path.is_file():
-            raise MissingFileError(f"results database not found: {path} (run a protocol first, or pass --db)")
-        return path
-    root = Path(root)
-    found = [p for p in [root / "results.sqlite", *sorted(root.glob("*/results.sqlite"))] if p.is_file()]
-    if not found:
-        raise MissingFileError(f"results database not found: no {root / 'results.sqlite'} nor "
-                               f"{root / '*' / 'results.sqlite'} (run a protocol first, or pass --db)")
-    return max(found, key=lambda p: p.stat().st_mtime_ns)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (
-    version INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id          TEXT PRIMARY KEY,
-    protocol        TEXT NOT NULL,
-    protocol_path   TEXT,
-    protocol_sha256 TEXT,
-    dataset         TEXT NOT NULL,
-    n_test          INTEGER,
-    seed            INTEGER,
-    data_sha256     TEXT,
-    threat_model    TEXT,
-    eps             REAL,
-    started         TEXT,
-    finished        TEXT,
-    command         TEXT,
-    versions        TEXT NOT NULL DEFAULT '{}',
-    summary         TEXT NOT NULL,
-    ingested        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_by_board ON runs (dataset, threat_model, eps, protocol);
-CREATE TABLE IF NOT EXISTS models (
-    run_id            TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-    name              TEXT NOT NULL,
-    arch              TEXT NOT NULL,
-    operator          TEXT NOT NULL,
-    operator_params   TEXT NOT NULL DEFAULT '{}',
-    label             TEXT,
-    training          TEXT,
-    recipe            TEXT,
-    clean_accuracy    REAL,
-    checkpoint        TEXT,
-    checkpoint_sha256 TEXT,
-    PRIMARY KEY (run_id, name)
-);
-CREATE TABLE IF NOT EXISTS evaluations (
-    id                  INTEGER PRIMARY KEY,
-    run_id              TEXT NOT NULL,
-    model               TEXT NOT NULL,
-    kind                TEXT NOT NULL CHECK (kind IN ('whitebox', 'transfer', 'worst_case')),
-    source              TEXT,
-    attack              TEXT NOT NULL,
-    threat_model        TEXT,
-    eps                 REAL,
-    backend             TEXT,
-    robust_accuracy     REAL,
-    attack_success_rate REAL,
-    extra               TEXT NOT NULL DEFAULT '{}',
-    CHECK ((kind = 'transfer') = (source IS NOT NULL)),
-    FOREIGN KEY (run_id, model) REFERENCES models (run_id, name) ON DELETE CASCADE
-);
-CREATE UNIQUE INDEX IF NOT EXISTS evaluations_unique
-    ON evaluations (run_id, model, kind, IFNULL(source, ''), attack);
-CREATE TABLE IF NOT EXISTS flags (
-    run_id    TEXT NOT NULL,
-    model     TEXT NOT NULL,
-    name      TEXT NOT NULL,
-    triggered INTEGER NOT NULL CHECK (triggered IN (0, 1)),
-    value     REAL,
-    message   TEXT,
-    PRIMARY KEY (run_id, model, name),
-    FOREIGN KEY (run_id, model) REFERENCES models (run_id, name) ON DELETE CASCADE
-);
-CREATE TABLE IF NOT EXISTS lipschitz (
-    run_id TEXT NOT NULL,
-    model  TEXT NOT NULL,
-    kind   TEXT NOT NULL,
-    value  REAL,
-    PRIMARY KEY (run_id, model, kind),
-    FOREIGN KEY (run_id, model) REFERENCES models (run_id, name) ON DELETE CASCADE
-);
-"""
-
-_CHILD_TABLES = ("evaluations", "flags", "lipschitz", "models")
-
-
-# ----------------------------------------------------------------------------- validation helpers
-
-
-def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
-    if not isinstance(mapping, Mapping):
-        raise ValueError(f"results summary: {where} must be a mapping, got {type(mapping).__name__}")
-    if key not in mapping or mapping[key] is None:
-        raise ValueError(f"results summary: missing key {where}.{key}" if where else
-                         f"results summary: missing key {key!r}")
-    return mapping[key]
-
-
-def _present(mapping: Mapping[str, Any], key: str) -> Any:
-    """``mapping[key]``, which must exist but may be ``None``."""
-    if key not in mapping:
-        raise ValueError(f"results summary: missing key {key!r}")
-    return mapping[key]
-
-
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValueError(f"results summary: {where} must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def _number(value: Any, where: str, *, fraction: bool = False, finite: bool = True) -> float | None:
-    """``value`` as a float (``None`` stays ``None``); a fraction must lie in [0, 1]."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"results summary: {where} must be a number, got {value!r}")
-    x = float(value)
-    if math.isnan(x):
-        return None
-    if finite and math.isinf(x):
-        raise ValueError(f"results summary: {where} must be finite, got {value!r}")
-    if fraction and not 0.0 <= x <= 1.0:
-        raise ValueError(f"results summary: {where} must be a fraction in [0, 1], got {value!r}")
-    return x
-
-
-def _int(value: Any, where: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"results summary: {where} must be an integer, got {value!r}")
-    return value
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _split_accuracy(value: Any, where: str) -> tuple[float | None, float | None, dict[str, Any]]:
-    """(robust_accuracy, attack_success_rate, other fields) of an evaluation entry (a number or a mapping)."""
-    if isinstance(value, Mapping):
-        if "robust_accuracy" not in value:
-            raise ValueError(f"results summary: missing key {where}.robust_accuracy")
-        extra = {k: v for k, v in value.items()
-                 if k not in {"robust_accuracy", "attack_success_rate", "eps", "threat_model", "backend"}}
-        return (_number(value["robust_accuracy"], f"{where}.robust_accuracy", fraction=True),
-                _number(value.get("attack_success_rate"), f"{where}.attack_success_rate", fraction=True), extra)
-    return _number(value, where, fraction=True), None, {}
 
 
 # ----------------------------------------------------------------------------- the store
@@ -336,7 +165,7 @@ class ResultsStore:
 
         with self._write() as conn:
             replaced = conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
-            for table in _CHILD_TABLES:
+            for table in CHILD_TABLES:
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
             conn.execute(
@@ -419,7 +248,7 @@ class ResultsStore:
     def delete_run(self, run_id: str) -> bool:
         """Remove one run and all its rows; ``True`` when it existed."""
         with self._write() as conn:
-            for table in _CHILD_TABLES:
+            for table in CHILD_TABLES:
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
             return conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
 

@@ -1,0 +1,73 @@
+"""Masking flags read from stored attack results (no model queries)."""
+
+from __future__ import annotations
+
+import logging
+
+from robustbench_dc.attacks.masking.flags import MaskingFlag, _family, _group, _iterative, _make_flag
+from robustbench_dc.attacks.metrics import AttackResult
+
+__all__ = ["flag_one_step_beats_iterative", "flag_transfer_beats_whitebox"]
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------- (a)
+def flag_one_step_beats_iterative(results: list[AttackResult], tol: float = 0.01) -> MaskingFlag:
+    """(a) FGSM robust accuracy lower than an iterative attack's (BIM, PGD, APGD, AutoAttack; same threat
+    model and eps) by > ``tol``.
+
+    Arguments:
+        results (list[AttackResult]): white-box results of one model.
+        tol (float): tolerance (fraction). Default 0.01.
+    """
+    name = "one-step-beats-iterative"
+    worst: tuple[float, str] | None = None
+    for (tm, eps), rs in _group(results).items():
+        one = [r for r in rs if _family(r) == "fgsm"]
+        it = [r for r in rs if _iterative(r)]
+        for a in one:
+            for b in it:
+                gap = b.robust_accuracy - a.robust_accuracy
+                if worst is None or gap > worst[0]:
+                    worst = (gap, f"{a.attack} robust acc {a.robust_accuracy:.3f} vs {b.attack} {b.robust_accuracy:.3f}")
+    if worst is None:
+        return _make_flag(name, None, tol, "needs an FGSM and a BIM/PGD attack with the same threat model and eps",
+                          evaluated=False)
+    return _make_flag(name, worst[0], tol, f"iterative minus one-step robust accuracy: {worst[1]}")
+
+
+# ---------------------------------------------------------------------- (b)
+def flag_transfer_beats_whitebox(
+    whitebox: list[AttackResult], transfer: list[AttackResult], tol: float = 0.01
+) -> MaskingFlag:
+    """(b) A transfer attack (crafted on another model) gets lower robust accuracy than
+    the per-example worst case of the white-box attacks with the same threat model and eps.
+
+    Arguments:
+        whitebox (list[AttackResult]): white-box results on the target model.
+        transfer (list[AttackResult]): transfer results on the same target (``source`` set,
+            not the target itself).
+        tol (float): tolerance. Default 0.01.
+    """
+    from robustbench_dc.attacks.metrics import worst_case
+
+    name = "transfer-beats-whitebox"
+    wb = _group(whitebox)
+    tr = _group([r for r in transfer if r.source is not None and r.source != r.model])
+    worst: tuple[float, str] | None = None
+    for key, trs in tr.items():
+        if key not in wb:
+            continue
+        w = worst_case(wb[key])
+        best_tr = min(trs, key=lambda r: r.robust_accuracy)
+        gap = w.robust_accuracy - best_tr.robust_accuracy
+        if worst is None or gap > worst[0]:
+            worst = (
+                gap,
+                f"white-box robust acc {w.robust_accuracy:.3f} vs transfer {best_tr.attack} from "
+                f"{best_tr.source} {best_tr.robust_accuracy:.3f}",
+            )
+    if worst is None:
+        return _make_flag(name, None, tol, "needs transfer results with the same threat model and eps", evaluated=False)
+    return _make_flag(name, worst[0], tol, worst[1])
