@@ -269,7 +269,7 @@ def test_registered_operator_class_and_entry_point_name(monkeypatch):
     import robustbench_dc.operators.registry as registry
     monkeypatch.setattr(registry, "entry_points", lambda group: [FakeEP()] if group == registry.ENTRY_POINT_GROUP else [])
     assert isinstance(get_operator("ep_test").make_conv(3, 2, 3), Scaled)
-    assert "ep_test" in registry.known_operators()
+    assert "ep_test" in registry.list_operators()
 
 
 def test_convert_copies_weights_and_skips_classifier_and_shortcuts():

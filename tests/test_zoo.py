@@ -143,7 +143,7 @@ def test_checkpoints_are_loaded_without_running_pickled_code(tmp_path, monkeypat
 def test_invalid_cards_name_the_problem(tmp_path, monkeypatch):
     monkeypatch.setenv("RBDC_MODELS", str(tmp_path))
     (tmp_path / "bad.yaml").write_text("name: bad\narch: vgg99\ndataset: mnist\ncolour: red\n")
-    with pytest.raises(CardError, match=r"bad.yaml: arch: .*unknown architecture 'vgg99'.*colour: Extra inputs"):
+    with pytest.raises(CardError, match=r"bad.yaml: arch: .*unknown 'vgg99'.*colour: Extra inputs"):
         list_cards()
 
 

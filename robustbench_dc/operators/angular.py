@@ -26,7 +26,7 @@ from torch import Tensor
 
 from robustbench_dc.errors import InvalidParameterError
 
-__all__ = ["Angular", "ANGULARS", "register_angular", "get_angular", "angle"]
+__all__ = ["Angular", "ANGULARS", "register_angular", "get_angular", "list_angulars", "angle"]
 
 _ANGULAR_KEYWORDS = ("k",)
 
@@ -137,6 +137,11 @@ def register_angular(name: str, *, formula: str = "", overwrite: bool = False
     return decorator
 
 
+def list_angulars() -> list[str]:
+    """Registered angular function names, sorted (like ``list_archs``, ``list_magnitudes``, ``list_operators``)."""
+    return sorted(ANGULARS)
+
+
 def get_angular(spec: str | Angular | Callable[..., Tensor]) -> Angular:
     """Look up an angular function by name, or wrap a registered / plain callable."""
     if isinstance(spec, Angular):
@@ -148,7 +153,7 @@ def get_angular(spec: str | Angular | Callable[..., Tensor]) -> Angular:
         return Angular(getattr(spec, "__name__", "custom"), spec, "", _accepted_keywords(spec))
     key = str(spec).lower()
     if key not in ANGULARS:
-        raise InvalidParameterError(f"angular: unknown {spec!r}; known: {', '.join(sorted(ANGULARS))}")
+        raise InvalidParameterError(f"angular: unknown {spec!r}; known: {', '.join(list_angulars())}")
     return ANGULARS[key]
 
 

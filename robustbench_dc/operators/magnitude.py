@@ -34,6 +34,7 @@ __all__ = [
     "MAGNITUDES",
     "register_magnitude",
     "get_magnitude",
+    "list_magnitudes",
 ]
 
 _MAGNITUDE_KEYWORDS = ("alpha", "beta", "rho")
@@ -107,6 +108,11 @@ def register_magnitude(name: str, *, bounded: bool = False, formula: str = "",
     return decorator
 
 
+def list_magnitudes() -> list[str]:
+    """Registered magnitude function names, sorted (like ``list_archs``, ``list_angulars``, ``list_operators``)."""
+    return sorted(MAGNITUDES)
+
+
 def get_magnitude(spec: str | Magnitude | Callable[..., Tensor]) -> Magnitude:
     """Look up a magnitude by name, or wrap a registered / plain callable."""
     if isinstance(spec, Magnitude):
@@ -119,7 +125,7 @@ def get_magnitude(spec: str | Magnitude | Callable[..., Tensor]) -> Magnitude:
         return Magnitude(name, spec, False, "", _accepted_keywords(spec, _MAGNITUDE_KEYWORDS))
     key = str(spec).lower()
     if key not in MAGNITUDES:
-        raise InvalidParameterError(f"magnitude: unknown {spec!r}; known: {', '.join(sorted(MAGNITUDES))}")
+        raise InvalidParameterError(f"magnitude: unknown {spec!r}; known: {', '.join(list_magnitudes())}")
     return MAGNITUDES[key]
 
 

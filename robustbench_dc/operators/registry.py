@@ -44,7 +44,7 @@ __all__ = [
     "OPERATORS",
     "register_operator",
     "get_operator",
-    "known_operators",
+    "list_operators",
     "load_reference",
     "entry_point_operators",
 ]
@@ -206,8 +206,10 @@ def load_reference(ref: str, base_dir: str | Path | None = None) -> Any:
     return getattr(module, attr)
 
 
-def known_operators() -> list[str]:
-    """Every operator name a spec string can use (reference strings aside)."""
+def list_operators() -> list[str]:
+    """Every operator name a spec string can use (reference strings aside), in the order the
+    catalogue lists them: the baseline, every magnitude+angular pair, the paper's aliases, then
+    registered and entry-point operators."""
     names = ["baseline"]
     names += [f"{m}+{a}" for m in MAGNITUDES for a in ANGULARS]
     names += sorted(PAPER_ALIASES)
@@ -272,5 +274,5 @@ def get_operator(spec: str | OperatorSpec | type[nn.Module], base_dir: str | Pat
     if ":" in text:
         return _from_object(load_reference(text, base_dir), text, dict(params))
     raise UnknownOperatorError(
-        f"operator: unknown {spec!r}; known: {', '.join(known_operators())} "
+        f"operator: unknown {spec!r}; known: {', '.join(list_operators())} "
         "(or a reference 'path/to/file.py:Name' / 'package.module:Name')")

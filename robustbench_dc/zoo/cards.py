@@ -69,7 +69,7 @@ class ModelCard(BaseModel):
     @classmethod
     def _known_arch(cls, value: str) -> str:
         if value.lower() not in list_archs():
-            raise ValueError(f"unknown architecture {value!r}; known: {', '.join(list_archs())}")
+            raise ValueError(f"unknown {value!r}; known: {', '.join(list_archs())}")  # the loader prefixes 'arch: '
         return value.lower()
 
     def build(self) -> nn.Module:
