@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import zlib
 
 import pytest
 import torch
@@ -57,7 +58,8 @@ def test_gradcheck_float64_every_combination(magnitude, angular, weighted):
 @pytest.mark.parametrize("magnitude,angular,weighted", list(itertools.product(MAGS, ANGS, WEIGHTED)))
 @pytest.mark.parametrize("geometry", [dict(stride=1, padding=1, dilation=1), dict(stride=2, padding=0, dilation=2)])
 def test_fast_path_equals_unfold_reference(magnitude, angular, weighted, geometry):
-    g = torch.Generator().manual_seed(hash((magnitude, angular, str(weighted))) % 2**31)
+    # a seed per case that does not depend on Python's hash randomisation (PYTHONHASHSEED)
+    g = torch.Generator().manual_seed(zlib.crc32(f"{magnitude}|{angular}|{weighted}".encode()))
     params = dict(alpha=float(torch.rand((), generator=g) * 2 + 0.1), beta=float(torch.rand((), generator=g)),
                   rho=float(torch.rand((), generator=g) * 3 + 0.2), k=0.3)
     layer = DecoupledConv2d(3, 5, 3, magnitude=magnitude, angular=angular, weighted=weighted, **geometry, **params)
