@@ -75,6 +75,15 @@ def test_parameters_are_split_between_architecture_and_operator():
         build_model("cnn9", "tanh+cos", widht=0.5)
     with pytest.raises(ValueError, match="arch: unknown 'vgg99'; known: cnn9"):
         build_model("vgg99")
+    # wrong types are the user's mistake, named, not a TypeError from deep inside the builder
+    from robustbench_dc.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="width: architecture 'cnn9' takes a number, got 'abc'"):
+        build_model("cnn9", "baseline", width="abc")
+    with pytest.raises(InvalidParameterError, match="widths: architecture 'resnet32' takes a list of numbers"):
+        build_model("resnet32", "baseline", widths="wide")
+    with pytest.raises(InvalidParameterError, match="width: must be > 0, got 0"):
+        build_model("cnn9", "baseline", width=0)
 
 
 def test_resnet32_has_three_stages_of_five_blocks_and_configurable_widths():

@@ -47,6 +47,26 @@ def _arch_keywords(builder: Callable[..., nn.Module]) -> set[str]:
     return {n for n in params if n != "operator"}
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_arch_params(arch: str, builder: Callable[..., nn.Module], params: dict[str, Any]) -> None:
+    """A parameter whose default is a number must be a number, one whose default is a sequence of
+    numbers a sequence of numbers (``--param width=abc`` is a user's mistake, not a traceback);
+    ``width`` must be > 0."""
+    defaults = {n: p.default for n, p in inspect.signature(builder).parameters.items()}
+    for k, v in params.items():
+        d = defaults.get(k, inspect.Parameter.empty)
+        if _is_number(d) and not _is_number(v):
+            raise InvalidParameterError(f"{k}: architecture {arch!r} takes a number, got {v!r}")
+        if isinstance(d, (list, tuple)) and d and all(_is_number(e) for e in d) and not (
+                isinstance(v, (list, tuple)) and all(_is_number(e) for e in v)):
+            raise InvalidParameterError(f"{k}: architecture {arch!r} takes a list of numbers, got {v!r}")
+    if "width" in params and _is_number(params["width"]) and not params["width"] > 0:
+        raise InvalidParameterError(f"width: must be > 0, got {params['width']!r}")
+
+
 def split_params(arch: str, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split keyword parameters into (architecture parameters, operator parameters)."""
     builder = _builder(arch)
@@ -85,6 +105,7 @@ def build_model(arch: str, operator: str | OperatorSpec = "baseline", num_classe
     """
     builder = _builder(arch)
     arch_params, op_params = split_params(arch, params)
+    _check_arch_params(arch, builder, arch_params)
     keys = _arch_keywords(builder)
     if dataset is not None:
         from robustbench_dc.data import dataset_info
