@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from synthetic import write_learnable_mnist
 
@@ -285,6 +286,11 @@ def test_a_slow_attack_runs_on_a_prefix_of_the_test_set(tmp_path):
     assert worst["n"] == 8 and worst["robust_accuracy"] == sum(robust) / 8
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["models"]["base"]["whitebox"]["pgd-linf-eps0.3000-s2"]["n"] == 8
+    # what the recipe's "auto" precision and compile resolved to is recorded beside the recipe
+    from robustbench_dc.training.loop import resolve_precision
+
+    ran = summary["models"]["base"]["trained_with"]
+    assert ran == {"precision": "bf16" if resolve_precision("auto", torch.device("cpu")) else "fp32", "compiled": False}
     # the runner records each job's wall time and the machine beside the results
     assert set(summary["job_seconds"]) == {"train:base", "whitebox:base"}
     assert all(v > 0 for v in summary["job_seconds"].values())

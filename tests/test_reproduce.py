@@ -113,7 +113,8 @@ def test_scale_settings_prefixes_and_phase_times_come_from_the_summary() -> None
                  recipe={"epochs": 4, "batch_size": 128, "optimizer": {"name": "adam", "lr": 0.003},
                          "schedule": {"name": "onecycle", "warmup": 0.15},
                          "augmentation": {"flip": True, "crop_padding": 4}, "precision": "auto", "compile": "auto",
-                         "adversarial": None})
+                         "adversarial": None},
+                 trained_with={"precision": "bf16", "compiled": m["label"] != "Baseline"})
     s["job_seconds"] = {"train:baseline-nat": 100.0, "train:sphereconv-nat": 140.0, "whitebox:baseline-nat": 30.0,
                         "transfer": 12.5, "figures": 2.0}
     s["machine"] = {"cpu_model": "Test CPU", "usable_cores": 2, "memory_bytes": 2 ** 34, "gpu_used": False,
@@ -126,6 +127,9 @@ def test_scale_settings_prefixes_and_phase_times_come_from_the_summary() -> None
     assert "Test examples: the first 1000 of the test set; PGD on the first 500; AutoAttack on the first 500." in md
     assert "| training | 4.0 min (240 s) |" in md and "| all jobs | 4.7 min (284 s) |" in md
     assert "4 epochs, batch 128, adam lr 0.003, onecycle (warm-up 0.15), augmentation: flip, crop 4" in md
+    # what the recipe's "auto" settings resolved to, from the run's training records
+    assert "precision auto (ran bf16), compile auto (ran eager)" in md
+    assert "precision auto (ran bf16), compile auto (ran compiled)" in md
     assert "| `baseline-nat` | Baseline (model) | cnn9 `None` | width=0.25, rho=1.0 |" in md
     assert "machine: Test CPU, 2 usable cores, 16 GiB memory, no GPU (Linux)" in md
     assert "Protocol `table7-8-cpu`. Every setting the paper does not publish" in md

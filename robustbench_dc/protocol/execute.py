@@ -158,6 +158,7 @@ def _run_train(ctx: _Context, job: Job) -> None:
     atomic_write_bytes(dest / "model.pt", (work / "model.pt").read_bytes())
     _write_json(dest / "train.json", {"history": result.history, "recipe": rm.recipe, "model_sha256": result.sha256,
                                       "iterations": result.iterations, "compiled": result.compiled,
+                                      "precision": result.precision,
                                       "config": rm.config(),
                                       "training": rm.training})
     shutil.rmtree(work, ignore_errors=True)
@@ -276,6 +277,8 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
         if tr is not None:
             entry["checkpoint"] = str(d / "model.pt")
             entry["checkpoint_sha256"] = tr.get("model_sha256")
+            # what the recipe's "auto" settings resolved to on this machine (absent in runs before they were recorded)
+            entry["trained_with"] = {k: tr[k] for k in ("precision", "compiled") if k in tr}
             if tr.get("history"):
                 entry["final_eval_accuracy"] = tr["history"][-1].get("eval_accuracy")
         wb = _read(d / "whitebox.json")

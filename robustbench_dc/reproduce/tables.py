@@ -97,7 +97,7 @@ def build_tables(summary: Mapping[str, Any]) -> Tables:
     n_examples: dict[str, int] = {}
     for name, m in summary.get("models", {}).items():
         settings[name] = {k: m.get(k) for k in ("label", "role", "arch", "operator", "operator_params", "arch_params",
-                                                 "training", "recipe", "seed")}
+                                                 "training", "recipe", "seed", "trained_with")}
         if m.get("role") == "source":
             continue
         op, training = m.get("label"), m.get("training")
@@ -290,9 +290,16 @@ def phase_seconds(tables: Tables) -> dict[str, float]:
     return out
 
 
-def _recipe_text(r: Any) -> str:
+def _resolved(setting: Any, ran: Any) -> str:
+    """``auto (ran bf16)``: a recipe's setting and, when recorded, what it resolved to."""
+    return f"{setting}" + (f" (ran {ran})" if ran is not None and str(ran) != str(setting) else "")
+
+
+def _recipe_text(r: Any, trained_with: Any = None) -> str:
     if not isinstance(r, Mapping):
         return str(r)
+    ran = trained_with if isinstance(trained_with, Mapping) else {}
+    compiled = ran.get("compiled")
     opt, sch, aug, adv = r.get("optimizer") or {}, r.get("schedule") or {}, r.get("augmentation") or {}, \
         r.get("adversarial")
     length = f"{r['epochs']} epochs" if r.get("epochs") else f"{r.get('iterations')} iterations"
@@ -301,7 +308,8 @@ def _recipe_text(r: Any) -> str:
     augs = [x for x, on in (("flip", aug.get("flip")), (f"crop {aug.get('crop_padding')}", aug.get("crop_padding")))
             if on]
     text = (f"{length}, batch {r.get('batch_size')}, {opt.get('name')} lr {opt.get('lr')}, {sched}, "
-            f"augmentation: {', '.join(augs) or 'none'}, precision {r.get('precision')}, compile {r.get('compile')}")
+            f"augmentation: {', '.join(augs) or 'none'}, precision {_resolved(r.get('precision'), ran.get('precision'))}, "
+            f"compile {_resolved(r.get('compile'), None if compiled is None else ('compiled' if compiled else 'eager'))}")
     if adv:
         text += (f"; adversarial: {adv.get('method')} eps {adv.get('eps'):.4g}, ratio {adv.get('ratio')}, "
                  f"{adv.get('steps')} step(s)")
@@ -396,7 +404,7 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
             who = label if role in label.lower() else f"{label} ({role})"
             lines.append(f"| `{name}` | {who} | {m.get('arch')} "
                          f"`{m.get('operator')}` | " + ", ".join(f"{k}={v}" for k, v in params.items())
-                         + f" | {_recipe_text(m.get('recipe'))} | {m.get('seed')} |")
+                         + f" | {_recipe_text(m.get('recipe'), m.get('trained_with'))} | {m.get('seed')} |")
     phases = phase_seconds(tables)
     if phases:
         lines += ["", "## Wall time per phase", "", "| phase | wall time |", "|---|---:|"]

@@ -60,7 +60,8 @@ class TrainResult:
         sha256: sha256 of that file.
         iterations: optimiser steps taken in total.
         resumed_from: the epoch the run resumed after (0 for a fresh run).
-        compiled: whether the decoupled responses ran compiled (the recipe's ``compile``).
+        compiled: whether the decoupled responses ran compiled (the recipe's ``compile``, resolved).
+        precision: ``"bf16"`` or ``"fp32"``: what the recipe's ``precision`` resolved to here.
     """
 
     model: nn.Module
@@ -70,6 +71,7 @@ class TrainResult:
     iterations: int = 0
     resumed_from: int = 0
     compiled: bool = False
+    precision: str = "fp32"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> str:
@@ -333,9 +335,11 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
         model.to(memory_format=torch.contiguous_format)
     result.iterations = it
     result.compiled = compiled
+    result.precision = "bf16" if amp else "fp32"
     if out is not None:
         result.checkpoint = out / MODEL_NAME
         result.sha256 = atomic_torch_save(model.state_dict(), result.checkpoint)
         _atomic_json({"recipe": recipe_json, "history": result.history, "iterations": it, "compiled": compiled,
+                      "precision": result.precision,
                       "model_sha256": result.sha256, "torch": torch.__version__}, out / "train.json")
     return result
