@@ -10,7 +10,7 @@ What it measures (see ``benchmarks/README.md`` for how to read the numbers):
    ``scan``), in two modes: ``fp32`` (NCHW) and ``cl-bf16`` (channels_last + bf16
    autocast around forward and loss).
 2. ``memory``: peak memory of a training step, decoupled / baseline, each config in a
-   fresh child process (this same file with the hidden ``--_child`` flag).
+   fresh child process (``benchmarks/run.py --_child``, which runs ``harness/memory.child_main``).
 3. ``attacks``: adversarial images per second of the native PGD-10 / FGSM (through
    ``run_attack`` as the suite calls it, and the raw ``pgd`` / ``fgsm`` functions)
    against ``torchattacks`` and ``foolbox`` with identical settings on the same model

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         "bytes": size,
         "counts": counts,
         "content_sha256": content,
-        "content_sha256_note": "robustbench_dc.data.content_checksum of each split (uint8 N x 1 x 28 x 28 images, int64 labels); equals ImageDataset.checksum",
+        "content_sha256_note": ("robustbench_dc.data.content_checksum of each split (uint8 N x 1 x 28 x 28 images, "
+                                "int64 labels); equals ImageDataset.checksum"),
         "source_sha256": sources,
         "command": " ".join(["python", "scripts/make_mnist_sample.py", *argv]),
         "numpy_version": np.__version__,

@@ -18,7 +18,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from synthetic import mnist_sample_tensors, train_small
 from torch import nn
 
 import robustbench_dc.attacks.attack as attack_mod
@@ -43,6 +42,8 @@ from robustbench_dc.attacks import (
     worst_case,
 )
 from robustbench_dc.attacks.native import BestTracker, projected_gradient_attack
+
+from synthetic import mnist_sample_tensors, train_small
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "mnist-sample"

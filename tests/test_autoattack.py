@@ -12,7 +12,6 @@ import math
 import pytest
 import torch
 from pydantic import ValidationError
-from synthetic import mnist_sample_tensors, train_small
 from torch import nn
 
 import robustbench_dc.attacks.autoattack as aa_mod
@@ -21,6 +20,8 @@ from robustbench_dc.attacks.apgd import ApgdStats, apgd, apgd_schedule
 from robustbench_dc.attacks.autoattack import autoattack, merge_breakdowns
 from robustbench_dc.attacks.backends import run_foolbox
 from robustbench_dc.results import ResultsStore
+
+from synthetic import mnist_sample_tensors, train_small
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,7 +8,6 @@ import zlib
 
 import pytest
 import torch
-from reference_ops import reference_conv2d
 from torch import nn
 
 from robustbench_dc.operators import (
@@ -27,6 +26,8 @@ from robustbench_dc.operators import (
     orthogonality_penalty,
     project_weights,
 )
+
+from reference_ops import reference_conv2d
 
 MAGS = ("sphere", "ball", "tanh", "linear", "seg", "log", "mix")
 ANGS = ("linear", "cos", "sigmoid", "sqcos")

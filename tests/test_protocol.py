@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from synthetic import write_learnable_mnist
 
 from robustbench_dc.cli import main
 from robustbench_dc.protocol import run_protocol
+
+from synthetic import write_learnable_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from synthetic import mnist_sample_tensors, train_small
 from torch import nn
 
 from robustbench_dc.attacks import (
@@ -21,6 +20,8 @@ from robustbench_dc.attacks import (
     model_fingerprint,
 )
 from robustbench_dc.attacks.transfer import cache_path
+
+from synthetic import mnist_sample_tensors, train_small
 
 DATASET = "mnist-sample"
 

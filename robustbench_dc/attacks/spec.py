@@ -53,7 +53,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from robustbench_dc.data.errors import DataError
-from robustbench_dc.data.registry import DATASETS, canonical_name
+from robustbench_dc.data.registry import DATASETS, dataset_info
 from robustbench_dc.errors import UserError
 
 __all__ = [
@@ -126,26 +126,35 @@ _TARGETS = ("random", "least-likely")
 
 #: Standard evaluation budgets of the field, keyed by canonical dataset name and threat model:
 #: a view of the dataset registry (:data:`robustbench_dc.data.DATASETS`, where they are defined).
-#: Fashion-MNIST has no standard L2 budget; the bundled sample shares MNIST's.
+#: Fashion-MNIST has no standard L2 budget. Subsets (the bundled MNIST sample) use their base's.
 STANDARD_EPS: dict[str, dict[str, float]] = {
     name: {"linf": info.eps_linf, **({"l2": info.eps_l2} if info.eps_l2 is not None else {})}
-    for name, info in DATASETS.items()
+    for name, info in DATASETS.items() if info.base is None
 }
 
 #: "Large" L-inf budgets used by the masking check ``accuracy-not-zero-at-large-eps``:
 #: at these budgets any correct attack drives accuracy to (almost) zero (from the registry).
-LARGE_EPS: dict[str, float] = {name: info.eps_linf_large for name, info in DATASETS.items()}
+LARGE_EPS: dict[str, float] = {name: info.eps_linf_large for name, info in DATASETS.items() if info.base is None}
 
 
 def canonical_dataset(dataset: str) -> str:
-    """The canonical name of a dataset given by name or alias (``"CIFAR-10"`` -> ``"cifar10"``),
-    as the dataset registry resolves it (:func:`robustbench_dc.data.canonical_name`).
+    """The key of a dataset in :data:`STANDARD_EPS`: its canonical name (``"CIFAR-10"`` ->
+    ``"cifar10"``), as the dataset registry resolves names and aliases, or for a subset the
+    dataset it is drawn from (``"mnist-sample"`` -> ``"mnist"``). A ``-sample`` / ``_sample``
+    suffix is accepted on any dataset name (``"cifar10-sample"`` -> ``"cifar10"``).
 
     Raises :class:`AttackConfigError` listing the known names for an unknown dataset.
     """
     try:
-        return canonical_name(dataset)
+        return dataset_info(dataset).base_name
     except DataError as exc:
+        key = dataset.strip().lower()
+        for suffix in ("-sample", "_sample"):
+            if key.endswith(suffix):
+                try:
+                    return dataset_info(key[: -len(suffix)]).base_name
+                except DataError:
+                    break
         raise AttackConfigError(f"dataset: {exc}") from None
 
 

@@ -35,6 +35,8 @@ class DatasetInfo:
         eps_linf_large: an L-inf budget at which any correct attack drives accuracy to (almost)
             zero (the masking check ``accuracy-not-zero-at-large-eps``).
         display_name: the name figures and reports print ("CIFAR-10").
+        base: for a subset (the bundled sample), the dataset it is drawn from ("mnist"): models
+            built for one are built for the other, and it has the base's budgets.
         train_size: number of training examples in the full dataset.
         test_size: number of test examples in the full dataset.
         aliases: other accepted spellings of ``name``.
@@ -53,6 +55,12 @@ class DatasetInfo:
     train_size: int
     test_size: int
     aliases: tuple[str, ...] = ()
+    base: str | None = None
+
+    @property
+    def base_name(self) -> str:
+        """The dataset this one is drawn from, else its own name."""
+        return self.base or self.name
 
 
 _MNIST = DatasetInfo(
@@ -126,7 +134,7 @@ _INFOS = (
     ),
     # The bundled sample: MNIST's constants, 600 train / 100 test examples per class.
     replace(_MNIST, name="mnist-sample", display_name="MNIST (sample)", train_size=6_000, test_size=1_000,
-            aliases=("mnist_sample",)),
+            aliases=("mnist_sample",), base="mnist"),
 )
 
 #: Canonical name -> metadata, read-only.
@@ -149,7 +157,7 @@ def canonical_name(name: str) -> str:
             f"{info.name}" + (f" ({', '.join(info.aliases)})" if info.aliases else "")
             for info in _INFOS
         )
-        raise DataError(f"unknown dataset {name!r}; expected one of: {known}")
+        raise DataError(f"unknown dataset {name!r}; known: {known}")
     return _ALIASES[key]
 
 

@@ -25,8 +25,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from robustbench_dc.data.errors import DataError
-from robustbench_dc.data.registry import dataset_info
 from robustbench_dc.errors import MissingFileError
 from robustbench_dc.plots._common import (
     ADVERSARIAL,
@@ -49,7 +47,6 @@ from robustbench_dc.plots.figures import (
 __all__ = ["load_run", "redraw_run", "run_figures"]
 
 log = logging.getLogger(__name__)
-
 
 
 # ----------------------------------------------------------------------------- reading
@@ -183,6 +180,9 @@ def _colors(run: Mapping[str, Any], display: Mapping[str, str]) -> dict[str, str
 
 
 def _dataset_title(run: Mapping[str, Any]) -> str:
+    from robustbench_dc.data.errors import DataError
+    from robustbench_dc.data.registry import dataset_info  # here: importing the data package loads torch
+
     ds = run.get("dataset")
     if not ds:
         return ""

@@ -209,11 +209,10 @@ def _resolve_model(m: ModelEntry, i: int, protocol: Protocol, base_dir: Path, er
 
 
 def _model_dataset(name: str) -> str:
-    """The dataset a model is built for (the bundled sample is MNIST)."""
-    from robustbench_dc.data import canonical_name
+    """The dataset a model is built for (a subset's base: the bundled sample is MNIST)."""
+    from robustbench_dc.data import dataset_info
 
-    canonical = canonical_name(name)
-    return "mnist" if canonical == "mnist-sample" else canonical
+    return dataset_info(name).base_name
 
 
 def _known_names(items: list[str], names: list[str], where: str, errors: list[str], source: str) -> list[str]:

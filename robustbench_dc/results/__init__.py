@@ -7,13 +7,7 @@
 - :func:`find_db` -- the database to read: the one given, else the run made last under ``runs/``.
 """
 
-from robustbench_dc.results.leaderboard import (
-           DEFAULT_METRIC,
-           LeaderboardEntry,
-           available_metrics,
-           metric_value,
-           rank_entries,
-)
+from robustbench_dc.results.leaderboard import DEFAULT_METRIC, LeaderboardEntry, available_metrics, metric_value, rank_entries
 from robustbench_dc.results.render import FORMATS, render_leaderboard, write_leaderboard
 from robustbench_dc.results.robustbench import model_info, write_model_info
 from robustbench_dc.results.schema import DEFAULT_DB, SCHEMA_VERSION, find_db

@@ -51,10 +51,10 @@ class ModelChoice:
 
 
 def _same_dataset(a: str, b: str) -> bool:
-    from robustbench_dc.data import canonical_name
+    from robustbench_dc.data import dataset_info
 
-    try:
-        return canonical_name(a) == canonical_name(b)
+    try:  # a subset (the bundled MNIST sample) is its base dataset for the model
+        return dataset_info(a).base_name == dataset_info(b).base_name
     except Exception:  # noqa: BLE001 - an unknown name is reported where it is used
         return a == b
 

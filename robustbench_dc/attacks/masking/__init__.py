@@ -30,15 +30,13 @@ Example::
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
 from robustbench_dc.attacks._utils import model_device
 from robustbench_dc.attacks.masking.flags import DOC_PATH, FLAG_NAMES, MaskingConfig, MaskingFlag
+from robustbench_dc.attacks.masking.from_results import flag_one_step_beats_iterative, flag_transfer_beats_whitebox
 from robustbench_dc.attacks.masking.probes import flag_large_eps, flag_noise_beats_gradient, flag_randomness, flag_zero_gradients
-from robustbench_dc.attacks.masking.results import flag_one_step_beats_iterative, flag_transfer_beats_whitebox
 from robustbench_dc.attacks.metrics import AttackResult
 
 __all__ = [
@@ -54,9 +52,6 @@ __all__ = [
     "flag_randomness",
     "flag_noise_beats_gradient",
 ]
-
-logger = logging.getLogger(__name__)
-
 
 def diagnose_masking(
     model: nn.Module,

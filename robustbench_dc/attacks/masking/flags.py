@@ -12,7 +12,7 @@ from robustbench_dc.attacks.spec import AttackSpec
 
 __all__ = ["MaskingFlag", "MaskingConfig", "FLAG_NAMES", "DOC_PATH"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("robustbench_dc.attacks.masking")  # one logger for the diagnostics
 
 #: Where every flag is documented (one anchor per flag name).
 DOC_PATH = "docs/masking_flags.md"

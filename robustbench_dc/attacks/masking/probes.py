@@ -3,8 +3,6 @@ passes and random noise."""
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,9 +15,6 @@ from robustbench_dc.attacks.native import _input_grad
 from robustbench_dc.attacks.spec import LARGE_EPS, AttackSpec, canonical_dataset
 
 __all__ = ["flag_large_eps", "flag_zero_gradients", "flag_randomness", "flag_noise_beats_gradient"]
-
-logger = logging.getLogger(__name__)
-
 
 # ---------------------------------------------------------------------- (c)
 def flag_large_eps(

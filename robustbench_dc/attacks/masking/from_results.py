@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 from robustbench_dc.attacks.masking.flags import MaskingFlag, _family, _group, _iterative, _make_flag
 from robustbench_dc.attacks.metrics import AttackResult
 
 __all__ = ["flag_one_step_beats_iterative", "flag_transfer_beats_whitebox"]
-
-logger = logging.getLogger(__name__)
-
 
 # ---------------------------------------------------------------------- (a)
 def flag_one_step_beats_iterative(results: list[AttackResult], tol: float = 0.01) -> MaskingFlag:

@@ -1,0 +1,1 @@
+"""Benchmarks of robustbench-dc (scripts; not part of the installed package)."""
