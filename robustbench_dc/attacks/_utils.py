@@ -54,10 +54,10 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def model_device(model: nn.Module, default: torch.device | None = None) -> torch.device:
     """Device of the model's first parameter or buffer (``default`` or CPU if none)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return default if default is not None else torch.device("cpu")
 
 

@@ -143,7 +143,7 @@ def _display(cls: type, spec: AttackSpec) -> str:
 
 
 def _call_kwargs(cls: type, mapped: dict[str, Any], params: dict[str, Any], label: str) -> dict[str, Any]:
-    sig = inspect.signature(cls.__init__)
+    sig = inspect.signature(cls.__init__)  # type: ignore[misc]  # the class's own constructor
     accepted = [p for p in sig.parameters if p not in ("self", "model")]
     has_var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     kwargs = {k: v for k, v in mapped.items() if k in accepted}
@@ -195,7 +195,7 @@ def backend_handles_restarts(spec: AttackSpec) -> bool:
     if spec.backend == "native":
         return True
     if spec.backend == "torchattacks":
-        return "n_restarts" in inspect.signature(_torchattacks_class(spec).__init__).parameters
+        return "n_restarts" in inspect.signature(_torchattacks_class(spec).__init__).parameters  # type: ignore[misc]
     return False
 
 
@@ -240,7 +240,7 @@ def run_torchattacks(
     model = float32_logits(model, x)  # crafting under autocast: float32 logits, like torchattacks' buffers
     params = dict(spec.params)
     n_targets = params.pop("n_target_classes", None)
-    accepted = set(inspect.signature(cls.__init__).parameters)
+    accepted = set(inspect.signature(cls.__init__).parameters)  # type: ignore[misc]
     if "norm" not in accepted:
         fixed = "linf" if lname in _TA_LINF else "l2" if lname in _TA_L2 else None
         if fixed is not None and fixed != spec.threat_model:
@@ -329,7 +329,7 @@ def run_foolbox(
     cls = _lookup(fb.attacks, foolbox_names(), spec.name, "foolbox")
     assert spec.eps is not None
     model = float32_logits(model, x)
-    accepted = set(inspect.signature(cls.__init__).parameters)
+    accepted = set(inspect.signature(cls.__init__).parameters)  # type: ignore[misc]
     mapped: dict[str, Any] = {}
     if spec.steps is not None:
         mapped["steps"] = spec.steps

@@ -66,28 +66,28 @@ def cmd_lipschitz(args: argparse.Namespace) -> int:
     if report.clever:
         print()
         print("CLEVER scores (Weng et al. 2018) -- estimate of the minimum adversarial distortion, not a certificate")
-        rows = []
+        clever_rows = []
         for c in report.clever:
             s = c.summary
-            rows.append((c.norm, fmt(c.radius), s.get("n", 0), fmt(s.get("mean_score")),
+            clever_rows.append((c.norm, fmt(c.radius), s.get("n", 0), fmt(s.get("mean_score")),
                          fmt(s.get("median_score")), fmt(s.get("min_score")), fmt(s.get("mean_lipschitz")),
                          f"{s.get('fits_ok', 0)}/{s.get('n', 0)}", f"{c.n_batches}x{c.batch_size}"))
-        print(table(rows, ("norm", "radius", "n", "mean score", "median", "min", "mean L (Weibull)", "fits ok",
+        print(table(clever_rows, ("norm", "radius", "n", "mean score", "median", "min", "mean L (Weibull)", "fits ok",
                            "samples")))
     print()
     print("Per-layer norms -- exact operator norms of affine layers (iterative, converging from below), "
           "Lipschitz constants of the others")
-    rows = []
+    layer_rows = []
     for layer in report.layers:
         shape = "x".join(map(str, layer.input_shape or []))
         if layer.computed:
             note = layer.method or ""
             if layer.converged is False:
                 note += f" (not converged after {layer.iterations} steps: slightly low)"
-            rows.append((layer.name, layer.type, shape, fmt(layer.l2), fmt(layer.linf), note))
+            layer_rows.append((layer.name, layer.type, shape, fmt(layer.l2), fmt(layer.linf), note))
         else:
-            rows.append((layer.name, layer.type, shape, "-", "-", f"not computed: {layer.reason}"))
-    print(table(rows, ("layer", "type", "input", "L2 norm", "Linf norm", "method / note")))
+            layer_rows.append((layer.name, layer.type, shape, "-", "-", f"not computed: {layer.reason}"))
+    print(table(layer_rows, ("layer", "type", "input", "L2 norm", "Linf norm", "method / note")))
     print()
     b = report.bound
     if b.computed:

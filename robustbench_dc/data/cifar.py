@@ -25,7 +25,7 @@ from robustbench_dc.data.errors import DataError
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct
+    from numpy.core.multiarray import _reconstruct as _np_reconstruct  # type: ignore[no-redef]
 
 __all__ = ["CIFAR10_FILES", "read_cifar_batch", "read_cifar10_split", "load_restricted_pickle"]
 
@@ -40,12 +40,13 @@ def _reconstruct(subtype: type, shape: Any, dtype: Any) -> np.ndarray:
     """``numpy``'s array reconstructor, limited to plain ``numpy.ndarray``."""
     if subtype is not np.ndarray:
         raise DataError(f"refusing to unpickle array subtype {subtype!r}")
-    return _np_reconstruct(subtype, shape, dtype)
+    out: np.ndarray = _np_reconstruct(subtype, shape, dtype)
+    return out
 
 
 def _frombuffer(buf: bytes, dtype: np.dtype, shape: tuple[int, ...], order: str) -> np.ndarray:
     """Rebuild an array pickled with protocol 5 (what ``numpy._core.numeric._frombuffer`` does)."""
-    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if order == "F" else "C")
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:

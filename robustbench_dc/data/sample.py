@@ -43,7 +43,7 @@ def first_per_class(labels: np.ndarray, per_class: int, num_classes: int = 10) -
 
 
 def _sample_file(name: str) -> Any:
-    return resources.files("robustbench_dc.data").joinpath("sample", name)
+    return resources.files("robustbench_dc.data").joinpath("sample").joinpath(name)
 
 
 def read_sample_manifest() -> dict[str, Any]:

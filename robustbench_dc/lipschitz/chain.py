@@ -285,11 +285,11 @@ def affine_product_bound(model: nn.Module, input_shape: Sequence[int], iters: in
             if pending is None:
                 continue
             module, shape, index = pending
-            entry = cache.get((f["layer"], tuple(shape[1:])))
-            if entry is None:
-                entry = _module_norm(f["layer"], module, shape, iters, tol, method, seed * 1_000_003 + index)
-            converged = converged and entry.converged is not False
-            f.update(kind=entry.kind, l2=entry.l2, linf=entry.linf)
+            norm = cache.get((f["layer"], tuple(shape[1:])))
+            if norm is None:
+                norm = _module_norm(f["layer"], module, shape, iters, tol, method, seed * 1_000_003 + index)
+            converged = converged and norm.converged is not False
+            f.update(kind=norm.kind, l2=norm.l2, linf=norm.linf)
     l2 = math.prod(f["l2"] for f in factors)
     linf = math.prod(f["linf"] for f in factors)
     return BoundResult(True, None, [], l2, linf, SQRT2 * l2, 2.0 * linf, factors, converged)

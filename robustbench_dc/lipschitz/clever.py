@@ -73,7 +73,7 @@ class WeibullFit:
     note: str | None = None
 
 
-def fit_reverse_weibull(maxima: Sequence[float], c_init: Sequence[float] = C_INIT) -> WeibullFit:
+def fit_reverse_weibull(maxima: Sequence[float] | np.ndarray, c_init: Sequence[float] = C_INIT) -> WeibullFit:
     """Fit ``scipy.stats.weibull_max`` to ``maxima``; see the module docstring for the procedure."""
     from scipy import stats
 

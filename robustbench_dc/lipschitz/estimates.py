@@ -118,11 +118,11 @@ def _top_sv_power(model: nn.Module, x: Tensor, iters: int, tol: float, gen: torc
     v = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x)
     shape = (-1, *([1] * (x.dim() - 1)))
     v = v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(shape)
-    _, vjp_fn = torch.func.vjp(model, x)
+    vjp_fn = torch.func.vjp(model, x)[1]
     sigma_prev: Tensor | None = None
     sigma = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     for _ in range(max(1, iters)):
-        _, u = torch.func.jvp(model, (x,), (v,))
+        u = torch.func.jvp(model, (x,), (v,))[1]
         sigma = u.flatten(1).norm(dim=1)
         (w,) = vjp_fn(u)
         v = w / w.flatten(1).norm(dim=1).clamp_min(1e-30).view(shape)
@@ -199,7 +199,7 @@ def second_order_status(model: nn.Module) -> tuple[bool, str | None]:
         if not isinstance(layer, DecoupledLayer):
             continue
         rho = float(getattr(layer, "rho", 1.0))
-        probes = {
+        probes: dict[str, tuple[Callable[[Tensor], Tensor], list[float]]] = {
             f"angular {layer.angular.name!r}": (lambda c, l=layer: l.angular(c, k=l.k), [-0.55, 0.2, 0.65]),
             f"magnitude {layer.magnitude.name!r}": (
                 lambda n, l=layer, r=rho: l.magnitude(n, alpha=l.alpha, beta=l.beta, rho=r),

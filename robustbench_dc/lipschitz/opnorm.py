@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 NORM_METHODS = ("auto", "power", "lanczos")
 SQRT2 = math.sqrt(2.0)
 
-_ACTIVATIONS: dict[type, Callable[[nn.Module], float]] = {
+_ACTIVATIONS: dict[type, Callable[[Any], float]] = {  # Any: the activation module (typed attributes)
     nn.ReLU: lambda m: 1.0, nn.ReLU6: lambda m: 1.0, nn.Tanh: lambda m: 1.0, nn.Hardtanh: lambda m: 1.0,
     nn.Softplus: lambda m: 1.0, nn.Softsign: lambda m: 1.0, nn.CELU: lambda m: 1.0,
     nn.LeakyReLU: lambda m: max(1.0, abs(float(m.negative_slope))),
@@ -104,10 +104,11 @@ def _linear_copy(module: nn.Module, abs_weight: bool = False) -> nn.Module:
     with torch.no_grad():
         for p in m.parameters():
             p.requires_grad_(False)
-        if isinstance(getattr(m, "bias", None), Tensor):
-            m.bias.zero_()
-        if abs_weight and isinstance(getattr(m, "weight", None), Tensor):
-            m.weight.abs_()
+        bias, weight = getattr(m, "bias", None), getattr(m, "weight", None)
+        if isinstance(bias, Tensor):
+            bias.zero_()
+        if abs_weight and isinstance(weight, Tensor):
+            weight.abs_()
     return m
 
 
@@ -252,9 +253,10 @@ def _module_norm(name: str, module: nn.Module, shape: Sequence[int], iters: int,
                          converged)
 
     if isinstance(module, Normalize):
-        s = float(module.std.abs().min())
-        return done("affine", 1.0 / s, 1.0 / s, "closed form: 1 / min(std)")
+        smin = float(module.std.abs().min())
+        return done("affine", 1.0 / smin, 1.0 / smin, "closed form: 1 / min(std)")
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        assert module.running_var is not None  # _refusal refuses batch-norm without running statistics
         scale = 1.0 / torch.sqrt(module.running_var.double() + module.eps)
         if module.weight is not None:
             scale = scale * module.weight.detach().double()
@@ -287,8 +289,8 @@ def _module_norm(name: str, module: nn.Module, shape: Sequence[int], iters: int,
         return done("pooling", math.sqrt(m), 1.0, f"Lipschitz constant: sqrt({m} windows per input)")
     for cls, fn in _ACTIVATIONS.items():
         if type(module) is cls:
-            k = fn(module)
-            return done("activation", k, k, "Lipschitz constant")
+            lip = fn(module)
+            return done("activation", lip, lip, "Lipschitz constant")
     if isinstance(module, _ISOMETRIES):
         return done("isometry", 1.0, 1.0, "isometry (evaluation mode)")
     raise AssertionError(f"unclassified layer type {tname}")  # pragma: no cover - _refusal covers the rest
@@ -348,7 +350,7 @@ def _record_shapes(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[s
     finally:
         for h in handles:
             h.remove()
-    return [tuple(v) for v in seen.values()]  # type: ignore[misc]
+    return [tuple(v) for v in seen.values()]
 
 
 def layer_operator_norms(model: nn.Module, input_shape: Sequence[int], iters: int = 200, tol: float = 1e-7,

@@ -44,7 +44,7 @@ class _SafeAcos(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(cos: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(cos: Tensor) -> Tensor:
         return torch.acos(cos.clamp(-1.0, 1.0))
 
     @staticmethod
@@ -59,12 +59,12 @@ class _SafeAcos(torch.autograd.Function):
         return -torch.rsqrt((1.0 - clipped * clipped).clamp_min(torch.finfo(cos.dtype).tiny))
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         (cos,) = ctx.saved_tensors
         return grad * _SafeAcos._derivative(cos)
 
     @staticmethod
-    def jvp(ctx: Any, tangent: Tensor) -> Tensor:  # type: ignore[override]
+    def jvp(ctx: Any, tangent: Tensor) -> Tensor:
         (cos,) = ctx.saved_tensors
         return tangent * _SafeAcos._derivative(cos)
 
@@ -73,7 +73,7 @@ class _SafeAcosTraceable(torch.autograd.Function):
     """:class:`_SafeAcos` without the forward-mode rule, which ``torch.compile`` cannot trace."""
 
     @staticmethod
-    def forward(cos: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(cos: Tensor) -> Tensor:
         return torch.acos(cos.clamp(-1.0, 1.0))
 
     @staticmethod
@@ -81,7 +81,7 @@ class _SafeAcosTraceable(torch.autograd.Function):
         ctx.save_for_backward(inputs[0])
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         (cos,) = ctx.saved_tensors
         return grad * _SafeAcos._derivative(cos)
 

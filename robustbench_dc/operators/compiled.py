@@ -158,6 +158,12 @@ def compiled_response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: M
 
 
 # ----------------------------------------------------------------------------- cosine, per-channel radius
+def _vjp(fn: Callable[..., Tensor], *primals: Tensor) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, ...]]]:
+    """``torch.func.vjp`` without auxiliary outputs: (value, vjp function)."""
+    out = torch.func.vjp(fn, *primals)
+    return out[0], out[1]
+
+
 def _cos_channel_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: bool, needs: tuple[bool, ...] = (True,) * 4
                      ) -> tuple[Callable[..., Tensor], Callable[..., tuple[Tensor | None, ...]]]:
     """The forward and backward of :class:`_CosChannelResponse`; ``needs``: which of the gradients
@@ -182,7 +188,7 @@ def _cos_channel_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: boo
         g, x, r = grad.to(ct), xnorm.to(ct), rho.to(ct)
         g_dot = g_x = g_rho = g_s = None
         if need_x or need_rho:
-            h, h_vjp = torch.func.vjp(h_fn, x, r) if need_rho else torch.func.vjp(lambda x_: h_fn(x_, r), x)
+            h, h_vjp = _vjp(h_fn, x, r) if need_rho else _vjp(lambda x_: h_fn(x_, r), x)
         else:
             h = h_fn(x, r)
         p = g * out.to(ct)
@@ -208,12 +214,12 @@ class _CosChannelResponse(torch.autograd.Function):
     """``clip(dot_hat / ||x||) * h(||x||, rho_c) * s_c`` keeping only its output for the backward."""
 
     @staticmethod
-    def forward(ctx: Any, dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor | None,  # type: ignore[override]
+    def forward(ctx: Any, dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor | None,
                 params: tuple[Any, ...]) -> Tensor:
         has_s = s is not None
         s_t = s if s is not None else rho.new_ones(())
         key = ("cos_channel", *params, has_s)
-        out = _call(key + ("forward",), lambda: _cos_channel_fns(*params, has_s)[0], (dot_hat, xnorm, rho, s_t),
+        out = _call(key + ("forward",), lambda: _cos_channel_fns(*params, has_s=has_s)[0], (dot_hat, xnorm, rho, s_t),
                     f"decoupled response {params[0].name}+cos (forward)")
         ctx.key, ctx.params, ctx.has_s = key, params, has_s
         ctx.save_for_backward(out, xnorm, rho, s_t)
@@ -221,11 +227,11 @@ class _CosChannelResponse(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         out, xnorm, rho, s_t = ctx.saved_tensors
         needs = tuple(bool(n) for n in ctx.needs_input_grad[:4])
         g_dot, g_x, g_rho, g_s = _call(ctx.key + ("backward", needs),
-                                       lambda: _cos_channel_fns(*ctx.params, ctx.has_s, needs)[1],
+                                       lambda: _cos_channel_fns(*ctx.params, has_s=ctx.has_s, needs=needs)[1],
                                        (grad, out, xnorm, rho, s_t),
                                        f"decoupled response {ctx.params[0].name}+cos (backward)")
         return g_dot, g_x, g_rho, g_s, None

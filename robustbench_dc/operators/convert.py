@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from robustbench_dc.operators.registry import OperatorSpec, get_operator
 
@@ -69,7 +69,7 @@ def convert(model: nn.Module, operator: str | OperatorSpec, *, include_classifie
                             stride=module.stride, padding=module.padding, dilation=module.dilation,
                             bias=module.bias is not None, **spec.params)
             if module.padding_mode != "zeros":
-                new.padding_mode = module.padding_mode
+                setattr(new, "padding_mode", module.padding_mode)
         elif type(module) is nn.Linear and include_linear:
             if spec.linear is None:
                 raise ValueError(f"convert: operator {spec.name!r} has no fully-connected counterpart")
@@ -79,9 +79,12 @@ def convert(model: nn.Module, operator: str | OperatorSpec, *, include_classifie
             continue
         new = new.to(device=module.weight.device, dtype=module.weight.dtype)
         with torch.no_grad():
-            new.weight.copy_(module.weight)
+            weight, bias = new.weight, new.bias
+            assert isinstance(weight, Tensor)
+            weight.copy_(module.weight)
             if module.bias is not None:
-                new.bias.copy_(module.bias)
+                assert isinstance(bias, Tensor)
+                bias.copy_(module.bias)
         new.train(module.training)
         _set_submodule(model, name, new)
         converted += 1

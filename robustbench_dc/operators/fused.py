@@ -55,7 +55,7 @@ class CosResponse(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, dot_hat: Tensor, inv: Tensor, h: Tensor, s: Tensor | None,  # type: ignore[override]
+    def forward(ctx: Any, dot_hat: Tensor, inv: Tensor, h: Tensor, s: Tensor | None,
                 channel_dim: int, keep_output: bool) -> Tensor:
         if keep_output:
             # dot_hat is this function's own temporary (the convolution output): scale it in
@@ -73,7 +73,7 @@ class CosResponse(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor):
         saved, inv, h, s = ctx.saved_tensors
         dim = ctx.channel_dim
         need_dot, need_inv, need_h, need_s = ctx.needs_input_grad[:4]
@@ -114,13 +114,13 @@ class SquaredChannelSum(torch.autograd.Function):
     """``sum_c x_c^2`` over ``dim`` (kept), backward ``2 x g`` in one pass."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, dim: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, dim: int) -> Tensor:
         ctx.dim = dim
         ctx.save_for_backward(x)
         return torch.linalg.vecdot(x, x, dim=dim).unsqueeze(dim)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor):
         (x,) = ctx.saved_tensors
         # In x's dtype: under autocast the sum may be float32 while x is bfloat16, and a float32
         # gradient would be a second full-size tensor for autograd to convert and accumulate.

@@ -55,6 +55,12 @@ class DecoupledLayer(nn.Module):
 
     magnitude: Magnitude
     angular: Angular
+    # parameters and buffers, declared for the type checker (nn.Module's __getattr__ is untyped)
+    weight: Tensor
+    bias: Tensor | None
+    radius: Tensor | None
+    xnorm_running: Tensor
+    xnorm_steps: Tensor
 
     def _init_decoupled(self, out_features: int, magnitude: str | Callable[..., Tensor],
                         angular: str | Callable[..., Tensor], alpha: float, beta: float, rho: float,
@@ -239,7 +245,9 @@ class DecoupledConv2d(DecoupledLayer):
     def _geometry(self, x: Tensor) -> tuple[Tensor, Any]:
         if self.padding_mode == "zeros":
             return x, self.padding
-        ph, pw = self.padding  # type: ignore[misc]
+        padding = self.padding
+        assert not isinstance(padding, str)  # string padding only with padding_mode="zeros" (__init__)
+        ph, pw = padding
         return F.pad(x, (pw, pw, ph, ph), mode=self.padding_mode), 0
 
     def forward(self, x: Tensor) -> Tensor:

@@ -53,7 +53,7 @@ MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 
 SUPPORTED_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
 
-_RC = {
+_RC: dict[str, Any] = {
     "font.size": 9.0,
     "axes.titlesize": 10.0,
     "axes.labelsize": 9.0,

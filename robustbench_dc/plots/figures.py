@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 from matplotlib import colormaps, patheffects
@@ -25,6 +25,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from robustbench_dc.plots._common import (
     ADVERSARIAL,
@@ -440,8 +441,8 @@ def plot_training_curves(histories: Mapping[str, Any], *, trainings: Mapping[str
     cols = model_colors(names, colors)
     for name in names:
         epochs, loss, tracc, evacc = parsed[name]
-        style = dict(color=cols[name], linestyle=linestyle_for(kinds[name]), linewidth=1.6, marker="o",
-                     markersize=3, label=name)
+        style: dict[str, Any] = dict(color=cols[name], linestyle=linestyle_for(kinds[name]), linewidth=1.6,
+                                     marker="o", markersize=3, label=name)
         axes[0].plot(epochs, loss, **style)
         axes[1].plot(epochs, tracc, **style)
         if has_eval:
@@ -456,7 +457,7 @@ def plot_training_curves(histories: Mapping[str, Any], *, trainings: Mapping[str
         ax.set_axisbelow(True)
         if k > 0:
             ax.set_ylim(-2.0, 102.0)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        cast(MaxNLocator, ax.xaxis.get_major_locator()).set_params(integer=True)  # the default AutoLocator
     if names:
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", frameon=False,
                    title=_STYLE_NOTE.replace(", ", "\n") if ADVERSARIAL in kinds.values() else None)

@@ -108,7 +108,8 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         s = _read_json(root / "summary.json", problems)
         if isinstance(s, dict):
             summary = s
-    infos = summary.get("models") if isinstance(summary.get("models"), Mapping) else {}
+    models_info = summary.get("models")
+    infos: Mapping[str, Any] = models_info if isinstance(models_info, Mapping) else {}
     names = list(infos)
     mdir = root / "models"
     if mdir.is_dir():

@@ -38,7 +38,8 @@ __all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "find
            "Evaluation", "TransferSection", "SweepSection", "LipschitzSection", "LeaderboardSection",
            "SubmissionTemplate", "FIGURES"]
 
-FIGURES = ("embeddings", "eps_curves", "transfer", "lipschitz", "training")
+FigureName = Literal["embeddings", "eps_curves", "transfer", "lipschitz", "training"]
+FIGURES: tuple[FigureName, ...] = ("embeddings", "eps_curves", "transfer", "lipschitz", "training")
 
 
 class ProtocolError(UserError, ValueError):
@@ -115,9 +116,12 @@ class Evaluation(_Strict):
     compile: bool | Literal["auto"] = "auto"
 
 
+_NORMS: tuple[Literal["l2", "linf"], ...] = ("l2", "linf")
+
+
 class LipschitzSection(_Strict):
     n: int = Field(100, ge=1)
-    norms: list[Literal["l2", "linf"]] = Field(default_factory=lambda: ["l2", "linf"])
+    norms: list[Literal["l2", "linf"]] = Field(default_factory=lambda: list(_NORMS))
     ball_eps: float | None = Field(None, gt=0)
     clever: bool = False
     clever_n: int = Field(4, ge=1)
@@ -146,7 +150,7 @@ class Protocol(_Strict):
     models: list[ModelEntry] = Field(min_length=1)
     evaluation: Evaluation
     lipschitz: LipschitzSection | None = None
-    figures: list[Literal["embeddings", "eps_curves", "transfer", "lipschitz", "training"]] = Field(
+    figures: list[FigureName] = Field(
         default_factory=lambda: list(FIGURES))
     leaderboard: LeaderboardSection = LeaderboardSection()
     submission: SubmissionTemplate | None = None

@@ -374,10 +374,10 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
     lines += ["", "Gradient-masking flags triggered (docs/masking_flags.md):", ""]
     for training in TRAININGS:
         for op in OPERATORS:
-            name = tables.models[training].get(op)
-            if name is not None:
-                lines.append(f"- {op}, {training} training (`{name}`): "
-                             f"{', '.join(tables.flags.get(name, [])) or 'none'}")
+            model = tables.models[training].get(op)
+            if model is not None:
+                lines.append(f"- {op}, {training} training (`{model}`): "
+                             f"{', '.join(tables.flags.get(model, [])) or 'none'}")
     gaps = strong_attack_gaps(tables) if table == "table7" else []
     if any(g is not None for *_, g in gaps):
         lines += ["", "## FGSM/BIM against the strong attacks", "",
@@ -395,7 +395,7 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
     if tables.settings:
         proto = p.get("protocol") or {}
         lines += ["", "## Scale and settings", "", f"Protocol `{proto.get('path') or proto.get('name')}`"
-                  + (f": {proto.get('description').rstrip('.')}." if proto.get("description") else ".")
+                  + (f": {str(proto.get('description')).rstrip('.')}." if proto.get("description") else ".")
                   + " Every setting the paper does not publish is stated in the protocol file's header.", "",
                   "| model | role | operator | parameters | training recipe | seed |", "|---|---|---|---|---|---|"]
         for name, m in tables.settings.items():

@@ -348,10 +348,10 @@ class ResultsStore:
                 seed=r["seed"], checkpoint=r["checkpoint"], components=components))
         if latest:
             newest: dict[tuple[Any, ...], LeaderboardEntry] = {}
-            for e in entries:  # oldest first, so later ones win
-                newest[(e.protocol, e.dataset, e.threat_model, e.eps, e.name)] = e
-            keep = {id(e) for e in newest.values()}
-            entries = [e for e in entries if id(e) in keep]
+            for entry in entries:  # oldest first, so later ones win
+                newest[(entry.protocol, entry.dataset, entry.threat_model, entry.eps, entry.name)] = entry
+            keep = {id(entry) for entry in newest.values()}
+            entries = [entry for entry in entries if id(entry) in keep]
         return entries
 
     @staticmethod

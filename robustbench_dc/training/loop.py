@@ -215,7 +215,7 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
     amp = resolve_precision(recipe.precision, device)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     if recipe.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks the keyword
     optimizer = _make_optimizer(model, recipe)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     tricks = recipe.tricks
@@ -332,7 +332,7 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
             h.remove()
     model.eval()
     if recipe.channels_last:
-        model.to(memory_format=torch.contiguous_format)
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     result.iterations = it
     result.compiled = compiled
     result.precision = "bf16" if amp else "fp32"

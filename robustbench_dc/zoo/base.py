@@ -50,6 +50,8 @@ class Normalize(nn.Module):
             raise ValueError(f"mean/std: lengths differ ({len(mean)} vs {len(std)})")
         if any(s <= 0 for s in std):
             raise ValueError(f"std: must be > 0, got {tuple(std)}")
+        self.mean: Tensor
+        self.std: Tensor
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 

@@ -129,6 +129,7 @@ def build_model(arch: str, operator: str | OperatorSpec = "baseline", num_classe
             # A misspelt architecture parameter ends up with the operator's: say what the architecture takes.
             raise type(exc)(f"{exc} (architecture {arch!r} takes: {', '.join(sorted(keys))})") from exc
     model = builder(spec, num_classes=10 if num_classes is None else num_classes, **arch_params)
-    if hasattr(model, "info"):
-        model.info["dataset"] = dataset
+    record = getattr(model, "info", None)
+    if isinstance(record, dict):
+        record["dataset"] = dataset
     return model
