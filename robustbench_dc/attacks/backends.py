@@ -329,7 +329,7 @@ def run_foolbox(
     cls = _lookup(fb.attacks, foolbox_names(), spec.name, "foolbox")
     assert spec.eps is not None
     model = float32_logits(model, x)
-    accepted = set(inspect.signature(cls.__init__).parameters)  # type: ignore[misc]
+    accepted = set(inspect.signature(cls.__init__).parameters)
     mapped: dict[str, Any] = {}
     if spec.steps is not None:
         mapped["steps"] = spec.steps

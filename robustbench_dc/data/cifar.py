@@ -16,7 +16,7 @@ from __future__ import annotations
 import codecs
 import pickle
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, cast
 
 import numpy as np
 
@@ -40,8 +40,7 @@ def _reconstruct(subtype: type, shape: Any, dtype: Any) -> np.ndarray:
     """``numpy``'s array reconstructor, limited to plain ``numpy.ndarray``."""
     if subtype is not np.ndarray:
         raise DataError(f"refusing to unpickle array subtype {subtype!r}")
-    out: np.ndarray = _np_reconstruct(subtype, shape, dtype)
-    return out
+    return cast(np.ndarray, _np_reconstruct(subtype, shape, dtype))
 
 
 def _frombuffer(buf: bytes, dtype: np.dtype, shape: tuple[int, ...], order: str) -> np.ndarray:

@@ -199,11 +199,16 @@ def second_order_status(model: nn.Module) -> tuple[bool, str | None]:
         if not isinstance(layer, DecoupledLayer):
             continue
         rho = float(getattr(layer, "rho", 1.0))
+
+        def angular(c: Tensor, layer: DecoupledLayer = layer) -> Tensor:
+            return layer.angular(c, k=layer.k)
+
+        def magnitude(n: Tensor, layer: DecoupledLayer = layer, rho: float = rho) -> Tensor:
+            return layer.magnitude(n, alpha=layer.alpha, beta=layer.beta, rho=rho)
+
         probes: dict[str, tuple[Callable[[Tensor], Tensor], list[float]]] = {
-            f"angular {layer.angular.name!r}": (lambda c, l=layer: l.angular(c, k=l.k), [-0.55, 0.2, 0.65]),
-            f"magnitude {layer.magnitude.name!r}": (
-                lambda n, l=layer, r=rho: l.magnitude(n, alpha=l.alpha, beta=l.beta, rho=r),
-                [0.37 * rho, 1.13 * rho, 2.71 * rho]),
+            f"angular {layer.angular.name!r}": (angular, [-0.55, 0.2, 0.65]),
+            f"magnitude {layer.magnitude.name!r}": (magnitude, [0.37 * rho, 1.13 * rho, 2.71 * rho]),
         }
         for what, (fn, points) in probes.items():
             try:

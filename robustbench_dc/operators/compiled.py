@@ -219,8 +219,8 @@ class _CosChannelResponse(torch.autograd.Function):
         has_s = s is not None
         s_t = s if s is not None else rho.new_ones(())
         key = ("cos_channel", *params, has_s)
-        out = _call(key + ("forward",), lambda: _cos_channel_fns(*params, has_s=has_s)[0], (dot_hat, xnorm, rho, s_t),
-                    f"decoupled response {params[0].name}+cos (forward)")
+        out = _call(key + ("forward",), lambda: _cos_channel_fns(params[0], params[1], params[2], has_s)[0],
+                    (dot_hat, xnorm, rho, s_t), f"decoupled response {params[0].name}+cos (forward)")
         ctx.key, ctx.params, ctx.has_s = key, params, has_s
         ctx.save_for_backward(out, xnorm, rho, s_t)
         return out
@@ -231,7 +231,7 @@ class _CosChannelResponse(torch.autograd.Function):
         out, xnorm, rho, s_t = ctx.saved_tensors
         needs = tuple(bool(n) for n in ctx.needs_input_grad[:4])
         g_dot, g_x, g_rho, g_s = _call(ctx.key + ("backward", needs),
-                                       lambda: _cos_channel_fns(*ctx.params, has_s=ctx.has_s, needs=needs)[1],
+                                       lambda: _cos_channel_fns(ctx.params[0], ctx.params[1], ctx.params[2], ctx.has_s, needs)[1],
                                        (grad, out, xnorm, rho, s_t),
                                        f"decoupled response {ctx.params[0].name}+cos (backward)")
         return g_dot, g_x, g_rho, g_s, None

@@ -53,7 +53,7 @@ MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 
 SUPPORTED_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
 
-_RC: dict[str, Any] = {
+_RC: Any = {  # matplotlib rc settings (its stubs type the keys as one Literal)
     "font.size": 9.0,
     "axes.titlesize": 10.0,
     "axes.labelsize": 9.0,
