@@ -127,6 +127,10 @@ def test_scale_settings_prefixes_and_phase_times_come_from_the_summary() -> None
     assert "Test examples: the first 1000 of the test set; PGD on the first 500; AutoAttack on the first 500." in md
     assert "| training | 4.0 min (240 s) |" in md and "| all jobs | 4.7 min (284 s) |" in md
     assert "4 epochs, batch 128, adam lr 0.003, onecycle (warm-up 0.15), augmentation: flip, crop 4" in md
+    # a bundled protocol run by name is shown where a user finds it, not at the installed copy's path
+    s["protocol"] = {"name": "table7-8-cpu", "path": "/x/site-packages/robustbench_dc/resources/protocols/t.yaml",
+                     "sha256": "ef" * 32}
+    assert "Protocol `protocols/t.yaml`" in render_markdown(build_tables(s), "table7")
     # what the recipe's "auto" settings resolved to, from the run's training records
     assert "precision auto (ran bf16), compile auto (ran eager)" in md
     assert "precision auto (ran bf16), compile auto (ran compiled)" in md

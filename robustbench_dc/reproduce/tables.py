@@ -316,10 +316,18 @@ def _recipe_text(r: Any, trained_with: Any = None) -> str:
     return text
 
 
+def _protocol_path(proto: Mapping[str, Any]) -> str:
+    """The protocol as a user finds it: a bundled protocol (run by name, recorded with the absolute
+    path of the installed package's copy) as ``protocols/NAME.yaml``, else the recorded path."""
+    path = str(proto.get("path") or proto.get("name")).replace("\\", "/")
+    marker = "robustbench_dc/resources/protocols/"
+    return "protocols/" + path.split(marker, 1)[1] if marker in path else path
+
+
 def _protocol_text(proto: Any) -> str:
     if not isinstance(proto, Mapping):
         return str(proto)
-    return f"`{proto.get('path') or proto.get('name')}`" + (f" (sha256 {proto['sha256']})" if proto.get("sha256") else "")
+    return f"`{_protocol_path(proto)}`" + (f" (sha256 {proto['sha256']})" if proto.get("sha256") else "")
 
 
 def _machine_text(m: Any) -> str:
@@ -394,7 +402,7 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
         lines.append(f"| {c.text} | {c.rule} | **{c.status}** | {c.evidence} |")
     if tables.settings:
         proto = p.get("protocol") or {}
-        lines += ["", "## Scale and settings", "", f"Protocol `{proto.get('path') or proto.get('name')}`"
+        lines += ["", "## Scale and settings", "", f"Protocol `{_protocol_path(proto)}`"
                   + (f": {str(proto.get('description')).rstrip('.')}." if proto.get("description") else ".")
                   + " Every setting the paper does not publish is stated in the protocol file's header.", "",
                   "| model | role | operator | parameters | training recipe | seed |", "|---|---|---|---|---|---|"]
