@@ -213,6 +213,8 @@ def test_dataset_is_the_models_and_data_the_evaluation_data_in_every_command():
 def test_lipschitz_builds_the_model_for_dataset_and_evaluates_on_data(tmp_path):
     import json
 
+    from robustbench_dc.data import load_dataset
+
     out = tmp_path / "lip.json"
     assert main(["lipschitz", "--arch", "mnist2d", "--dataset", "fashion-mnist", "--data", "mnist-sample",
                  "--param", "width=0.125", "-n", "4", "--no-clever", "--ball-steps", "1", "--ball-samples", "1",
@@ -220,6 +222,10 @@ def test_lipschitz_builds_the_model_for_dataset_and_evaluates_on_data(tmp_path):
     d = json.loads(out.read_text())
     assert d["dataset"] == "mnist-sample" and d["data"]["n"] == 4
     assert d["model"]["info"]["dataset"] == "fashion-mnist"
+    # the same provenance record as every other command's JSON (command, seed, data checksum, versions)
+    assert d["provenance"]["seed"] == 0 and d["provenance"]["data_sha256"] == load_dataset("mnist-sample", "test",
+                                                                                            n=4).checksum
+    assert d["provenance"]["command"].startswith("rbdc lipschitz") and d["provenance"]["versions"]["torch"]
 
 
 def test_evaluate_loads_the_checkpoint_the_card_records(tmp_path, capsys, monkeypatch):

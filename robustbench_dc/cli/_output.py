@@ -49,7 +49,7 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` (if given) and say so."""
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(payload, indent=2))
+        Path(path).write_text(json.dumps(payload, indent=2, default=str))  # str(): paths, dtypes
         print(f"results: {path}")
 
 

@@ -6,12 +6,11 @@ Only this module prints; :mod:`robustbench_dc.lipschitz` logs.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from robustbench_dc.cli._args import add_command, add_model_args, data_name, download_progress, model_from_args
-from robustbench_dc.cli._output import fmt, table
+from robustbench_dc.cli._output import fmt, table, write_json
 
 __all__ = ["register", "cmd_lipschitz"]
 
@@ -99,11 +98,12 @@ def cmd_lipschitz(args: argparse.Namespace) -> int:
     for check in report.checks:
         print(f"warning: {check}")
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"model": desc, "dataset": ds.name, "split": ds.split, **report.to_dict()}
-        out.write_text(json.dumps(payload, indent=2, default=str))
-        print(f"\nwrote {out}")
+        from robustbench_dc.provenance import provenance
+
+        print()
+        write_json(args.json, {"model": desc, "dataset": ds.name, "split": ds.split, **report.to_dict(),
+                               "provenance": provenance(command=getattr(args, "command_line", None), seed=args.seed,
+                                                        data_sha256=ds.checksum)})
     return 0
 
 
