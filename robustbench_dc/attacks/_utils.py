@@ -18,7 +18,13 @@ __all__ = [
     "data_fingerprint",
     "batched_logits",
     "float32_logits",
+    "upcast_logits",
 ]
+
+
+def upcast_logits(logits: torch.Tensor) -> torch.Tensor:
+    """bfloat16 / float16 logits (a model run under autocast) as float32; other dtypes unchanged."""
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
 
 
 class _Float32Logits(nn.Module):
@@ -30,8 +36,7 @@ class _Float32Logits(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
+        return upcast_logits(self.model(x))
 
 
 def float32_logits(model: nn.Module, x: torch.Tensor) -> nn.Module:

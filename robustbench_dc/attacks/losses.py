@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from robustbench_dc.attacks._utils import upcast_logits
 from robustbench_dc.attacks.spec import AttackConfigError
 
 __all__ = ["ce_loss", "margin_loss", "dlr_loss", "attack_loss", "make_targets", "attack_success"]
@@ -91,8 +92,7 @@ def attack_loss(
     The loss is computed in at least float32 (bfloat16 / float16 logits, from crafting under
     autocast, are upcast; float64 logits stay float64).
     """
-    if logits.dtype in (torch.bfloat16, torch.float16):
-        logits = logits.float()
+    logits = upcast_logits(logits)
     if loss == "ce":
         return ce_loss(logits, y, target)
     if loss == "margin":

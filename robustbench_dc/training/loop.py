@@ -250,6 +250,8 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
     # Only the training forward passes (and the crafting of adversarial examples) are compiled:
     # the per-epoch evaluation and recalibration run eagerly and need no compilation of their own.
     compiling = (lambda: compiled_responses(model)) if compiled else contextlib.nullcontext
+    # the training forward passes and the crafting of adversarial examples share one precision
+    in_precision = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)  # noqa: E731
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -270,14 +272,14 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
                 xb = augment(xb, recipe.augmentation.crop_padding, recipe.augmentation.flip, gen)
                 weights = None
                 if recipe.adversarial is not None:  # crafted in the training precision (Wong et al. 2020)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp), compiling():
+                    with in_precision(), compiling():
                         xb, weights = _adversarial_batch(model, xb, yb, recipe, gen)
                     model.train()
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * _lr_factor(recipe, it, total)
                 if recipe.channels_last:
                     xb = xb.contiguous(memory_format=memory_format)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp), compiling():
+                with in_precision(), compiling():
                     logits = model(xb)
                     per_example = F.cross_entropy(logits.float(), yb, label_smoothing=recipe.label_smoothing,
                                                   reduction="none")
