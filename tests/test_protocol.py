@@ -177,6 +177,10 @@ MALFORMED = {
                         r"evaluation.attacks\[2\].n_test: must be an integer in \[1, dataset.n_test=48\], got 49"),
     "prefix-not-int": (lambda p: p["evaluation"]["attacks"].append({"config": "bim-linf", "n_test": True}),
                        r"evaluation.attacks\[2\].n_test: must be an integer"),
+    "unknown-masking-setting": (lambda p: p["evaluation"].update(masking={"budget_tol": 0.1, "colour": 1}),
+                                r"evaluation.masking: .*unknown setting\(s\) colour"),
+    "bad-binarization-setting": (lambda p: p["evaluation"].update(binarization_test={"gap": 2}),
+                                 r"evaluation.binarization_test: .*gap: a number in \[0, 1\)"),
     "prefix-in-transfer": (lambda p: p["evaluation"]["transfer"].update(attacks=[{"config": "fgsm-linf",
                                                                                   "n_test": 10}]),
                            r"evaluation.transfer.attacks\[0\].n_test: a test-set prefix is allowed only in "
@@ -307,3 +311,29 @@ def test_a_resumed_run_keeps_the_start_of_its_first_job(tmp_path):
     (jobs / "b.json").write_text(json.dumps({"finished": "2026-01-01T11:00:00+00:00", "seconds": 30.0}))
     assert _first_start(tmp_path, "2026-01-01T10:30:00+00:00") == "2026-01-01T10:01:00+00:00"
     assert _first_start(tmp_path, "2026-01-01T09:00:00+00:00") == "2026-01-01T09:00:00+00:00"
+
+
+def test_a_protocol_runs_the_binarization_test_and_the_leaderboard_shows_it(tmp_path):
+    proto = _protocol(tmp_path, models=[{"name": "base", "arch": "mnist2d", "operator": "baseline",
+                                         "params": {"width": 0.125}, "recipe": {"base": "mnist-fast", "epochs": 1}}],
+                      evaluation={"attacks": [{"config": "pgd-linf", "steps": 3}], "batch_size": 16,
+                                  "binarization_test": {"n_points": 4, "n_inner": 40},
+                                  "masking": {"budget_check": False, "unstable_draws": 2}},
+                      lipschitz=None, figures=[])
+    proto["dataset"]["n_test"] = 16
+    run_protocol(_write(tmp_path, proto), tmp_path / "out", progress=False)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    entry = summary["models"]["base"]
+    (label, pgd), = entry["whitebox"].items()
+    b = pgd["binarization"]
+    assert b["attack"] == label and b["n_points"] == 4 and b["settings"]["n_inner"] == 40
+    assert 0 <= b["construction_failure_rate"] <= 1
+    assert set(entry["flags"]) >= {"silent-success", "non-monotone-eps-curve", "dynamic-forward"}
+    assert "budget-sensitivity" not in entry["flags"]  # switched off in the protocol
+    from robustbench_dc.results import ResultsStore, render_leaderboard
+
+    with ResultsStore(tmp_path / "out" / "results.sqlite") as store:
+        entries = store.entries()
+    assert entries[0].binarization[label] == b
+    md = render_leaderboard(entries, fmt="md")
+    assert f"{label} binarization test: attack success (%)" in md

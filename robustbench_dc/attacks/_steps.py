@@ -10,6 +10,7 @@ Its own module so that :mod:`~robustbench_dc.attacks.native` and
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterator
 
 import torch
@@ -17,9 +18,28 @@ from torch import nn
 
 from robustbench_dc.attacks._utils import eval_mode
 
-__all__ = ["BestTracker", "attack_mode"]
+__all__ = ["BestTracker", "attack_mode", "whole_batches", "default_compact"]
 
 _TINY = 1e-12
+_COMPACTION: ContextVar[bool] = ContextVar("rbdc_compaction", default=True)
+
+
+@contextmanager
+def whole_batches() -> Iterator[None]:
+    """Inside the block the native attacks keep the whole batch at every step (no compaction), so
+    that row ``i`` of every query the model sees is example ``i`` (the binarization test gives every
+    example its own readout). Results are unchanged; only examples already broken keep computing."""
+    token = _COMPACTION.set(False)
+    try:
+        yield
+    finally:
+        _COMPACTION.reset(token)
+
+
+def default_compact(x: torch.Tensor) -> bool:
+    """Whether an attack drops broken examples from its batch: on the CPU (it costs a host sync per
+    step elsewhere), unless :func:`whole_batches` is active."""
+    return x.device.type == "cpu" and _COMPACTION.get()
 
 
 class BestTracker:
@@ -112,7 +132,7 @@ def attack_mode(model: nn.Module, x: torch.Tensor, compact: bool | None = None) 
     also for backends that call ``backward()``) and, on the CPU with 4-D inputs, channels-last weights.
     Every flag and layout is restored on exit. Yields whether channels-last is on (then pass inputs
     channels-last too)."""
-    compact = x.device.type == "cpu" if compact is None else compact
+    compact = default_compact(x) if compact is None else compact
     channels_last = compact and x.dim() == 4
     with eval_mode(model), _frozen_parameters(model), _channels_last(model, channels_last):
         yield channels_last

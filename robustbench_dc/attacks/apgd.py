@@ -49,10 +49,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robustbench_dc.attacks._steps import BestTracker, _direction, _project, attack_mode
+from robustbench_dc.attacks._steps import BestTracker, _direction, _project, attack_mode, default_compact
 from robustbench_dc.attacks._utils import per_example
 from robustbench_dc.attacks.losses import attack_loss
 from robustbench_dc.attacks.spec import AttackConfigError
+from robustbench_dc.attacks.trace import TraceView
 
 __all__ = ["apgd", "apgd_schedule", "default_n_target_classes", "check_dlr_classes", "ApgdStats"]
 
@@ -142,7 +143,8 @@ def _grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, target:
 
 def _run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, best: BestTracker,
          idx: torch.Tensor | None, start: torch.Tensor, *, steps: int, threat_model: str, loss: str,
-         target: torch.Tensor | None, eot_iter: int, rho: float, compact: bool, stats: ApgdStats) -> None:
+         target: torch.Tensor | None, eot_iter: int, rho: float, compact: bool, stats: ApgdStats,
+         trace: TraceView | None = None) -> None:
     """One APGD run on the examples ``idx`` of the batch (all when None); offers every iterate to ``best``."""
     checks = set(apgd_schedule(steps))
     x_adv = start
@@ -150,6 +152,9 @@ def _run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
     stats.gradient_evaluations += eot_iter * x_adv.shape[0]
     success = logits.argmax(1) != y  # success is misclassification, also for APGD-T
     best.update_at(idx, x_adv, obj, success)
+    if trace is not None:
+        trace.new_segment()
+        trace.record(obj, success, idx)
     x_best, g_best, obj_best = x_adv.clone(), g.clone(), obj.clone()
     eta = 2.0 * eps
     x_prev = x_adv.clone()
@@ -176,6 +181,8 @@ def _run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
         with torch.no_grad():
             success = logits.argmax(1) != y
             best.update_at(idx, x_adv, obj, success)
+            if trace is not None:
+                trace.record(obj, success, idx)
             hist[i] = obj
             better = obj > obj_best
             b4 = better.view(-1, *([1] * (x_adv.dim() - 1)))
@@ -216,6 +223,7 @@ def apgd(
     seed: int = 0,
     compact: bool | None = None,
     stats: ApgdStats | None = None,
+    trace: TraceView | None = None,
 ) -> torch.Tensor:
     """APGD (Croce & Hein, ICML 2020) on one batch; returns the adversarial inputs.
 
@@ -236,6 +244,8 @@ def apgd(
         seed (int): seed of the random starts. Default 0.
         compact (bool | None): misclassified examples leave the batch; None -> on the CPU only.
         stats (ApgdStats | None): filled with the gradient evaluations performed.
+        trace (TraceView | None): records the objective at every iterate and which were
+            adversarial (:mod:`~robustbench_dc.attacks.trace`), one segment per run. Default None.
 
     Returns:
         Tensor: (N, ...) per example the first misclassified iterate found, else the
@@ -252,7 +262,7 @@ def apgd(
     y = y.detach()
     eps_b = per_example(eps, x0)
     best = BestTracker(x0)
-    compact = x0.device.type == "cpu" if compact is None else compact
+    compact = default_compact(x0) if compact is None else compact
     gen = torch.Generator(device=x0.device).manual_seed(seed)
     with attack_mode(model, x0, compact) as channels_last:
         if channels_last:
@@ -286,5 +296,5 @@ def apgd(
                     idx, sub = None, (lambda t: t)
                 _run(model, sub(x0), sub(y), sub(eps_b), best, idx, sub(start), steps=steps,
                      threat_model=threat_model, loss=loss, target=None if tgt is None else sub(tgt),
-                     eot_iter=eot_iter, rho=rho, compact=compact, stats=stats)
+                     eot_iter=eot_iter, rho=rho, compact=compact, stats=stats, trace=trace)
     return best.x.contiguous()

@@ -29,6 +29,7 @@ from robustbench_dc.attacks.guards import SuccessRecorder, preserved_flags
 from robustbench_dc.attacks.losses import attack_loss, attack_success, make_targets
 from robustbench_dc.attacks.native import BestTracker, attack_mode, run_native
 from robustbench_dc.attacks.spec import AttackSpec
+from robustbench_dc.attacks.trace import AttackTrace, TraceView
 
 __all__ = ["run_attack", "run_attack_detailed", "run_attack_loader", "validate_inputs"]
 
@@ -67,7 +68,8 @@ class _KeepParamGrads:
 
 
 def _dispatch(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, targets: torch.Tensor | None
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, targets: torch.Tensor | None,
+    trace: TraceView | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
     if spec.backend == "native":
         if spec.name == "autoattack":
@@ -75,10 +77,10 @@ def _dispatch(
 
             assert spec.eps is not None
             return autoattack(model, x, y, spec.eps, threat_model=spec.threat_model,
-                              version=spec.version or "standard", seed=spec.seed)
-        return run_native(model, x, y, spec, targets), None
+                              version=spec.version or "standard", seed=spec.seed, trace=trace)
+        return run_native(model, x, y, spec, targets, trace=trace), None
     with _KeepParamGrads(model), preserved_flags(model), attack_mode(model, x):
-        recorder = SuccessRecorder(model, x, y, spec.eps or 0.0, spec.threat_model, targets)
+        recorder = SuccessRecorder(model, x, y, spec.eps or 0.0, spec.threat_model, targets, trace)
         x_adv = _dispatch_third_party(recorder, x, y, spec, targets)
         return recorder.rescue(x_adv, spec.label), None
 
@@ -94,6 +96,8 @@ def _dispatch_third_party(
     best = BestTracker(x)
     loss = spec.loss or "ce"
     for r in range(spec.restarts):
+        if r > 0 and isinstance(model, SuccessRecorder) and model.trace is not None:
+            model.trace.new_segment()
         with seeded(spec.seed + r, x.device):
             cand = runner(model, x, y, spec, targets)
         with torch.no_grad(), eval_mode(model):
@@ -150,9 +154,13 @@ def run_attack_detailed(
     *,
     dataset: str | None = None,
     targets: torch.Tensor | None = None,
+    trace: AttackTrace | TraceView | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
     """:func:`run_attack`, and the per-component breakdown of an ensemble (native ``autoattack``:
-    see :func:`~robustbench_dc.attacks.autoattack.autoattack`); ``None`` for other attacks."""
+    see :func:`~robustbench_dc.attacks.autoattack.autoattack`); ``None`` for other attacks.
+
+    ``trace`` (an :class:`~robustbench_dc.attacks.trace.AttackTrace` over the batch, or a view of
+    one) records the attack's iterates for the attack-failure indicators."""
     validate_inputs(x, y)
     spec = spec.resolve(dataset)
     assert spec.eps is not None
@@ -169,7 +177,8 @@ def run_attack_detailed(
         targets = make_targets(clean_logits, yd, spec.target, gen)
     elif targets is not None:
         targets = targets.detach().to(dev)
-    x_adv, parts = _dispatch(model, xd, yd, spec, targets if spec.targeted else None)
+    view = trace.view() if isinstance(trace, AttackTrace) else trace
+    x_adv, parts = _dispatch(model, xd, yd, spec, targets if spec.targeted else None, view)
     if x_adv.dtype != xd.dtype:
         x_adv = x_adv.to(xd.dtype)
     check_adversarial(x_adv, xd, spec.eps, spec.threat_model)

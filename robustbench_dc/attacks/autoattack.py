@@ -45,11 +45,12 @@ from robustbench_dc.attacks.apgd import apgd, check_dlr_classes, default_n_targe
 from robustbench_dc.attacks.checks import check_adversarial
 from robustbench_dc.attacks.native import attack_mode
 from robustbench_dc.attacks.spec import AUTOATTACK_VERSIONS, AttackSpec
+from robustbench_dc.attacks.trace import TraceView
 
 __all__ = ["autoattack", "COMPONENTS", "VERSIONS", "merge_breakdowns"]
 
-#: (model, x, y, eps, threat_model, seed, n_classes) -> adversarial inputs
-Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, str, int, int], torch.Tensor]
+#: (model, x, y, eps, threat_model, seed, n_classes, trace) -> adversarial inputs
+Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, str, int, int, "TraceView | None"], torch.Tensor]
 
 _STEPS = 100
 _SQUARE_QUERIES = 5000
@@ -68,15 +69,16 @@ class Component:
 
 def _apgd(loss: str, targeted: bool, eot_iter: int) -> Runner:
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, threat_model: str, seed: int,
-            n_classes: int) -> torch.Tensor:
+            n_classes: int, trace: TraceView | None) -> torch.Tensor:
         return apgd(model, x, y, eps, steps=_STEPS, threat_model=threat_model, restarts=1, loss=loss,
-                    targeted=targeted, eot_iter=eot_iter, seed=seed)
+                    targeted=targeted, eot_iter=eot_iter, seed=seed, trace=trace)
     return run
 
 
 def _torchattacks(name: str, steps: int | None = None, **params: Any) -> Runner:
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, threat_model: str, seed: int,
-            n_classes: int) -> torch.Tensor:
+            n_classes: int, trace: TraceView | None) -> torch.Tensor:
+        # FAB-T and Square query subsets of the batch: their iterates are not traced
         from robustbench_dc.attacks.backends import run_torchattacks
 
         # run_torchattacks sets n_classes and AutoAttack's min(9, K - 1) target classes from the model
@@ -128,6 +130,7 @@ def autoattack(
     threat_model: str = "linf",
     version: str = "standard",
     seed: int = 0,
+    trace: TraceView | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """Run AutoAttack ``version`` on one batch.
 
@@ -137,6 +140,8 @@ def autoattack(
         eps (float): the budget. threat_model (str): ``"linf"`` (default) or ``"l2"``.
         version (str): ``"standard"`` (default) or ``"rand"``.
         seed (int): seed of every component's randomness. Default 0.
+        trace (TraceView | None): records the iterates of the APGD components
+            (:mod:`~robustbench_dc.attacks.trace`). Default None.
 
     Returns:
         (Tensor, list[dict]): adversarial inputs (N, C, H, W), and per component, in order:
@@ -159,7 +164,7 @@ def autoattack(
                                         "attacked": 0, "robust": int(robust.sum()), "seconds": 0.0}]
         for key in VERSIONS[version]:
             _run_component(COMPONENTS[key], model, x, y, x_adv, robust, eps, eps_t, threat_model, seed, n_classes,
-                           parts)
+                           parts, trace)
     return x_adv, parts
 
 
@@ -171,13 +176,13 @@ def _float32(x: torch.Tensor) -> torch.autocast:
 
 def _run_component(comp: Component, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
                    robust: torch.Tensor, eps: float, eps_t: torch.Tensor, threat_model: str, seed: int,
-                   n_classes: int, parts: list[dict[str, Any]]) -> None:
+                   n_classes: int, parts: list[dict[str, Any]], trace: TraceView | None = None) -> None:
     """Run one component on the still-robust examples; update ``x_adv``, ``robust`` and ``parts`` in place."""
     t0 = time.perf_counter()
     idx = robust.nonzero().squeeze(1)
     if idx.numel():
         xs, ys = x.index_select(0, idx), y.index_select(0, idx)
-        adv = comp.run(model, xs, ys, eps, threat_model, seed, n_classes)
+        adv = comp.run(model, xs, ys, eps, threat_model, seed, n_classes, None if trace is None else trace.view(idx))
         check_adversarial(adv, xs, eps_t, threat_model)
         with torch.no_grad(), _float32(x):  # which points are broken is decided in float32, also when
             broken = model(adv).argmax(1) != ys  # the components craft under bfloat16 autocast

@@ -15,7 +15,9 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ from tqdm.auto import tqdm
 from robustbench_dc.attacks._utils import batched_logits, eval_mode, model_device
 from robustbench_dc.attacks.attack import run_attack_detailed, validate_inputs
 from robustbench_dc.attacks.autoattack import merge_breakdowns
+from robustbench_dc.attacks.binarization import BinarizationConfig, binarization_test, supports_binarization
 from robustbench_dc.attacks.checks import perturbation_norms
 from robustbench_dc.attacks.masking import (
     MaskingConfig,
@@ -35,7 +38,10 @@ from robustbench_dc.attacks.masking import (
 )
 from robustbench_dc.attacks.metrics import AttackResult, attack_result, prefix, worst_case
 from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
+from robustbench_dc.attacks.trace import AttackTrace
 from robustbench_dc.operators import compiled_responses, resolve_compile
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     from robustbench_dc.attacks.transfer import TransferResult
@@ -160,6 +166,7 @@ def evaluate_whitebox(
     compile: bool | str = "auto",
     n_examples: list[int | None] | None = None,
     precision: str | list[str] = "fp32",
+    binarization: bool | BinarizationConfig = False,
 ) -> EvalResult:
     """Evaluate ``model`` on (x, y) under each attack, plus masking diagnostics.
 
@@ -180,7 +187,7 @@ def evaluate_whitebox(
             responses (:func:`robustbench_dc.operators.compiled_responses`; same values).
             ``"auto"`` (default): when the attack set's work, examples x iterations, is at
             least ``COMPILE_MIN_ATTACK_WORK`` and ``torch.compile`` works here. Scoring, the
-            clean pass and the masking diagnostics run eagerly.
+            clean pass and the masking diagnostics' gradient checks run eagerly.
         n_examples (list[int | None] | None): per attack, run it on the first that many
             examples only (None: all); the worst case and the masking diagnostics use the
             prefix every attack ran on. Default None (every attack on all examples).
@@ -229,6 +236,10 @@ def evaluate_whitebox(
         clean_pred = batched_logits(model, x.to(dev), batch_size).argmax(1).cpu()
     clean_correct = clean_pred == y.cpu()
     results: list[AttackResult] = []
+    cfg = None if masking is False else (masking if isinstance(masking, MaskingConfig) else MaskingConfig())
+    keep = 0 if cfg is None else cfg.max_examples  # returned points kept for the diagnostics
+    traces: dict[str, AttackTrace] = {}
+    adversarial: dict[str, torch.Tensor] = {}
     bar = tqdm(total=sum((k + batch_size - 1) // batch_size for k in sizes), disable=not progress,
                desc=f"white-box {model_name}")
     try:
@@ -238,11 +249,16 @@ def evaluate_whitebox(
             adv_correct = torch.empty(n_spec, dtype=torch.bool)
             norms = torch.empty(n_spec, dtype=torch.float64)
             parts: list[list[dict[str, Any]]] = []
+            trace = None if cfg is None else AttackTrace(n_spec)
+            kept: list[torch.Tensor] = []
             for i in range(0, n_spec, batch_size):
                 stop = min(i + batch_size, n_spec)
                 xb, yb = x[i:stop].to(dev), y[i:stop].to(dev)
+                view = None if trace is None else trace.view(torch.arange(i, stop))
                 with compiling(), crafting_precision(prec, dev):
-                    x_adv, batch_parts = run_attack_detailed(model, xb, yb, spec)
+                    x_adv, batch_parts = run_attack_detailed(model, xb, yb, spec, trace=view)
+                if i < keep:
+                    kept.append(x_adv[:keep - i].detach().cpu())
                 if batch_parts is not None:
                     parts.append(batch_parts)
                 with torch.no_grad(), eval_mode(model):
@@ -254,15 +270,18 @@ def evaluate_whitebox(
                               seconds=time.perf_counter() - t0, components=merge_breakdowns(parts, n_spec) or None,
                               precision=prec)
             )
+            if trace is not None:
+                traces[spec.label], adversarial[spec.label] = trace, torch.cat(kept)
     finally:
         bar.close()
+    if binarization is not False:
+        _binarization(model, x, specs, results, binarization, dataset, batch_size, compiling)
     groups: dict[str, list[AttackResult]] = {}
     for r in results:
         groups.setdefault(group_key(r.threat_model, r.eps), []).append(r)
     worst = {k: _worst_on_shared(v, name=f"worst-case[{k}]") for k, v in groups.items()}
     flags: list[MaskingFlag] = []
-    if masking is not False:
-        cfg = masking if isinstance(masking, MaskingConfig) else MaskingConfig()
+    if cfg is not None:
         tr_cells: list[AttackResult] = []
         if transfer is not None:
             cells = transfer if isinstance(transfer, list) else transfer.cells
@@ -270,7 +289,8 @@ def evaluate_whitebox(
         shared = min(sizes)
         flags = diagnose_masking(
             model, x[:shared], y[:shared], [prefix(r, shared) for r in results], dataset=dataset, config=cfg,
-            transfer=[prefix(c, shared) for c in tr_cells], batch_size=batch_size
+            transfer=[prefix(c, shared) for c in tr_cells], batch_size=batch_size, traces=traces,
+            adversarial=adversarial, attack_context=compiling,
         )
     return EvalResult(
         model=model_name,
@@ -280,3 +300,20 @@ def evaluate_whitebox(
         worst=worst,
         flags=flags,
     )
+
+
+def _binarization(model: nn.Module, x: torch.Tensor, specs: list[AttackSpec],
+                  results: list[AttackResult], config: bool | BinarizationConfig, dataset: str | None,
+                  batch_size: int, compiling: Callable[[], contextlib.AbstractContextManager[Any]]) -> None:
+    """The binarization test of every supported attack, stored with its result."""
+    cfg = config if isinstance(config, BinarizationConfig) else BinarizationConfig()
+    ran = False
+    for spec, r in zip(specs, results):
+        if supports_binarization(spec):
+            with compiling():
+                r.binarization = binarization_test(model, x, spec, config=cfg, dataset=dataset,
+                                                   batch_size=batch_size).to_dict()
+            ran = True
+    if not ran:
+        logger.warning("binarization test: no attack of the set supports it (native FGSM/BIM/PGD/APGD with the "
+                       "'ce' or 'margin' loss)")

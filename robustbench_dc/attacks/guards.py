@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from robustbench_dc.attacks.checks import valid_rows
-from robustbench_dc.attacks.losses import attack_success
+from robustbench_dc.attacks.losses import attack_loss, attack_success
+from robustbench_dc.attacks.trace import TraceView
 
 __all__ = ["SuccessRecorder", "preserved_flags"]
 
@@ -53,23 +54,33 @@ class SuccessRecorder(nn.Module):
         x (Tensor): (N, ...) clean inputs. y (Tensor): (N,) labels.
         eps (float): budget. threat_model (str): ``"linf"`` or ``"l2"``.
         targets (Tensor | None): (N,) targets of a targeted attack.
+        trace (TraceView | None): also records, for every full-size query, the cross-entropy
+            objective and which rows were valid adversarial inputs, and the examples
+            :meth:`rescue` restored (:mod:`~robustbench_dc.attacks.trace`).
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, threat_model: str,
-                 targets: torch.Tensor | None = None) -> None:
+                 targets: torch.Tensor | None = None, trace: TraceView | None = None) -> None:
         super().__init__()
         self.model = model
         self._x, self._y, self._targets = x.detach(), y.detach(), targets
         self._eps, self._tm = float(eps), threat_model
         self.found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         self.x_found = x.detach().clone()
+        self.trace = trace
+        if trace is not None:
+            trace.new_segment()
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         out = self.model(inp)
         if inp.shape == self._x.shape and out.dim() == 2:
             with torch.no_grad():
                 xi = inp.detach().to(self._x.dtype)
-                new = ~self.found & attack_success(out.detach(), self._y, self._targets)
+                success = attack_success(out.detach(), self._y, self._targets)
+                if self.trace is not None:
+                    self.trace.record(attack_loss(out.detach().float(), self._y, "ce", self._targets),
+                                      success & valid_rows(xi, self._x, self._eps, self._tm))
+                new = ~self.found & success
                 if bool(new.any()):
                     new &= valid_rows(xi, self._x, self._eps, self._tm)
                     self.x_found[new] = xi[new]
@@ -83,6 +94,8 @@ class SuccessRecorder(nn.Module):
         with torch.no_grad():
             success = attack_success(self.model(x_adv), self._y, self._targets)
         lost = self.found & ~success
+        if self.trace is not None:
+            self.trace.mark_rescued(lost)
         n_lost = int(lost.sum())
         if n_lost:
             logger.info("%s: the backend returned a non-adversarial point for %d/%d examples where one of its "

@@ -61,6 +61,8 @@ class AttackResult:
             log), ``seconds``; the first entry (``clean``) is the clean accuracy. None otherwise.
         precision (str): the precision the adversarial examples were crafted in (``"fp32"`` or
             ``"bf16"``; ``"mixed"`` for a worst case over both); scoring is always float32.
+        binarization (dict | None): the binarization test of this attack
+            (:class:`~robustbench_dc.attacks.binarization.BinarizationResult` as a dict), when run.
     """
 
     model: str
@@ -81,6 +83,7 @@ class AttackResult:
     seconds: float = 0.0
     components: list[dict[str, Any]] | None = None
     precision: str = "fp32"
+    binarization: dict[str, Any] | None = None
 
     @property
     def robust_correct_tensor(self) -> torch.Tensor:

@@ -47,10 +47,12 @@ from robustbench_dc.attacks._steps import (  # noqa: F401  (re-exported: native 
     _project,
     _random_start,
     attack_mode,
+    default_compact,
 )
 from robustbench_dc.attacks._utils import per_example
 from robustbench_dc.attacks.losses import attack_loss, attack_success
 from robustbench_dc.attacks.spec import AttackSpec, default_step_size
+from robustbench_dc.attacks.trace import TraceView
 
 __all__ = ["projected_gradient_attack", "fgsm", "bim", "pgd", "run_native", "BestTracker", "attack_mode"]
 
@@ -69,6 +71,7 @@ def projected_gradient_attack(
     targets: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     compact: bool | None = None,
+    trace: TraceView | None = None,
 ) -> torch.Tensor:
     """The shared projected-gradient loop behind FGSM, BIM and PGD.
 
@@ -87,6 +90,8 @@ def projected_gradient_attack(
         generator (torch.Generator | None): RNG for the random start (on x's device).
         compact (bool | None): drop examples from the batch once they succeed (same result,
             fewer computations). Default None: on the CPU only (it syncs with the host).
+        trace (TraceView | None): records the objective at every iterate and which iterates were
+            adversarial (:mod:`~robustbench_dc.attacks.trace`), one segment per restart. Default None.
 
     Returns:
         Tensor: (N, ...) adversarial inputs, detached, within the budget and [0, 1].
@@ -108,7 +113,7 @@ def projected_gradient_attack(
     # On the CPU, examples whose attack already succeeded leave the batch: the first success
     # is what is returned, so the result is identical and the remaining steps are cheaper.
     # Elsewhere the batch stays whole (compaction would need a host-device sync per step).
-    compact = x0.device.type == "cpu" if compact is None else compact
+    compact = default_compact(x0) if compact is None else compact
     with attack_mode(model, x0, compact) as channels_last:
         if channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
@@ -122,6 +127,8 @@ def projected_gradient_attack(
             sub = (lambda t: t) if idx is None else (lambda t: t.index_select(0, idx))
             x_adv, xs, ys, eps_s, alpha_s = sub(start).clone(), sub(x0), sub(y), sub(eps_b), sub(alpha)
             tg = None if targets is None else sub(targets)
+            if trace is not None:
+                trace.new_segment()
             for t in range(steps):
                 x_adv.requires_grad_(True)
                 with torch.enable_grad():
@@ -134,6 +141,8 @@ def projected_gradient_attack(
                     if t > 0:  # x_adv is iterate t (the start point is not a candidate)
                         success = attack_success(logits.detach(), ys, tg)
                         best.update_at(idx, x_adv, obj.detach(), success)
+                    if trace is not None:
+                        trace.record(obj.detach(), success, idx)
                     g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
                     x_adv = _project(xs, x_adv + alpha_s * _direction(g, threat_model), eps_s, threat_model)
                     if compact and success is not None and t + 1 < steps and bool(success.any()):
@@ -149,7 +158,10 @@ def projected_gradient_attack(
                     best.take_rest_at(idx, x_adv)
                 else:
                     logits = model(x_adv)
-                    best.update_at(idx, x_adv, attack_loss(logits, ys, loss, tg), attack_success(logits, ys, tg))
+                    obj, success = attack_loss(logits, ys, loss, tg), attack_success(logits, ys, tg)
+                    best.update_at(idx, x_adv, obj, success)
+                    if trace is not None:
+                        trace.record(obj, success, idx)
             if r + 1 < restarts and bool(best.success.all()):  # one sync per restart
                 break
     return best.x.contiguous()
@@ -247,11 +259,12 @@ def run_native(
     targets: torch.Tensor | None = None,
     eps: float | torch.Tensor | None = None,
     step_size: float | torch.Tensor | None = None,
+    trace: TraceView | None = None,
 ) -> torch.Tensor:
     """Run a *resolved* native spec (see :meth:`AttackSpec.resolve`).
 
     ``eps`` / ``step_size`` override the spec's values (scalars or per-example (N,)
-    tensors, used by the eps sweep)."""
+    tensors, used by the eps sweep); ``trace`` records the iterates (:mod:`~robustbench_dc.attacks.trace`)."""
     if spec.name == "apgd":
         from robustbench_dc.attacks.apgd import apgd
 
@@ -261,7 +274,7 @@ def run_native(
         return apgd(model, x, y, spec.eps if eps is None else eps, steps=spec.steps, threat_model=spec.threat_model,
                     restarts=spec.restarts, loss=spec.loss or "ce", targeted=spec.targeted,
                     n_target_classes=p.get("n_target_classes"), eot_iter=p.get("eot_iter", 1),
-                    rho=p.get("rho", 0.75), seed=spec.seed)
+                    rho=p.get("rho", 0.75), seed=spec.seed, trace=trace)
     if spec.eps is None or spec.steps is None or spec.step_size is None:
         raise ValueError(f"spec {spec.label!r} must be resolved first (spec.resolve(dataset))")
     gen = torch.Generator(device=x.device).manual_seed(spec.seed)
@@ -276,4 +289,5 @@ def run_native(
         loss=spec.loss or "ce",
         targets=targets,
         generator=gen,
+        trace=trace,
     )

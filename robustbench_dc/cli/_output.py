@@ -45,6 +45,13 @@ def breakdown_text(result: Any) -> str:
         rows, ("component", "backend", "budget", "attacked", "robust %", "seconds"))
 
 
+def binarization_text(binarization: dict[str, Any]) -> str:
+    """The one-line verdict of a stored binarization test."""
+    from robustbench_dc.attacks.binarization import BinarizationResult
+
+    return BinarizationResult(**binarization).summary()
+
+
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` (if given) and say so."""
     if path:

@@ -13,13 +13,20 @@ from robustbench_dc.cli._args import (
     load_test_data,
     model_from_args,
 )
-from robustbench_dc.cli._output import breakdown_text, print_masking_warnings, print_results, write_results
+from robustbench_dc.cli._output import (
+    binarization_text,
+    breakdown_text,
+    print_masking_warnings,
+    print_results,
+    write_results,
+)
 
 __all__ = ["register", "cmd_evaluate"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from robustbench_dc.attacks import evaluate_whitebox
+    from robustbench_dc.attacks.binarization import BinarizationConfig
 
     choice = model_from_args(args, seed=args.seed)
     ds = load_test_data(args, choice.dataset)
@@ -27,13 +34,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res = evaluate_whitebox(choice.model, ds.to_float(), ds.labels, specs, batch_size=args.batch_size,
                             progress=not args.quiet, dataset=choice.dataset, model_name=choice.name,
                             masking=not args.no_masking,
-                            compile={"true": True, "false": False}.get(args.compile, "auto"))
+                            compile={"true": True, "false": False}.get(args.compile, "auto"),
+                            binarization=BinarizationConfig(n_points=args.binarization_points)
+                            if args.binarization_test else False)
     print(f"{choice.name}: first {res.n} test examples of {data_name(args, choice.dataset)}, "
           f"clean accuracy {100 * res.clean_accuracy:.1f}%")
     print_results(res.results)
     for r in res.results:
         if r.components:
             print(breakdown_text(r))
+        if r.binarization:
+            print(binarization_text(r.binarization))
     for key, worst in res.worst.items():
         print(f"worst case over the attack set [{key}]: robust accuracy {100 * worst.robust_accuracy:.1f}%")
     print_masking_warnings(res.flags)
@@ -48,6 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_attack_args(p)
     p.add_argument("--no-masking", action="store_true", help="skip the gradient-masking diagnostics")
+    p.add_argument("--binarization-test", action="store_true",
+                   help="also run the binarization test (Zimmermann et al. 2022) of every attack that supports it: "
+                        "can the attack find an adversarial example where one provably exists?")
+    p.add_argument("--binarization-points", type=int, default=50, metavar="N",
+                   help="test points of the binarization test (default 50)")
     p.add_argument("--compile", choices=("auto", "true", "false"), default="auto",
                    help="craft attacks with compiled decoupled responses (auto: for long attack jobs "
                         "where torch.compile works)")

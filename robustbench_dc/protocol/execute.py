@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from robustbench_dc._atomic import atomic_write_bytes
+from robustbench_dc.attacks.binarization import binarization_config
+from robustbench_dc.attacks.masking import masking_config
 from robustbench_dc.protocol.plan import Job, Plan
 from robustbench_dc.provenance import package_versions
 from robustbench_dc.runtime import machine_info
@@ -172,7 +174,8 @@ def _run_whitebox(ctx: _Context, job: Job) -> None:
     ev = ctx.plan.protocol.evaluation
     res = evaluate_whitebox(ctx.model(job.model), x, y, ctx.plan.attacks, batch_size=ev.batch_size,  # type: ignore[arg-type]
                             progress=ctx.progress, dataset=ctx.plan.models[job.model].dataset,  # type: ignore[index]
-                            model_name=job.model or "model", masking=ev.masking, compile=ev.compile,
+                            model_name=job.model or "model", masking=masking_config(ev.masking) or False,
+                            compile=ev.compile, binarization=binarization_config(ev.binarization_test) or False,
                             n_examples=[attack_prefix(a) for a in ev.attacks])
     _write_json(ctx.run_dir / "models" / job.model / "whitebox.json", res.to_dict())  # type: ignore[operator]
 
@@ -289,6 +292,7 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
                                                                   "max_perturbation", "n")}
                                  | {"backend": r["spec"].get("backend", "native")}
                                  | ({"components": r["components"]} if r.get("components") else {})
+                                 | ({"binarization": r["binarization"]} if r.get("binarization") else {})
                                  for r in wb["results"]}
             worst = list(wb.get("worst", {}).values())
             if worst:

@@ -320,7 +320,9 @@ def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path
         tk = train_keys[name]
         jobs.append(Job(f"whitebox:{name}", "whitebox", stable_hash(
             {**common, **test, "job": "whitebox", "train": tk, "attacks": attack_cfg, "masking": ev.masking,
-             "batch_size": ev.batch_size}), [f"train:{name}"], name))
+             "batch_size": ev.batch_size,
+             **({"binarization_test": ev.binarization_test} if ev.binarization_test else {})}),
+            [f"train:{name}"], name))
         for spec, eps in sweeps:
             label = spec.name + "-" + spec.threat_model
             jobs.append(Job(f"sweep:{name}:{label}", "sweep", stable_hash(

@@ -111,9 +111,28 @@ class Evaluation(_Strict):
     eps: float | None = Field(None, gt=0)
     transfer: TransferSection | None = None
     sweeps: list[SweepSection] = Field(default_factory=list)
-    masking: bool = True
+    masking: bool | dict[str, Any] = True
+    binarization_test: bool | dict[str, Any] = False
     batch_size: int = Field(250, ge=1)
     compile: bool | Literal["auto"] = "auto"
+
+    @field_validator("masking")
+    @classmethod
+    def _masking(cls, v: bool | dict[str, Any]) -> bool | dict[str, Any]:
+        if isinstance(v, dict):
+            from robustbench_dc.attacks.masking import masking_config
+
+            masking_config(v)  # validates the names and values of the thresholds
+        return v
+
+    @field_validator("binarization_test")
+    @classmethod
+    def _binarization(cls, v: bool | dict[str, Any]) -> bool | dict[str, Any]:
+        if isinstance(v, dict):
+            from robustbench_dc.attacks.binarization import binarization_config
+
+            binarization_config(v)
+        return v
 
 
 _NORMS: tuple[Literal["l2", "linf"], ...] = ("l2", "linf")

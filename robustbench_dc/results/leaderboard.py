@@ -63,6 +63,8 @@ class LeaderboardEntry:
     checkpoint: str | None = None
     #: per ensemble attack label (AutoAttack), each component's budget and robust accuracy after it
     components: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: per attack label, its binarization test (attack success rate, construction failures, noise baseline)
+    binarization: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (non-finite numbers become ``None``)."""

@@ -66,6 +66,14 @@ def _flags_cell(e: LeaderboardEntry) -> str:
     return f"{_WARN} {', '.join(e.flags)}" if e.flags else ""
 
 
+def _binarization_cell(b: dict[str, Any] | None) -> tuple[str, float | None]:
+    """Attack success on the binarization test, with the random-noise baseline beside it."""
+    if not b or b.get("attack_success_rate") is None:
+        return _MISSING, None
+    asr, noise = b["attack_success_rate"], b.get("noise_success_rate")
+    return f"{_pct(asr)} (noise {_pct(noise)}, n={b.get('n_valid')})", asr
+
+
 def _eps(value: float | None) -> str:
     return _MISSING if value is None else f"{value:.4g}"
 
@@ -96,6 +104,9 @@ def _columns(entries: Sequence[LeaderboardEntry]) -> list[tuple[str, str, Any]]:
     for attack in _attack_labels(entries):
         cols.append((f"{attack} (%)", "num",
                      lambda e, a=attack: (_pct(e.robust_accuracy.get(a)), e.robust_accuracy.get(a))))
+        if any(attack in e.binarization for e in entries):
+            cols.append((f"{attack} binarization test: attack success (%)", "num",
+                         lambda e, a=attack: _binarization_cell(e.binarization.get(a))))
     for source, attack in _transfer_pairs(entries):
         def get(e: LeaderboardEntry, s: str = source, a: str = attack) -> tuple[str, float | None]:
             v = e.transfer_robust_accuracy.get(s, {}).get(a)

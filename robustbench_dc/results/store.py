@@ -320,15 +320,18 @@ class ResultsStore:
             success: dict[str, float | None] = {}
             transfer: dict[str, dict[str, float | None]] = {}
             components: dict[str, list[dict[str, Any]]] = {}
+            binarization: dict[str, dict[str, Any]] = {}
             worst = None
             for e in evals.get(key, []):
                 if e["kind"] == "whitebox":
                     robust[e["attack"]] = e["robust_accuracy"]
                     if e["attack_success_rate"] is not None:
                         success[e["attack"]] = e["attack_success_rate"]
-                    parts = json.loads(e["extra"] or "{}").get("components")
-                    if parts:
-                        components[e["attack"]] = parts
+                    extra = json.loads(e["extra"] or "{}")
+                    if extra.get("components"):
+                        components[e["attack"]] = extra["components"]
+                    if extra.get("binarization"):
+                        binarization[e["attack"]] = extra["binarization"]
                 elif e["kind"] == "transfer":
                     transfer.setdefault(e["source"], {})[e["attack"]] = e["robust_accuracy"]
                 else:
@@ -345,7 +348,7 @@ class ResultsStore:
                 version=str(versions.get("robustbench_dc")) if versions.get("robustbench_dc") else None,
                 run_id=r["run_id"], protocol=r["protocol"], n_test=r["n_test"], label=r["label"],
                 attack_success_rate=success, lipschitz={x["kind"]: x["value"] for x in lips.get(key, [])},
-                seed=r["seed"], checkpoint=r["checkpoint"], components=components))
+                seed=r["seed"], checkpoint=r["checkpoint"], components=components, binarization=binarization))
         if latest:
             newest: dict[tuple[Any, ...], LeaderboardEntry] = {}
             for entry in entries:  # oldest first, so later ones win

@@ -10,11 +10,11 @@ from torch import nn
 from robustbench_dc.attacks._utils import eval_mode, model_device
 from robustbench_dc.attacks.checks import check_adversarial
 from robustbench_dc.attacks.masking.flags import MaskingConfig, MaskingFlag, _group, _make_flag
+from robustbench_dc.attacks.masking.indicators import eps_curve, large_eps_for
 from robustbench_dc.attacks.metrics import AttackResult
 from robustbench_dc.attacks.native import _input_grad
-from robustbench_dc.attacks.spec import LARGE_EPS, AttackSpec, canonical_dataset
 
-__all__ = ["flag_large_eps", "flag_zero_gradients", "flag_randomness", "flag_noise_beats_gradient"]
+__all__ = ["flag_large_eps", "large_eps_flag", "flag_zero_gradients", "flag_randomness", "flag_noise_beats_gradient"]
 
 # ---------------------------------------------------------------------- (c)
 def flag_large_eps(
@@ -34,30 +34,18 @@ def flag_large_eps(
         dataset (str | None): picks the large eps if ``config.large_eps`` is None.
         config (MaskingConfig | None): thresholds. batch_size (int): default 256.
     """
-    from robustbench_dc.attacks.attack import run_attack
-
     cfg = config or MaskingConfig()
-    eps = cfg.large_eps
-    if eps is None:
-        try:
-            eps = LARGE_EPS[canonical_dataset(dataset)] if dataset else 0.5
-        except ValueError:
-            eps = 0.5
-    spec = AttackSpec(
-        name="pgd", threat_model="linf", eps=eps, steps=cfg.large_eps_steps,
-        random_start=cfg.large_eps_random_start, seed=cfg.seed,
-    )
-    correct = 0
-    for i in range(0, x.shape[0], batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        x_adv = run_attack(model, xb, yb, spec)
-        with torch.no_grad(), eval_mode(model):
-            correct += int((model(x_adv).argmax(1) == yb).sum())
-    acc = correct / max(1, x.shape[0])
+    eps = large_eps_for(dataset, cfg)
+    curve, _ = eps_curve(model, x, y, "linf", [eps], config=cfg, batch_size=batch_size)
+    return large_eps_flag(curve[eps], eps, cfg)
+
+
+def large_eps_flag(accuracy: float, eps: float, config: MaskingConfig) -> MaskingFlag:
+    """The flag of :func:`flag_large_eps` from the robust accuracy measured at ``eps``."""
     return _make_flag(
-        "accuracy-not-zero-at-large-eps", acc, cfg.large_eps_threshold,
-        f"PGD-linf ({cfg.large_eps_steps} steps, step 2.5*eps/steps, random start "
-        f"{cfg.large_eps_random_start}) robust accuracy at eps={eps:g}",
+        "accuracy-not-zero-at-large-eps", accuracy, config.large_eps_threshold,
+        f"PGD-linf ({config.large_eps_steps} steps, step 2.5*eps/steps, random start "
+        f"{config.large_eps_random_start}) robust accuracy at eps={eps:g}",
     )
 
 
