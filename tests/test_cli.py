@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from robustbench_dc.attacks.masking import FLAG_NAMES
 from robustbench_dc.cli import main
 
 
@@ -61,7 +62,7 @@ def test_train_evaluate_and_transfer_from_the_command_line(tmp_path, capsys):
     assert payload["provenance"]["data_sha256"] and payload["provenance"]["versions"]["torch"]
     # the command main() was given (not sys.argv, which is pytest's here)
     assert payload["provenance"]["command"].startswith("rbdc evaluate --arch mnist2d --dataset mnist --operator")
-    assert len(payload["whitebox"]["flags"]) == 6
+    assert len(payload["whitebox"]["flags"]) == len(FLAG_NAMES)
 
 
 def test_train_with_an_unknown_recipe_is_a_one_line_error(tmp_path, capsys):

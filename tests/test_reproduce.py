@@ -96,8 +96,8 @@ def test_each_claim_follows_its_rule(edit, key, status) -> None:
 
 def test_flags_and_provenance_are_in_the_report() -> None:
     md = render_markdown(build_tables(_summary()), "table7")
-    assert "- TanhConv, natural training (`tanhconv-nat`): one-step-beats-iterative" in md
-    assert "- Baseline, natural training (`baseline-nat`): none" in md
+    assert "- TanhConv, natural training (`tanhconv-nat`): one-step-beats-iterative (2 evaluated)" in md
+    assert "- Baseline, natural training (`baseline-nat`): none (2 evaluated)" in md
     for text in ("command: `rbdc run protocols/x.yaml`", "seed: 0", "ab" * 32, "'torch': '2.13.0'"):
         assert text in md
 
@@ -287,3 +287,18 @@ def test_phase_times_of_a_finished_run_are_read_not_retimed(tmp_path) -> None:
     assert out["training"]["baseline-nat"]["epoch_seconds"] == [30.0, 31.0]
     assert out["whitebox"]["baseline-nat"] == {"job_seconds": 9.5, "crafting_seconds": {"fgsm": 2.5, "aa": 5.0},
                                                "n": {"fgsm": 1000, "aa": 500}}
+
+
+def test_indicators_and_the_binarization_test_stand_beside_each_model() -> None:
+    s = _summary()
+    m = s["models"]["sphereconv-adv"]
+    m["flags"]["silent-success"] = {"triggered": True, "evaluated": True}
+    m["flags"]["square-beats-whitebox"] = {"triggered": False, "evaluated": False}
+    m["whitebox"][LABELS["bim"]]["binarization"] = {
+        "attack": LABELS["bim"], "n_points": 50, "n_valid": 48, "attack_success_rate": 0.9375,
+        "noise_success_rate": 0.125, "construction_failure_rate": 0.04}
+    md = render_markdown(build_tables(s), "table7")
+    line = next(x for x in md.splitlines() if x.startswith("- SphereConv, adversarial training"))
+    assert "silent-success (3 evaluated)" in line  # the unevaluated Square check is not counted
+    assert (f"binarization test of `{LABELS['bim']}`: attack success 93.8% of 48 points (random noise 12.5%, "
+            "construction failed on 4.0%)") in line

@@ -68,6 +68,10 @@ class Tables:
     n_examples: dict[str, int] = field(default_factory=dict)
     #: wall time per job of the run, in seconds, as the runner recorded it
     job_seconds: dict[str, float] = field(default_factory=dict)
+    #: per model, the diagnostics that were evaluated (triggered or not)
+    checked: dict[str, list[str]] = field(default_factory=dict)
+    #: per model and attack label, the binarization test (when the protocol requested it)
+    binarization: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def value(self, table: str, training: str, attack: str, operator: str) -> float | None:
         grid = self.white if table == "table7" else self.black
@@ -91,6 +95,8 @@ def build_tables(summary: Mapping[str, Any]) -> Tables:
     black: dict[str, dict[str, dict[str, float | None]]] = {t: {} for t in TRAININGS}
     models: dict[str, dict[str, str]] = {t: {} for t in TRAININGS}
     flags: dict[str, list[str]] = {}
+    checked: dict[str, list[str]] = {}
+    binarization: dict[str, dict[str, dict[str, Any]]] = {}
     labels: dict[str, str] = {}
     sources: set[str] = set()
     settings: dict[str, dict[str, Any]] = {}
@@ -125,13 +131,17 @@ def build_tables(summary: Mapping[str, Any]) -> Tables:
                     black[training].setdefault(kind, {})[op] = _number(value)
         flags[name] = sorted(f for f, v in (m.get("flags") or {}).items()
                              if (v.get("triggered") if isinstance(v, Mapping) else v))
+        checked[name] = sorted(f for f, v in (m.get("flags") or {}).items()
+                               if not isinstance(v, Mapping) or v.get("evaluated", True))
+        binarization[name] = {label: r["binarization"] for label, r in (m.get("whitebox") or {}).items()
+                              if isinstance(r, Mapping) and isinstance(r.get("binarization"), Mapping)}
     if len(sources) > 1:
         raise ReportError(f"Table 8 has one black-box source; the run has {sorted(sources)}")
     prov = {k: summary.get(k) for k in ("run_id", "protocol", "dataset", "n_test", "n_train", "seed", "data_sha256",
                                         "train_data_sha256", "command", "versions", "started", "finished", "eps",
                                         "machine")}
     return Tables(white, black, models, flags, labels, next(iter(sources), None), prov, settings, n_examples,
-                  dict(summary.get("job_seconds") or {}))
+                  dict(summary.get("job_seconds") or {}), checked, binarization)
 
 
 # ----------------------------------------------------------------------------- claims
@@ -339,6 +349,16 @@ def _machine_text(m: Any) -> str:
             + (f", {mem / 2**30:.0f} GiB memory" if mem else "") + gpu + f" ({m.get('platform')})")
 
 
+def binarization_verdict(b: Mapping[str, Any]) -> str:
+    """One clause for a stored binarization test."""
+    asr, noise = b.get("attack_success_rate"), b.get("noise_success_rate")
+    if asr is None:
+        return f"binarization test of `{b.get('attack')}`: no valid construction of {b.get('n_points')} points"
+    return (f"binarization test of `{b.get('attack')}`: attack success {100 * asr:.1f}% of {b.get('n_valid')} points "
+            f"(random noise {100 * (noise or 0.0):.1f}%, construction failed on "
+            f"{100 * b.get('construction_failure_rate', 0.0):.1f}%)")
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
 
@@ -379,13 +399,17 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
     lines += ["", f"Test examples: the first {n_all} of the test set"
               + ("".join(f"; {_ROW_NAMES[k]} on the first {v}" for k, v in prefixes.items()) if table == "table7"
                  else "") + "."]
-    lines += ["", "Gradient-masking flags triggered (docs/masking_flags.md):", ""]
+    lines += ["", "Gradient-masking flags and attack-failure indicators triggered (docs/masking_flags.md; "
+                  "in brackets the number evaluated for the model):", ""]
     for training in TRAININGS:
         for op in OPERATORS:
             model = tables.models[training].get(op)
             if model is not None:
+                checked = f" ({len(tables.checked[model])} evaluated)" if tables.checked.get(model) else ""
                 lines.append(f"- {op}, {training} training (`{model}`): "
-                             f"{', '.join(tables.flags.get(model, [])) or 'none'}")
+                             f"{', '.join(tables.flags.get(model, [])) or 'none'}{checked}"
+                             + "".join(f"; {binarization_verdict(b)}"
+                                       for b in tables.binarization.get(model, {}).values()))
     gaps = strong_attack_gaps(tables) if table == "table7" else []
     if any(g is not None for *_, g in gaps):
         lines += ["", "## FGSM/BIM against the strong attacks", "",
