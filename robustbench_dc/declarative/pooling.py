@@ -1,0 +1,189 @@
+"""Robust global pooling: a declarative layer (Gould et al., "Deep Declarative Networks", TPAMI 2021;
+the adaptive version of seed 003).
+
+Per example and channel, the pooled value of the features ``x_1..x_n`` (the spatial positions) is
+
+    y = argmin_u  sum_i phi(u - x_i; c, a)
+
+for a penalty ``phi`` of :mod:`~robustbench_dc.declarative.penalties`. With the quadratic penalty
+``y`` is the mean (global average pooling); robust penalties give outlying positions less weight.
+
+Forward: iteratively reweighted least squares (``u <- sum_i w_i x_i / sum_i w_i``, ``w = phi'(z)/z``,
+which never increases the objective for these penalties) for all examples and channels at once,
+until every update is below ``tol`` (relative to the spread of the values) or ``max_iter``. It starts
+from the mean; for a non-convex penalty also from the median, keeping per channel the solution with
+the lower objective.
+
+Backward: implicit differentiation of the optimality condition ``sum_i phi'(y - x_i) = 0``, never
+by unrolling the solver:
+
+    dy/dx_i = phi''(z_i) / sum_j phi''(z_j),   dy/dc = -sum_i d2phi/dzdc(z_i) / sum_j phi''(z_j)
+
+(and likewise for ``a``), with ``z_i = y - x_i``; the second derivatives come from autograd on
+``phi'``. Where ``sum_j phi''(z_j)`` vanishes (every position outside a truncated quadratic's
+threshold) the gradient is shared equally among the positions, as for the mean.
+
+A learnable ``c`` is ``softplus(raw) + c_min`` and a learnable ``a`` is ``3 sigmoid(raw)`` (in (0, 3)).
+
+Example::
+
+    >>> pool = RobustGlobalPool2d("huber", c=1.0)
+    >>> pool(torch.randn(8, 64, 7, 7)).shape
+    torch.Size([8, 64])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from robustbench_dc.declarative.penalties import Penalty, get_penalty, softplus_inverse
+
+__all__ = ["robust_pool", "RobustGlobalPool2d", "solve_robust_pool"]
+
+_TINY = 1e-12
+
+
+def _objective(p: Penalty, x: Tensor, u: Tensor, c: Tensor, a: Tensor) -> Tensor:
+    return p.phi(u - x, c, a).sum(-1, keepdim=True)
+
+
+def _irls(p: Penalty, x: Tensor, u: Tensor, c: Tensor, a: Tensor, tol: float, max_iter: int) -> Tensor:
+    scale = (x.amax(-1, keepdim=True) - x.amin(-1, keepdim=True)).clamp_min(_TINY)
+    for _ in range(max_iter):
+        w = p.weight(u - x, c, a)
+        den = w.sum(-1, keepdim=True)
+        new = torch.where(den > _TINY, (w * x).sum(-1, keepdim=True) / den.clamp_min(_TINY), u)
+        done = bool(((new - u).abs() <= tol * scale).all())
+        u = new
+        if done:
+            break
+    return u
+
+
+def solve_robust_pool(x: Tensor, penalty: str | Penalty, c: Tensor | float = 1.0, a: Tensor | float = 1.0, *,
+                      tol: float = 1e-7, max_iter: int = 100) -> Tensor:
+    """The minimiser ``y`` (..., 1) of ``sum_i phi(u - x_i)`` over the last dimension of ``x`` (..., n),
+    without gradients (the forward of :func:`robust_pool`)."""
+    p = get_penalty(penalty) if isinstance(penalty, str) else penalty
+    with torch.no_grad():
+        x = x.detach()
+        c_t = torch.as_tensor(c, dtype=x.dtype, device=x.device)
+        a_t = torch.as_tensor(a, dtype=x.dtype, device=x.device)
+        u = _irls(p, x, x.mean(-1, keepdim=True), c_t, a_t, tol, max_iter)
+        if not p.convex:
+            v = _irls(p, x, x.median(-1, keepdim=True).values, c_t, a_t, tol, max_iter)
+            u = torch.where(_objective(p, x, v, c_t, a_t) < _objective(p, x, u, c_t, a_t), v, u)
+    return u
+
+
+class _RobustPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, c: Tensor, a: Tensor, penalty: Penalty, tol: float, max_iter: int) -> Tensor:
+        y = solve_robust_pool(x, penalty, c, a, tol=tol, max_iter=max_iter)
+        ctx.penalty = penalty
+        ctx.save_for_backward(x, y, c, a)
+        return y.squeeze(-1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, y, c, a = ctx.saved_tensors
+        p: Penalty = ctx.penalty
+        shape = y.shape  # (..., 1)
+        with torch.enable_grad():
+            z = (y - x).detach().requires_grad_(True)
+            c_e = c.detach().expand(shape).clone().requires_grad_(True)
+            a_e = a.detach().expand(shape).clone().requires_grad_(True)
+            d1 = p.dphi(z, c_e, a_e)
+            wanted = [z] + ([c_e] if ctx.needs_input_grad[1] else []) + ([a_e] if ctx.needs_input_grad[2] else [])
+            grads = torch.autograd.grad(d1.sum(), wanted, allow_unused=True)
+        d2 = grads[0] if grads[0] is not None else torch.zeros_like(z)  # phi''(z_i)
+        h = d2.sum(-1, keepdim=True)
+        n = x.shape[-1]
+        ok = h.abs() > _TINY
+        weights = torch.where(ok, d2 / torch.where(ok, h, torch.ones_like(h)), torch.full_like(d2, 1.0 / n))
+        g = grad.unsqueeze(-1)
+        gx = g * weights if ctx.needs_input_grad[0] else None
+        rest = iter(grads[1:])
+        gc = ga = None
+        if ctx.needs_input_grad[1]:
+            dc = next(rest)
+            dyc = torch.where(ok, -(dc if dc is not None else torch.zeros_like(h)) / torch.where(ok, h, torch.ones_like(h)),
+                              torch.zeros_like(h))
+            gc = (g * dyc).sum_to_size(c.shape)
+        if ctx.needs_input_grad[2]:
+            da = next(rest)
+            dya = torch.where(ok, -(da if da is not None else torch.zeros_like(h)) / torch.where(ok, h, torch.ones_like(h)),
+                              torch.zeros_like(h))
+            ga = (g * dya).sum_to_size(a.shape)
+        return gx, gc, ga, None, None, None
+
+
+def robust_pool(x: Tensor, penalty: str | Penalty, c: Tensor | float = 1.0, a: Tensor | float = 1.0, *,
+                tol: float = 1e-7, max_iter: int = 100) -> Tensor:
+    """Robust pooling over the last dimension: (..., n) -> (...), differentiable in ``x``, ``c`` and
+    ``a`` by implicit differentiation. ``c`` and ``a`` broadcast against (..., 1)."""
+    p = get_penalty(penalty) if isinstance(penalty, str) else penalty
+    c_t = c if isinstance(c, Tensor) else torch.tensor(float(c), dtype=x.dtype, device=x.device)
+    a_t = a if isinstance(a, Tensor) else torch.tensor(float(a), dtype=x.dtype, device=x.device)
+    return _RobustPool.apply(x, c_t.to(x.dtype), a_t.to(x.dtype), p, tol, max_iter)
+
+
+class RobustGlobalPool2d(nn.Module):
+    """Robust global pooling of (N, C, H, W) feature maps to (N, C).
+
+    Arguments:
+        penalty (str): ``quadratic``, ``pseudo-huber``, ``huber``, ``welsch``, ``trunc-quad`` or ``adaptive``.
+        c (float): the scale / outlier threshold (> 0). Default 1.0.
+        a (float): the adaptive penalty's shape, in (0, 3). Default 1.0.
+        learnable (bool): learn ``c`` (and ``a`` for ``adaptive``), per channel when ``channels`` is
+            given, else one for the layer. Default False.
+        channels (int | None): channels, for per-channel learnable parameters. Default None.
+        c_min (float): the smallest learnable ``c`` (``softplus(raw) + c_min``). Default 1e-3.
+        tol (float), max_iter (int): the solver's tolerance (relative to the values' spread) and cap.
+    """
+
+    def __init__(self, penalty: str = "huber", c: float = 1.0, a: float = 1.0, *, learnable: bool = False,
+                 channels: int | None = None, c_min: float = 1e-3, tol: float = 1e-7, max_iter: int = 100) -> None:
+        super().__init__()
+        self.penalty = get_penalty(penalty)
+        if not c > 0:
+            raise ValueError(f"c: must be > 0, got {c}")
+        if not 0 < a < 3:
+            raise ValueError(f"a: must be in (0, 3), got {a}")
+        if learnable and c <= c_min:
+            raise ValueError(f"c: a learnable c must exceed c_min={c_min}, got {c}")
+        self.learnable, self.c_min, self.tol, self.max_iter = learnable, c_min, tol, max_iter
+        shape = (channels, 1) if channels else ()
+        if learnable:
+            self.c_raw = nn.Parameter(torch.full(shape, softplus_inverse(c - c_min)))
+            a_raw = torch.logit(torch.tensor(a / 3.0))
+            self.a_raw = nn.Parameter(torch.full(shape, float(a_raw))) if self.penalty.uses_a else None
+        else:
+            self.register_buffer("c_fixed", torch.full(shape, float(c)))
+            self.register_buffer("a_fixed", torch.full(shape, float(a)))
+
+    @property
+    def c(self) -> Tensor:
+        """The current scale (> 0)."""
+        if self.learnable:
+            return nn.functional.softplus(self.c_raw) + self.c_min
+        return self.c_fixed
+
+    @property
+    def a(self) -> Tensor:
+        """The current shape of the adaptive penalty (in (0, 3))."""
+        if self.learnable and self.a_raw is not None:
+            return 3.0 * torch.sigmoid(self.a_raw)
+        return self.a_fixed if not self.learnable else torch.ones((), device=self.c_raw.device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.flatten(2)  # (N, C, H*W)
+        return robust_pool(flat, self.penalty, self.c, self.a, tol=self.tol, max_iter=self.max_iter)
+
+    def extra_repr(self) -> str:
+        return f"penalty={self.penalty.name}, learnable={self.learnable}"
