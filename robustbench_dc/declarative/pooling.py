@@ -147,6 +147,9 @@ class RobustGlobalPool2d(nn.Module):
         tol (float), max_iter (int): the solver's tolerance (relative to the values' spread) and cap.
     """
 
+    c_fixed: Tensor
+    a_fixed: Tensor
+
     def __init__(self, penalty: str = "huber", c: float = 1.0, a: float = 1.0, *, learnable: bool = False,
                  channels: int | None = None, c_min: float = 1e-3, tol: float = 1e-7, max_iter: int = 100) -> None:
         super().__init__()

@@ -146,6 +146,8 @@ class FeatureProjection(nn.Module):
         r_min (float): the smallest learnable radius. Default 1e-3.
     """
 
+    r_fixed: Tensor
+
     def __init__(self, norm: str = "l2", kind: str = "sphere", radius: float = 1.0, *, learnable: bool = False,
                  r_min: float = 1e-3) -> None:
         super().__init__()
