@@ -29,6 +29,21 @@ def cmd_operators_list(args: argparse.Namespace) -> int:
     if extra:
         print()
         print(table(extra, ("operator", "class", "source")))
+    from robustbench_dc.declarative import NORMS, PENALTIES, SETS
+
+    print()
+    print("Robust global pooling, y = argmin_u sum_i phi(u - x_i; c, a), in place of global average pooling")
+    print("(architecture parameter pool=<penalty> of isonet, risonet, resnet20/32/56; c, a learnable per channel)")
+    print(table([(p.name, "yes" if p.convex else "no", p.formula) for p in PENALTIES.values()],
+                ("penalty", "convex", "phi(z)")))
+    print()
+    print("Feature projections before the classifier, y = argmin_u ||u - x||^2/2 s.t. ||u||_p = r (sphere) or <= r (ball)")
+    print(f"(architecture parameter projection=<norm>-<set> of every zoo architecture; norm: {', '.join(NORMS)}; "
+          f"set: {', '.join(SETS)}; radius learnable)")
+    print()
+    print("Isometric networks (ISONet, ICML 2020): architectures isonet (conv + SReLU max(x, b), Dirac init, no")
+    print("BatchNorm or shortcuts) and risonet (residual blocks x + alpha * F(x), alpha from 0); the orthogonal-")
+    print("convolution penalty ||conv2d(W, W) - delta||^2 / 2 is the recipe's tricks.isometry (authors: 1e-4)")
     return 0
 
 

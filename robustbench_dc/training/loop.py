@@ -35,6 +35,7 @@ from robustbench_dc.operators import (
 )
 from robustbench_dc.training.augment import augment
 from robustbench_dc.training.recipe import Recipe, get_recipe
+from robustbench_dc.zoo.isonet import orthogonal_conv_penalty
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "evaluate_accuracy", "atomic_torch_save",
            "CHECKPOINT_NAME", "MODEL_NAME"]
@@ -286,6 +287,8 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
                 loss = per_example.mean() if weights is None else (per_example * weights).sum() / weights.sum()
                 if tricks.orthogonality:
                     loss = loss + orthogonality_penalty(model, tricks.orthogonality)
+                if tricks.isometry:
+                    loss = loss + tricks.isometry * orthogonal_conv_penalty(model)
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     last = f"{out / CHECKPOINT_NAME} (epoch {epoch - 1})" if out is not None and epoch > 1 \

@@ -102,12 +102,15 @@ class Adversarial(_Strict):
 
 
 class Tricks(_Strict):
-    """The paper's optimisation tricks: weight projection every N steps, weighted gradients."""
+    """The paper's optimisation tricks: weight projection every N steps, weighted gradients, the
+    orthogonality penalty of normalised filters (``orthogonality``), and ISONet's orthogonal-convolution
+    penalty (``isometry``: its coefficient, the authors' 1e-4; see :mod:`robustbench_dc.zoo.isonet`)."""
 
     weight_projection_every: int | None = Field(None, ge=1)
     weight_projection_scale: float = Field(1.0, gt=0)
     weighted_gradients: bool = False
     orthogonality: float = Field(0.0, ge=0)
+    isometry: float = Field(0.0, ge=0)
 
 
 class Recipe(_Strict):

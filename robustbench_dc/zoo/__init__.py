@@ -7,7 +7,7 @@ is the one way the commands and the protocol runner get a model (card or archite
 seeded initialisation, the card's or a given checkpoint).
 """
 
-from robustbench_dc.zoo import cnn9, mnist2d, resnet  # noqa: F401  (register the architectures)
+from robustbench_dc.zoo import cnn9, isonet, mnist2d, resnet  # noqa: F401  (register the architectures)
 from robustbench_dc.zoo.base import Normalize, ZooModel
 from robustbench_dc.zoo.cards import (
     CardError,

@@ -1,4 +1,5 @@
-"""Pieces shared by the zoo architectures: input normalization and the model base class."""
+"""Pieces shared by the zoo architectures: input normalization, global pooling, feature projections
+and the model base class."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from robustbench_dc.errors import InvalidParameterError
 from robustbench_dc.operators import OperatorSpec
 
-__all__ = ["Normalize", "ZooModel", "scaled", "conv_blocks"]
+__all__ = ["Normalize", "ZooModel", "scaled", "conv_blocks", "make_pool", "make_projection"]
 
 
 def scaled(channels: int, width: float) -> int:
@@ -35,6 +37,53 @@ def conv_blocks(operator: OperatorSpec, in_channels: int, input_size: int, width
         layers.append(nn.MaxPool2d(2))
         size //= 2
     return nn.Sequential(*layers), c_in, size
+
+
+def make_pool(spec: Any, channels: int) -> nn.Module:
+    """Global pooling (N, C, H, W) -> (N, C): ``"avg"`` (average pooling), a robust-pooling penalty
+    name (``"huber"``, ``"welsch"``, ``"pseudo-huber"``, ``"trunc-quad"``, ``"adaptive"``,
+    ``"quadratic"``: learnable per-channel ``c`` from 1.0, ``a`` from 1.0), or a mapping of
+    :class:`~robustbench_dc.declarative.RobustGlobalPool2d` arguments with ``penalty``."""
+    from robustbench_dc.declarative import PENALTIES, RobustGlobalPool2d
+
+    if spec in (None, "avg"):
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    if isinstance(spec, str):
+        spec = {"penalty": spec}
+    if not isinstance(spec, dict) or spec.get("penalty") not in PENALTIES:
+        raise InvalidParameterError(f"pool: 'avg', one of {', '.join(PENALTIES)}, or a mapping with 'penalty'; "
+                                    f"got {spec!r}")
+    kwargs = {"learnable": True, "channels": channels, **{k: v for k, v in spec.items() if k != "penalty"}}
+    unknown = set(kwargs) - {"c", "a", "learnable", "channels", "c_min", "tol", "max_iter"}
+    if unknown:
+        raise InvalidParameterError(f"pool: unknown setting(s) {', '.join(sorted(unknown))}")
+    try:
+        return RobustGlobalPool2d(spec["penalty"], **kwargs)
+    except ValueError as exc:
+        raise InvalidParameterError(f"pool: {exc}") from None
+
+
+def make_projection(spec: Any) -> nn.Module | None:
+    """A feature projection before the classifier: None, ``"NORM-KIND"`` (``"l2-sphere"``,
+    ``"l1-ball"``, ``"linf-sphere"``, ...: learnable radius from 10) or a mapping of
+    :class:`~robustbench_dc.declarative.FeatureProjection` arguments."""
+    from robustbench_dc.declarative import FeatureProjection
+
+    if spec in (None, "none"):
+        return None
+    if isinstance(spec, str):
+        norm, _, kind = spec.partition("-")
+        spec = {"norm": norm, "kind": kind}
+    if not isinstance(spec, dict):
+        raise InvalidParameterError(f"projection: 'l2-sphere', 'l1-ball', ... or a mapping, got {spec!r}")
+    kwargs = {"radius": 10.0, "learnable": True, **spec}
+    unknown = set(kwargs) - {"norm", "kind", "radius", "learnable", "r_min"}
+    if unknown:
+        raise InvalidParameterError(f"projection: unknown setting(s) {', '.join(sorted(unknown))}")
+    try:
+        return FeatureProjection(**kwargs)
+    except ValueError as exc:
+        raise InvalidParameterError(f"projection: {exc}") from None
 
 
 class Normalize(nn.Module):
@@ -74,12 +123,19 @@ class ZooModel(nn.Module):
     normalize: Normalize
     classifier: nn.Module
     info: dict[str, Any]
+    #: a feature projection before the classifier (:func:`make_projection`), or None; subclasses that
+    #: never set it have none (no class default: it would shadow the registered submodule)
+    projection: nn.Module | None
 
     def features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
+        f = self.features(x)
+        projection = getattr(self, "projection", None)
+        if projection is not None:
+            f = projection(f)
+        return self.classifier(f)
 
     def _record(self, arch: str, operator: OperatorSpec, **arch_params: Any) -> None:
         self.info = {"arch": arch, "operator": operator.describe(), "arch_params": arch_params}

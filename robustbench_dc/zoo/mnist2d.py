@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from torch import Tensor, nn
 
 from robustbench_dc.data.registry import DATASETS
 from robustbench_dc.operators import OperatorSpec
-from robustbench_dc.zoo.base import Normalize, ZooModel, conv_blocks
+from robustbench_dc.zoo.base import Normalize, ZooModel, conv_blocks, make_projection
 from robustbench_dc.zoo.registry import register_arch
 
 _MNIST = DATASETS["mnist"]
@@ -33,7 +33,7 @@ class MNIST2D(ZooModel):
     def __init__(self, operator: OperatorSpec, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
                  width: float = 1.0, widths: Sequence[int] = (32, 64, 128), feature_dim: int = 2,
                  mean: Sequence[float] = _MNIST.mean, std: Sequence[float] = _MNIST.std,
-                 embed_scale: float | None = None) -> None:
+                 embed_scale: float | None = None, projection: Any = None) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.body, c_in, size = conv_blocks(operator, in_channels, input_size, widths, width, 2, 5)
@@ -41,10 +41,11 @@ class MNIST2D(ZooModel):
         if embed_scale is None:
             embed_scale = 1.0 if type(self.embed) is nn.Linear else 10.0
         self.embed_scale = float(embed_scale)
+        self.projection = make_projection(projection)
         self.classifier = nn.Linear(feature_dim, num_classes)
         self._record("mnist2d", operator, width=width, widths=list(widths), feature_dim=feature_dim,
                      in_channels=in_channels, input_size=input_size, num_classes=num_classes,
-                     embed_scale=self.embed_scale)
+                     embed_scale=self.embed_scale, projection=projection)
 
     def features(self, x: Tensor) -> Tensor:
         return self.embed_scale * self.embed(self.body(self.normalize(x)).flatten(1))
@@ -54,6 +55,7 @@ class MNIST2D(ZooModel):
 def mnist2d(operator: OperatorSpec, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
             width: float = 1.0, widths: Sequence[int] = (32, 64, 128), feature_dim: int = 2,
             mean: Sequence[float] = _MNIST.mean, std: Sequence[float] = _MNIST.std,
-            embed_scale: float | None = None) -> MNIST2D:
-    """MNIST CNN with a 2-unit embedding exposed by ``features(x)``."""
-    return MNIST2D(operator, num_classes, in_channels, input_size, width, widths, feature_dim, mean, std, embed_scale)
+            embed_scale: float | None = None, projection: Any = None) -> MNIST2D:
+    """MNIST CNN with a 2-unit embedding exposed by ``features(x)``; ``projection`` before the classifier."""
+    return MNIST2D(operator, num_classes, in_channels, input_size, width, widths, feature_dim, mean, std, embed_scale,
+                   projection)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from torch import Tensor, nn
 
 from robustbench_dc.errors import InvalidParameterError
 from robustbench_dc.operators import OperatorSpec
-from robustbench_dc.zoo.base import Normalize, ZooModel, scaled
+from robustbench_dc.zoo.base import Normalize, ZooModel, make_pool, make_projection, scaled
 from robustbench_dc.zoo.registry import register_arch
 
 __all__ = ["BasicBlock", "CifarResNet"]
@@ -42,12 +42,15 @@ class CifarResNet(ZooModel):
     (strides 1, 2, 2), global average pooling, linear classifier.
 
     ``widths`` are the stage widths: (16, 32, 64) as He et al.; the Decoupled Networks code
-    uses (96, 192, 384). ``width`` multiplies them.
+    uses (96, 192, 384). ``width`` multiplies them. ``pool`` replaces global average pooling by
+    robust pooling (:func:`~robustbench_dc.zoo.base.make_pool`), ``projection`` adds a feature
+    projection before the classifier (:func:`~robustbench_dc.zoo.base.make_projection`).
     """
 
     def __init__(self, operator: OperatorSpec, blocks: int = 5, num_classes: int = 10, in_channels: int = 3,
                  widths: Sequence[int] = (16, 32, 64), width: float = 1.0, mean: Sequence[float] = (0.5,),
-                 std: Sequence[float] = (0.5,), arch: str = "resnet32") -> None:
+                 std: Sequence[float] = (0.5,), arch: str = "resnet32", pool: Any = "avg",
+                 projection: Any = None) -> None:
         super().__init__()
         if len(widths) != 3:
             raise InvalidParameterError(f"widths: expected 3 stage widths, got {tuple(widths)}")
@@ -64,14 +67,15 @@ class CifarResNet(ZooModel):
                 stages.append(BasicBlock(operator, c_in, c_out, 2 if (i > 0 and j == 0) else 1))
                 c_in = c_out
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = make_pool(pool, c_in)
+        self.projection = make_projection(projection)
         self.classifier = nn.Linear(c_in, num_classes)
         self._record(arch, operator, blocks=blocks, widths=list(widths), width=width, in_channels=in_channels,
-                     num_classes=num_classes)
+                     num_classes=num_classes, pool=pool, projection=projection)
 
     def features(self, x: Tensor) -> Tensor:
         z = self.stem_bn(self.stem(self.normalize(x))).relu()
-        return self.pool(self.stages(z)).flatten(1)
+        return self.pool(self.stages(z))
 
 
 def _resnet(depth: int):
@@ -79,8 +83,9 @@ def _resnet(depth: int):
 
     def build(operator: OperatorSpec, num_classes: int = 10, in_channels: int = 3,
               widths: Sequence[int] = (16, 32, 64), width: float = 1.0, mean: Sequence[float] = (0.5,),
-              std: Sequence[float] = (0.5,)) -> CifarResNet:
-        return CifarResNet(operator, blocks, num_classes, in_channels, widths, width, mean, std, f"resnet{depth}")
+              std: Sequence[float] = (0.5,), pool: Any = "avg", projection: Any = None) -> CifarResNet:
+        return CifarResNet(operator, blocks, num_classes, in_channels, widths, width, mean, std, f"resnet{depth}",
+                           pool, projection)
 
     build.__doc__ = f"CIFAR ResNet-{depth}: 3 stages x {blocks} basic blocks; ``widths`` per stage."
     return build
