@@ -115,3 +115,19 @@ def test_learnable_radius_module() -> None:
     assert proj.r_raw.grad is not None
     with pytest.raises(ValueError, match="projection"):
         FeatureProjection("l3")
+
+
+@pytest.mark.parametrize("penalty", sorted(PENALTIES))
+def test_second_derivative_and_optimality_of_the_solution(penalty: str) -> None:
+    from robustbench_dc.declarative import get_penalty, solve_robust_pool
+
+    p = get_penalty(penalty)
+    z = (torch.randn(200, dtype=D) * 2).requires_grad_(True)
+    c, a = torch.tensor(1.3, dtype=D), torch.tensor(0.7, dtype=D)
+    (auto,) = torch.autograd.grad(p.dphi(z, c, a).sum(), z)
+    torch.testing.assert_close(p.d2phi(z.detach(), c, a), auto)
+    x = torch.randn(5, 7, 30, dtype=D)
+    stats: dict = {}
+    y = solve_robust_pool(x, p, c, a, tol=1e-12, max_iter=200, stats=stats)
+    grad = p.dphi(y - x, c, a).sum(-1)
+    assert grad.abs().max() < 1e-8 and stats["iterations"] < 200

@@ -8,11 +8,12 @@ Per example and channel, the pooled value of the features ``x_1..x_n`` (the spat
 for a penalty ``phi`` of :mod:`~robustbench_dc.declarative.penalties`. With the quadratic penalty
 ``y`` is the mean (global average pooling); robust penalties give outlying positions less weight.
 
-Forward: iteratively reweighted least squares (``u <- sum_i w_i x_i / sum_i w_i``, ``w = phi'(z)/z``,
-which never increases the objective for these penalties) for all examples and channels at once,
-until every update is below ``tol`` (relative to the spread of the values) or ``max_iter``. It starts
-from the mean; for a non-convex penalty also from the median, keeping per channel the solution with
-the lower objective.
+Forward: safeguarded Newton steps (``u <- u - sum_i phi'(z_i) / sum_i phi''(z_i)`` where that sum is
+positive and the step lowers the objective, else an iteratively-reweighted-least-squares step
+``u <- sum_i w_i x_i / sum_i w_i``, ``w = phi'(z)/z``, which never raises it) for all examples and
+channels at once, until every update is below ``tol`` (relative to the spread of the values) or
+``max_iter``. It starts from the mean; for a non-convex penalty also from the median, keeping per
+channel the solution with the lower objective.
 
 Backward: implicit differentiation of the optimality condition ``sum_i phi'(y - x_i) = 0``, never
 by unrolling the solver:
@@ -42,7 +43,7 @@ from torch.autograd.function import once_differentiable
 
 from robustbench_dc.declarative.penalties import Penalty, get_penalty, softplus_inverse
 
-__all__ = ["robust_pool", "RobustGlobalPool2d", "solve_robust_pool"]
+__all__ = ["robust_pool", "RobustGlobalPool2d", "solve_robust_pool", "irls_step"]
 
 _TINY = 1e-12
 
@@ -51,32 +52,51 @@ def _objective(p: Penalty, x: Tensor, u: Tensor, c: Tensor, a: Tensor) -> Tensor
     return p.phi(u - x, c, a).sum(-1, keepdim=True)
 
 
-def _irls(p: Penalty, x: Tensor, u: Tensor, c: Tensor, a: Tensor, tol: float, max_iter: int) -> Tensor:
+def irls_step(p: Penalty, x: Tensor, u: Tensor, c: Tensor, a: Tensor) -> Tensor:
+    """One reweighted-least-squares update ``sum_i w_i x_i / sum_i w_i`` (``u`` where every weight vanishes)."""
+    w = p.weight(u - x, c, a)
+    den = w.sum(-1, keepdim=True)
+    return torch.where(den > _TINY, (w * x).sum(-1, keepdim=True) / den.clamp_min(_TINY), u)
+
+
+def _solve(p: Penalty, x: Tensor, u: Tensor, c: Tensor, a: Tensor, tol: float, max_iter: int) -> tuple[Tensor, int]:
+    """Safeguarded Newton: per channel the Newton step where the objective is locally convex and the
+    step does not increase the objective, else the IRLS step (which never increases it)."""
     scale = (x.amax(-1, keepdim=True) - x.amin(-1, keepdim=True)).clamp_min(_TINY)
-    for _ in range(max_iter):
-        w = p.weight(u - x, c, a)
-        den = w.sum(-1, keepdim=True)
-        new = torch.where(den > _TINY, (w * x).sum(-1, keepdim=True) / den.clamp_min(_TINY), u)
+    f_u = _objective(p, x, u, c, a)
+    for it in range(1, max_iter + 1):
+        z = u - x
+        g = p.dphi(z, c, a).sum(-1, keepdim=True)
+        h = p.d2phi(z, c, a).sum(-1, keepdim=True)
+        newton = u - g / torch.where(h > _TINY, h, torch.ones_like(h))
+        f_n = _objective(p, x, newton, c, a)
+        take = (h > _TINY) & (f_n <= f_u)
+        new = torch.where(take, newton, irls_step(p, x, u, c, a))
+        f_new = torch.where(take, f_n, _objective(p, x, new, c, a))
         done = bool(((new - u).abs() <= tol * scale).all())
-        u = new
+        u, f_u = new, f_new
         if done:
-            break
-    return u
+            return u, it
+    return u, max_iter
 
 
 def solve_robust_pool(x: Tensor, penalty: str | Penalty, c: Tensor | float = 1.0, a: Tensor | float = 1.0, *,
-                      tol: float = 1e-7, max_iter: int = 100) -> Tensor:
+                      tol: float = 1e-7, max_iter: int = 100, stats: dict[str, int] | None = None) -> Tensor:
     """The minimiser ``y`` (..., 1) of ``sum_i phi(u - x_i)`` over the last dimension of ``x`` (..., n),
-    without gradients (the forward of :func:`robust_pool`)."""
+    without gradients (the forward of :func:`robust_pool`); ``stats["iterations"]`` receives the
+    solver's iterations (the larger of the two starts for a non-convex penalty)."""
     p = get_penalty(penalty) if isinstance(penalty, str) else penalty
     with torch.no_grad():
         x = x.detach()
         c_t = torch.as_tensor(c, dtype=x.dtype, device=x.device)
         a_t = torch.as_tensor(a, dtype=x.dtype, device=x.device)
-        u = _irls(p, x, x.mean(-1, keepdim=True), c_t, a_t, tol, max_iter)
+        u, iters = _solve(p, x, x.mean(-1, keepdim=True), c_t, a_t, tol, max_iter)
         if not p.convex:
-            v = _irls(p, x, x.median(-1, keepdim=True).values, c_t, a_t, tol, max_iter)
+            v, it2 = _solve(p, x, x.median(-1, keepdim=True).values, c_t, a_t, tol, max_iter)
             u = torch.where(_objective(p, x, v, c_t, a_t) < _objective(p, x, u, c_t, a_t), v, u)
+            iters = max(iters, it2)
+    if stats is not None:
+        stats["iterations"] = iters
     return u
 
 
