@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from robustbench_dc.errors import InvalidParameterError
 from robustbench_dc.operators import OperatorSpec
 
-__all__ = ["Normalize", "ZooModel", "scaled", "conv_blocks", "make_pool", "make_projection"]
+__all__ = ["Normalize", "ZooModel", "scaled", "conv_blocks", "stage_widths", "make_pool", "make_projection"]
 
 
 def scaled(channels: int, width: float) -> int:
@@ -37,6 +37,15 @@ def conv_blocks(operator: OperatorSpec, in_channels: int, input_size: int, width
         layers.append(nn.MaxPool2d(2))
         size //= 2
     return nn.Sequential(*layers), c_in, size
+
+
+def stage_widths(widths: Sequence[int], width: float, blocks: int) -> list[int]:
+    """The three stage widths of a ResNet-like network, scaled by ``width`` (and ``blocks`` >= 1 checked)."""
+    if len(widths) != 3:
+        raise InvalidParameterError(f"widths: expected 3 stage widths, got {tuple(widths)}")
+    if blocks < 1:
+        raise InvalidParameterError(f"blocks: must be >= 1, got {blocks}")
+    return [scaled(w, width) for w in widths]
 
 
 def make_pool(spec: Any, channels: int) -> nn.Module:

@@ -6,9 +6,8 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
-from robustbench_dc.errors import InvalidParameterError
 from robustbench_dc.operators import OperatorSpec
-from robustbench_dc.zoo.base import Normalize, ZooModel, make_pool, make_projection, scaled
+from robustbench_dc.zoo.base import Normalize, ZooModel, make_pool, make_projection, stage_widths
 from robustbench_dc.zoo.registry import register_arch
 
 __all__ = ["BasicBlock", "CifarResNet"]
@@ -52,11 +51,7 @@ class CifarResNet(ZooModel):
                  std: Sequence[float] = (0.5,), arch: str = "resnet32", pool: Any = "avg",
                  projection: Any = None) -> None:
         super().__init__()
-        if len(widths) != 3:
-            raise InvalidParameterError(f"widths: expected 3 stage widths, got {tuple(widths)}")
-        if blocks < 1:
-            raise InvalidParameterError(f"blocks: must be >= 1, got {blocks}")
-        ws = [scaled(w, width) for w in widths]
+        ws = stage_widths(widths, width, blocks)
         self.normalize = Normalize(mean, std)
         self.stem = operator.make_conv(in_channels, ws[0], 3, padding=1)
         self.stem_bn = nn.BatchNorm2d(ws[0])
