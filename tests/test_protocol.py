@@ -181,6 +181,8 @@ MALFORMED = {
                                 r"evaluation.masking: .*unknown setting\(s\) colour"),
     "bad-binarization-setting": (lambda p: p["evaluation"].update(binarization_test={"gap": 2}),
                                  r"evaluation.binarization_test: .*gap: a number in \[0, 1\)"),
+    "db-escapes": (lambda p: p.update(leaderboard={"db": "../x.sqlite"}),
+                   r"leaderboard.db: '../x.sqlite' is outside the folder the run is started in .*pass --db"),
     "prefix-in-transfer": (lambda p: p["evaluation"]["transfer"].update(attacks=[{"config": "fgsm-linf",
                                                                                   "n_test": 10}]),
                            r"evaluation.transfer.attacks\[0\].n_test: a test-set prefix is allowed only in "
@@ -337,3 +339,24 @@ def test_a_protocol_runs_the_binarization_test_and_the_leaderboard_shows_it(tmp_
     assert entries[0].binarization[label] == b
     md = render_leaderboard(entries, fmt="md")
     assert f"{label} binarization test: attack success (%)" in md
+
+
+@pytest.mark.parametrize("output", ["../../../../tmp/rbdc-escaped", "/tmp/rbdc-escaped", "link/out"])
+def test_a_protocol_cannot_write_outside_the_folder_it_is_run_in(output, tmp_path, capsys, monkeypatch):
+    start = tmp_path / "start"
+    start.mkdir()
+    (start / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    proto = _protocol(tmp_path)
+    proto["output"] = output
+    path = _write(tmp_path, proto)
+    monkeypatch.chdir(start)
+    assert main(["run", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"output: {output!r} is outside the folder the run is started in" in err and "pass --out" in err
+    assert "Traceback" not in err
+    assert not any((tmp_path / "elsewhere").iterdir()) and not Path("/tmp/rbdc-escaped").exists()
+    # the same place chosen on the command line is the user's explicit choice
+    assert main(["run", str(path), "--dry-run", "--out", str(tmp_path / "elsewhere" / "run")]) == 0
+    proto["output"] = "runs/inside"
+    assert main(["run", str(_write(tmp_path, proto)), "--dry-run"]) == 0

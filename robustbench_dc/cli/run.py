@@ -14,7 +14,7 @@ __all__ = ["register", "cmd_run"]
 def cmd_run(args: argparse.Namespace) -> int:
     from robustbench_dc.protocol import execute, job_status, plan_protocol
 
-    plan = plan_protocol(args.protocol, args.out)  # ProtocolError: one line per problem, exit code 2
+    plan = plan_protocol(args.protocol, args.out, args.db)  # ProtocolError: one line per problem, exit code 2
     if args.dry_run:
         status = job_status(plan)
         print(f"plan for {plan.protocol.name} -> {plan.output} ({len(plan.jobs)} jobs)")
@@ -38,7 +38,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "run", help="run a protocol (training, attacks, Lipschitz, figures, leaderboard)")
     p.add_argument("protocol", help="a protocol YAML file, or the name of a bundled protocol (e.g. quickstart)")
-    p.add_argument("--out", help="run folder (default: the protocol's output, else runs/<name>)")
+    p.add_argument("--out", help="run folder (default: the protocol's output, else runs/<name>; a protocol's own "
+                                 "output must stay below the working directory, --out may be anywhere)")
+    p.add_argument("--db", help="results database (default: the protocol's leaderboard.db, else RUN/results.sqlite)")
     p.add_argument("--dry-run", action="store_true", help="print the job plan and what is cached; run nothing")
     p.add_argument("--force", action="store_true", help="re-run every job")
     p.set_defaults(func=cmd_run)

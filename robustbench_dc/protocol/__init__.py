@@ -20,16 +20,19 @@ __all__ = ["FIGURES", "Job", "ModelEntry", "Plan", "Protocol", "ProtocolError", 
            "results_db", "run_protocol", "stable_hash", "submit_operator"]
 
 
-def plan_protocol(path: str | Path, output: str | Path | None = None) -> Plan:
-    """Load, validate and plan a protocol file (nothing is written)."""
+def plan_protocol(path: str | Path, output: str | Path | None = None, db: str | Path | None = None) -> Plan:
+    """Load, validate and plan a protocol file (nothing is written). ``output`` / ``db``: the run folder
+    and results database chosen by the caller, anywhere; the protocol's own must stay below the
+    working directory."""
     protocol, provenance = load_protocol(path)
-    return make_plan(protocol, provenance, output)
+    return make_plan(protocol, provenance, output, db)
 
 
 def run_protocol(path: str | Path, output: str | Path | None = None, *, progress: bool = True, force: bool = False,
-                 on_job: Callable[[Job, str, float], None] | None = None, command: str | None = None) -> RunResult:
+                 on_job: Callable[[Job, str, float], None] | None = None, command: str | None = None,
+                 db: str | Path | None = None) -> RunResult:
     """Run a protocol file end to end (see :func:`execute`)."""
-    return execute(plan_protocol(path, output), progress=progress, force=force, on_job=on_job, command=command)
+    return execute(plan_protocol(path, output, db), progress=progress, force=force, on_job=on_job, command=command)
 
 
 def _submission_name(operator: str) -> str:

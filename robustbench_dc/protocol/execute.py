@@ -332,8 +332,10 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
 
 
 def results_db(plan: Plan) -> Path:
-    """The results database of a run: the protocol's ``leaderboard.db`` (relative to the
-    working directory) or ``RUN/results.sqlite``."""
+    """The results database of a run: the caller's ``--db``, else the protocol's ``leaderboard.db``
+    (relative to the working directory), else ``RUN/results.sqlite``."""
+    if plan.db is not None:
+        return plan.db
     db = plan.protocol.leaderboard.db
     return Path(db) if db is not None else plan.output / "results.sqlite"
 

@@ -90,6 +90,8 @@ class Plan:
     base_dir: Path
     data_checksums: dict[str, str]
     run_id: str
+    #: the results database chosen by the caller (``rbdc run --db``), else None
+    db: Path | None = None
 
     def job(self, job_id: str) -> Job:
         for j in self.jobs:
@@ -282,16 +284,52 @@ def resolve(protocol: Protocol, provenance: dict[str, Any]) -> tuple[dict[str, R
             get_recipe(protocol.submission.recipe)
         except Exception as exc:  # noqa: BLE001
             errors.append(f"{source}: submission.recipe: {' '.join(str(exc).split())}")
+    _check_written_paths(protocol, errors, source)
     if errors:
         raise ProtocolError(errors)
     return models, attacks, transfer_attacks, sources, targets, sweeps
 
 
-def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path | None = None) -> Plan:
-    """Resolve ``protocol`` and build its job graph (loads the data to checksum it)."""
+def inside_cwd(path: str | Path) -> bool:
+    """Whether ``path`` (relative to the working directory) resolves, links followed, to a place below it."""
+    cwd = Path.cwd().resolve()
+    p = Path(path)
+    if p.is_absolute():
+        return False
+    try:
+        (cwd / p).resolve().relative_to(cwd)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_written_paths(protocol: Protocol, errors: list[str], source: str) -> None:
+    """A protocol file may only write below the folder the run is started in: its ``output`` and
+    ``leaderboard.db`` must be relative paths that stay there (no absolute paths, no ``..`` or link
+    out of it). ``rbdc run --out`` / ``--db`` choose another place explicitly."""
+    for field_name, value, option in (("output", protocol.output, "--out"),
+                                      ("leaderboard.db", protocol.leaderboard.db, "--db")):
+        if value is not None and not inside_cwd(value):
+            errors.append(f"{source}: {field_name}: {value!r} is outside the folder the run is started in "
+                          f"({Path.cwd()}); a protocol writes only below it (pass {option} to choose another place)")
+
+
+def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path | None = None,
+              db: str | Path | None = None) -> Plan:
+    """Resolve ``protocol`` and build its job graph (loads the data to checksum it). ``output`` and ``db``
+    (explicit choices of the caller) replace the protocol's ``output`` and ``leaderboard.db``."""
+    if output is not None or db is not None:
+        changes: dict[str, Any] = {}
+        if output is not None:
+            changes["output"] = None  # the caller's choice: the protocol's own is not checked
+        if db is not None:
+            changes["leaderboard"] = protocol.leaderboard.model_copy(update={"db": None})
+        checked = protocol.model_copy(update=changes)
+    else:
+        checked = protocol
     from robustbench_dc.data import load_dataset
 
-    models, attacks, transfer_attacks, sources, targets, sweeps = resolve(protocol, provenance)
+    models, attacks, transfer_attacks, sources, targets, sweeps = resolve(checked, provenance)
     source = provenance.get("path", "<protocol>")
     base_dir = Path(source).parent if source != "<protocol>" else Path.cwd()
     out = Path(output or protocol.output or Path("runs") / protocol.name)
@@ -352,4 +390,4 @@ def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path
                     [j.id for j in jobs]))
     run_id = f"{protocol.name}-{stable_hash([j.key for j in jobs])[:12]}"
     return Plan(protocol, provenance, models, attacks, transfer_attacks, sources, targets, sweeps, jobs, out,
-                base_dir, checks, run_id)
+                base_dir, checks, run_id, None if db is None else Path(db))
