@@ -13,8 +13,10 @@ budgets are L-inf 8/255 (CIFAR-10), 0.3 (MNIST) and L2 0.5 (CIFAR-10).
 * :func:`evaluate_whitebox` -> :class:`EvalResult` (metrics + masking flags),
   :func:`evaluate_transfer` -> :class:`TransferResult` (source x target matrix,
   disk cache), :func:`worst_case`, :func:`run_eps_sweep`.
-* :mod:`~robustbench_dc.attacks.masking` -- the six gradient-masking flags,
-  documented in ``docs/masking_flags.md``.
+* :mod:`~robustbench_dc.attacks.masking` -- the fifteen gradient-masking flags and
+  attack-failure indicators, documented in ``docs/masking_flags.md``, read in part from the
+  paths the attacks record (:mod:`~robustbench_dc.attacks.trace`);
+  :mod:`~robustbench_dc.attacks.binarization` -- the binarization test of an attack.
 
 Example::
 
