@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from robustbench_dc._yaml import safe_load
 from robustbench_dc.errors import UsageError
 
 __all__ = ["parse_value", "parse_params"]
@@ -32,7 +33,7 @@ def parse_value(text: str, *, what: str = "parameter") -> Any:
     if _FLOAT.fullmatch(s):
         return float(s)
     try:
-        value = yaml.safe_load(s)
+        value = safe_load(s)
     except yaml.YAMLError as exc:
         raise UsageError(f"{what}: cannot read the value {text!r} ({' '.join(str(exc).split())})") from None
     if isinstance(value, str) and value.lower() == "none":

@@ -509,7 +509,7 @@ def test_run_attack_checks_every_backend(monkeypatch: pytest.MonkeyPatch, cnn: n
         run_attack(cnn, x, y, AttackSpec(name="pgd", eps=0.1, backend="torchattacks"))
     monkeypatch.setattr(attack_mod, "run_foolbox", lambda m, xx, yy, s, t: xx + 1.0)
     with pytest.raises(ConstraintViolation, match="range"):
-        run_attack(cnn, x, y, AttackSpec(name="linfpgd", eps=10.0, backend="foolbox"))
+        run_attack(cnn, x, y, AttackSpec(name="linfpgd", eps=1.0, backend="foolbox"))
 
 
 def test_run_attack_rejects_unnormalised_inputs(cnn: nn.Module) -> None:

@@ -111,6 +111,12 @@ _TA_CW_REFUSAL = (
     "foolbox's L2CarliniWagnerAttack (backend 'foolbox'), or native pgd/apgd with loss 'margin'/'dlr'"
 )
 
+#: Upper bounds of an attack's budget: beyond them a configuration is a mistake (or a file meant to
+#: stall a shared machine), not an evaluation.
+MAX_STEPS = 100_000
+MAX_RESTARTS = 1_000
+MAX_L2_EPS = 1_000.0  # > sqrt(3 x 512 x 512), the L2 diameter of a 512x512 RGB image in [0, 1]
+
 _TA_AUTOATTACK_REFUSAL = (
     "torchattacks' AutoAttack is not the published attack: torchattacks 3.5.1 builds its APGD, APGD-T "
     "and FAB with their default 10 iterations instead of AutoAttack's 100 (and n_classes - 1 target "
@@ -265,6 +271,10 @@ class AttackSpec(BaseModel):
                 raise ValueError(f"{info.field_name}: must be an integer >= 1, got {_fmt(v)}")
         if v < 1:
             raise ValueError(f"{info.field_name}: must be >= 1, got {_fmt(v)}")
+        cap = MAX_STEPS if info.field_name == "steps" else MAX_RESTARTS
+        if v > cap:
+            raise ValueError(f"{info.field_name}: at most {cap:,} (a larger budget is a mistake or a denial of "
+                             f"service, not an evaluation), got {_fmt(v)}")
         return v
 
     @field_validator("seed", mode="before")
@@ -276,6 +286,12 @@ class AttackSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> AttackSpec:
+        if self.threat_model == "linf" and self.eps is not None and self.eps > 1.0:
+            raise ValueError(f"eps: an L-inf budget on inputs in [0, 1] is at most 1 (every input is reachable "
+                             f"at 1), got {_fmt(self.eps)}")
+        if self.threat_model == "l2" and self.eps is not None and self.eps > MAX_L2_EPS:
+            raise ValueError(f"eps: an L2 budget on inputs in [0, 1] above {MAX_L2_EPS:g} exceeds the diameter of "
+                             f"any image this suite handles, got {_fmt(self.eps)}")
         if self.backend == "torchattacks" and self.name == "autoattack":
             raise ValueError(f"name: {_TA_AUTOATTACK_REFUSAL}")
         if self.backend == "torchattacks" and self.name == "cw":
@@ -435,10 +451,13 @@ class AttackSpec(BaseModel):
         """Load a spec from a YAML mapping of its fields."""
         import yaml
 
-        text = Path(path).read_text(encoding="utf-8")
+        from robustbench_dc._yaml import MAX_BYTES, safe_load
+
+        if Path(path).stat().st_size > MAX_BYTES:
+            raise AttackConfigError(f"{path}: larger than the {MAX_BYTES:,} bytes a configuration file may have")
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+            data = safe_load(Path(path).read_bytes())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise AttackConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
         if not isinstance(data, dict):
             raise AttackConfigError(f"{path}: expected a YAML mapping of AttackSpec fields")

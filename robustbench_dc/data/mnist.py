@@ -104,7 +104,7 @@ def read_mnist_split(folder: str | Path, split: str) -> tuple[np.ndarray, np.nda
         raise DataError(f"corrupt idx file {paths[0]}: expected 28x28 images, got {images.shape[1:]}")
     if len(images) != len(labels):
         raise DataError(
-            f"idx files in {folder} disagree: {len(images)} images but {len(labels)} labels"
+            f"idx files {paths[0]} and {paths[1]} disagree: {len(images)} images but {len(labels)} labels"
         )
     if labels.size and labels.max() > 9:
         raise DataError(f"corrupt idx file {paths[1]}: label {int(labels.max())} outside 0..9")

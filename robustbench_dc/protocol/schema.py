@@ -31,6 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from robustbench_dc._yaml import MAX_BYTES, safe_load
 from robustbench_dc.errors import UserError
 
 __all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "find_protocol", "bundled_protocols",
@@ -249,13 +250,16 @@ def find_protocol(name_or_path: str | Path) -> Path:
 
 
 def load_protocol(path: str | Path) -> tuple[Protocol, dict[str, Any]]:
-    """Read a protocol file (a path, or the name of a bundled protocol) with ``yaml.safe_load``
-    (no object construction) and validate its schema. Returns the protocol and provenance
+    """Read a protocol file (a path, or the name of a bundled protocol) as data only, within bounds
+    (:func:`robustbench_dc._yaml.safe_load`: no object construction, at most 1 MiB, 64 levels deep and
+    100,000 values with aliases expanded) and validate its schema. Returns the protocol and provenance
     (path, sha256)."""
     p = find_protocol(path)
+    if p.stat().st_size > MAX_BYTES:
+        raise ProtocolError([f"{p}: {p.stat().st_size:,} bytes, larger than the {MAX_BYTES:,} a protocol file may have"])
     raw = p.read_bytes()
     try:
-        data = yaml.safe_load(raw.decode("utf-8"))
+        data = safe_load(raw.decode("utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from robustbench_dc._atomic import atomic_write, atomic_write_text
 from robustbench_dc.attacks.native import projected_gradient_attack
 from robustbench_dc.data.download import file_digest
-from robustbench_dc.errors import InvalidParameterError, UsageError
+from robustbench_dc.errors import InvalidParameterError, UsageError, UserError
 from robustbench_dc.operators import (
     WeightProjection,
     compiled_responses,
@@ -46,8 +46,15 @@ CHECKPOINT_NAME = "checkpoint-last.pt"
 MODEL_NAME = "model.pt"
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept on disk."""
+#: A training loss above this has diverged: cross-entropy at chance is ln(K) (2.3 for 10 classes) and
+#: stays within a few units in any sane run; 1e4 needs logit margins of ten thousand.
+DIVERGED_LOSS = 1e4
+
+
+class TrainingDiverged(UserError, RuntimeError):
+    """The loss became NaN, infinite or larger than :data:`DIVERGED_LOSS` (a learning rate or an
+    operator parameter out of range: the user's setting, reported as one line); the last good
+    checkpoint is kept on disk."""
 
 
 @dataclass
@@ -290,10 +297,10 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
                 if tricks.isometry:
                     loss = loss + tricks.isometry * orthogonal_conv_penalty(model)
                 value = float(loss.detach())
-                if not math.isfinite(value):
+                if not math.isfinite(value) or value > DIVERGED_LOSS:
                     last = f"{out / CHECKPOINT_NAME} (epoch {epoch - 1})" if out is not None and epoch > 1 \
                         else "none (no epoch completed)"
-                    raise TrainingDiverged(f"training diverged: loss became {value} at epoch {epoch}, "
+                    raise TrainingDiverged(f"training diverged: loss became {value:.4g} at epoch {epoch}, "
                                            f"iteration {it + 1}; last good checkpoint: {last}. "
                                            "Lower the learning rate or check the operator's parameters.")
                 optimizer.zero_grad(set_to_none=True)

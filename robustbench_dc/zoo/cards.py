@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
+from robustbench_dc._yaml import MAX_BYTES, safe_load
 from robustbench_dc.data.download import file_digest
 from robustbench_dc.errors import MissingFileError, UserError
 from robustbench_dc.resources import resource_dir
@@ -95,10 +96,12 @@ def card_dirs() -> list[Path]:
 def load_card(path: str | Path) -> ModelCard:
     """Parse and validate one card file (safe YAML)."""
     path = Path(path)
+    if path.stat().st_size > MAX_BYTES:
+        raise CardError(f"{path}: larger than the {MAX_BYTES:,} bytes a model card may have")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CardError(f"{path}: invalid YAML: {exc}") from exc
+        data = safe_load(path.read_bytes())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise CardError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise CardError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     try:
