@@ -360,3 +360,20 @@ def test_a_protocol_cannot_write_outside_the_folder_it_is_run_in(output, tmp_pat
     assert main(["run", str(path), "--dry-run", "--out", str(tmp_path / "elsewhere" / "run")]) == 0
     proto["output"] = "runs/inside"
     assert main(["run", str(_write(tmp_path, proto)), "--dry-run"]) == 0
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_holds_it(tmp_path, capsys):
+    from robustbench_dc.protocol.execute import run_lock
+
+    proto = _protocol(tmp_path, models=[{"name": "base", "arch": "mnist2d", "operator": "baseline",
+                                         "params": {"width": 0.125}, "recipe": {"base": "mnist-fast", "epochs": 1}}],
+                      evaluation={"attacks": ["fgsm-linf"], "batch_size": 16}, lipschitz=None, figures=[])
+    path = _write(tmp_path, proto)
+    out = tmp_path / "out"
+    out.mkdir()
+    with run_lock(out):  # what a first `rbdc run` holds for its whole duration
+        assert main(["run", str(path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"run folder {out} is in use by another rbdc run (pid {os.getpid()})" in err
+        assert "Traceback" not in err and not (out / "summary.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused run wrote nothing

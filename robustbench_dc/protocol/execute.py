@@ -20,11 +20,14 @@ old file or the new one; leftover temporary files are removed when a run starts.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,6 +39,7 @@ import torch
 from robustbench_dc._atomic import atomic_write_bytes
 from robustbench_dc.attacks.binarization import binarization_config
 from robustbench_dc.attacks.masking import masking_config
+from robustbench_dc.errors import UserError
 from robustbench_dc.protocol.plan import Job, Plan
 from robustbench_dc.provenance import package_versions
 from robustbench_dc.runtime import machine_info
@@ -392,6 +396,43 @@ def execute(plan: Plan, *, progress: bool = True, force: bool = False,
     """
     run_dir = plan.output
     run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _execute(plan, run_dir, progress=progress, force=force, on_job=on_job, command=command)
+
+
+class RunFolderInUse(UserError):
+    """Another ``rbdc run`` is working in the same run folder."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``RUN/.lock`` (an exclusive ``flock``) for the duration of a run: a second process on the
+    same folder is refused at once with the holder's pid, never interleaved with the first. The
+    kernel releases the lock when the holder exits, however it exits (a killed run leaves no
+    stale lock behind)."""
+    import fcntl
+
+    path = run_dir / ".lock"
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise RunFolderInUse(f"run folder {run_dir} is in use by another rbdc run (pid {holder}); wait for it "
+                                 "to finish, or run with another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _execute(plan: Plan, run_dir: Path, *, progress: bool, force: bool,
+             on_job: Callable[[Job, str, float], None] | None, command: str | None) -> RunResult:
     removed = _clean_temporaries(run_dir)
     if removed:
         log.info("removed %d temporary file(s) left by an interrupted run", removed)
