@@ -347,3 +347,31 @@ def test_training_that_diverges_stops_with_a_clear_message_and_keeps_the_last_go
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert re.search(r"training diverged: loss became .* at epoch 1, iteration \d+; last good checkpoint: none", err), err
     assert not (out / "model.pt").exists()  # no final weights from a diverged run
+
+
+# ----------------------------------------------------------------------------- operator plugins
+PLUGINS: dict[str, tuple[str, str, str]] = {
+    "import-failure": ("import module_that_does_not_exist\n", "X",
+                       r"operator '.*bad_op.py:X': importing .*bad_op.py failed: ModuleNotFoundError"),
+    "wrong-signature": ("import torch\nclass Op(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n",
+                        "Op", r"operator '.*bad_op.py:Op': building a convolution .* failed: TypeError: .*stride"),
+    "wrong-output-shape": ("from robustbench_dc.operators import DecoupledConv2d\n"
+                           "class Op(DecoupledConv2d):\n    def forward(self, x):\n        return super().forward(x)[:, :1]\n",
+                           "Op", r"operator '.*bad_op.py:Op': a convolution .* returned shape \(8, 1, 28, 28\) .*"
+                                 r"expected \(8, 4, 28, 28\)"),
+    "nan-output": ("from robustbench_dc.operators import DecoupledConv2d\n"
+                   "class Op(DecoupledConv2d):\n    def forward(self, x):\n        return super().forward(x) * float('nan')\n",
+                   "Op", r"operator '.*bad_op.py:Op': a convolution .* returned \d+ NaN/inf values"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PLUGINS))
+def test_plugin_errors_name_the_plugin_and_the_problem(case: str, tmp_path: Path, capsys) -> None:
+    code, name, pattern = PLUGINS[case]
+    (tmp_path / "bad_op.py").write_text(code)
+    out = tmp_path / "result.json"
+    assert main(["evaluate", "--arch", "mnist2d", "--dataset", "mnist", "--param", "width=0.125", "--operator",
+                 f"{tmp_path / 'bad_op.py'}:{name}", "--untrained", "--data", "mnist-sample", "-n", "8",
+                 "--attack", "fgsm-linf", "--no-masking", "--quiet", "--json", str(out)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, pattern, "bad_op.py")
+    assert not out.exists()

@@ -34,6 +34,7 @@ from robustbench_dc.operators.registry import (
     ENTRY_POINT_GROUP,
     OPERATORS,
     OperatorSpec,
+    PluginError,
     UnknownOperatorError,
     entry_point_operators,
     get_operator,
@@ -50,6 +51,6 @@ __all__ = [
     "project_weights", "recalibrate_xnorm", "compile_available", "compiled_responses", "resolve_compile", "set_compiled",
     "RHO_MODES", "DecoupledConv2d", "DecoupledLayer", "DecoupledLinear",
     "MAGNITUDES", "Magnitude", "get_magnitude", "list_magnitudes", "register_magnitude",
-    "ENTRY_POINT_GROUP", "OPERATORS", "OperatorSpec", "UnknownOperatorError", "entry_point_operators",
+    "ENTRY_POINT_GROUP", "OPERATORS", "OperatorSpec", "PluginError", "UnknownOperatorError", "entry_point_operators",
     "get_operator", "list_operators", "load_reference", "register_operator",
 ]

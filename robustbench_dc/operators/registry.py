@@ -30,7 +30,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from robustbench_dc.errors import InvalidParameterError, UserError
 from robustbench_dc.operators.angular import ANGULARS
@@ -65,6 +66,12 @@ class UnknownOperatorError(UserError, ValueError):
     """An operator spec that names nothing known; the message lists the known names."""
 
 
+class PluginError(UserError, RuntimeError):
+    """User operator code (a ``file.py:Name`` reference or an entry point) failed: it would not
+    import, build a layer, or it returned an output of the wrong shape or with NaN/inf values. The
+    message names the plugin and the problem (``-v`` shows the traceback)."""
+
+
 @dataclass(frozen=True)
 class OperatorSpec:
     """A resolved operator: how to build its conv-like and linear-like layers.
@@ -83,6 +90,9 @@ class OperatorSpec:
     conv: Callable[..., nn.Module]
     linear: Callable[..., nn.Module] | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    #: user code (a file or module reference, an entry point): its layers are built and their first
+    #: output checked under :class:`PluginError` (the plugin's name and the problem, one line)
+    plugin: bool = False
 
     @property
     def is_baseline(self) -> bool:
@@ -91,21 +101,64 @@ class OperatorSpec:
     def make_conv(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                   padding: int = 0, dilation: int = 1, bias: bool = False) -> nn.Module:
         """Build a conv-like layer with this operator."""
-        return self.conv(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                         dilation=dilation, bias=bias, **self.params)
+        what = f"a convolution ({in_channels} -> {out_channels} channels, kernel {kernel_size}, stride {stride})"
+        layer = self._build(self.conv, what, in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                            dilation=dilation, bias=bias, **self.params)
+        if self.plugin:
+            def expected(x: Tensor) -> tuple[int, ...]:
+                size = [(d + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1 for d in x.shape[2:]]
+                return (x.shape[0], out_channels, *size)
+            _check_first_output(layer, self.name, what, expected)
+        return layer
 
     def make_linear(self, in_features: int, out_features: int, bias: bool = False) -> nn.Module:
         """Build a hidden fully-connected layer with this operator (``nn.Linear`` if it has none)."""
         if self.linear is None:
             return nn.Linear(in_features, out_features, bias=bias)
-        return self.linear(in_features, out_features, bias=bias, **self.params)
+        what = f"a linear layer ({in_features} -> {out_features})"
+        layer = self._build(self.linear, what, in_features, out_features, bias=bias, **self.params)
+        if self.plugin:
+            _check_first_output(layer, self.name, what, lambda x: (x.shape[0], out_features))
+        return layer
+
+    def _build(self, factory: Callable[..., nn.Module], what: str, *args: Any, **kwargs: Any) -> nn.Module:
+        if not self.plugin:
+            return factory(*args, **kwargs)
+        try:
+            return factory(*args, **kwargs)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - user code: report which plugin failed and how
+            raise PluginError(f"operator {self.name!r}: building {what} failed: {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())}") from exc
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly description (name and parameters) for model cards and results."""
         return {"name": self.name, "params": {k: _jsonable(v) for k, v in sorted(self.params.items())}}
 
     def with_params(self, **params: Any) -> "OperatorSpec":
-        return OperatorSpec(self.name, self.conv, self.linear, {**self.params, **params})
+        return OperatorSpec(self.name, self.conv, self.linear, {**self.params, **params}, self.plugin)
+
+
+def _check_first_output(layer: nn.Module, name: str, what: str, expected: Callable[[Tensor], tuple[int, ...]]) -> None:
+    """On its first forward pass, check a plugin layer's output shape and finiteness (then the hook
+    removes itself: later passes cost nothing)."""
+    def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        handle.remove()
+        x = args[0] if args else None
+        if not isinstance(out, Tensor) or not isinstance(x, Tensor):
+            raise PluginError(f"operator {name!r}: {what} returned {type(out).__name__}, not a tensor")
+        want = expected(x)
+        if tuple(out.shape) != want:
+            raise PluginError(f"operator {name!r}: {what} returned shape {tuple(out.shape)} for an input of shape "
+                              f"{tuple(x.shape)}; expected {want}")
+        with torch.no_grad():
+            bad = int((~torch.isfinite(out.detach())).sum())
+        if bad:
+            raise PluginError(f"operator {name!r}: {what} returned {bad} NaN/inf values of {out.numel()} "
+                              f"(input all finite: {bool(torch.isfinite(x).all())})")
+
+    handle = layer.register_forward_hook(hook)
 
 
 def _jsonable(value: Any) -> Any:
@@ -192,6 +245,11 @@ def load_reference(ref: str, base_dir: str | Path | None = None) -> Any:
             sys.modules[mod_name] = module
             try:
                 spec.loader.exec_module(module)
+            except Exception as exc:
+                del sys.modules[mod_name]
+                raise PluginError(f"operator {ref!r}: importing {path} failed: {type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())} (an operator plugin is user code and runs as "
+                                  "such)") from exc
             except BaseException:
                 del sys.modules[mod_name]
                 raise
@@ -229,11 +287,12 @@ def _decoupled(name: str, magnitude: Any, angular: Any, params: dict[str, Any]) 
     return OperatorSpec(name, DecoupledConv2d, DecoupledLinear, params)
 
 
-def _from_object(obj: Any, name: str, params: dict[str, Any]) -> OperatorSpec:
+def _from_object(obj: Any, name: str, params: dict[str, Any], plugin: bool = False) -> OperatorSpec:
     if isinstance(obj, OperatorSpec):
-        return obj.with_params(**params)
+        spec = obj.with_params(**params)
+        return OperatorSpec(spec.name, spec.conv, spec.linear, spec.params, spec.plugin or plugin)
     if inspect.isclass(obj) and issubclass(obj, nn.Module):
-        return OperatorSpec(name, obj, getattr(obj, "linear_counterpart", None), dict(params))
+        return OperatorSpec(name, obj, getattr(obj, "linear_counterpart", None), dict(params), plugin)
     if callable(obj) and hasattr(obj, "_rbdc_magnitude"):
         angular = params.pop("angular", "cos")
         return _decoupled(name, obj, angular, params)
@@ -270,9 +329,13 @@ def get_operator(spec: str | OperatorSpec | type[nn.Module], base_dir: str | Pat
         return OPERATORS[key].with_params(**params)
     eps_ = entry_point_operators()
     if key in eps_:
-        return _from_object(eps_[key].load(), key, dict(params))
+        try:
+            loaded = eps_[key].load()
+        except Exception as exc:  # noqa: BLE001 - user code
+            raise PluginError(f"operator {key!r}: loading its entry point failed: {type(exc).__name__}: {exc}") from exc
+        return _from_object(loaded, key, dict(params), plugin=True)
     if ":" in text:
-        return _from_object(load_reference(text, base_dir), text, dict(params))
+        return _from_object(load_reference(text, base_dir), text, dict(params), plugin=True)
     raise UnknownOperatorError(
         f"operator: unknown {spec!r}; known: {', '.join(list_operators())} "
         "(or a reference 'path/to/file.py:Name' / 'package.module:Name')")
