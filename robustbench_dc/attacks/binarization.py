@@ -51,7 +51,8 @@ from robustbench_dc.attacks.checks import valid_rows
 from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
 from robustbench_dc.errors import UserError
 
-__all__ = ["BinarizationConfig", "BinarizationResult", "binarization_test", "binarization_config",
+__all__ = ["BinarizationConfig", "BinarizationResult", "Readouts", "binarization_test", "build_readouts",
+           "binarization_config",
            "supports_binarization", "readout_layer"]
 
 _SUPPORTED = ("fgsm", "bim", "pgd", "apgd")
@@ -260,9 +261,74 @@ def _fit(inner: torch.Tensor, boundary: torch.Tensor, max_iter: int) -> tuple[to
     return w_ / sd, b_ - (mu / sd * w_).sum(), separates
 
 
+@dataclass
+class Readouts:
+    """The construction of the binarization test for one budget, which every attack at that budget
+    shares: the points whose readout separates (``x``, (k, ...)), their readouts (``w`` (k, d) and
+    ``b`` (k,), scaled to the model's margins) and the random-noise baseline on them."""
+
+    eps: float
+    threat_model: str
+    n_points: int
+    x: torch.Tensor
+    w: torch.Tensor
+    b: torch.Tensor
+    noise_success_rate: float | None
+
+    @property
+    def n_valid(self) -> int:
+        return int(self.x.shape[0])
+
+
+def build_readouts(model: nn.Module, x: torch.Tensor, eps: float, threat_model: str, *,
+                   config: BinarizationConfig | None = None, batch_size: int = 256) -> Readouts:
+    """Steps 1, 2 and 4 of the test (see the module) for the first ``config.n_points`` examples of ``x``:
+    the points, the readouts and the noise baseline; no attack runs."""
+    cfg = config or BinarizationConfig()
+    eps, tm = float(eps), threat_model
+    dev = model_device(model, x.device)
+    n = min(cfg.n_points, x.shape[0])
+    xs = x[:n].to(dev)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    layer = readout_layer(model)
+    hooks = _Readouts(layer)
+    try:
+        with eval_mode(model), torch.no_grad():
+            logits = model(xs).double()
+            if hooks.features is None or layer.out_features != logits.shape[1]:
+                raise UserError("binarization test: the model's logits are not the output of its last nn.Linear")
+            top2 = logits.topk(2, dim=1).values
+            scale_target = (top2[:, 0] - top2[:, 1]).clamp_min(1e-3)
+            ws, bs, ok = [], [], []
+            for i in range(n):
+                pts = torch.cat([xs[i:i + 1], _inner_points(xs[i], cfg.n_inner, (1 - cfg.gap) * eps, tm, gen),
+                                 _boundary_point(xs[i], eps, tm, gen)[None]])
+                feats = _features(model, hooks, pts, batch_size)
+                w, b, sep = _fit(feats[:-1], feats[-1], cfg.max_iter)
+                clean_margin = float((feats[0] @ w + b).abs().clamp_min(1e-12))
+                s = float(scale_target[i]) / clean_margin
+                ws.append(w * s)
+                bs.append(b * s)
+                ok.append(sep)
+            idx = torch.tensor(ok, dtype=torch.bool).nonzero().squeeze(1)
+            readouts = Readouts(eps, tm, n, xs.index_select(0, idx.to(dev)),
+                                torch.stack(ws)[idx].to(dev) if ws else torch.zeros(0, 0, device=dev),
+                                torch.stack(bs)[idx].to(dev) if bs else torch.zeros(0, device=dev), None)
+            k = readouts.n_valid
+            if k:
+                hooks.w, hooks.b = readouts.w, readouts.b
+                noise_hit = torch.zeros(k, dtype=torch.bool, device=dev)
+                for _ in range(cfg.noise_draws):
+                    noise_hit |= model(_inner_points_batch(readouts.x, eps, tm, gen)).argmax(1) == 1
+                readouts.noise_success_rate = float(noise_hit.float().mean())
+    finally:
+        hooks.close()
+    return readouts
+
+
 def binarization_test(model: nn.Module, x: torch.Tensor, spec: AttackSpec, *,
                       config: BinarizationConfig | None = None, dataset: str | None = None,
-                      batch_size: int = 256) -> BinarizationResult:
+                      batch_size: int = 256, readouts: Readouts | None = None) -> BinarizationResult:
     """Run the binarization test of ``spec`` on the first ``config.n_points`` examples of (x, y).
 
     Arguments:
@@ -271,6 +337,8 @@ def binarization_test(model: nn.Module, x: torch.Tensor, spec: AttackSpec, *,
         x (Tensor): clean inputs in [0, 1] (labels are not needed: the readout defines the classes).
         spec (AttackSpec): a native FGSM/BIM/PGD/APGD with the CE or margin loss (resolved with ``dataset``).
         config (BinarizationConfig | None): settings; default :class:`BinarizationConfig()`.
+        readouts (Readouts | None): the construction at ``spec``'s budget from :func:`build_readouts`
+            (with the same ``x`` and ``config``), shared by the attacks of one budget; built when None.
 
     Returns:
         BinarizationResult.
@@ -288,55 +356,28 @@ def binarization_test(model: nn.Module, x: torch.Tensor, spec: AttackSpec, *,
     assert spec.eps is not None
     eps, tm = float(spec.eps), spec.threat_model
     t0 = time.perf_counter()
-    dev = model_device(model, x.device)
-    n = min(cfg.n_points, x.shape[0])
-    xs = x[:n].to(dev)
-    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    layer = readout_layer(model)
-    hooks = _Readouts(layer)
-    try:
-        with eval_mode(model):
-            with torch.no_grad():
-                logits = model(xs).double()
-                if hooks.features is None or layer.out_features != logits.shape[1]:
-                    raise UserError("binarization test: the model's logits are not the output of its last nn.Linear")
-                top2 = logits.topk(2, dim=1).values
-                scale_target = (top2[:, 0] - top2[:, 1]).clamp_min(1e-3)
-            ws, bs, ok = [], [], []
-            for i in range(n):
-                pts = torch.cat([xs[i:i + 1], _inner_points(xs[i], cfg.n_inner, (1 - cfg.gap) * eps, tm, gen),
-                                 _boundary_point(xs[i], eps, tm, gen)[None]])
-                feats = _features(model, hooks, pts, batch_size)
-                w, b, sep = _fit(feats[:-1], feats[-1], cfg.max_iter)
-                clean_margin = float((feats[0] @ w + b).abs().clamp_min(1e-12))
-                s = float(scale_target[i]) / clean_margin
-                ws.append(w * s)
-                bs.append(b * s)
-                ok.append(sep)
-            valid = torch.tensor(ok, dtype=torch.bool)
-            k = int(valid.sum())
-            success_rate = noise_rate = None
-            if k:
-                idx = valid.nonzero().squeeze(1).to(dev)
-                xv = xs.index_select(0, idx)
-                hooks.w = torch.stack(ws).to(dev)[idx.cpu()]
-                hooks.b = torch.stack(bs).to(dev)[idx.cpu()]
-                zeros = torch.zeros(k, dtype=torch.long, device=dev)
+    if readouts is None:
+        readouts = build_readouts(model, x, eps, tm, config=cfg, batch_size=batch_size)
+    elif (readouts.eps, readouts.threat_model) != (eps, tm):
+        raise ValueError(f"readouts: built for {readouts.threat_model} eps {readouts.eps}, the attack is {tm} eps {eps}")
+    n, k = readouts.n_points, readouts.n_valid
+    success_rate = None
+    if k:
+        hooks = _Readouts(readout_layer(model))
+        hooks.w, hooks.b = readouts.w, readouts.b
+        try:
+            with eval_mode(model):
+                zeros = torch.zeros(k, dtype=torch.long, device=readouts.x.device)
                 with whole_batches():
-                    x_adv = run_attack(model, xv, zeros, spec)
+                    x_adv = run_attack(model, readouts.x, zeros, spec)
                 with torch.no_grad():
-                    broken = (model(x_adv).argmax(1) == 1) & valid_rows(x_adv, xv, eps, tm)
-                    noise_hit = torch.zeros(k, dtype=torch.bool, device=dev)
-                    for _ in range(cfg.noise_draws):
-                        pts = _inner_points_batch(xv, eps, tm, gen)
-                        noise_hit |= model(pts).argmax(1) == 1
-                success_rate = float(broken.float().mean())
-                noise_rate = float(noise_hit.float().mean())
-    finally:
-        hooks.close()
+                    broken = (model(x_adv).argmax(1) == 1) & valid_rows(x_adv, readouts.x, eps, tm)
+            success_rate = float(broken.float().mean())
+        finally:
+            hooks.close()
     return BinarizationResult(attack=spec.label, threat_model=tm, eps=eps, n_points=n, n_valid=k,
                               attack_success_rate=success_rate, construction_failure_rate=(n - k) / n if n else 0.0,
-                              noise_success_rate=noise_rate, settings=asdict(cfg),
+                              noise_success_rate=readouts.noise_success_rate, settings=asdict(cfg),
                               seconds=time.perf_counter() - t0)
 
 

@@ -28,7 +28,13 @@ from tqdm.auto import tqdm
 from robustbench_dc.attacks._utils import batched_logits, eval_mode, model_device
 from robustbench_dc.attacks.attack import run_attack_detailed, validate_inputs
 from robustbench_dc.attacks.autoattack import merge_breakdowns
-from robustbench_dc.attacks.binarization import BinarizationConfig, binarization_test, supports_binarization
+from robustbench_dc.attacks.binarization import (
+    BinarizationConfig,
+    Readouts,
+    binarization_test,
+    build_readouts,
+    supports_binarization,
+)
 from robustbench_dc.attacks.checks import perturbation_norms
 from robustbench_dc.attacks.masking import (
     MaskingConfig,
@@ -305,14 +311,20 @@ def evaluate_whitebox(
 def _binarization(model: nn.Module, x: torch.Tensor, specs: list[AttackSpec],
                   results: list[AttackResult], config: bool | BinarizationConfig, dataset: str | None,
                   batch_size: int, compiling: Callable[[], contextlib.AbstractContextManager[Any]]) -> None:
-    """The binarization test of every supported attack, stored with its result."""
+    """The binarization test of every supported attack, stored with its result; the attacks of one
+    budget share its construction (the readouts and the noise baseline)."""
     cfg = config if isinstance(config, BinarizationConfig) else BinarizationConfig()
+    built: dict[tuple[str, float], Readouts] = {}
     ran = False
     for spec, r in zip(specs, results):
         if supports_binarization(spec):
+            assert spec.eps is not None
+            key = (spec.threat_model, float(spec.eps))
             with compiling():
-                r.binarization = binarization_test(model, x, spec, config=cfg, dataset=dataset,
-                                                   batch_size=batch_size).to_dict()
+                if key not in built:
+                    built[key] = build_readouts(model, x, key[1], key[0], config=cfg, batch_size=batch_size)
+                r.binarization = binarization_test(model, x, spec, config=cfg, dataset=dataset, batch_size=batch_size,
+                                                   readouts=built[key]).to_dict()
             ran = True
     if not ran:
         logger.warning("binarization test: no attack of the set supports it (native FGSM/BIM/PGD/APGD with the "

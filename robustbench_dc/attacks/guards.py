@@ -77,12 +77,13 @@ class SuccessRecorder(nn.Module):
             with torch.no_grad():
                 xi = inp.detach().to(self._x.dtype)
                 success = attack_success(out.detach(), self._y, self._targets)
+                adversarial = None  # success & inside the budget, computed once when needed
                 if self.trace is not None:
-                    self.trace.record(attack_loss(out.detach().float(), self._y, "ce", self._targets),
-                                      success & valid_rows(xi, self._x, self._eps, self._tm))
+                    adversarial = success & valid_rows(xi, self._x, self._eps, self._tm)
+                    self.trace.record(attack_loss(out.detach().float(), self._y, "ce", self._targets), adversarial)
                 new = ~self.found & success
                 if bool(new.any()):
-                    new &= valid_rows(xi, self._x, self._eps, self._tm)
+                    new &= adversarial if adversarial is not None else valid_rows(xi, self._x, self._eps, self._tm)
                     self.x_found[new] = xi[new]
                     self.found |= new
         return out

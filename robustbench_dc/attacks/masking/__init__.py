@@ -171,7 +171,7 @@ def _attack_probes(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, results
                    None)
     large = large_eps_for(dataset, cfg)
     on_curve = [f * primary[1] for f in cfg.eps_curve_factors] if primary else []
-    linf_points = [e for e in on_curve if primary and primary[0] == "linf" and e < cfg.unconstrained_eps]
+    linf_points = [e for e in on_curve if primary[0] == "linf" and e < cfg.unconstrained_eps] if primary else []
     linf_curve, clean = eps_curve(model, xs, ys, "linf", linf_points + [large, cfg.unconstrained_eps], config=cfg,
                                   batch_size=batch_size)
     if primary and primary[0] == "l2":
@@ -204,8 +204,7 @@ def _unstable(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, results: lis
         ref = _budget_reference(results)
         label = ref[0].attack if ref is not None and ref[0].attack in adversarial else next(iter(adversarial))
         adv = adversarial[label]
-        points = torch.cat([adv[: xs.shape[0]].to(xs.device), xs[adv.shape[0]:]]) if adv.shape[0] < xs.shape[0] \
-            else adv[: xs.shape[0]].to(xs.device)
+        points = torch.cat([adv[: xs.shape[0]].to(xs.device), xs[adv.shape[0]:]])  # clean points past the kept ones
     radius = cfg.unstable_radius
     if radius is None:
         eps = primary[1] if primary and primary[1] is not None else 8 / 255
