@@ -123,23 +123,20 @@ class _RobustPool(torch.autograd.Function):
             grads = torch.autograd.grad(d1.sum(), wanted, allow_unused=True)
         d2 = grads[0] if grads[0] is not None else torch.zeros_like(z)  # phi''(z_i)
         h = d2.sum(-1, keepdim=True)
-        n = x.shape[-1]
         ok = h.abs() > _TINY
-        weights = torch.where(ok, d2 / torch.where(ok, h, torch.ones_like(h)), torch.full_like(d2, 1.0 / n))
+        h_safe = torch.where(ok, h, torch.ones_like(h))
+        weights = torch.where(ok, d2 / h_safe, torch.full_like(d2, 1.0 / x.shape[-1]))
         g = grad.unsqueeze(-1)
         gx = g * weights if ctx.needs_input_grad[0] else None
+
+        def param_grad(mixed: Tensor | None, shape: torch.Size) -> Tensor:
+            # dy/dparam = -sum_i d2phi/dz dparam / sum_i phi''; 0 where that sum vanishes
+            dy = torch.where(ok, -(mixed if mixed is not None else torch.zeros_like(h)) / h_safe, torch.zeros_like(h))
+            return (g * dy).sum_to_size(shape)
+
         rest = iter(grads[1:])
-        gc = ga = None
-        if ctx.needs_input_grad[1]:
-            dc = next(rest)
-            dyc = torch.where(ok, -(dc if dc is not None else torch.zeros_like(h)) / torch.where(ok, h, torch.ones_like(h)),
-                              torch.zeros_like(h))
-            gc = (g * dyc).sum_to_size(c.shape)
-        if ctx.needs_input_grad[2]:
-            da = next(rest)
-            dya = torch.where(ok, -(da if da is not None else torch.zeros_like(h)) / torch.where(ok, h, torch.ones_like(h)),
-                              torch.zeros_like(h))
-            ga = (g * dya).sum_to_size(a.shape)
+        gc = param_grad(next(rest), c.shape) if ctx.needs_input_grad[1] else None
+        ga = param_grad(next(rest), a.shape) if ctx.needs_input_grad[2] else None
         return gx, gc, ga, None, None, None
 
 
