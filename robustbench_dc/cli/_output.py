@@ -81,6 +81,6 @@ def print_job(job: Any, status: str, seconds: float, counter: list[int], total: 
     """One line per protocol job: ``[ 3/12] whitebox mnist-tanh   done in 4.2s``."""
     counter[0] += 1
     what = job.id.replace(":", " ")
-    tail = "cached" if status == "cached" else f"done in {seconds:.1f}s"
+    tail = f"done in {seconds:.1f}s" if status == "done" else status
     of = f"/{total}" if total else ""
     print(f"[{counter[0]:>2}{of}] {what:<40} {tail}", flush=True)

@@ -12,8 +12,9 @@ __all__ = ["register", "cmd_run"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from robustbench_dc.protocol import execute, job_status, plan_protocol
+    from robustbench_dc.protocol import JobsFailed, execute, job_status, parse_resources, plan_protocol
 
+    resources = parse_resources(args.resources)
     plan = plan_protocol(args.protocol, args.out, args.db)  # ProtocolError: one line per problem, exit code 2
     if args.dry_run:
         status = job_status(plan)
@@ -22,11 +23,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             state = "cached" if status[job.id] and not args.force else "to run"
             print(f"  {job.id:<44} {state:<7} key {job.key[:12]}")
         return 0
-    print(f"running {plan.protocol.name} -> {plan.output}")
+    where = "" if args.executor == "local" else f" on ray ({args.address or 'local instance'})"
+    print(f"running {plan.protocol.name} -> {plan.output}{where}")
     counter = [0]
-    result = execute(plan, progress=not args.quiet and sys.stderr.isatty(), force=args.force,
-                     on_job=lambda j, s, t: print_job(j, s, t, counter, len(plan.jobs)),
-                     command=getattr(args, "command_line", None))
+    try:
+        result = execute(plan, progress=not args.quiet and sys.stderr.isatty(), force=args.force,
+                         on_job=lambda j, s, t: print_job(j, s, t, counter, len(plan.jobs)),
+                         command=getattr(args, "command_line", None), executor=args.executor,
+                         address=args.address, resources=resources)
+    except JobsFailed as exc:
+        print(f"rbdc: {exc}\nre-run the same command to retry them: finished jobs are kept", file=sys.stderr)
+        return 1
     print()
     print(result.leaderboard)
     print(f"wrote {len(result.written)} files under {result.run_dir}, e.g.:")
@@ -43,4 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help="results database (default: the protocol's leaderboard.db, else RUN/results.sqlite)")
     p.add_argument("--dry-run", action="store_true", help="print the job plan and what is cached; run nothing")
     p.add_argument("--force", action="store_true", help="re-run every job")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: one job after the other in this process (default); ray: jobs as Ray tasks, "
+                        "independent ones in parallel (pip install \"robustbench-dc[ray]\")")
+    p.add_argument("--address", help="ray executor: join the Ray cluster at this address (default: start a local "
+                                     "Ray instance, or $RAY_ADDRESS)")
+    p.add_argument("--resources", action="append", default=[], metavar="KIND=cpus:N,gpus:N,memory:SIZE",
+                   help="ray executor: what each job of a kind (train, whitebox, sweep, lipschitz, embedding, "
+                        "transfer, figures, report) asks for, over the protocol's resources section; repeatable")
     p.set_defaults(func=cmd_run)

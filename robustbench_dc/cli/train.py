@@ -21,7 +21,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from robustbench_dc.data import load_dataset
     from robustbench_dc.params import parse_params
     from robustbench_dc.training import RecipeError, get_recipe, list_recipes, train
+    from robustbench_dc.training.distributed import init_from_env, leave
 
+    # under torchrun: one of several data-parallel processes, of which rank 0 alone prints and writes
+    main = init_from_env().rank == 0
+    say = print if main else (lambda *_, **__: None)
     choice = model_from_args(args, seed=args.seed, pretrained=False)
     recipe_spec = args.recipe or choice.recipe
     if recipe_spec is None:
@@ -39,15 +43,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     test_set = (load_dataset(data, "test", n=args.n_test, data_dir=args.data_dir, progress=progress)
                 if args.n_test != 0 else None)
     out = Path(args.out)
-    print(f"training {choice.name} on {data} ({len(train_set)} examples) with recipe {recipe.name} -> {out}")
-    result = train(choice.model, train_set, recipe, out_dir=out, eval_data=test_set, progress=not args.quiet,
-                   resume=not args.restart)
+    say(f"training {choice.name} on {data} ({len(train_set)} examples) with recipe {recipe.name} -> {out}")
+    try:
+        result = train(choice.model, train_set, recipe, out_dir=out, eval_data=test_set, progress=not args.quiet,
+                       resume=not args.restart)
+    finally:
+        leave()
     for rec in result.history:
         line = f"  epoch {rec['epoch']:3d}  loss {rec['loss']:.4f}  train acc {100 * rec['train_accuracy']:.1f}%"
         if "eval_accuracy" in rec:
             line += f"  test acc {100 * rec['eval_accuracy']:.1f}%"
-        print(line + f"  ({rec['images_per_second']:.0f} img/s)")
-    print(f"weights: {result.checkpoint}\nsha256:  {result.sha256}")
+        say(line + f"  ({rec['images_per_second']:.0f} img/s)")
+    say(f"weights: {result.checkpoint}\nsha256:  {result.sha256}")
     return 0
 
 

@@ -11,13 +11,22 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from robustbench_dc.protocol.execute import RunResult, execute, job_status, results_db
+from robustbench_dc.protocol.execute import EXECUTORS, JobsFailed, RunResult, execute, job_resources, job_status, results_db
 from robustbench_dc.protocol.plan import Job, Plan, ResolvedModel, make_plan, resolve, stable_hash
-from robustbench_dc.protocol.schema import FIGURES, ModelEntry, Protocol, ProtocolError, load_protocol, parse_protocol
+from robustbench_dc.protocol.schema import (
+    FIGURES,
+    JobResources,
+    ModelEntry,
+    Protocol,
+    ProtocolError,
+    load_protocol,
+    parse_protocol,
+)
 
-__all__ = ["FIGURES", "Job", "ModelEntry", "Plan", "Protocol", "ProtocolError", "ResolvedModel", "RunResult",
-           "execute", "job_status", "load_protocol", "make_plan", "parse_protocol", "plan_protocol", "resolve",
-           "results_db", "run_protocol", "stable_hash", "submit_operator"]
+__all__ = ["EXECUTORS", "FIGURES", "execute", "Job", "job_resources", "job_status", "JobResources", "JobsFailed",
+           "load_protocol", "make_plan", "ModelEntry", "parse_protocol", "parse_resources", "Plan", "plan_protocol",
+           "Protocol", "ProtocolError", "resolve", "ResolvedModel", "results_db", "run_protocol", "RunResult",
+           "stable_hash", "submit_operator"]
 
 
 def plan_protocol(path: str | Path, output: str | Path | None = None, db: str | Path | None = None) -> Plan:
@@ -30,9 +39,41 @@ def plan_protocol(path: str | Path, output: str | Path | None = None, db: str | 
 
 def run_protocol(path: str | Path, output: str | Path | None = None, *, progress: bool = True, force: bool = False,
                  on_job: Callable[[Job, str, float], None] | None = None, command: str | None = None,
-                 db: str | Path | None = None) -> RunResult:
-    """Run a protocol file end to end (see :func:`execute`)."""
-    return execute(plan_protocol(path, output, db), progress=progress, force=force, on_job=on_job, command=command)
+                 db: str | Path | None = None, executor: str = "local", address: str | None = None,
+                 resources: dict[str, dict[str, Any]] | None = None) -> RunResult:
+    """Run a protocol file end to end (see :func:`execute`; ``executor="ray"`` runs it on Ray)."""
+    return execute(plan_protocol(path, output, db), progress=progress, force=force, on_job=on_job, command=command,
+                   executor=executor, address=address, resources=resources)
+
+
+def parse_resources(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["train=cpus:2,gpus:1", "whitebox=memory:4GiB"]`` -> ``{"train": {"cpus": 2.0, "gpus": 1.0}, ...}``,
+    validated like the protocol's ``resources`` section."""
+    from pydantic import ValidationError
+
+    from robustbench_dc.errors import UsageError
+    from robustbench_dc.protocol.schema import JobKind
+
+    kinds = JobKind.__args__  # type: ignore[attr-defined]
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        kind, sep, rest = item.partition("=")
+        if not sep or kind not in kinds:
+            raise UsageError(f"--resources {item!r}: expected KIND=cpus:N,gpus:N,memory:SIZE with KIND one of "
+                             f"{', '.join(kinds)}")
+        fields: dict[str, str] = {}
+        for part in filter(None, rest.split(",")):
+            key, colon, value = part.partition(":")
+            if not colon:
+                raise UsageError(f"--resources {item!r}: expected NAME:VALUE, got {part!r}")
+            fields[key.strip()] = value.strip()
+        try:
+            spec = JobResources.model_validate(fields)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            raise UsageError(f"--resources {item!r}: {'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
+        out.setdefault(kind, {}).update(spec.model_dump(exclude_none=True))
+    return out
 
 
 def _submission_name(operator: str) -> str:

@@ -39,13 +39,14 @@ import torch
 from robustbench_dc._atomic import atomic_write_bytes
 from robustbench_dc.attacks.binarization import binarization_config
 from robustbench_dc.attacks.masking import masking_config
-from robustbench_dc.errors import UserError
+from robustbench_dc.errors import InvalidParameterError, UsageError, UserError
 from robustbench_dc.protocol.plan import Job, Plan
 from robustbench_dc.provenance import package_versions
 from robustbench_dc.runtime import machine_info
 from robustbench_dc.zoo import ZooModel
 
-__all__ = ["execute", "RunResult", "job_status", "results_db"]
+__all__ = ["EXECUTORS", "JobsFailed", "RunResult", "execute", "job_resources", "job_status", "results_db",
+           "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ class RunResult:
     cached: list[str] = field(default_factory=list)
     leaderboard: str = ""
     written: list[Path] = field(default_factory=list)
+    #: jobs that raised (Ray executor): job id -> error; ``skipped``: jobs that needed a failed one
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
 
 def _write_json(path: Path, obj: Any, sort_keys: bool = True) -> None:
@@ -387,17 +391,110 @@ _RUNNERS: dict[str, Callable[[_Context, Job], None]] = {
 
 
 def execute(plan: Plan, *, progress: bool = True, force: bool = False,
-            on_job: Callable[[Job, str, float], None] | None = None, command: str | None = None) -> RunResult:
+            on_job: Callable[[Job, str, float], None] | None = None, command: str | None = None,
+            executor: str = "local", address: str | None = None,
+            resources: dict[str, dict[str, Any]] | None = None) -> RunResult:
     """Run every job of ``plan`` that is not already done (all of them with ``force``).
 
     ``on_job(job, status, seconds)`` is called after each job with status ``"done"`` or
-    ``"cached"`` (the CLI prints one line per job). ``command`` is recorded in the summary as
-    the command that made the run (the CLI passes its command line; None from Python).
+    ``"cached"`` (and, with Ray, ``"failed"`` or ``"skipped"``; the CLI prints one line per job).
+    ``command`` is recorded in the summary as the command that made the run (the CLI passes its
+    command line; None from Python).
+
+    ``executor``: ``"local"`` (default) runs the jobs one after the other in this process;
+    ``"ray"`` runs them as Ray tasks (:mod:`robustbench_dc.protocol.ray_executor`), joining the
+    cluster at ``address`` or starting a local Ray instance, with per-kind ``resources``
+    overriding the protocol's ``resources`` section. Both leave the same files behind.
     """
+    if executor not in EXECUTORS:
+        raise InvalidParameterError(f"executor: unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if executor == "local" and (address is not None or resources):
+        raise UsageError("--address and --resources apply to the ray executor only (add --executor ray)")
     run_dir = plan.output
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):
-        return _execute(plan, run_dir, progress=progress, force=force, on_job=on_job, command=command)
+        removed = _clean_temporaries(run_dir)
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted run", removed)
+        old = _read(run_dir / "summary.json")
+        started = _first_start(run_dir, (old or {}).get("started"))
+        status = {} if force else job_status(plan, run_dir)
+        result = RunResult(run_dir=run_dir, summary={})
+        if executor == "ray":
+            from robustbench_dc.protocol.ray_executor import execute_ray
+
+            execute_ray(plan, run_dir, status, result, started=started, command=command, on_job=on_job,
+                        address=address, resources=job_resources(plan, resources))
+        else:
+            _execute_local(plan, run_dir, status, result, progress=progress, started=started, command=command,
+                           on_job=on_job)
+        result.summary = _read(run_dir / "summary.json") or {}
+        lb = run_dir / "leaderboard.md"
+        result.leaderboard = lb.read_text() if lb.is_file() else ""
+        result.written = sorted(p for p in run_dir.rglob("*") if p.is_file() and ".work" not in p.parts
+                                and ".jobs" not in p.parts and not p.name.startswith("."))
+    if result.failed:
+        raise JobsFailed(result)
+    return result
+
+
+#: the executors ``execute`` knows; ``ray`` is an optional extra (``pip install "robustbench-dc[ray]"``)
+EXECUTORS = ("local", "ray")
+
+
+class JobsFailed(RuntimeError):
+    """Some jobs of a run failed (the Ray executor keeps running the others). ``result`` holds what
+    was done; ``result.failed`` maps each failed job to its error, ``result.skipped`` lists the
+    jobs that needed a failed one. A re-run does only what is missing."""
+
+    def __init__(self, result: RunResult) -> None:
+        self.result = result
+        lines = [f"{len(result.failed)} job(s) failed ({len(result.skipped)} skipped because they need one):"]
+        lines += [f"  {job}: {error}" for job, error in result.failed.items()]
+        super().__init__("\n".join(lines))
+
+
+def job_resources(plan: Plan, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, float]]:
+    """Resources each job kind asks for: the protocol's ``resources`` section, then ``overrides``
+    (the command line), per kind; ``cpus`` defaults to 1, ``gpus`` and ``memory`` (bytes) to 0."""
+    out: dict[str, dict[str, float]] = {}
+    section: dict[str, Any] = dict(plan.protocol.resources or {})
+    for kind in _RUNNERS:
+        merged: dict[str, Any] = {"cpus": 1.0, "gpus": 0.0, "memory": 0.0}
+        for source in (section.get(kind), (overrides or {}).get(kind)):
+            if source is None:
+                continue
+            items = source.model_dump(exclude_none=True) if hasattr(source, "model_dump") else dict(source)
+            merged.update(items)
+        out[kind] = {k: float(v) for k, v in merged.items()}
+    return out
+
+
+def run_job(ctx: _Context, job: Job) -> float:
+    """Run one job and record it done (its marker holds its key, when it finished and how long it
+    took); returns the seconds it took. Every executor runs jobs through this function."""
+    t0 = time.perf_counter()
+    _RUNNERS[job.kind](ctx, job)
+    seconds = time.perf_counter() - t0
+    _write_json(_marker(ctx.run_dir, job), {"key": job.key, "job": job.id,
+                                            "finished": datetime.now(timezone.utc).isoformat(), "seconds": seconds})
+    return seconds
+
+
+def _execute_local(plan: Plan, run_dir: Path, status: dict[str, bool], result: RunResult, *, progress: bool,
+                   started: str, command: str | None, on_job: Callable[[Job, str, float], None] | None) -> None:
+    ctx = _Context(plan, run_dir, progress, command)
+    ctx.started = started
+    for job in plan.jobs:
+        if status.get(job.id):
+            result.cached.append(job.id)
+            if on_job:
+                on_job(job, "cached", 0.0)
+            continue
+        seconds = run_job(ctx, job)
+        result.executed.append(job.id)
+        if on_job:
+            on_job(job, "done", seconds)
 
 
 class RunFolderInUse(UserError):
@@ -429,35 +526,3 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _execute(plan: Plan, run_dir: Path, *, progress: bool, force: bool,
-             on_job: Callable[[Job, str, float], None] | None, command: str | None) -> RunResult:
-    removed = _clean_temporaries(run_dir)
-    if removed:
-        log.info("removed %d temporary file(s) left by an interrupted run", removed)
-    ctx = _Context(plan, run_dir, progress, command)
-    old = _read(run_dir / "summary.json")
-    ctx.started = _first_start(run_dir, (old or {}).get("started"))
-    status = {} if force else job_status(plan, run_dir)
-    result = RunResult(run_dir=run_dir, summary={})
-    for job in plan.jobs:
-        if status.get(job.id):
-            result.cached.append(job.id)
-            if on_job:
-                on_job(job, "cached", 0.0)
-            continue
-        t0 = time.perf_counter()
-        _RUNNERS[job.kind](ctx, job)
-        seconds = time.perf_counter() - t0
-        _write_json(_marker(run_dir, job), {"key": job.key, "job": job.id,
-                                            "finished": datetime.now(timezone.utc).isoformat(), "seconds": seconds})
-        result.executed.append(job.id)
-        if on_job:
-            on_job(job, "done", seconds)
-    result.summary = _read(run_dir / "summary.json") or {}
-    lb = run_dir / "leaderboard.md"
-    result.leaderboard = lb.read_text() if lb.is_file() else ""
-    result.written = sorted(p for p in run_dir.rglob("*") if p.is_file() and ".work" not in p.parts
-                            and ".jobs" not in p.parts and not p.name.startswith("."))
-    return result

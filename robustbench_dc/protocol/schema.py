@@ -37,7 +37,7 @@ from robustbench_dc.errors import UserError
 __all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "find_protocol", "bundled_protocols",
            "ModelEntry", "DatasetSection",
            "Evaluation", "TransferSection", "SweepSection", "LipschitzSection", "LeaderboardSection",
-           "SubmissionTemplate", "FIGURES"]
+           "SubmissionTemplate", "JobResources", "FIGURES", "parse_memory"]
 
 FigureName = Literal["embeddings", "eps_curves", "transfer", "lipschitz", "training"]
 FIGURES: tuple[FigureName, ...] = ("embeddings", "eps_curves", "transfer", "lipschitz", "training")
@@ -161,6 +161,43 @@ class SubmissionTemplate(_Strict):
     seed: int | None = None
 
 
+JobKind = Literal["train", "whitebox", "sweep", "lipschitz", "embedding", "transfer", "figures", "report"]
+
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
+                 "g": 2**30, "gb": 10**9, "gib": 2**30}
+
+
+def parse_memory(value: Any) -> int:
+    """Bytes from ``4000000000``, ``"4GiB"``, ``"512MB"`` or ``"2g"``."""
+    import re
+
+    if isinstance(value, bool):
+        raise ValueError(f"memory: expected bytes or a size like '4GiB', got {value!r}")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    else:
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(value))
+        if m is None or m.group(2).lower() not in _MEMORY_UNITS:
+            raise ValueError(f"memory: expected bytes or a size like '4GiB', got {value!r}")
+        number, unit = float(m.group(1)), m.group(2).lower()
+    if not number >= 0 or number * _MEMORY_UNITS[unit] > 2**50:
+        raise ValueError(f"memory: expected a size between 0 and 1 PiB, got {value!r}")
+    return int(number * _MEMORY_UNITS[unit])
+
+
+class JobResources(_Strict):
+    """What one job of a kind asks the Ray executor for (the local executor ignores it)."""
+
+    cpus: float | None = Field(default=None, ge=0, le=1024)
+    gpus: float | None = Field(default=None, ge=0, le=64)
+    memory: int | None = None  # bytes; "4GiB" etc. accepted
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> Any:
+        return None if v is None else parse_memory(v)
+
+
 class Protocol(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
@@ -174,6 +211,8 @@ class Protocol(_Strict):
         default_factory=lambda: list(FIGURES))
     leaderboard: LeaderboardSection = LeaderboardSection()
     submission: SubmissionTemplate | None = None
+    #: per job kind, what the Ray executor requests (``rbdc run --executor ray``); no effect on results
+    resources: dict[JobKind, JobResources] | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Protocol":

@@ -34,6 +34,7 @@ from robustbench_dc.operators import (
     resolve_compile,
 )
 from robustbench_dc.training.augment import augment
+from robustbench_dc.training.distributed import all_reduce_sum, barrier, device_for, world, wrap
 from robustbench_dc.training.recipe import Recipe, get_recipe
 from robustbench_dc.zoo.isonet import orthogonal_conv_penalty
 
@@ -209,6 +210,9 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
         TrainingDiverged: the loss became NaN/inf (the last good checkpoint stays).
     """
     recipe = get_recipe(recipe)
+    w = world()  # launched with torchrun: data-parallel over the process group (see .distributed)
+    if device is None and w.size > 1:
+        device = device_for(w)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     x_all, y_all = _as_tensors(data)
@@ -216,6 +220,9 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
     if n == 0:
         raise InvalidParameterError("data: no training examples")
     bs = min(recipe.batch_size, n)
+    if bs % w.size:
+        raise InvalidParameterError(f"batch_size: {bs} is not divisible by the {w.size} training processes")
+    shard = slice(w.rank * bs // w.size, (w.rank + 1) * bs // w.size)  # this process's share of each batch
     steps_per_epoch = n // bs  # drop the last incomplete batch (BatchNorm needs > 1 example)
     total = recipe.iterations if recipe.iterations is not None else recipe.epochs * steps_per_epoch  # type: ignore[operator]
     n_epochs = math.ceil(total / steps_per_epoch)
@@ -224,6 +231,7 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks the keyword
+    net = wrap(model, device) if w.size > 1 else model  # what the training forward passes run through
     optimizer = _make_optimizer(model, recipe)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     tricks = recipe.tricks
@@ -261,7 +269,7 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
     # the training forward passes and the crafting of adversarial examples share one precision
     in_precision = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)  # noqa: E731
     bar = None
-    if progress:
+    if progress and w.rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=it, unit="it", leave=False, dynamic_ncols=True)
@@ -278,6 +286,8 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
                 xb = _to_float(x_all[idx.to(x_all.device)].to(device))
                 yb = y_all[idx.to(y_all.device)].to(device)
                 xb = augment(xb, recipe.augmentation.crop_padding, recipe.augmentation.flip, gen)
+                if w.size > 1:
+                    xb, yb = xb[shard], yb[shard]
                 weights = None
                 if recipe.adversarial is not None:  # crafted in the training precision (Wong et al. 2020)
                     with in_precision(), compiling():
@@ -288,7 +298,7 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
                 if recipe.channels_last:
                     xb = xb.contiguous(memory_format=memory_format)
                 with in_precision(), compiling():
-                    logits = model(xb)
+                    logits = net(xb)
                     per_example = F.cross_entropy(logits.float(), yb, label_smoothing=recipe.label_smoothing,
                                                   reduction="none")
                 loss = per_example.mean() if weights is None else (per_example * weights).sum() / weights.sum()
@@ -296,7 +306,12 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
                     loss = loss + orthogonality_penalty(model, tricks.orthogonality)
                 if tricks.isometry:
                     loss = loss + tricks.isometry * orthogonal_conv_penalty(model)
-                value = float(loss.detach())
+                correct = (logits.argmax(1) == yb).sum()
+                if w.size > 1:  # the whole batch's loss and accuracy, identical on every process
+                    both = all_reduce_sum(torch.stack([loss.detach().double(), correct.double()]))
+                    value, n_correct = float(both[0]) / w.size, float(both[1])
+                else:
+                    value, n_correct = float(loss.detach()), float(correct)
                 if not math.isfinite(value) or value > DIVERGED_LOSS:
                     last = f"{out / CHECKPOINT_NAME} (epoch {epoch - 1})" if out is not None and epoch > 1 \
                         else "none (no epoch completed)"
@@ -309,8 +324,7 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
                 if projection is not None:
                     projection.step()
                 it += 1
-                sums += torch.tensor([value * len(yb), float((logits.argmax(1) == yb).sum()), len(yb)],
-                                     dtype=torch.float64)
+                sums += torch.tensor([value * bs, n_correct, bs], dtype=torch.float64)
                 if bar is not None:
                     elapsed = time.perf_counter() - t0
                     bar.update(1)
@@ -325,13 +339,13 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
                 "train_accuracy": float(sums[1] / sums[2]), "lr": optimizer.param_groups[0]["lr"],
                 "seconds": seconds, "images_per_second": float(sums[2]) / max(seconds, 1e-9),
             }
-            if eval_data is not None:
+            if eval_data is not None and w.rank == 0:
                 record["eval_accuracy"] = evaluate_accuracy(model, eval_data, device=device)
             result.history.append(record)
             log.info("epoch %d/%d: %s", epoch, n_epochs, record)
             if on_epoch_end is not None:
                 on_epoch_end(record)
-            if out is not None:
+            if out is not None and w.rank == 0:
                 atomic_torch_save({
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                     "iteration": it, "history": result.history, "recipe": recipe_json,
@@ -348,10 +362,11 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
     result.iterations = it
     result.compiled = compiled
     result.precision = "bf16" if amp else "fp32"
-    if out is not None:
+    if out is not None and w.rank == 0:
         result.checkpoint = out / MODEL_NAME
         result.sha256 = atomic_torch_save(model.state_dict(), result.checkpoint)
         _atomic_json({"recipe": recipe_json, "history": result.history, "iterations": it, "compiled": compiled,
                       "precision": result.precision,
                       "model_sha256": result.sha256, "torch": torch.__version__}, out / "train.json")
+    barrier()  # the other processes return once rank 0 has written the weights
     return result
