@@ -458,7 +458,7 @@ def job_resources(plan: Plan, overrides: dict[str, dict[str, Any]] | None = None
     """Resources each job kind asks for: the protocol's ``resources`` section, then ``overrides``
     (the command line), per kind; ``cpus`` defaults to 1, ``gpus`` and ``memory`` (bytes) to 0."""
     out: dict[str, dict[str, float]] = {}
-    section: dict[str, Any] = dict(plan.protocol.resources or {})
+    section: dict[str, Any] = {str(k): v for k, v in (plan.protocol.resources or {}).items()}
     for kind in _RUNNERS:
         merged: dict[str, Any] = {"cpus": 1.0, "gpus": 0.0, "memory": 0.0}
         for source in (section.get(kind), (overrides or {}).get(kind)):
