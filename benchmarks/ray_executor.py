@@ -32,6 +32,7 @@ import heapq
 import json
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from robustbench_dc.protocol import execute, parse_protocol, run_protocol  # noqa: E402
+from robustbench_dc.protocol import execute, parse_protocol  # noqa: E402
 from robustbench_dc.protocol.plan import make_plan  # noqa: E402
 from robustbench_dc.protocol.schema import load_protocol  # noqa: E402
 from robustbench_dc.provenance import package_versions  # noqa: E402
@@ -66,6 +67,7 @@ def _numbers(run_dir: Path) -> dict[str, Any]:
 
 
 def compare(protocols: list[str], workdir: Path) -> list[dict[str, Any]]:
+    """Each protocol run by the ``rbdc run`` command with each executor, from an empty run folder."""
     out = []
     for name in protocols:
         entry: dict[str, Any] = {"protocol": name}
@@ -73,10 +75,13 @@ def compare(protocols: list[str], workdir: Path) -> list[dict[str, Any]]:
         for executor in ("local", "ray"):
             run_dir = workdir / f"{Path(name).stem}-{executor}"
             shutil.rmtree(run_dir, ignore_errors=True)
+            cmd = [sys.executable, "-m", "robustbench_dc", "run", name, "--out", str(run_dir),
+                   "--db", str(run_dir / "results.sqlite"), "--quiet", *(["--executor", "ray"] if executor == "ray"
+                                                                          else [])]
             t0 = time.perf_counter()
-            result = run_protocol(name, run_dir, progress=False, executor=executor, db=run_dir / "results.sqlite")
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             entry[f"{executor}_seconds"] = time.perf_counter() - t0
-            entry[f"{executor}_jobs"] = len(result.executed)
+            entry[f"{executor}_command"] = " ".join(["rbdc", *cmd[3:]])
             folders[executor] = run_dir
             print(f"{name}: {executor} {entry[f'{executor}_seconds']:.1f} s", flush=True)
         entry["ray_over_local"] = entry["ray_seconds"] / entry["local_seconds"]
@@ -84,6 +89,8 @@ def compare(protocols: list[str], workdir: Path) -> list[dict[str, Any]]:
         entry["same_results"] = a["models"] == b["models"]
         entry["same_database_rows"] = a["db"] == b["db"]
         entry["same_figures"] = a["figures"] == b["figures"] and bool(a["figures"])
+        entry["job_seconds"] = {e: json.loads((folders[e] / "summary.json").read_text())["job_seconds"]
+                                for e in folders}
         out.append(entry)
     return out
 

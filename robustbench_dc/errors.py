@@ -18,7 +18,7 @@ callers keep working. The domain errors live next to their code and derive from 
 
 from __future__ import annotations
 
-__all__ = ["UserError", "UsageError", "InvalidParameterError", "MissingFileError"]
+__all__ = ["UserError", "UsageError", "InvalidParameterError", "MissingFileError", "StorageError"]
 
 
 class UserError(Exception):
@@ -41,3 +41,12 @@ class InvalidParameterError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist."""
+
+
+class StorageError(UserError, OSError):
+    """A file could not be written: the disk is full, a size limit was reached, or the folder is
+    read-only or not ours. Writes are atomic, so nothing already stored was changed.
+    ``StorageError(errno, message)``; ``str()`` is the message alone."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)

@@ -116,9 +116,7 @@ def submit_operator(operator: str, protocol_path: str | Path, name: str | None =
                            "operator": _absolute_reference(operator),
                            "params": dict(sub.params), "recipe": sub.recipe,
                            **({"seed": sub.seed} if sub.seed is not None else {})})
-    if db is not None:
-        data["leaderboard"]["db"] = db
     protocol = parse_protocol(data, str(protocol_path))
-    plan = make_plan(protocol, provenance, out)
+    plan = make_plan(protocol, provenance, out, db)  # --db: the caller's explicit choice, anywhere
     result = execute(plan, progress=progress, on_job=on_job, command=command)
     return result, result.leaderboard

@@ -381,12 +381,17 @@ def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path
              "batch_size": ev.batch_size}), [f"train:{n}" for n in dict.fromkeys(sources + targets)]))
     result_jobs = [j.id for j in jobs if j.kind != "train"]
     result_keys = [j.key for j in jobs if j.kind != "train"]
+    # the names and labels the figures and the report show are part of their keys: renaming an entry redraws
+    # them (and two otherwise identical submissions under different names get different run ids)
+    shown = {name: [m.label, m.role] for name, m in models.items()}
     if protocol.figures:
         jobs.append(Job("figures", "figures", stable_hash({**common, "job": "figures", "figures": protocol.figures,
-                                                          "inputs": result_keys + list(train_keys.values())}),
+                                                          "inputs": result_keys + list(train_keys.values()),
+                                                          "models": shown}),
                         result_jobs))
     jobs.append(Job("report", "report", stable_hash({**common, "job": "report", "inputs": [j.key for j in jobs],
-                                                    "leaderboard": protocol.leaderboard.model_dump()}),
+                                                    "leaderboard": protocol.leaderboard.model_dump(),
+                                                    "models": shown}),
                     [j.id for j in jobs]))
     run_id = f"{protocol.name}-{stable_hash([j.key for j in jobs])[:12]}"
     return Plan(protocol, provenance, models, attacks, transfer_attacks, sources, targets, sweeps, jobs, out,

@@ -12,6 +12,7 @@ Tables (see :data:`~robustbench_dc.results.schema.SCHEMA`): ``runs``, ``models``
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sqlite3
@@ -23,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from robustbench_dc.errors import UserError
+from robustbench_dc.errors import StorageError, UserError
 from robustbench_dc.results._validate import _int, _json, _mapping, _number, _present, _require, _split_accuracy, _text
 from robustbench_dc.results.leaderboard import LeaderboardEntry
 from robustbench_dc.results.schema import CHILD_TABLES, DEFAULT_DB, SCHEMA, SCHEMA_VERSION, WORST_CASE_LABEL, find_db
@@ -93,11 +94,14 @@ class ResultsStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
-        except BaseException:
+            conn.execute("COMMIT")
+        except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and "disk" in str(exc).lower():  # full, or an I/O error
+                raise StorageError(errno.ENOSPC, f"cannot write {self.path}: {exc}; the transaction was rolled "
+                                                 "back and nothing already stored was changed") from exc
             raise
-        conn.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

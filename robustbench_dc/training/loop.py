@@ -9,6 +9,7 @@ would (on CPU, where kernels are deterministic).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -84,9 +85,14 @@ class TrainResult:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> str:
-    """``torch.save`` to a temporary file in the same folder, then rename; returns the sha256."""
+    """``torch.save`` to a temporary file in the same folder, then rename; returns the sha256.
+
+    Serialised in memory first: torch's zip writer turns a failed write (a full disk) into an
+    opaque ``RuntimeError``, while our own write reports it as a :class:`StorageError`."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_write(path) as fh:
-        torch.save(obj, fh)
+        fh.write(buf.getbuffer())
     return file_digest(path, "sha256")
 
 
