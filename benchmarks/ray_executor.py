@@ -19,7 +19,7 @@ seconds, carry over.
 
 Usage::
 
-    python benchmarks/ray_executor.py compare quickstart leaderboard-mnist \\
+    python benchmarks/ray_executor.py compare quickstart leaderboard-mnist --resources all=cpus:1 \\
         --out benchmarks/results/ray-compare.json
     python benchmarks/ray_executor.py project leaderboard-cifar10 --machines 1 4 16 64 \\
         --out benchmarks/results/ray-projection.json
@@ -66,8 +66,9 @@ def _numbers(run_dir: Path) -> dict[str, Any]:
     return {"models": models, "figures": figures, "db": rows}
 
 
-def compare(protocols: list[str], workdir: Path) -> list[dict[str, Any]]:
-    """Each protocol run by the ``rbdc run`` command with each executor, from an empty run folder."""
+def compare(protocols: list[str], workdir: Path, resources: list[str]) -> list[dict[str, Any]]:
+    """Each protocol run by the ``rbdc run`` command with each executor, from an empty run folder, with the
+    same ``--resources`` (the same threads per job: what makes their numbers the same)."""
     out = []
     for name in protocols:
         entry: dict[str, Any] = {"protocol": name}
@@ -76,8 +77,9 @@ def compare(protocols: list[str], workdir: Path) -> list[dict[str, Any]]:
             run_dir = workdir / f"{Path(name).stem}-{executor}"
             shutil.rmtree(run_dir, ignore_errors=True)
             cmd = [sys.executable, "-m", "robustbench_dc", "run", name, "--out", str(run_dir),
-                   "--db", str(run_dir / "results.sqlite"), "--quiet", *(["--executor", "ray"] if executor == "ray"
-                                                                          else [])]
+                   "--db", str(run_dir / "results.sqlite"), "--quiet",
+                   *[a for r in resources for a in ("--resources", r)],
+                   *(["--executor", "ray"] if executor == "ray" else [])]
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             entry[f"{executor}_seconds"] = time.perf_counter() - t0
@@ -213,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="what", required=True)
     c = sub.add_parser("compare", help="local vs ray executor on the same protocols")
     c.add_argument("protocols", nargs="+")
+    c.add_argument("--resources", action="append", default=[], metavar="KIND=cpus:N,...",
+                   help="passed to both runs, e.g. all=cpus:1 (one thread per job, so Ray runs one job per core)")
     pr = sub.add_parser("project", help="a protocol's job graph on N machines, from measured job times")
     pr.add_argument("protocol", nargs="?", default="leaderboard-cifar10")
     pr.add_argument("--machines", type=int, nargs="+", default=[1, 4, 16, 64])
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         record: dict[str, Any] = {"command": [Path(sys.executable).name, *sys.argv],
                                   "versions": package_versions("numpy", "ray"), "machine": machine_info()}
         if args.what == "compare":
-            record["runs"] = compare(args.protocols, workdir)
+            record["runs"] = compare(args.protocols, workdir, args.resources)
             for r in record["runs"]:
                 print(f"{r['protocol']}: local {r['local_seconds']:.1f} s, ray {r['ray_seconds']:.1f} s "
                       f"(ray/local {r['ray_over_local']:.2f}); same results {r['same_results']}, "

@@ -3,7 +3,8 @@
 
 Compares every number of Tables 7-8 (white-box, black-box, the strong attacks) between two run
 folders of the same protocol and seed (for example one in this checkout and one in a fresh clone),
-and whether their trained checkpoints are bit-identical. Writes the differences, both runs'
+and whether their trained checkpoints are bit-identical. Either run may instead be a committed
+report (``figures/tables78.json``: the numbers and provenance of the run that made it). Writes the differences, both runs'
 provenance (commands, versions, machines) and the largest difference to one JSON file.
 
 Usage::
@@ -36,25 +37,45 @@ def _cells(tables) -> dict[str, float | None]:
     return out
 
 
+def _load(path: Path) -> tuple[dict[str, float | None], dict, dict]:
+    """(cells, provenance, checkpoint sha256 per model) of a run folder or of a committed report
+    (``figures/tables78.json``, which keeps the numbers and provenance but not the checkpoints)."""
+    if path.is_file():
+        report = json.loads(path.read_text())
+        cells = {}
+        for table, grid in (("table7", report["ours"]["white_box"]), ("table8", report["ours"]["black_box"])):
+            for training, rows in grid.items():
+                for attack, cols in rows.items():
+                    for op, value in cols.items():
+                        cells[f"{table}/{training}/{attack}/{op}"] = value
+        prov = report["provenance"]
+        prov = {**prov, "protocol_sha256": (prov.get("protocol") or {}).get("sha256")}
+        return cells, prov, {}
+    summary = json.loads((path / "summary.json").read_text())
+    prov = {k: summary.get(k) for k in ("run_id", "command", "versions", "machine", "started", "finished", "seed",
+                                        "data_sha256")}
+    prov["protocol_sha256"] = (summary.get("protocol") or {}).get("sha256")
+    ckpt = {name: m.get("checkpoint_sha256") for name, m in summary["models"].items()}
+    return _cells(build_tables(summary)), prov, ckpt
+
+
 def compare(run_a: Path, run_b: Path) -> dict:
-    sa, sb = (json.loads((r / "summary.json").read_text()) for r in (run_a, run_b))
-    ca, cb = _cells(build_tables(sa)), _cells(build_tables(sb))
+    """Compare two runs; either may be a committed report file instead of a run folder."""
+    (ca, pa, ka), (cb, pb, kb) = _load(run_a), _load(run_b)
     diffs = {k: (ca.get(k), cb.get(k)) for k in sorted(set(ca) | set(cb))}
     numeric = [abs(a - b) for a, b in diffs.values() if a is not None and b is not None]
-    ckpt = {name: (m.get("checkpoint_sha256"), sb["models"].get(name, {}).get("checkpoint_sha256"))
-            for name, m in sa["models"].items()}
     return {
         "runs": [str(run_a), str(run_b)],
-        "same_protocol": (sa.get("protocol") or {}).get("sha256") == (sb.get("protocol") or {}).get("sha256"),
-        "same_seed": sa.get("seed") == sb.get("seed"),
-        "same_data": sa.get("data_sha256") == sb.get("data_sha256"),
+        "same_protocol": pa["protocol_sha256"] == pb["protocol_sha256"],
+        "same_seed": pa.get("seed") == pb.get("seed"),
+        "same_data": pa.get("data_sha256") == pb.get("data_sha256"),
         "n_numbers": len(numeric),
         "max_abs_difference": max(numeric) if numeric else None,
         "n_different": sum(1 for d in numeric if d > 0),
-        "checkpoints_identical": {k: a == b and a is not None for k, (a, b) in ckpt.items()},
+        "checkpoints_identical": ({k: ka[k] == kb.get(k) and ka[k] is not None for k in ka} if ka and kb else
+                                  "not compared: a committed report keeps no checkpoints"),
         "differences": {k: {"a": a, "b": b} for k, (a, b) in diffs.items() if a != b},
-        "provenance": [{k: s.get(k) for k in ("run_id", "command", "versions", "machine", "started", "finished")}
-                       for s in (sa, sb)],
+        "provenance": [pa, pb],
     }
 
 
@@ -67,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     out = {"command": [Path(sys.executable).name, *sys.argv]} | compare(args.run_a, args.run_b)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
+    ck = out["checkpoints_identical"]
+    ck_text = f"{sum(ck.values())}/{len(ck)}" if isinstance(ck, dict) else ck
     print(f"{out['n_numbers']} numbers, {out['n_different']} differ, largest difference "
-          f"{out['max_abs_difference']}; checkpoints identical: "
-          f"{sum(out['checkpoints_identical'].values())}/{len(out['checkpoints_identical'])}")
+          f"{out['max_abs_difference']}; checkpoints identical: {ck_text}")
     print(f"wrote {args.out}")
     return 0
 

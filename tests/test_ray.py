@@ -115,10 +115,11 @@ def test_a_killed_driver_resumes_with_the_same_results(local_run, ray_2cpus, tmp
     path, local = local_run
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # the driver joins the running cluster (--address); its tasks die with it
+    # the driver joins the running cluster (--address); its tasks die with it. One thread per job, as the
+    # reference ran (a job's thread count is part of what fixes its floating-point results)
     address = ray.get_runtime_context().gcs_address
     proc = subprocess.Popen([sys.executable, "-m", "robustbench_dc", "run", str(path), "--out", str(out),
-                             "--executor", "ray", "--address", address, "--quiet"],
+                             "--executor", "ray", "--address", address, "--resources", "all=cpus:1", "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     t0 = time.time()
     while not list((out / ".jobs").glob("train__*.json")):
@@ -136,23 +137,42 @@ def test_a_killed_driver_resumes_with_the_same_results(local_run, ray_2cpus, tmp
 
 
 def test_resources_come_from_the_protocol_and_the_command_line(tmp_path):
-    proto = _small(tmp_path, resources={"train": {"cpus": 2, "memory": "1GiB"}, "whitebox": {"gpus": 0.5}})
+    proto = _small(tmp_path, resources={"all": {"cpus": 3}, "train": {"cpus": 2, "memory": "1GiB"},
+                                        "whitebox": {"gpus": 0.5}})
     plan = plan_protocol(_write(tmp_path, proto), tmp_path / "out")
-    res = job_resources(plan, parse_resources(["train=cpus:1.5", "report=memory:512MB"]))
+    res = job_resources(plan, parse_resources(["train=cpus:1.5", "report=memory:512MB"]), threads=4)
     assert res["train"] == {"cpus": 1.5, "gpus": 0.0, "memory": 2.0**30}
-    assert res["whitebox"] == {"cpus": 1.0, "gpus": 0.5, "memory": 0.0}
-    assert res["report"]["memory"] == 512e6 and res["figures"] == {"cpus": 1.0, "gpus": 0.0, "memory": 0.0}
+    assert res["whitebox"] == {"cpus": 3.0, "gpus": 0.5, "memory": 0.0}  # "all", then its own kind
+    assert res["report"] == {"cpus": 3.0, "gpus": 0.0, "memory": 512e6}
+    assert res["figures"] == {"cpus": 3.0, "gpus": 0.0, "memory": 0.0}
     assert ray_options(res["train"]) == {"num_cpus": 1.5, "num_gpus": 0.0, "max_retries": 0, "memory": 2**30}
     assert "memory" not in ray_options(res["figures"])
+    # without a resources section a job asks for the threads a local run would use
+    bare = plan_protocol(_write(tmp_path, _small(tmp_path), "bare.yaml"), tmp_path / "out")
+    assert {r["cpus"] for r in job_resources(bare, None, threads=4).values()} == {4.0}
+    assert job_resources(bare, parse_resources(["all=cpus:1"]), threads=4)["train"]["cpus"] == 1.0
     for bad in (["train=cpus"], ["nope=cpus:1"], ["train=cpus:-1"], ["train=memory:lots"], ["train=disk:1"]):
         with pytest.raises(ValueError, match="--resources"):
             parse_resources(bad)
 
 
+def test_a_job_runs_with_its_cpus_as_torch_threads_and_the_count_is_restored():
+    import torch
+
+    from robustbench_dc.protocol import job_threads
+
+    before = torch.get_num_threads()
+    with job_threads(3.0):
+        assert torch.get_num_threads() == 3
+    with job_threads(0.5):  # a fraction of a CPU is still one thread
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
 def test_the_local_executor_refuses_ray_options_and_an_unknown_executor(tmp_path, capsys):
     path = _write(tmp_path, _small(tmp_path))
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--address", "ray://x:1"]) == 2
-    assert "apply to the ray executor only" in capsys.readouterr().err
+    assert "--address applies to the ray executor only" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown executor 'dask'"):
         run_protocol(path, tmp_path / "o", executor="dask")
     assert not (tmp_path / "o" / "summary.json").exists()

@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="ray executor: join the Ray cluster at this address (default: start a local "
                                      "Ray instance, or $RAY_ADDRESS)")
     p.add_argument("--resources", action="append", default=[], metavar="KIND=cpus:N,gpus:N,memory:SIZE",
-                   help="ray executor: what each job of a kind (train, whitebox, sweep, lipschitz, embedding, "
-                        "transfer, figures, report) asks for, over the protocol's resources section; repeatable")
+                   help="what each job of a kind (train, whitebox, sweep, lipschitz, embedding, transfer, figures, "
+                        "report, or all) asks for, over the protocol's resources section; cpus is also the job's "
+                        "torch thread count (default: this process's), gpus and memory are requests to Ray; "
+                        "repeatable")
     p.set_defaults(func=cmd_run)

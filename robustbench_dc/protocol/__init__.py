@@ -11,7 +11,16 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from robustbench_dc.protocol.execute import EXECUTORS, JobsFailed, RunResult, execute, job_resources, job_status, results_db
+from robustbench_dc.protocol.execute import (
+    EXECUTORS,
+    JobsFailed,
+    RunResult,
+    execute,
+    job_resources,
+    job_status,
+    job_threads,
+    results_db,
+)
 from robustbench_dc.protocol.plan import Job, Plan, ResolvedModel, make_plan, resolve, stable_hash
 from robustbench_dc.protocol.schema import (
     FIGURES,
@@ -23,7 +32,7 @@ from robustbench_dc.protocol.schema import (
     parse_protocol,
 )
 
-__all__ = ["EXECUTORS", "FIGURES", "execute", "Job", "job_resources", "job_status", "JobResources", "JobsFailed",
+__all__ = ["EXECUTORS", "FIGURES", "execute", "Job", "job_resources", "job_status", "job_threads", "JobResources", "JobsFailed",
            "load_protocol", "make_plan", "ModelEntry", "parse_protocol", "parse_resources", "Plan", "plan_protocol",
            "Protocol", "ProtocolError", "resolve", "ResolvedModel", "results_db", "run_protocol", "RunResult",
            "stable_hash", "submit_operator"]

@@ -45,7 +45,7 @@ from robustbench_dc.provenance import package_versions
 from robustbench_dc.runtime import machine_info
 from robustbench_dc.zoo import ZooModel
 
-__all__ = ["EXECUTORS", "JobsFailed", "RunResult", "execute", "job_resources", "job_status", "results_db",
+__all__ = ["EXECUTORS", "JobsFailed", "RunResult", "execute", "job_resources", "job_status", "job_threads", "results_db",
            "run_job"]
 
 log = logging.getLogger(__name__)
@@ -403,13 +403,15 @@ def execute(plan: Plan, *, progress: bool = True, force: bool = False,
 
     ``executor``: ``"local"`` (default) runs the jobs one after the other in this process;
     ``"ray"`` runs them as Ray tasks (:mod:`robustbench_dc.protocol.ray_executor`), joining the
-    cluster at ``address`` or starting a local Ray instance, with per-kind ``resources``
-    overriding the protocol's ``resources`` section. Both leave the same files behind.
+    cluster at ``address`` or starting a local Ray instance. ``resources`` (per job kind, or
+    ``all``) override the protocol's ``resources`` section. A job's ``cpus`` is also its torch
+    thread count under either executor (default: this process's), because the thread count
+    changes floating-point results: with the same resources both executors leave the same files.
     """
     if executor not in EXECUTORS:
         raise InvalidParameterError(f"executor: unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    if executor == "local" and (address is not None or resources):
-        raise UsageError("--address and --resources apply to the ray executor only (add --executor ray)")
+    if executor == "local" and address is not None:
+        raise UsageError("--address applies to the ray executor only (add --executor ray)")
     run_dir = plan.output
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):
@@ -420,14 +422,15 @@ def execute(plan: Plan, *, progress: bool = True, force: bool = False,
         started = _first_start(run_dir, (old or {}).get("started"))
         status = {} if force else job_status(plan, run_dir)
         result = RunResult(run_dir=run_dir, summary={})
+        wanted = job_resources(plan, resources)
         if executor == "ray":
             from robustbench_dc.protocol.ray_executor import execute_ray
 
             execute_ray(plan, run_dir, status, result, started=started, command=command, on_job=on_job,
-                        address=address, resources=job_resources(plan, resources))
+                        address=address, resources=wanted)
         else:
             _execute_local(plan, run_dir, status, result, progress=progress, started=started, command=command,
-                           on_job=on_job)
+                           on_job=on_job, resources=wanted)
         result.summary = _read(run_dir / "summary.json") or {}
         lb = run_dir / "leaderboard.md"
         result.leaderboard = lb.read_text() if lb.is_file() else ""
@@ -454,20 +457,36 @@ class JobsFailed(RuntimeError):
         super().__init__("\n".join(lines))
 
 
-def job_resources(plan: Plan, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, float]]:
-    """Resources each job kind asks for: the protocol's ``resources`` section, then ``overrides``
-    (the command line), per kind; ``cpus`` defaults to 1, ``gpus`` and ``memory`` (bytes) to 0."""
+def job_resources(plan: Plan, overrides: dict[str, dict[str, Any]] | None = None,
+                  threads: int | None = None) -> dict[str, dict[str, float]]:
+    """What each job kind asks for: the protocol's ``resources`` section, then ``overrides`` (the
+    command line), each per kind with ``all`` applying to every kind first. ``cpus`` (also the
+    job's torch thread count) defaults to ``threads`` (this process's torch thread count, which a
+    local run would use), ``gpus`` and ``memory`` (bytes) to 0."""
+    default = float(threads if threads is not None else torch.get_num_threads())
     out: dict[str, dict[str, float]] = {}
     section: dict[str, Any] = {str(k): v for k, v in (plan.protocol.resources or {}).items()}
     for kind in _RUNNERS:
-        merged: dict[str, Any] = {"cpus": 1.0, "gpus": 0.0, "memory": 0.0}
-        for source in (section.get(kind), (overrides or {}).get(kind)):
+        merged: dict[str, Any] = {"cpus": default, "gpus": 0.0, "memory": 0.0}
+        for source in (section.get("all"), section.get(kind), (overrides or {}).get("all"),
+                       (overrides or {}).get(kind)):
             if source is None:
                 continue
             items = source.model_dump(exclude_none=True) if hasattr(source, "model_dump") else dict(source)
             merged.update(items)
         out[kind] = {k: float(v) for k, v in merged.items()}
     return out
+
+
+@contextlib.contextmanager
+def job_threads(cpus: float) -> Iterator[None]:
+    """torch's intra-op threads set to a job's ``cpus`` (at least 1) while it runs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cpus)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_job(ctx: _Context, job: Job) -> float:
@@ -482,7 +501,8 @@ def run_job(ctx: _Context, job: Job) -> float:
 
 
 def _execute_local(plan: Plan, run_dir: Path, status: dict[str, bool], result: RunResult, *, progress: bool,
-                   started: str, command: str | None, on_job: Callable[[Job, str, float], None] | None) -> None:
+                   started: str, command: str | None, on_job: Callable[[Job, str, float], None] | None,
+                   resources: dict[str, dict[str, float]]) -> None:
     ctx = _Context(plan, run_dir, progress, command)
     ctx.started = started
     for job in plan.jobs:
@@ -491,7 +511,8 @@ def _execute_local(plan: Plan, run_dir: Path, status: dict[str, bool], result: R
             if on_job:
                 on_job(job, "cached", 0.0)
             continue
-        seconds = run_job(ctx, job)
+        with job_threads(resources[job.kind]["cpus"]):
+            seconds = run_job(ctx, job)
         result.executed.append(job.id)
         if on_job:
             on_job(job, "done", seconds)

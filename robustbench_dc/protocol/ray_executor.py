@@ -15,8 +15,10 @@ on every node (NFS, a cluster filesystem, or a single machine); so must the data
 (``$RBDC_DATA``, which the driver passes on to the tasks) and any operator plugin file.
 
 A job that fails is reported with its name and error; the jobs that need it are skipped and
-every other job still runs. The tasks' thread count follows their CPU request, so a task asking
-for 1 CPU does not oversubscribe the node.
+every other job still runs. A task runs with as many torch threads as it asks for CPUs, and a
+job asks, unless told otherwise, for as many as the driver's torch uses (what a local run would
+use): the thread count changes floating-point results, so with the same resources both
+executors give the same numbers. ``--resources all=cpus:1`` runs one job per core.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from robustbench_dc.errors import UserError
-from robustbench_dc.protocol.execute import RunResult, _Context, run_job
+from robustbench_dc.protocol.execute import RunResult, _Context, job_threads, run_job
 from robustbench_dc.protocol.plan import Job, Plan
 
 __all__ = ["RayMissingError", "execute_ray", "ray_options"]
@@ -50,21 +52,19 @@ def _import_ray() -> Any:
 
 def ray_options(resources: dict[str, float]) -> dict[str, Any]:
     """``@ray.remote`` options for one job kind's resources (``cpus``, ``gpus``, ``memory`` in bytes)."""
-    opts: dict[str, Any] = {"num_cpus": resources.get("cpus", 1.0), "num_gpus": resources.get("gpus", 0.0),
+    opts: dict[str, Any] = {"num_cpus": resources["cpus"], "num_gpus": resources.get("gpus", 0.0),
                             "max_retries": 0}
     if resources.get("memory"):
         opts["memory"] = int(resources["memory"])
     return opts
 
 
-def _task(plan: Plan, run_dir: str, job_id: str, started: str, command: str | None, threads: int) -> float:
-    """One job, run in a Ray worker (the same code path as the local executor)."""
-    import torch
-
-    torch.set_num_threads(max(1, threads))
+def _task(plan: Plan, run_dir: str, job_id: str, started: str, command: str | None, cpus: float) -> float:
+    """One job, run in a Ray worker (the same code path, and thread count, as the local executor)."""
     ctx = _Context(plan, Path(run_dir), progress=False, command=command)
     ctx.started = started
-    return run_job(ctx, plan.job(job_id))
+    with job_threads(cpus):
+        return run_job(ctx, plan.job(job_id))
 
 
 def _error_line(exc: BaseException) -> str:
@@ -85,7 +85,7 @@ def execute_ray(plan: Plan, run_dir: Path, status: dict[str, bool], result: RunR
         init: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False,
                                 "runtime_env": {"env_vars": env} if env else None}
         if address is None and os.environ.get("RAY_ADDRESS") is None:
-            init["num_cpus"] = os.cpu_count()
+            init["num_cpus"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         try:
             ray.init(**init)
         except ConnectionError as exc:
@@ -127,7 +127,7 @@ def _drive(ray: Any, plan: Plan, run_dir: Path, status: dict[str, bool], result:
                 del pending[job.id]
                 res = resources[job.kind]
                 ref = remote.options(**ray_options(res)).remote(plan_ref, str(run_dir), job.id, started, command,
-                                                                int(res.get("cpus", 1.0)))
+                                                                res["cpus"])
                 running[ref] = job
 
     submit_ready()

@@ -161,7 +161,7 @@ class SubmissionTemplate(_Strict):
     seed: int | None = None
 
 
-JobKind = Literal["train", "whitebox", "sweep", "lipschitz", "embedding", "transfer", "figures", "report"]
+JobKind = Literal["all", "train", "whitebox", "sweep", "lipschitz", "embedding", "transfer", "figures", "report"]
 
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
                  "g": 2**30, "gb": 10**9, "gib": 2**30}
@@ -186,7 +186,8 @@ def parse_memory(value: Any) -> int:
 
 
 class JobResources(_Strict):
-    """What one job of a kind asks the Ray executor for (the local executor ignores it)."""
+    """What one job of a kind asks for: ``cpus`` is its torch thread count under either executor (default:
+    the running process's); ``gpus`` and ``memory`` are requests to the Ray executor."""
 
     cpus: float | None = Field(default=None, ge=0, le=1024)
     gpus: float | None = Field(default=None, ge=0, le=64)
@@ -211,7 +212,7 @@ class Protocol(_Strict):
         default_factory=lambda: list(FIGURES))
     leaderboard: LeaderboardSection = LeaderboardSection()
     submission: SubmissionTemplate | None = None
-    #: per job kind, what the Ray executor requests (``rbdc run --executor ray``); no effect on results
+    #: per job kind (or ``all``): threads (``cpus``, both executors) and what the Ray executor requests
     resources: dict[JobKind, JobResources] | None = None
 
     @model_validator(mode="after")
