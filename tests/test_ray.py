@@ -111,6 +111,13 @@ def test_a_failing_job_is_reported_and_the_others_complete(ray_2cpus, tmp_path, 
     assert lines["train base"] == lines["whitebox tanh"] == "cached"
 
 
+def test_a_job_that_asks_for_more_than_the_cluster_has_is_refused_before_anything_runs(ray_2cpus, tmp_path):
+    path = _write(tmp_path, _small(tmp_path))
+    with pytest.raises(ValueError, match="train jobs ask for 1 gpus but the Ray cluster has 0"):
+        run_protocol(path, tmp_path / "out", progress=False, executor="ray", resources={"train": {"gpus": 1}})
+    assert not list((tmp_path / "out").glob("models/*"))
+
+
 def test_a_killed_driver_resumes_with_the_same_results(local_run, ray_2cpus, tmp_path):
     path, local = local_run
     out = tmp_path / "out"

@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from robustbench_dc.errors import UserError
+from robustbench_dc.errors import InvalidParameterError, UserError
 from robustbench_dc.protocol.execute import RunResult, _Context, job_threads, run_job
 from robustbench_dc.protocol.plan import Job, Plan
 
@@ -102,6 +102,13 @@ def execute_ray(plan: Plan, run_dir: Path, status: dict[str, bool], result: RunR
 def _drive(ray: Any, plan: Plan, run_dir: Path, status: dict[str, bool], result: RunResult, *, started: str,
            command: str | None, on_job: Callable[[Job, str, float], None] | None,
            resources: dict[str, dict[str, float]]) -> None:
+    total = ray.cluster_resources()
+    for kind in sorted({job.kind for job in plan.jobs if not status.get(job.id)}):
+        for name, key in (("cpus", "CPU"), ("gpus", "GPU")):
+            want, have = resources[kind].get(name, 0.0), float(total.get(key, 0.0))
+            if want > have:  # Ray would wait for it forever
+                raise InvalidParameterError(f"resources: {kind} jobs ask for {want:g} {name} but the Ray cluster has {have:g}; "
+                                f"lower it (--resources {kind}={name}:{have:g}) or add nodes")
     remote = ray.remote(_task)
     plan_ref = ray.put(plan)
     done = {job_id for job_id, ok in status.items() if ok}
