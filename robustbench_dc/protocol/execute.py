@@ -427,7 +427,7 @@ def execute(plan: Plan, *, progress: bool = True, force: bool = False,
             from robustbench_dc.protocol.ray_executor import execute_ray
 
             execute_ray(plan, run_dir, status, result, started=started, command=command, on_job=on_job,
-                        address=address, resources=wanted)
+                        address=address, resources=wanted, run_one=run_one)
         else:
             _execute_local(plan, run_dir, status, result, progress=progress, started=started, command=command,
                            on_job=on_job, resources=wanted)
@@ -498,6 +498,15 @@ def run_job(ctx: _Context, job: Job) -> float:
     _write_json(_marker(ctx.run_dir, job), {"key": job.key, "job": job.id,
                                             "finished": datetime.now(timezone.utc).isoformat(), "seconds": seconds})
     return seconds
+
+
+def run_one(plan: Plan, run_dir: str, job_id: str, started: str, command: str | None, cpus: float) -> float:
+    """One job of ``plan`` in a fresh context with ``cpus`` torch threads (how a Ray worker runs a job:
+    the same code path and thread count as the local executor); returns its seconds."""
+    ctx = _Context(plan, Path(run_dir), progress=False, command=command)
+    ctx.started = started
+    with job_threads(cpus):
+        return run_job(ctx, plan.job(job_id))
 
 
 def _execute_local(plan: Plan, run_dir: Path, status: dict[str, bool], result: RunResult, *, progress: bool,

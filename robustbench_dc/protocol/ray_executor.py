@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from robustbench_dc.errors import InvalidParameterError, UserError
-from robustbench_dc.protocol.execute import RunResult, _Context, job_threads, run_job
 from robustbench_dc.protocol.plan import Job, Plan
 
 __all__ = ["RayMissingError", "execute_ray", "ray_options"]
@@ -59,14 +58,6 @@ def ray_options(resources: dict[str, float]) -> dict[str, Any]:
     return opts
 
 
-def _task(plan: Plan, run_dir: str, job_id: str, started: str, command: str | None, cpus: float) -> float:
-    """One job, run in a Ray worker (the same code path, and thread count, as the local executor)."""
-    ctx = _Context(plan, Path(run_dir), progress=False, command=command)
-    ctx.started = started
-    with job_threads(cpus):
-        return run_job(ctx, plan.job(job_id))
-
-
 def _error_line(exc: BaseException) -> str:
     """The job's own exception as one line (Ray wraps it in a RayTaskError with the remote traceback)."""
     cause = getattr(exc, "cause", None) or exc
@@ -74,10 +65,14 @@ def _error_line(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text[-1] if text else ''}".rstrip(": ")
 
 
-def execute_ray(plan: Plan, run_dir: Path, status: dict[str, bool], result: RunResult, *, started: str,
+def execute_ray(plan: Plan, run_dir: Path, status: dict[str, bool], result: Any, *, started: str,
                 command: str | None, on_job: Callable[[Job, str, float], None] | None, address: str | None,
-                resources: dict[str, dict[str, float]]) -> None:
-    """Run the jobs of ``plan`` not marked done in ``status`` on Ray (see the module docstring)."""
+                resources: dict[str, dict[str, float]], run_one: Callable[..., float]) -> None:
+    """Run the jobs of ``plan`` not marked done in ``status`` on Ray (see the module docstring).
+
+    ``run_one(plan, run_dir, job_id, started, command, cpus) -> seconds`` runs one job in a worker: the
+    executor's own job function (:func:`robustbench_dc.protocol.execute.run_one`), passed in so that this
+    module needs nothing from the module that calls it. ``result`` (a ``RunResult``) is filled in."""
     ray = _import_ray()
     started_here = False
     if not ray.is_initialized():
@@ -93,15 +88,15 @@ def execute_ray(plan: Plan, run_dir: Path, status: dict[str, bool], result: RunR
         started_here = True
     try:
         _drive(ray, plan, run_dir.resolve(), status, result, started=started, command=command, on_job=on_job,
-               resources=resources)
+               resources=resources, run_one=run_one)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _drive(ray: Any, plan: Plan, run_dir: Path, status: dict[str, bool], result: RunResult, *, started: str,
+def _drive(ray: Any, plan: Plan, run_dir: Path, status: dict[str, bool], result: Any, *, started: str,
            command: str | None, on_job: Callable[[Job, str, float], None] | None,
-           resources: dict[str, dict[str, float]]) -> None:
+           resources: dict[str, dict[str, float]], run_one: Callable[..., float]) -> None:
     total = ray.cluster_resources()
     for kind in sorted({job.kind for job in plan.jobs if not status.get(job.id)}):
         for name, key in (("cpus", "CPU"), ("gpus", "GPU")):
@@ -109,7 +104,7 @@ def _drive(ray: Any, plan: Plan, run_dir: Path, status: dict[str, bool], result:
             if want > have:  # Ray would wait for it forever
                 raise InvalidParameterError(f"resources: {kind} jobs ask for {want:g} {name} but the Ray cluster has {have:g}; "
                                 f"lower it (--resources {kind}={name}:{have:g}) or add nodes")
-    remote = ray.remote(_task)
+    remote = ray.remote(run_one)
     plan_ref = ray.put(plan)
     done = {job_id for job_id, ok in status.items() if ok}
     pending = {job.id: job for job in plan.jobs}
