@@ -377,3 +377,12 @@ def test_a_second_run_on_the_same_folder_is_refused_while_the_first_holds_it(tmp
         assert f"run folder {out} is in use by another rbdc run (pid {os.getpid()})" in err
         assert "Traceback" not in err and not (out / "summary.json").exists()
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused run wrote nothing
+
+
+def test_the_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    path = _write(tmp_path, _protocol(tmp_path))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert 'the ray executor needs Ray: pip install "robustbench-dc[ray]"' in err
+    assert not (tmp_path / "out" / "summary.json").exists()
