@@ -9,6 +9,7 @@ would (on CPU, where kernels are deterministic).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -22,9 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustbench_dc._atomic import atomic_write, atomic_write_text
+from robustbench_dc._atomic import atomic_write_bytes, atomic_write_text
 from robustbench_dc.attacks.native import projected_gradient_attack
-from robustbench_dc.data.download import file_digest
 from robustbench_dc.errors import InvalidParameterError, UsageError, UserError
 from robustbench_dc.operators import (
     WeightProjection,
@@ -88,12 +88,12 @@ def atomic_torch_save(obj: Any, path: str | Path) -> str:
     """``torch.save`` to a temporary file in the same folder, then rename; returns the sha256.
 
     Serialised in memory first: torch's zip writer turns a failed write (a full disk) into an
-    opaque ``RuntimeError``, while our own write reports it as a :class:`StorageError`."""
+    opaque ``RuntimeError``, while our own write reports it as a :class:`StorageError`; the digest
+    is taken from the same bytes, without reading the file back."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    with atomic_write(path) as fh:
-        fh.write(buf.getbuffer())
-    return file_digest(path, "sha256")
+    atomic_write_bytes(path, buf.getvalue())
+    return hashlib.sha256(buf.getbuffer()).hexdigest()
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
