@@ -102,8 +102,8 @@ def _drive(ray: Any, plan: Plan, run_dir: Path, status: dict[str, bool], result:
         for name, key in (("cpus", "CPU"), ("gpus", "GPU")):
             want, have = resources[kind].get(name, 0.0), float(total.get(key, 0.0))
             if want > have:  # Ray would wait for it forever
-                raise InvalidParameterError(f"resources: {kind} jobs ask for {want:g} {name} but the Ray cluster has {have:g}; "
-                                f"lower it (--resources {kind}={name}:{have:g}) or add nodes")
+                raise InvalidParameterError(f"resources: {kind} jobs ask for {want:g} {name} but the Ray cluster "
+                                            f"has {have:g}; lower it (--resources {kind}={name}:{have:g}) or add nodes")
     remote = ray.remote(run_one)
     plan_ref = ray.put(plan)
     done = {job_id for job_id, ok in status.items() if ok}
@@ -150,6 +150,3 @@ def _drive(ray: Any, plan: Plan, run_dir: Path, status: dict[str, bool], result:
             if on_job:
                 on_job(job, "done", seconds)
         submit_ready()
-    # jobs left pending need a job that never ran (cannot happen in a plan whose deps are its own jobs)
-    for job in pending.values():
-        result.skipped.append(job.id)
