@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -339,6 +341,10 @@ def test_a_protocol_runs_the_binarization_test_and_the_leaderboard_shows_it(tmp_
     assert entries[0].binarization[label] == b
     md = render_leaderboard(entries, fmt="md")
     assert f"{label} binarization test: attack success (%)" in md
+    rec = dict(zip(*csv.reader(io.StringIO(render_leaderboard(entries, fmt="csv")))))
+    assert int(rec[f"binarization:{label}:n_points"]) == 4
+    assert int(rec[f"binarization:{label}:n_valid"]) == b["n_valid"]
+    assert float(rec[f"binarization:{label}:construction_failure_rate"]) == b["construction_failure_rate"]
 
 
 @pytest.mark.parametrize("output", ["../../../../tmp/rbdc-escaped", "/tmp/rbdc-escaped", "link/out"])

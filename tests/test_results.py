@@ -254,6 +254,18 @@ def test_csv_and_json_round_trip(tmp_path):
     assert [d["rank"] for d in data] == [1, 2]
     assert [LeaderboardEntry.from_dict(d) for d in data] == [entries[1], entries[0]]
 
+    # the binarization test gets its columns only for the attacks that ran it; blank where an entry has none
+    entries[0].binarization = {FGSM: {"attack_success_rate": 0.75, "noise_success_rate": 0.0, "n_valid": 4,
+                                      "n_points": 5, "construction_failure_rate": 0.2}}
+    header, first, second = list(csv.reader(io.StringIO(render_leaderboard(entries, "csv"))))
+    assert [h for h in header if h.startswith("binarization:")] == [
+        f"binarization:{FGSM}:{k}" for k in ("attack_success_rate", "noise_success_rate",
+                                               "construction_failure_rate", "n_valid", "n_points")]
+    b = dict(zip(header, second))
+    assert (float(b[f"binarization:{FGSM}:attack_success_rate"]), b[f"binarization:{FGSM}:n_valid"]) == (0.75, "4")
+    assert dict(zip(header, first))[f"binarization:{FGSM}:attack_success_rate"] == ""
+    entries[0].binarization = {}
+
     paths = write_leaderboard(entries, tmp_path / "board", formats=("md", "html", "json"))
     assert [p.name for p in paths] == ["leaderboard.md", "leaderboard.html", "leaderboard.json"]
     assert json.loads(paths[2].read_text(encoding="utf-8")) == data

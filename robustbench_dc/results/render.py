@@ -145,12 +145,25 @@ def _csv_number(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
+#: the binarization test's fields in the CSV, one column each per tested attack
+_BINARIZATION_CSV = ("attack_success_rate", "noise_success_rate", "construction_failure_rate", "n_valid", "n_points")
+
+
+def _csv_binarization(b: dict[str, Any] | None, key: str) -> str:
+    value = (b or {}).get(key)
+    if value is None:
+        return ""
+    return str(value) if key.startswith("n_") else _csv_number(value)
+
+
 def _render_csv(ranked: Sequence[LeaderboardEntry], metric: str) -> str:
     attacks = _attack_labels(ranked)
     pairs = _transfer_pairs(ranked)
+    tested = [a for a in attacks if any(a in e.binarization for e in ranked)]
     header = (["rank", "name", "label", "architecture", "operator", "operator_params", "dataset", "threat_model",
                "eps", "n_test", "clean_accuracy", "worst_case_robust_accuracy"]
               + [f"robust_accuracy:{a}" for a in attacks] + [f"{TRANSFER_PREFIX}{s}:{a}" for s, a in pairs]
+              + [f"binarization:{a}:{k}" for a in tested for k in _BINARIZATION_CSV]
               + ["flags", "training", "recipe", "date", "version", "protocol", "run_id"])
     buf = io.StringIO()
     writer = csv.writer(buf, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
@@ -162,6 +175,7 @@ def _render_csv(ranked: Sequence[LeaderboardEntry], metric: str) -> str:
              _csv_number(e.clean_accuracy), _csv_number(e.worst_case_robust_accuracy)]
             + [_csv_number(e.robust_accuracy.get(a)) for a in attacks]
             + [_csv_number(e.transfer_robust_accuracy.get(s, {}).get(a)) for s, a in pairs]
+            + [_csv_binarization(e.binarization.get(a), k) for a in tested for k in _BINARIZATION_CSV]
             + [";".join(e.flags), e.training or "", "" if e.recipe is None else json.dumps(e.recipe, sort_keys=True),
                e.date or "", e.version or "", e.protocol, e.run_id])
     return buf.getvalue()
