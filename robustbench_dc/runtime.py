@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover - torch is imported lazily (this module must load without it)
     import torch
 
-__all__ = ["configure_allocator", "cpu_model", "machine_info", "usable_cores"]
+__all__ = ["configure_allocator", "cpu_bf16_native", "cpu_model", "machine_info", "usable_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,21 @@ def _mem_total_bytes() -> int | None:
     return None
 
 
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bfloat16 natively (oneDNN's check: AVX-512 BF16 or AMX). Without
+    it bfloat16 is emulated, slower than float32, and ``precision="auto"`` trains in float32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def machine_info(device: "torch.device | str | None" = None) -> dict[str, Any]:
-    """CPU model, cores, memory and the GPU (if ``device`` is a CUDA device): recorded beside results."""
+    """CPU model, cores, memory, the CPU's vector capability and whether it computes bfloat16
+    natively (both change the speed and, through ``precision="auto"``, the numbers of a run), and
+    the GPU (if ``device`` is a CUDA device): recorded beside results."""
     import torch
 
     device = torch.device(device or "cpu")
@@ -94,6 +107,7 @@ def machine_info(device: "torch.device | str | None" = None) -> dict[str, Any]:
         "memory_bytes": _mem_total_bytes(), "platform": platform.platform(), "machine": platform.machine(),
         "gpu_used": device.type == "cuda", "cuda_available": torch.cuda.is_available(),
         "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16_native": cpu_bf16_native(),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

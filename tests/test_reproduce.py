@@ -136,6 +136,10 @@ def test_scale_settings_prefixes_and_phase_times_come_from_the_summary() -> None
     assert "precision auto (ran bf16), compile auto (ran compiled)" in md
     assert "| `baseline-nat` | Baseline (model) | cnn9 `None` | width=0.25, rho=1.0 |" in md
     assert "machine: Test CPU, 2 usable cores, 16 GiB memory, no GPU (Linux)" in md
+    # the CPU's vector capability where the run recorded it (it decides what precision "auto" trained in)
+    s["machine"].update(cpu_capability="AVX2", cpu_bf16_native=False)
+    assert "machine: Test CPU, 2 usable cores, AVX2 without native bfloat16, 16 GiB memory" in render_markdown(
+        build_tables(s), "table7")
     assert "Protocol `table7-8-cpu`. Every setting the paper does not publish" in md
     # the black-box table has no strong attacks and no prefix note
     assert "on the first 500" not in render_markdown(t, "table8")

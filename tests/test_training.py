@@ -214,6 +214,17 @@ def test_relative_rho_running_means_are_recalibrated_after_each_epoch():
     assert all(int(m.xnorm_steps) == 8 for m in stale.model.modules() if isinstance(m, DecoupledLayer))
 
 
+def test_the_machine_record_says_whether_auto_precision_trains_in_bf16():
+    # two machines of the same "AMD EPYC" model name trained the same protocol in bf16 and in fp32:
+    # the record must tell them apart
+    from robustbench_dc.runtime import machine_info
+    from robustbench_dc.training.loop import resolve_precision
+
+    info = machine_info()
+    assert info["cpu_bf16_native"] is resolve_precision("auto", torch.device("cpu"))
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
 def test_fast_mode_trains_in_bf16_channels_last_and_returns_an_ordinary_model():
     from robustbench_dc.training.loop import resolve_precision
 

@@ -345,7 +345,11 @@ def _machine_text(m: Any) -> str:
         return "not recorded"
     gpu = f", GPU {m.get('gpu_name')}" if m.get("gpu_used") else ", no GPU"
     mem = m.get("memory_bytes")
-    return (f"{m.get('cpu_model')}, {m.get('usable_cores')} usable cores"
+    cap = m.get("cpu_capability")
+    vec = "" if cap is None else f", {cap}" + (
+        "" if m.get("cpu_bf16_native") is None else
+        (" with native bfloat16" if m["cpu_bf16_native"] else " without native bfloat16"))
+    return (f"{m.get('cpu_model')}, {m.get('usable_cores')} usable cores" + vec
             + (f", {mem / 2**30:.0f} GiB memory" if mem else "") + gpu + f" ({m.get('platform')})")
 
 

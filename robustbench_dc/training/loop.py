@@ -34,6 +34,7 @@ from robustbench_dc.operators import (
     recalibrate_xnorm,
     resolve_compile,
 )
+from robustbench_dc.runtime import cpu_bf16_native
 from robustbench_dc.training.augment import augment
 from robustbench_dc.training.distributed import all_reduce_sum, barrier, device_for, world, wrap
 from robustbench_dc.training.recipe import Recipe, get_recipe
@@ -144,10 +145,7 @@ def resolve_precision(precision: str, device: torch.device) -> bool:
         return True
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return cpu_bf16_native()
 
 
 #: Shortest run for which ``compile="auto"`` compiles (compiling costs 10-30 s per operator).
