@@ -49,12 +49,16 @@ def _load(path: Path) -> tuple[dict[str, float | None], dict, dict]:
                     for op, value in cols.items():
                         cells[f"{table}/{training}/{attack}/{op}"] = value
         prov = report["provenance"]
-        prov = {**prov, "protocol_sha256": (prov.get("protocol") or {}).get("sha256")}
+        prov = {**prov, "protocol_sha256": (prov.get("protocol") or {}).get("sha256"),
+                "trained_with": {name: s.get("trained_with") for name, s in report.get("settings", {}).items()}
+                or "not recorded in the report"}
         return cells, prov, {}
     summary = json.loads((path / "summary.json").read_text())
     prov = {k: summary.get(k) for k in ("run_id", "command", "versions", "machine", "started", "finished", "seed",
                                         "data_sha256")}
     prov["protocol_sha256"] = (summary.get("protocol") or {}).get("sha256")
+    # what precision="auto" and compile="auto" resolved to per model: they differ between CPUs
+    prov["trained_with"] = {name: m.get("trained_with") for name, m in summary["models"].items()}
     ckpt = {name: m.get("checkpoint_sha256") for name, m in summary["models"].items()}
     return _cells(build_tables(summary)), prov, ckpt
 

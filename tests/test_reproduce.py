@@ -202,6 +202,8 @@ def test_rbdc_reproduce_writes_tables_and_figures_from_run_folders(tmp_path, cap
     data = json.loads((out / "tables78.json").read_text())
     assert data["ours"]["white_box"]["adversarial"]["bim"]["SphereConv"] == pytest.approx(0.3507)
     assert {c["key"]: c["status"] for c in data["claims"]}["sphere-at-bim"] == "reproduced"
+    # each model's settings travel with the numbers (what "auto" precision resolved to differs between CPUs)
+    assert data["settings"]["baseline-nat"]["label"] == "Baseline" and "trained_with" in data["settings"]["baseline-nat"]
     fig7 = json.loads((out / "figure7.json").read_text())
     assert fig7["models"] == ["baseline-adv", "sphereconv-adv", "ballconv-adv", "tanhconv-adv"]
     assert fig7["data_sha256"] == "ee" * 32 and fig7["command"] == "rbdc run f67"
@@ -270,6 +272,11 @@ def test_the_noise_between_two_runs_is_measured_cell_by_cell(tmp_path) -> None:
     assert out["checkpoints_identical"]["ballconv-adv"] is False and out["checkpoints_identical"]["baseline-nat"]
     same = noise.compare(tmp_path / "a", tmp_path / "a")
     assert same["n_different"] == 0 and same["max_abs_difference"] == 0 and same["n_numbers"] > 40
+    # what "auto" resolved to is compared too: machines differ in native bfloat16
+    b["models"]["ballconv-adv"]["trained_with"] = {"precision": "fp32", "compiled": True}
+    out = noise.compare(tmp_path / "a", _run_folder(tmp_path / "c", b))
+    assert out["provenance"][1]["trained_with"]["ballconv-adv"] == {"precision": "fp32", "compiled": True}
+    assert out["provenance"][0]["trained_with"]["ballconv-adv"] is None
 
 
 def test_phase_times_of_a_finished_run_are_read_not_retimed(tmp_path) -> None:

@@ -65,7 +65,7 @@ def write_tables(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
                "paper": {"table7": TABLE7, "table8": TABLE8}, "models": tables.models, "flags": tables.flags,
                "attack_labels": tables.attack_labels, "source": tables.source,
                "claims": [dataclasses.asdict(c) for c in judge_claims(tables)], "provenance": tables.provenance,
-               "report_command": _report_command(out, run, None)}
+               "settings": tables.settings, "report_command": _report_command(out, run, None)}
     path = out / "tables78.json"
     atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
     return written + [path]
