@@ -3,7 +3,8 @@
 
 Compares every number of Tables 7-8 (white-box, black-box, the strong attacks) between two run
 folders of the same protocol and seed (for example one in this checkout and one in a fresh clone),
-and whether their trained checkpoints are bit-identical. Either run may instead be a committed
+and whether their trained checkpoints are bit-identical. A partial re-run (some of the models) is
+compared on the numbers both runs have; the others are listed as present in one run only. Either run may instead be a committed
 report (``figures/tables78.json``: the numbers and provenance of the run that made it). Writes the differences, both runs'
 provenance (commands, versions, machines) and the largest difference to one JSON file.
 
@@ -70,6 +71,9 @@ def compare(run_a: Path, run_b: Path) -> dict:
     numeric = [abs(a - b) for a, b in diffs.values() if a is not None and b is not None]
     return {
         "runs": [str(run_a), str(run_b)],
+        # a partial re-run (a subset of the models) compares the cells both runs have
+        "only_in_a": sorted(k for k, (a, b) in diffs.items() if a is not None and b is None),
+        "only_in_b": sorted(k for k, (a, b) in diffs.items() if a is None and b is not None),
         "same_protocol": pa["protocol_sha256"] == pb["protocol_sha256"],
         "same_seed": pa.get("seed") == pb.get("seed"),
         "same_data": pa.get("data_sha256") == pb.get("data_sha256"),
@@ -78,7 +82,8 @@ def compare(run_a: Path, run_b: Path) -> dict:
         "n_different": sum(1 for d in numeric if d > 0),
         "checkpoints_identical": ({k: ka[k] == kb.get(k) and ka[k] is not None for k in ka} if ka and kb else
                                   "not compared: a committed report keeps no checkpoints"),
-        "differences": {k: {"a": a, "b": b} for k, (a, b) in diffs.items() if a != b},
+        "differences": {k: {"a": a, "b": b} for k, (a, b) in diffs.items()
+                        if a is not None and b is not None and a != b},
         "provenance": [pa, pb],
     }
 
@@ -88,13 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_a", type=Path)
     p.add_argument("run_b", type=Path)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--note", default=None, help="what the two runs are, stored with the result (e.g. how a partial "
+                                                "re-run's protocol was derived)")
     args = p.parse_args(argv)
-    out = {"command": [Path(sys.executable).name, *sys.argv]} | compare(args.run_a, args.run_b)
+    out = {"command": [Path(sys.executable).name, *sys.argv]} | ({"note": args.note} if args.note else {}) \
+        | compare(args.run_a, args.run_b)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     ck = out["checkpoints_identical"]
     ck_text = f"{sum(ck.values())}/{len(ck)}" if isinstance(ck, dict) else ck
-    print(f"{out['n_numbers']} numbers, {out['n_different']} differ, largest difference "
+    partial = f" ({len(out['only_in_a'])} only in A, {len(out['only_in_b'])} only in B)" \
+        if out["only_in_a"] or out["only_in_b"] else ""
+    print(f"{out['n_numbers']} numbers in both runs{partial}, {out['n_different']} differ, largest difference "
           f"{out['max_abs_difference']}; checkpoints identical: {ck_text}")
     print(f"wrote {args.out}")
     return 0

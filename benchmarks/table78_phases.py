@@ -3,7 +3,7 @@
 
 Reads what the protocol runner recorded while it ran (each job's wall time in ``summary.json``,
 each training epoch's seconds and images/s in ``models/<name>/train.json``, each attack's
-crafting time in ``whitebox.json``) and writes them, with the run's command, seed, data
+crafting time in ``whitebox.json``, and for AutoAttack each component's) and writes them, with the run's command, seed, data
 checksums, versions and machine, to one JSON file. Nothing is re-timed.
 
 Usage::
@@ -40,9 +40,17 @@ def measure(run_dir: Path) -> dict:
         wb = run_dir / "models" / name / "whitebox.json"
         if wb.is_file():
             w = json.loads(wb.read_text())
-            attacks[name] = {"job_seconds": summary["job_seconds"].get(f"whitebox:{name}"),
-                             "crafting_seconds": {r["attack"]: r["seconds"] for r in w["results"]},
-                             "n": {r["attack"]: r["n"] for r in w["results"]}}
+            job = summary["job_seconds"].get(f"whitebox:{name}")
+            crafting = {r["attack"]: r["seconds"] for r in w["results"]}
+            attacks[name] = {"job_seconds": job, "crafting_seconds": crafting,
+                             "n": {r["attack"]: r["n"] for r in w["results"]},
+                             # the rest of the job: clean scoring, the masking flags and the indicators
+                             "other_seconds": None if job is None else job - sum(crafting.values()),
+                             # an ensemble's time per component (AutoAttack's APGD-CE, APGD-T, FAB-T, Square)
+                             "components": {r["attack"]: {c["component"]: {"seconds": c.get("seconds"),
+                                                                           "attacked": c.get("attacked")}
+                                                          for c in r["components"]}
+                                            for r in w["results"] if r.get("components")}}
     return {"run_dir": str(run_dir), "run_id": summary.get("run_id"), "protocol": summary.get("protocol"),
             "run_command": summary.get("command"), "seed": summary.get("seed"),
             "data_sha256": {"test": summary.get("data_sha256"), "train": summary.get("train_data_sha256")},

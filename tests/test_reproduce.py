@@ -277,6 +277,15 @@ def test_the_noise_between_two_runs_is_measured_cell_by_cell(tmp_path) -> None:
     out = noise.compare(tmp_path / "a", _run_folder(tmp_path / "c", b))
     assert out["provenance"][1]["trained_with"]["ballconv-adv"] == {"precision": "fp32", "compiled": True}
     assert out["provenance"][0]["trained_with"]["ballconv-adv"] is None
+    # a partial re-run (the naturally trained half) is compared on the cells both runs have
+    part = copy.deepcopy(a)
+    part["models"] = {k: v for k, v in part["models"].items() if not k.endswith("-adv")}
+    part["models"]["sphereconv-nat"]["clean_accuracy"] -= 0.01
+    out = noise.compare(tmp_path / "a", _run_folder(tmp_path / "d", part))
+    assert out["only_in_b"] == [] and out["only_in_a"] and all("/adversarial/" in k for k in out["only_in_a"])
+    assert out["n_numbers"] == same["n_numbers"] - len(out["only_in_a"])
+    assert out["max_abs_difference"] == pytest.approx(0.01)
+    assert set(out["differences"]) == {"table7/natural/none/SphereConv", "table8/natural/none/SphereConv"}
 
 
 def test_phase_times_of_a_finished_run_are_read_not_retimed(tmp_path) -> None:
@@ -291,13 +300,18 @@ def test_phase_times_of_a_finished_run_are_read_not_retimed(tmp_path) -> None:
         {"compiled": False, "iterations": 10, "history": [{"seconds": 30.0, "images_per_second": 100.0},
                                                           {"seconds": 31.0, "images_per_second": 99.0}]}))
     (run / "models" / "baseline-nat" / "whitebox.json").write_text(json.dumps(
-        {"results": [{"attack": "fgsm", "seconds": 2.5, "n": 1000}, {"attack": "aa", "seconds": 5.0, "n": 500}]}))
+        {"results": [{"attack": "fgsm", "seconds": 2.5, "n": 1000},
+                     {"attack": "aa", "seconds": 5.0, "n": 500,
+                      "components": [{"component": "clean", "seconds": 0.0, "attacked": 0},
+                                     {"component": "square", "seconds": 4.0, "attacked": 20}]}]}))
     out = phases.measure(run)
     assert out["phase_seconds"] == {"training": 61.0, "white-box attacks (with masking diagnostics)": 9.5,
                                     "transfer attacks": 4.0}
     assert out["training"]["baseline-nat"]["epoch_seconds"] == [30.0, 31.0]
-    assert out["whitebox"]["baseline-nat"] == {"job_seconds": 9.5, "crafting_seconds": {"fgsm": 2.5, "aa": 5.0},
-                                               "n": {"fgsm": 1000, "aa": 500}}
+    assert out["whitebox"]["baseline-nat"] == {
+        "job_seconds": 9.5, "crafting_seconds": {"fgsm": 2.5, "aa": 5.0}, "n": {"fgsm": 1000, "aa": 500},
+        "other_seconds": 2.0,
+        "components": {"aa": {"clean": {"seconds": 0.0, "attacked": 0}, "square": {"seconds": 4.0, "attacked": 20}}}}
 
 
 def test_indicators_and_the_binarization_test_stand_beside_each_model() -> None:
