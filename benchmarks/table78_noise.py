@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from robustbench_dc.reproduce import build_tables  # noqa: E402
+from robustbench_dc.reproduce import build_tables, judge_claims  # noqa: E402
 
 
 def _cells(tables) -> dict[str, float | None]:
@@ -38,8 +38,8 @@ def _cells(tables) -> dict[str, float | None]:
     return out
 
 
-def _load(path: Path) -> tuple[dict[str, float | None], dict, dict]:
-    """(cells, provenance, checkpoint sha256 per model) of a run folder or of a committed report
+def _load(path: Path) -> tuple[dict[str, float | None], dict, dict, dict[str, str]]:
+    """(cells, provenance, checkpoint sha256 per model, verdict per claim of the paper) of a run folder or of a committed report
     (``figures/tables78.json``, which keeps the numbers and provenance but not the checkpoints)."""
     if path.is_file():
         report = json.loads(path.read_text())
@@ -53,7 +53,7 @@ def _load(path: Path) -> tuple[dict[str, float | None], dict, dict]:
         prov = {**prov, "protocol_sha256": (prov.get("protocol") or {}).get("sha256"),
                 "trained_with": {name: s.get("trained_with") for name, s in report.get("settings", {}).items()}
                 or "not recorded in the report"}
-        return cells, prov, {}
+        return cells, prov, {}, {c["key"]: c["status"] for c in report["claims"]}
     summary = json.loads((path / "summary.json").read_text())
     prov = {k: summary.get(k) for k in ("run_id", "command", "versions", "machine", "started", "finished", "seed",
                                         "data_sha256")}
@@ -61,12 +61,14 @@ def _load(path: Path) -> tuple[dict[str, float | None], dict, dict]:
     # what precision="auto" and compile="auto" resolved to per model: they differ between CPUs
     prov["trained_with"] = {name: m.get("trained_with") for name, m in summary["models"].items()}
     ckpt = {name: m.get("checkpoint_sha256") for name, m in summary["models"].items()}
-    return _cells(build_tables(summary)), prov, ckpt
+    tables = build_tables(summary)
+    return _cells(tables), prov, ckpt, {c.key: c.status for c in judge_claims(tables)}
 
 
 def compare(run_a: Path, run_b: Path) -> dict:
     """Compare two runs; either may be a committed report file instead of a run folder."""
-    (ca, pa, ka), (cb, pb, kb) = _load(run_a), _load(run_b)
+    (ca, pa, ka, va), (cb, pb, kb, vb) = _load(run_a), _load(run_b)
+    evaluated = [k for k in va if k in vb and "not evaluated" not in (va[k], vb[k])]
     diffs = {k: (ca.get(k), cb.get(k)) for k in sorted(set(ca) | set(cb))}
     numeric = [abs(a - b) for a, b in diffs.values() if a is not None and b is not None]
     return {
@@ -80,8 +82,12 @@ def compare(run_a: Path, run_b: Path) -> dict:
         "n_numbers": len(numeric),
         "max_abs_difference": max(numeric) if numeric else None,
         "n_different": sum(1 for d in numeric if d > 0),
-        "checkpoints_identical": ({k: ka[k] == kb.get(k) and ka[k] is not None for k in ka} if ka and kb else
+        "checkpoints_identical": ({k: ka[k] == kb[k] and ka[k] is not None for k in ka if k in kb} if ka and kb else
                                   "not compared: a committed report keeps no checkpoints"),
+        # the paper's claims judged on each run: does the noise change a conclusion?
+        "claims": {k: {"a": va.get(k), "b": vb.get(k)} for k in sorted(set(va) | set(vb))},
+        "claims_same_verdict": {"evaluated_in_both": len(evaluated),
+                                "same": sum(1 for k in evaluated if va[k] == vb[k])},
         "differences": {k: {"a": a, "b": b} for k, (a, b) in diffs.items()
                         if a is not None and b is not None and a != b},
         "provenance": [pa, pb],
@@ -106,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         if out["only_in_a"] or out["only_in_b"] else ""
     print(f"{out['n_numbers']} numbers in both runs{partial}, {out['n_different']} differ, largest difference "
           f"{out['max_abs_difference']}; checkpoints identical: {ck_text}")
+    cv = out["claims_same_verdict"]
+    print(f"claims judged in both runs: {cv['evaluated_in_both']}, same verdict: {cv['same']}")
     print(f"wrote {args.out}")
     return 0
 

@@ -160,3 +160,26 @@ def test_quick_run_with_compiled_configs(tmp_path: Path) -> None:
         assert _positive_finite(res["train"]["ratios"][mode]["slowest+compiled"]["median"])
     assert _positive_finite(res["memory"]["ratios"]["fp32"]["slowest+compiled"]["median"])
     assert "slowest+compiled" not in res["eval"]["ratios"]["fp32"]  # inference is measured eagerly
+
+
+def test_thread_scaling_compares_side_by_side_jobs_with_one_job_alone(tmp_path: Path) -> None:
+    from robustbench_dc.data import load_dataset
+
+    try:
+        load_dataset("cifar10", "train", n=8)
+    except Exception as exc:  # noqa: BLE001 - no CIFAR-10 here (it needs RBDC_DATA or a download)
+        pytest.skip(f"needs CIFAR-10: {exc}")
+    out = tmp_path / "scaling.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, str(REPO / "benchmarks" / "thread_scaling.py"), "--threads", "2", "--operators", "Baseline",
+           "--kinds", "forward", "--units", "1", "--repeats", "1", "--n-train", "64", "--batch", "8", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    (row,) = rep["rows"]
+    assert (row["operator"], row["kind"], row["alone_threads"], row["side_by_side_processes"]) == ("Baseline", "forward", 2, 2)
+    assert len(row["alone_all"]) == len(row["side_by_side_all"]) == 1
+    assert all(_positive_finite(v) for v in (row["alone_seconds_per_unit"], row["side_by_side_seconds_per_unit"]))
+    assert row["throughput_ratio"] == pytest.approx(2 * row["alone_seconds_per_unit"] / row["side_by_side_seconds_per_unit"])
+    assert rep["settings"]["batch"] == 8 and rep["machine"]["cpu_count"] and rep["versions"]["torch"]
+    assert rep["command"][1].endswith("thread_scaling.py")

@@ -285,7 +285,14 @@ def test_the_noise_between_two_runs_is_measured_cell_by_cell(tmp_path) -> None:
     assert out["only_in_b"] == [] and out["only_in_a"] and all("/adversarial/" in k for k in out["only_in_a"])
     assert out["n_numbers"] == same["n_numbers"] - len(out["only_in_a"])
     assert out["max_abs_difference"] == pytest.approx(0.01)
+    assert set(out["checkpoints_identical"]) == set(part["models"])  # models of one run only are not compared
     assert set(out["differences"]) == {"table7/natural/none/SphereConv", "table8/natural/none/SphereConv"}
+    assert out["claims_same_verdict"]["same"] == out["claims_same_verdict"]["evaluated_in_both"] > 0
+    assert any(v["b"] == "not evaluated" and v["a"] != "not evaluated" for v in out["claims"].values())
+    part["models"]["baseline-nat"]["clean_accuracy"] = 0.99  # now no bounded operator beats the baseline's clean accuracy
+    flipped = noise.compare(tmp_path / "a", _run_folder(tmp_path / "e", part))
+    cv = flipped["claims_same_verdict"]
+    assert cv["same"] == cv["evaluated_in_both"] - 1
 
 
 def test_phase_times_of_a_finished_run_are_read_not_retimed(tmp_path) -> None:
@@ -327,3 +334,24 @@ def test_indicators_and_the_binarization_test_stand_beside_each_model() -> None:
     assert "silent-success (3 evaluated)" in line  # the unevaluated Square check is not counted
     assert (f"binarization test of `{LABELS['bim']}`: attack success 93.8% of 48 points (random noise 12.5%, "
             "construction failed on 4.0%)") in line
+
+
+@pytest.mark.parametrize("part", ["table7-8-cpu-natural-half", "table7-8-cpu-baseline-only"])
+def test_partial_protocols_copy_the_full_protocol_verbatim(part) -> None:
+    """The partial protocols of benchmarks/protocols measure the noise of the full one: their models, dataset,
+    seed and attacks must be the full protocol's, or their numbers would not be comparable."""
+    from pathlib import Path
+
+    from robustbench_dc.protocol.schema import load_protocol
+
+    root = Path(__file__).resolve().parents[1]
+    full, _ = load_protocol(root / "protocols" / "table7-8-cpu.yaml")
+    sub, _ = load_protocol(root / "benchmarks" / "protocols" / f"{part}.yaml")
+    by_name = {m.name: m for m in full.models}
+    assert sub.models and all(m == by_name[m.name] for m in sub.models)
+    assert (sub.seed, sub.dataset, sub.evaluation.attacks) == (full.seed, full.dataset, full.evaluation.attacks)
+    kept = {m.name for m in sub.models}
+    assert all(by_name[n].recipe == by_name["baseline"].recipe for n in kept if n != "baseline-src")  # the natural ones
+    if sub.evaluation.transfer is not None:
+        assert sub.evaluation.transfer.attacks == full.evaluation.transfer.attacks
+        assert sub.evaluation.transfer.sources == full.evaluation.transfer.sources
