@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from robustbench_dc.cli._args import (
@@ -24,7 +26,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from robustbench_dc.training.distributed import init_from_env, leave
 
     # under torchrun: one of several data-parallel processes, of which rank 0 alone prints and writes
-    main = init_from_env().rank == 0
+    joined = init_from_env()
+    main = joined.rank == 0
     say = print if main else (lambda *_, **__: None)
     choice = model_from_args(args, seed=args.seed, pretrained=False)
     recipe_spec = args.recipe or choice.recipe
@@ -55,6 +58,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             line += f"  test acc {100 * rec['eval_accuracy']:.1f}%"
         say(line + f"  ({rec['images_per_second']:.0f} img/s)")
     say(f"weights: {result.checkpoint}\nsha256:  {result.sha256}")
+    if joined.size > 1:
+        # Everything is written and the process group is gone: end this process here, skipping the
+        # interpreter's teardown. CI once saw a rank abort after a finished run ("terminate called without an
+        # active exception", SIGABRT, from gloo's C++ threads), and torchrun then reports the whole run failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
