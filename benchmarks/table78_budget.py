@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from robustbench_dc.provenance import package_versions  # noqa: E402
+from benchmarks.harness.report import versions, write_result  # noqa: E402
 from robustbench_dc.runtime import configure_allocator, machine_info  # noqa: E402
 
 OPERATORS = {
@@ -86,11 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(row), flush=True)
     out = {"command": [sys.executable, *sys.argv], "seed": args.seed, "settings": vars(args) | {"out": str(args.out)},
            "train_sha256": tr.checksum, "test_sha256": te.checksum,
-           "versions": package_versions(), "machine": machine_info(),
+           "versions": versions(), "machine": machine_info(),
            "threads": torch.get_num_threads(), "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
     return 0
 
 

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.harness.report import write_result  # noqa: E402
 from robustbench_dc.reproduce import build_tables, judge_claims  # noqa: E402
 
 
@@ -104,8 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = {"command": [Path(sys.executable).name, *sys.argv]} | ({"note": args.note} if args.note else {}) \
         | compare(args.run_a, args.run_b)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
     ck = out["checkpoints_identical"]
     ck_text = f"{sum(ck.values())}/{len(ck)}" if isinstance(ck, dict) else ck
     partial = f" ({len(out['only_in_a'])} only in A, {len(out['only_in_b'])} only in B)" \
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{out['max_abs_difference']}; checkpoints identical: {ck_text}")
     cv = out["claims_same_verdict"]
     print(f"claims judged in both runs: {cv['evaluated_in_both']}, same verdict: {cv['same']}")
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
     return 0
 
 

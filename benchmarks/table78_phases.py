@@ -9,6 +9,12 @@ checksums, versions and machine, to one JSON file. Nothing is re-timed.
 Usage::
 
     python benchmarks/table78_phases.py runs/table7-8-cpu --out benchmarks/results/table78-cpu-phases.json
+
+It also says what the jobs would have taken with every decoupled model at the cost of the Baseline
+with the same training (``baseline_cost_floor``): the time no speed-up of the decoupled operators
+can remove on that machine. For a run whose folder is gone, from its stored phase times and report::
+
+    python benchmarks/table78_phases.py --floor-of benchmarks/results/<phases>.json figures/tables78.json --out ...
 """
 
 from __future__ import annotations
@@ -22,7 +28,34 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.harness.report import write_result  # noqa: E402
 from robustbench_dc.reproduce import build_tables, phase_seconds  # noqa: E402
+
+
+def baseline_cost_floor(summary: dict) -> dict | None:
+    """What the run's jobs would have taken if every decoupled model had cost exactly what the
+    Baseline with the same training costs (its training and white-box job seconds in place of
+    theirs; the source model, transfer and figures as recorded): the part of the wall time no
+    speed-up of the decoupled operators can remove on this machine. None if a Baseline is missing."""
+    jobs = summary.get("job_seconds") or {}
+    models = summary["models"]
+    baseline = {m.get("training"): name for name, m in models.items()
+                if m.get("label") == "Baseline" and m.get("role", "model") == "model"}
+    total, per_phase = 0.0, {"training": 0.0, "white-box attacks": 0.0, "other": 0.0}
+    for key, seconds in jobs.items():
+        kind, _, name = key.partition(":")
+        m = models.get(name)
+        if kind in ("train", "whitebox") and m is not None and m.get("role", "model") == "model":
+            base = baseline.get(m.get("training"))
+            if base is None or f"{kind}:{base}" not in jobs:
+                return None
+            seconds = jobs[f"{kind}:{base}"]
+        per_phase["training" if kind == "train" else "white-box attacks" if kind == "whitebox" else "other"] += seconds
+        total += seconds
+    return {"total_seconds": total, "phase_seconds": per_phase,
+            "recorded_total_seconds": sum(jobs.values()),
+            "meaning": "every decoupled model's training and white-box jobs at the cost of the Baseline with the same "
+                       "training; source, transfer and figures as recorded"}
 
 
 def measure(run_dir: Path) -> dict:
@@ -57,19 +90,49 @@ def measure(run_dir: Path) -> dict:
             "versions": summary.get("versions"), "machine": summary.get("machine"),
             "started": summary.get("started"), "finished": summary.get("finished"),
             "phase_seconds": phase_seconds(tables), "job_seconds": summary.get("job_seconds"),
-            "training": training, "whitebox": attacks}
+            "training": training, "whitebox": attacks, "baseline_cost_floor": baseline_cost_floor(summary)}
+
+
+def floor_of_report(phases: Path, report: Path) -> dict:
+    """:func:`baseline_cost_floor` of a run whose folder is gone, from its stored phase times (this
+    script's output) and its report (``figures/tables78.json``: which model is which)."""
+    ph, rep = json.loads(phases.read_text()), json.loads(report.read_text())
+    if ph.get("run_id") != rep["provenance"].get("run_id"):
+        raise SystemExit(f"{phases} and {report} come from different runs "
+                         f"({ph.get('run_id')} vs {rep['provenance'].get('run_id')})")
+    models = {name: {"label": label, "training": training, "role": "model"}
+              for training, ops in rep["models"].items() for label, name in ops.items()}
+    if rep.get("source"):
+        models[rep["source"]] = {"label": "Baseline", "training": "natural", "role": "source"}
+    return {"phases_file": str(phases), "report_file": str(report), "run_id": ph.get("run_id"),
+            "machine": ph.get("machine"),
+            "baseline_cost_floor": baseline_cost_floor({"job_seconds": ph["job_seconds"], "models": models})}
+
+
+def _print_floor(floor: dict | None) -> None:
+    if floor is not None:
+        print(f"jobs: {floor['recorded_total_seconds'] / 60:.1f} min; with every decoupled model at the Baseline's "
+              f"cost: {floor['total_seconds'] / 60:.1f} min")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, nargs="?")
+    p.add_argument("--floor-of", nargs=2, type=Path, metavar=("PHASES_JSON", "REPORT_JSON"),
+                   help="instead of a run folder: the Baseline-cost floor of a stored run from its phase times and "
+                        "its tables78.json")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    out = {"command": [Path(sys.executable).name, *sys.argv]} | measure(args.run_dir)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out["phase_seconds"], indent=1))
-    print(f"wrote {args.out}")
+    command = {"command": [Path(sys.executable).name, *sys.argv]}
+    if args.floor_of is not None:
+        out = command | floor_of_report(*args.floor_of)
+    elif args.run_dir is not None:
+        out = command | measure(args.run_dir)
+        print(json.dumps(out["phase_seconds"], indent=1))
+    else:
+        p.error("give a run folder or --floor-of PHASES_JSON REPORT_JSON")
+    _print_floor(out["baseline_cost_floor"])
+    write_result(args.out, out)
     return 0
 
 

@@ -35,7 +35,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -143,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 2:
         p.error("--threads: needs at least 2 cores to compare")
 
+    from benchmarks.harness.report import versions, write_result
     from robustbench_dc.data import load_dataset
-    from robustbench_dc.provenance import package_versions
     from robustbench_dc.runtime import machine_info
 
     rows = []
@@ -168,10 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     tr = load_dataset("cifar10", "train", n=args.n_train)
     out = {"command": [Path(sys.executable).name, *sys.argv], "seed": args.seed,
            "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "out")},
-           "train_sha256": tr.checksum, "versions": package_versions(), "machine": machine_info(), "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+           "train_sha256": tr.checksum, "versions": versions(), "machine": machine_info(), "rows": rows}
+    write_result(args.out, out)
     return 0
 
 

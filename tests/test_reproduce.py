@@ -212,6 +212,45 @@ def test_rbdc_reproduce_writes_tables_and_figures_from_run_folders(tmp_path, cap
     assert main(["reproduce", "--out", str(out)]) == 2  # nothing to read: a one-line error
 
 
+def test_summary_prints_the_claims_and_flags_of_a_written_report(tmp_path, capsys) -> None:
+    import json
+
+    from robustbench_dc.cli import main
+    from robustbench_dc.reproduce import tables_summary
+
+    run = tmp_path / "t78"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps(_summary()))
+    out = tmp_path / "figures"
+    assert main(["reproduce", "--tables", str(run), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["reproduce", "--summary", str(out / "tables78.json")]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / "tables78.json").read_text())
+    bullets = [line for line in printed.splitlines() if line.startswith("- ")]
+    assert len(bullets) == len(data["claims"])
+    for line, claim in zip(bullets, data["claims"]):
+        assert claim["text"] in line and claim["evidence"] in line and claim["status"] in line.lower()
+    assert "**Reproduced**" in printed
+    data["flags"] = {"a": [], "b": ["gradient norm zero"]}
+    assert tables_summary(data).splitlines()[-1] == \
+        "Masking flags or attack-failure indicators triggered: `b`: gradient norm zero."
+    data["flags"] = {"a": [], "b": []}
+    assert tables_summary(data).splitlines()[-1] == \
+        "No masking flag or attack-failure indicator triggered on any of the 2 models."
+    assert main(["reproduce", "--summary", str(tmp_path / "none.json")]) == 2
+
+
+def test_the_readme_shows_the_committed_reports_claims() -> None:
+    """The README's summary of Tables 7-8 is the committed report's, word for word."""
+    from pathlib import Path
+
+    from robustbench_dc.reproduce import tables_summary
+
+    root = Path(__file__).resolve().parents[1]
+    assert tables_summary(root / "figures" / "tables78.json") in (root / "README.md").read_text()
+
+
 def test_figure_claims_follow_their_rules() -> None:
     import numpy as np
 
@@ -301,6 +340,17 @@ def test_phase_times_of_a_finished_run_are_read_not_retimed(tmp_path) -> None:
     phases = _load_script("table78_phases")
     s = _summary()
     s["job_seconds"] = {"train:baseline-nat": 61.0, "whitebox:baseline-nat": 9.5, "transfer": 4.0}
+    assert phases.baseline_cost_floor(s) == {
+        "total_seconds": 74.5, "phase_seconds": {"training": 61.0, "white-box attacks": 9.5, "other": 4.0},
+        "recorded_total_seconds": 74.5, "meaning": phases.baseline_cost_floor(s)["meaning"]}
+    slower = dict(s, job_seconds={**s["job_seconds"], "train:tanhconv-nat": 90.0, "whitebox:tanhconv-nat": 20.0,
+                                  "train:source": 50.0, "train:tanhconv-adv": 100.0})
+    assert phases.baseline_cost_floor(slower) is None  # no adversarially trained Baseline to stand in for TanhConv's
+    slower["job_seconds"] |= {"train:baseline-adv": 80.0}
+    floor = phases.baseline_cost_floor(slower)
+    assert floor["phase_seconds"] == {"training": 61.0 + 61.0 + 50.0 + 80.0 + 80.0, "white-box attacks": 19.0,
+                                      "other": 4.0}
+    assert floor["recorded_total_seconds"] == 61.0 + 9.5 + 4.0 + 90.0 + 20.0 + 50.0 + 100.0 + 80.0
     run = _run_folder(tmp_path / "run", s)
     (run / "models" / "baseline-nat").mkdir(parents=True)
     (run / "models" / "baseline-nat" / "train.json").write_text(json.dumps(

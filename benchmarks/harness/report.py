@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import re
 import statistics
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,6 +44,14 @@ def versions() -> dict[str, str | None]:
     except (OSError, subprocess.SubprocessError):
         out["git_commit"] = None
     return out
+
+
+def write_result(path: Path, result: dict[str, Any]) -> Path:
+    """Write a benchmark's result as indented JSON (creating its folder) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
+    return path
 
 
 RATIO_MEANING = {

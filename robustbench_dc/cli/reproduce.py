@@ -11,8 +11,12 @@ __all__ = ["register", "cmd_reproduce"]
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from robustbench_dc.reproduce import write_report
+    from robustbench_dc.reproduce import tables_summary, write_report
 
+    if args.summary is not None:
+        print(tables_summary(args.summary), end="")
+        if args.tables is None and args.figures is None:
+            return 0
     for path in write_report(args.out, tables_run=args.tables, figures_run=args.figures):
         print(path)
     return 0
@@ -27,4 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tables", metavar="RUN_DIR", help="run folder of a Tables 7-8 protocol")
     p.add_argument("--figures", metavar="RUN_DIR", help="run folder of the Figures 6-7 protocol")
     p.add_argument("--out", default="figures", help="output folder (default: figures)")
+    p.add_argument("--summary", metavar="TABLES78_JSON",
+                   help="print the claims of a written Tables 7-8 report (its tables78.json) as Markdown bullets, "
+                        "as the README shows them")
     p.set_defaults(func=cmd_reproduce)

@@ -8,10 +8,11 @@ built from a protocol run's stored results, and the paper's claims judged by rul
 * :func:`render_markdown` -- ``figures/table7.md`` / ``figures/table8.md``.
 * :func:`write_report` -- the whole report into a folder (``rbdc reproduce``), tables and
   ``figure6.png`` / ``figure7.png`` from stored results.
+* :func:`tables_summary` -- the claims of a written report as Markdown bullets (the README's summary).
 """
 
 from robustbench_dc.reproduce.paper import ATTACKS, OPERATORS, TABLE7, TABLE8, TRAININGS
-from robustbench_dc.reproduce.report import write_figures, write_report, write_tables
+from robustbench_dc.reproduce.report import tables_summary, write_figures, write_report, write_tables
 from robustbench_dc.reproduce.tables import (
     CLAIM_RULES,
     Claim,
@@ -27,4 +28,4 @@ from robustbench_dc.reproduce.tables import (
 
 __all__ = ["ReportError", "OPERATORS", "TRAININGS", "ATTACKS", "TABLE7", "TABLE8", "Tables", "Claim", "CLAIM_RULES",
            "attack_kind", "build_tables", "judge_claims", "render_markdown", "phase_seconds", "strong_attack_gaps",
-           "write_report", "write_tables", "write_figures"]
+           "write_report", "write_tables", "write_figures", "tables_summary"]

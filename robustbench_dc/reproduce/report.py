@@ -29,7 +29,7 @@ from robustbench_dc.errors import MissingFileError
 from robustbench_dc.reproduce.paper import OPERATORS, TABLE7, TABLE8
 from robustbench_dc.reproduce.tables import Claim, ReportError, _verdict, build_tables, judge_claims, render_markdown
 
-__all__ = ["write_report", "write_tables", "write_figures", "figure_claims", "angular_accuracy"]
+__all__ = ["write_report", "write_tables", "write_figures", "figure_claims", "angular_accuracy", "tables_summary"]
 
 _FIGURES = {"natural": ("figure6", "Figure 6: 2-D features on MNIST, natural training"),
             "adversarial": ("figure7", "Figure 7: 2-D features on MNIST, adversarial training")}
@@ -69,6 +69,30 @@ def write_tables(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     path = out / "tables78.json"
     atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
     return written + [path]
+
+
+def tables_summary(report: str | Path | dict[str, Any]) -> str:
+    """The claims of a Tables 7-8 report as Markdown bullets (the README's summary), read from its
+    ``tables78.json`` (a path or the loaded payload): each claim, its verdict and the numbers that
+    decide it, then which models triggered a masking flag or attack-failure indicator."""
+    if isinstance(report, dict):
+        data = report
+    else:
+        path = Path(report)
+        if not path.is_file():
+            raise MissingFileError(f"{path}: no Tables 7-8 report (write it first: rbdc reproduce --tables RUN_DIR)")
+        data = json.loads(path.read_text())
+    lines = [f"- {c['text']} **{c['status'][:1].upper() + c['status'][1:]}**: {c['evidence']}."
+             for c in data["claims"]]
+    flags = data.get("flags") or {}
+    triggered = {name: f for name, f in flags.items() if f}
+    lines.append("")
+    if not triggered:
+        lines.append(f"No masking flag or attack-failure indicator triggered on any of the {len(flags)} models.")
+    else:
+        lines.append("Masking flags or attack-failure indicators triggered: "
+                     + "; ".join(f"`{name}`: {', '.join(map(str, f))}" for name, f in sorted(triggered.items())) + ".")
+    return "\n".join(lines) + "\n"
 
 
 def angular_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
