@@ -83,6 +83,19 @@ def test_compiled_per_channel_cosine_with_frozen_parameters_gives_the_input_grad
     (gc,) = torch.autograd.grad(comp(xc), [xc], g)
     assert comp.compiled and comp.radius is not None and not comp.radius.requires_grad
     torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-5)
+    # a trained layer's radius no longer depends on x in evaluation: the backward computes only
+    # the inputs' gradients; TanhConv's from stored factors, BallConv's (piecewise linear) by recomputing h
+    kinds = {k[-2] for k in compiled_mod._COMPILED if k[0] == "cos_channel" and k[1].name == magnitude}
+    if magnitude == "tanh":
+        assert {"forward-inputs", "backward-inputs"} <= kinds
+    else:
+        assert "forward-inputs" not in kinds and (True, True, False, False) in kinds
+    # the stored factors give the same input gradient in double precision (no rounding to hide behind)
+    e64, c64 = eager.double(), comp.double()
+    xe, xc = x.double().requires_grad_(True), x.double().requires_grad_(True)
+    (ge,) = torch.autograd.grad(e64(xe), [xe], g.double())
+    (gc,) = torch.autograd.grad(c64(xc), [xc], g.double())
+    torch.testing.assert_close(gc, ge, rtol=1e-10, atol=1e-12)
 
 
 @needs_compiler

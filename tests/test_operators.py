@@ -133,6 +133,21 @@ def test_linear_layer_matches_nn_linear_and_reference():
     torch.testing.assert_close(tanh_lin(x2), tanh_conv(x2.view(5, 7, 1, 1)).view(5, 4))
 
 
+def test_tanh_magnitude_is_tanh_to_float_rounding():
+    """TanhConv's h is computed through exp (faster than torch.tanh on a CPU): the same function,
+    value and derivative, to within a few float32 rounding steps, including far out and at zero."""
+    from robustbench_dc.operators.magnitude import MAGNITUDES
+
+    z = torch.cat([torch.logspace(-8, 3, 20000), -torch.logspace(-8, 3, 2000), torch.zeros(1)])
+    z.requires_grad_(True)
+    h = MAGNITUDES["tanh"](z, alpha=2.0, rho=0.5)
+    (g,) = torch.autograd.grad(h.sum(), z)
+    exact = torch.tanh(z.detach().double() / 0.5)
+    torch.testing.assert_close(h.detach().double(), 2.0 * exact, rtol=0, atol=4e-7)
+    torch.testing.assert_close(g.double(), 4.0 * (1 - exact ** 2), rtol=0, atol=2e-6)
+    assert h.detach().abs().max() <= 2.0 and torch.isfinite(g).all()
+
+
 def test_sigmoid_angular_endpoints_and_formula():
     g = ANGULARS["sigmoid"]
     cos = torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)

@@ -13,6 +13,9 @@ the inner product, so :func:`compiled_cos_response` keeps only its output, as th
 path does, and recomputes the magnitude in a compiled backward (its derivative by
 ``torch.func.vjp``): the activation memory of the fused path. It needs a magnitude that
 never vanishes (the built-ins with ``alpha > 0``); other magnitudes take the generic kernel.
+When only the inputs need gradients (an attack: the radius and the weights are frozen) and the
+magnitude is not piecewise linear (TanhConv's ``exp``), the forward kernel also stores the two
+factors of the input gradient, and the backward is one multiplication and one channel sum.
 
 Compilation costs seconds per operator (tens on a 2-core CPU, cached on disk by
 TorchInductor for later processes), so it pays off for training runs, not for a single
@@ -210,8 +213,40 @@ def _cos_channel_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: boo
     return forward, backward
 
 
+def _cos_channel_input_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: bool
+                           ) -> tuple[Callable[..., tuple[Tensor, Tensor, Tensor]], Callable[..., tuple[Tensor, Tensor]]]:
+    """The forward and backward of :class:`_CosChannelResponse` when only the inputs' gradients are
+    needed (an attack: the radius and the scale are frozen). The forward also returns the two
+    factors of the backward, ``A = h s / x`` and ``B = (cos h'(x) - out / x) s`` (``h'`` by
+    forward-mode differentiation, per element), so that the backward is ``g A`` and ``sum_c g B``:
+    no magnitude function, no division, one pass. It keeps two full-size tensors more than the
+    training path, which an attack's batch affords."""
+    def h_fn(xnorm: Tensor, rho: Tensor) -> Tensor:
+        return magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
+
+    def forward(dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        ct = _compute_dtype(dot_hat.dtype)
+        x, r = xnorm.to(ct), rho.to(ct)
+        h, dh = torch.func.jvp(lambda x_: h_fn(x_, r), (x,), (torch.ones_like(x),))[:2]
+        cos = (dot_hat.to(ct) / x).clamp(-1.0, 1.0)
+        out = cos * h_fn(x, r)  # as the training path computes it: the same logits in both
+        a = h / x
+        b = cos * dh - out / x
+        if has_s:
+            s_c = s.to(ct)
+            out, a, b = out * s_c, a * s_c, b * s_c
+        return out.to(dot_hat.dtype), a, b
+
+    def backward(grad: Tensor, a: Tensor, b: Tensor, xnorm: Tensor) -> tuple[Tensor, Tensor]:
+        g = grad.to(a.dtype)
+        return (g * a).to(grad.dtype), (g * b).sum_to_size(xnorm.shape).to(xnorm.dtype)
+
+    return forward, backward
+
+
 class _CosChannelResponse(torch.autograd.Function):
-    """``clip(dot_hat / ||x||) * h(||x||, rho_c) * s_c`` keeping only its output for the backward."""
+    """``clip(dot_hat / ||x||) * h(||x||, rho_c) * s_c`` keeping only its output for the backward
+    (or, when only the inputs need gradients, the two factors of their gradients)."""
 
     @staticmethod
     def forward(ctx: Any, dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor | None,
@@ -219,15 +254,33 @@ class _CosChannelResponse(torch.autograd.Function):
         has_s = s is not None
         s_t = s if s is not None else rho.new_ones(())
         key = ("cos_channel", *params, has_s)
+        ctx.key, ctx.params, ctx.has_s = key, params, has_s
+        need_dot, need_x, need_rho, need_s = ctx.needs_input_grad[:4]
+        # only the inputs' gradients (an attack): store their factors, unless h is cheap to recompute
+        ctx.inputs_only = (need_dot or need_x) and not (need_rho or (has_s and need_s)) \
+            and not params[0].piecewise_linear
+        if ctx.inputs_only:
+            out, a, b = _call(key + ("forward-inputs",),
+                              lambda: _cos_channel_input_fns(params[0], params[1], params[2], has_s)[0],
+                              (dot_hat, xnorm, rho, s_t), f"decoupled response {params[0].name}+cos (forward)")
+            ctx.save_for_backward(a, b, xnorm)
+            return out
         out = _call(key + ("forward",), lambda: _cos_channel_fns(params[0], params[1], params[2], has_s)[0],
                     (dot_hat, xnorm, rho, s_t), f"decoupled response {params[0].name}+cos (forward)")
-        ctx.key, ctx.params, ctx.has_s = key, params, has_s
         ctx.save_for_backward(out, xnorm, rho, s_t)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        if ctx.inputs_only:
+            a, b, xnorm = ctx.saved_tensors
+            g_dot, g_x = _call(ctx.key + ("backward-inputs",),
+                               lambda: _cos_channel_input_fns(ctx.params[0], ctx.params[1], ctx.params[2],
+                                                              ctx.has_s)[1],
+                               (grad, a, b, xnorm), f"decoupled response {ctx.params[0].name}+cos (backward)")
+            return (g_dot if ctx.needs_input_grad[0] else None), (g_x if ctx.needs_input_grad[1] else None), \
+                None, None, None
         out, xnorm, rho, s_t = ctx.saved_tensors
         needs = tuple(bool(n) for n in ctx.needs_input_grad[:4])
         g_dot, g_x, g_rho, g_s = _call(ctx.key + ("backward", needs),

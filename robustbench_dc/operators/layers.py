@@ -125,13 +125,19 @@ class DecoupledLayer(nn.Module):
 
         In ``rho_mode="relative"`` a training-mode call also updates the running mean;
         an evaluation-mode call before any training batch falls back to the batch mean.
-        No host-device synchronisation happens here.
+        No host-device synchronisation happens here: on an accelerator the choice between the
+        running and the batch mean is a ``torch.where`` (so the radius stays connected to ``x``
+        in autograd's graph, with zero gradient); on the CPU the step count is read directly, and
+        the radius of a trained layer does not depend on ``x``, so that an attack's backward pass
+        skips the radius's gradient (a reduction over the whole response per layer).
         """
         if self.radius is None:
             return self.rho
         scale = self.radius.pow(2) + RADIUS_EPS
         if self.rho_mode == "absolute":
             return scale
+        if not self.training and self.xnorm_steps.device.type == "cpu":
+            return scale * (self.xnorm_running.to(xnorm.dtype) if int(self.xnorm_steps) > 0 else xnorm.mean())
         batch_mean = xnorm.mean()
         if self.training:
             with torch.no_grad():
