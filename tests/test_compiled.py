@@ -99,6 +99,28 @@ def test_compiled_per_channel_cosine_with_frozen_parameters_gives_the_input_grad
 
 
 @needs_compiler
+def test_an_attack_shrinking_its_batch_does_not_exhaust_recompilation(monkeypatch, caplog):
+    """An attack drops the examples it has broken, so every layer sees many batch sizes (and CNN-9
+    three widths): the compiled functions must generalise to dynamic shapes within Dynamo's
+    recompile limit instead of falling back to eager (silently slow) once the limit is hit."""
+    from robustbench_dc.attacks._steps import attack_mode
+
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    torch.manual_seed(0)
+    model = build_model("cnn9", "tanh+cos", dataset="cifar10", width=0.25, **RELATIVE)
+    model.train()(torch.rand(8, 3, 32, 32))
+    x = torch.rand(14, 3, 32, 32)
+    with caplog.at_level(logging.WARNING), attack_mode(model, x) as channels_last, compiled_responses(model):
+        for n in (14, 11, 9, 6, 4, 3):
+            xa = x[:n].contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            xa.requires_grad_(True)
+            torch.autograd.grad(model(xa).sum(), xa)
+    assert "torch.compile failed" not in caplog.text
+    used = [k for k in compiled_mod._COMPILED if k[0] == "cos_channel" and k[-2] in ("forward-inputs", "backward-inputs")]
+    assert used and all(compiled_mod._COMPILED[k][1] is not None for k in used)
+
+
+@needs_compiler
 @pytest.mark.parametrize("case", ["tanh+sigmoid,nonlinear", "tanh+cos,relative-radius"])
 def test_compiled_linear_equals_eager(case):
     eager, comp = _pair(DecoupledLinear, (7, 5), CASES[case])

@@ -386,7 +386,7 @@ def test_indicators_and_the_binarization_test_stand_beside_each_model() -> None:
             "construction failed on 4.0%)") in line
 
 
-@pytest.mark.parametrize("part", ["table7-8-cpu-natural-half", "table7-8-cpu-baseline-only"])
+@pytest.mark.parametrize("part", ["table7-8-cpu-natural-half", "table7-8-cpu-baseline-only", "table7-8-cpu-tanhconv-at"])
 def test_partial_protocols_copy_the_full_protocol_verbatim(part) -> None:
     """The partial protocols of benchmarks/protocols measure the noise of the full one: their models, dataset,
     seed and attacks must be the full protocol's, or their numbers would not be comparable."""
@@ -401,7 +401,9 @@ def test_partial_protocols_copy_the_full_protocol_verbatim(part) -> None:
     assert sub.models and all(m == by_name[m.name] for m in sub.models)
     assert (sub.seed, sub.dataset, sub.evaluation.attacks) == (full.seed, full.dataset, full.evaluation.attacks)
     kept = {m.name for m in sub.models}
-    assert all(by_name[n].recipe == by_name["baseline"].recipe for n in kept if n != "baseline-src")  # the natural ones
+    natural = [n for n in kept if n != "baseline-src" and not n.endswith("-at")]
+    assert all(by_name[n].recipe == by_name["baseline"].recipe for n in natural)
+    assert all(by_name[n].recipe == by_name["baseline-at"].recipe for n in kept if n.endswith("-at"))
     if sub.evaluation.transfer is not None:
         assert sub.evaluation.transfer.attacks == full.evaluation.transfer.attacks
         assert sub.evaluation.transfer.sources == full.evaluation.transfer.sources

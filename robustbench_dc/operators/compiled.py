@@ -217,17 +217,20 @@ def _cos_channel_input_fns(magnitude: Magnitude, alpha: float, beta: float, has_
                            ) -> tuple[Callable[..., tuple[Tensor, Tensor, Tensor]], Callable[..., tuple[Tensor, Tensor]]]:
     """The forward and backward of :class:`_CosChannelResponse` when only the inputs' gradients are
     needed (an attack: the radius and the scale are frozen). The forward also returns the two
-    factors of the backward, ``A = h s / x`` and ``B = (cos h'(x) - out / x) s`` (``h'`` by
-    forward-mode differentiation, per element), so that the backward is ``g A`` and ``sum_c g B``:
-    no magnitude function, no division, one pass. It keeps two full-size tensors more than the
-    training path, which an attack's batch affords."""
+    factors of the backward, ``A = h s / x`` and ``B = (cos h'(x) - out / x) s`` (``h'`` per
+    element, by a vector-Jacobian product on ``||x||`` expanded to the response's shape), so that
+    the backward is ``g A`` and ``sum_c g B``: no magnitude function, no division, one pass. It
+    keeps two full-size tensors more than the training path, which an attack's batch affords."""
     def h_fn(xnorm: Tensor, rho: Tensor) -> Tensor:
         return magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
 
     def forward(dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         ct = _compute_dtype(dot_hat.dtype)
         x, r = xnorm.to(ct), rho.to(ct)
-        h, dh = torch.func.jvp(lambda x_: h_fn(x_, r), (x,), (torch.ones_like(x),))[:2]
+        # h is element-wise in ||x|| (broadcast over the radius's channels): with ||x|| expanded to the
+        # response's shape, the vector-Jacobian product with ones is h' per element
+        h, h_vjp = _vjp(lambda x_: h_fn(x_, r), x.expand(dot_hat.shape))
+        (dh,) = h_vjp(torch.ones_like(h))
         cos = (dot_hat.to(ct) / x).clamp(-1.0, 1.0)
         out = cos * h_fn(x, r)  # as the training path computes it: the same logits in both
         a = h / x
