@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.thread_scaling import KINDS, OPERATORS  # noqa: E402
+from benchmarks.harness.report import git_commit  # noqa: E402
+from benchmarks.thread_scaling import add_unit_options, worker_command  # noqa: E402
 
 
 def _spawn(checkout: Path, label: str, kind: str, threads: int, args: argparse.Namespace) -> float:
@@ -41,9 +42,7 @@ def _spawn(checkout: Path, label: str, kind: str, threads: int, args: argparse.N
     import os
     import subprocess
 
-    cmd = [sys.executable, str(checkout / "benchmarks" / "thread_scaling.py"), "--worker", label, kind, str(threads),
-           "--width", str(args.width), "--batch", str(args.batch), "--n-train", str(args.n_train),
-           "--units", str(args.units), "--seed", str(args.seed), "--out", os.devnull]
+    cmd = worker_command(checkout / "benchmarks" / "thread_scaling.py", label, kind, threads, args)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(checkout)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=checkout)
     if done.returncode:
@@ -51,24 +50,10 @@ def _spawn(checkout: Path, label: str, kind: str, threads: int, args: argparse.N
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def _commit(checkout: Path) -> str | None:
-    import subprocess
-
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True)
-    return done.stdout.strip() or None
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: every usable core)")
-    p.add_argument("--width", type=float, default=0.25)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--n-train", type=int, default=1280, help="training images per epoch of a 'train' measurement")
-    p.add_argument("--units", type=int, default=6, help="timed gradients / forward passes per measurement")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--operators", default=",".join(OPERATORS))
-    p.add_argument("--kinds", default=",".join(KINDS))
-    p.add_argument("--seed", type=int, default=0)
+    add_unit_options(p, n_train=1280, units=6, repeats=3)
     p.add_argument("--against", type=Path, default=None, help="another checkout whose code to time alongside")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -108,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                             "settings": {k: v for k, v in vars(args).items() if k not in ("out", "against")}
                             | {"threads": threads},
                             "against": None if args.against is None else {"path": str(args.against),
-                                                                          "git_commit": _commit(args.against)},
+                                                                          "git_commit": git_commit(args.against)},
                             "train_sha256": tr.checksum, "versions": versions(), "machine": machine_info(),
                             "rows": rows})
     return 0

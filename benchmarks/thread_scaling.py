@@ -104,11 +104,28 @@ def _worker(label: str, kind: str, threads: int, args: argparse.Namespace) -> fl
         return (time.perf_counter() - t0) / args.units
 
 
+def add_unit_options(p: argparse.ArgumentParser, *, n_train: int, units: int, repeats: int) -> None:
+    """The options that say which units are timed and how (shared with ``operator_units.py``)."""
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--n-train", type=int, default=n_train, help="training images per epoch of a 'train' measurement")
+    p.add_argument("--units", type=int, default=units, help="timed gradients / forward passes per measurement")
+    p.add_argument("--repeats", type=int, default=repeats)
+    p.add_argument("--operators", default=",".join(OPERATORS))
+    p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--seed", type=int, default=0)
+
+
+def worker_command(script: Path | str, label: str, kind: str, threads: int, args: argparse.Namespace) -> list[str]:
+    """The command line of one worker process of ``script`` (this file, or its copy in another checkout)."""
+    return [sys.executable, str(script), "--worker", label, kind, str(threads), "--width", str(args.width),
+            "--batch", str(args.batch), "--n-train", str(args.n_train), "--units", str(args.units),
+            "--seed", str(args.seed), "--out", os.devnull]
+
+
 def _spawn(label: str, kind: str, threads: int, n: int, args: argparse.Namespace) -> list[float]:
     """``n`` worker processes at once with ``threads`` threads each; their seconds per unit."""
-    cmd = [sys.executable, __file__, "--worker", label, kind, str(threads), "--width", str(args.width),
-           "--batch", str(args.batch), "--n-train", str(args.n_train), "--units", str(args.units),
-           "--seed", str(args.seed), "--out", os.devnull]
+    cmd = worker_command(__file__, label, kind, threads, args)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
     out = []
@@ -124,14 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count())
-    p.add_argument("--width", type=float, default=0.25)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--n-train", type=int, default=2560, help="training images per epoch of a 'train' measurement")
-    p.add_argument("--units", type=int, default=10, help="timed gradients / forward passes per measurement")
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--operators", default=",".join(OPERATORS))
-    p.add_argument("--kinds", default=",".join(KINDS))
-    p.add_argument("--seed", type=int, default=0)
+    add_unit_options(p, n_train=2560, units=10, repeats=2)
     p.add_argument("--worker", nargs=3, metavar=("OPERATOR", "KIND", "THREADS"), help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)

@@ -31,18 +31,23 @@ def host_kind(device: torch.device) -> str:
     return f"cpu-{_slug(_cpu_model()) or platform.machine()}-{_usable_cores()}c"
 
 
+def git_commit(checkout: Path = REPO) -> str | None:
+    """The commit checked out in ``checkout``, ``+dirty`` when tracked files differ from it; None without git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+dirty" if dirty else "")) or None
+
+
 def versions() -> dict[str, str | None]:
     """The library's versions record (:func:`robustbench_dc.provenance.package_versions`: robustbench_dc,
     torch, python, numpy and the attack backends) plus the git commit of the checkout."""
     out: dict[str, str | None] = dict(package_versions("numpy", "torchattacks", "foolbox"))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        out["git_commit"] = (commit + ("+dirty" if dirty else "")) or None
-    except (OSError, subprocess.SubprocessError):
-        out["git_commit"] = None
+    out["git_commit"] = git_commit()
     return out
 
 
