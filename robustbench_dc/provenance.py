@@ -4,11 +4,14 @@ command it ran; a library call has none)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import platform
 import shlex
+from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["command_line", "package_versions", "provenance"]
+__all__ = ["code_fingerprint", "command_line", "package_versions", "provenance"]
 
 #: Optional packages whose versions matter to attack results.
 ATTACK_BACKENDS = ("torchattacks", "foolbox")
@@ -19,13 +22,33 @@ def command_line(argv: Sequence[str], prog: str = "rbdc") -> str:
     return shlex.join([prog, *argv])
 
 
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha256 over the package's Python sources (each file's path inside the package and its bytes).
+
+    The same for an editable checkout and an installed wheel of the same code; it changes with
+    any edit of a ``.py`` file of the package, where ``__version__`` does not. Protocol job keys
+    include it, so that a run folder never serves results computed by other code.
+    """
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if "__pycache__" in rel:
+            continue
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def package_versions(*optional: str) -> dict[str, str]:
-    """Versions of robustbench-dc, torch and Python, then of each ``optional`` package that imports."""
+    """Versions of robustbench-dc (and, as ``robustbench_dc_code``, the first 16 hex digits of its
+    :func:`code_fingerprint`), torch and Python, then of each ``optional`` package that imports."""
     import torch
 
     from robustbench_dc import __version__
 
-    versions = {"robustbench_dc": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    versions = {"robustbench_dc": __version__, "robustbench_dc_code": code_fingerprint()[:16],
+                "torch": torch.__version__, "python": platform.python_version()}
     for mod in optional:
         try:
             versions[mod] = __import__(mod).__version__

@@ -110,6 +110,52 @@ def test_rerunning_does_no_work_and_a_change_reruns_only_what_depends_on_it(fini
     assert {"transfer", "figures", "report"} <= set(changed.executed)
 
 
+def _keys(path: Path) -> dict[str, str]:
+    from robustbench_dc.protocol import plan_protocol
+
+    return {j.id: j.key for j in plan_protocol(path).jobs}
+
+
+def test_job_keys_cover_the_package_code(tmp_path, monkeypatch):
+    """A run folder never serves results computed by other code: an edit of the package changes
+    every job's key (the version number alone does not change in a checkout)."""
+    from robustbench_dc.protocol import plan as plan_mod
+    from robustbench_dc.provenance import code_fingerprint, package_versions
+
+    path = _write(tmp_path, _protocol(tmp_path))
+    before = _keys(path)
+    assert _keys(path) == before  # deterministic
+    assert len(code_fingerprint()) == 64 and package_versions()["robustbench_dc_code"] == code_fingerprint()[:16]
+    monkeypatch.setattr(plan_mod, "code_fingerprint", lambda: "0" * 64)
+    after = _keys(path)
+    assert set(after) == set(before) and all(after[j] != before[j] for j in before)
+
+
+def test_editing_a_user_operator_file_reruns_only_the_jobs_that_use_it(tmp_path):
+    """The key of a model built from ``file.py:Name`` includes the file's hash, as the code that runs
+    sees it: an edit reaches the key when the file is imported again (a new process), never while the
+    old module is still the one in use."""
+    from robustbench_dc.operators import registry
+
+    ops = tmp_path / "my_ops.py"
+    ops.write_text("from robustbench_dc.operators import DecoupledConv2d\n\n\n"
+                   "class WideTanhConv(DecoupledConv2d):\n"
+                   "    def __init__(self, *args, **kwargs):\n"
+                   "        super().__init__(*args, **{'magnitude': 'tanh', 'rho': 2.0, **kwargs})\n")
+    proto = _protocol(tmp_path)
+    proto["models"][1] = {"name": "mine", "arch": "mnist2d", "operator": "my_ops.py:WideTanhConv",
+                          "params": {"width": 0.125}, "recipe": RECIPE}
+    path = _write(tmp_path, proto)
+    before = _keys(path)
+    ops.write_text(ops.read_text() + "\n# tuned\n")
+    assert _keys(path) == before  # the module in memory is the old file's
+    del sys.modules[registry._module_name_for(ops.resolve())]  # as a new process would import it
+    after = _keys(path)
+    changed = {j for j in before if after[j] != before[j]}
+    assert {"train:mine", "whitebox:mine", "transfer", "figures", "report"} <= changed
+    assert not any(j.endswith(":base") or j.endswith(":src") for j in changed)
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     path = _write(tmp_path, _protocol(tmp_path))
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0

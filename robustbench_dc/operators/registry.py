@@ -19,6 +19,7 @@ Parameters (``alpha``, ``rho``, ``weighted``, ...) come as keyword arguments.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -93,6 +94,9 @@ class OperatorSpec:
     #: user code (a file or module reference, an entry point): its layers are built and their first
     #: output checked under :class:`PluginError` (the plugin's name and the problem, one line)
     plugin: bool = False
+    #: sha256 of the file of the module that defines a plugin (``None`` for built-in operators); a
+    #: protocol job's key includes it, so that editing the file re-runs the jobs that used it
+    source_sha256: str | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -137,7 +141,7 @@ class OperatorSpec:
         return {"name": self.name, "params": {k: _jsonable(v) for k, v in sorted(self.params.items())}}
 
     def with_params(self, **params: Any) -> "OperatorSpec":
-        return OperatorSpec(self.name, self.conv, self.linear, {**self.params, **params}, self.plugin)
+        return dataclasses.replace(self, params={**self.params, **params})
 
 
 def _check_first_output(layer: nn.Module, name: str, what: str, expected: Callable[[Tensor], tuple[int, ...]]) -> None:
@@ -223,6 +227,35 @@ def load_reference(ref: str, base_dir: str | Path | None = None) -> Any:
     protocol that names it), then the working directory. The file is imported once
     per path (re-used on later calls) under a private module name.
     """
+    module, attr = _load_reference(ref, base_dir)
+    return getattr(module, attr)
+
+
+_SOURCE_ATTR = "__rbdc_source_sha256__"
+
+
+def module_source_sha256(module: Any) -> str | None:
+    """sha256 of the file a module was loaded from (``None`` without one: a namespace or built-in
+    module). Read once per module object and remembered on it, so that it stays the hash of the
+    code that runs: a file edited after its import is not imported again in the same process."""
+    if module is None:
+        return None
+    if hasattr(module, _SOURCE_ATTR):
+        return getattr(module, _SOURCE_ATTR)
+    path = getattr(module, "__file__", None)
+    try:
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    except OSError:
+        digest = None
+    try:
+        setattr(module, _SOURCE_ATTR, digest)
+    except (AttributeError, TypeError):  # pragma: no cover - a module object that refuses attributes
+        pass
+    return digest
+
+
+def _load_reference(ref: str, base_dir: str | Path | None) -> tuple[Any, str]:
+    """The module a reference names, imported, and the name it looks up there (checked to exist)."""
     if ref.count(":") < 1:
         raise UnknownOperatorError(f"reference {ref!r}: expected 'path/to/file.py:Name' or 'package.module:Name'")
     target, _, attr = ref.rpartition(":")
@@ -242,6 +275,7 @@ def load_reference(ref: str, base_dir: str | Path | None = None) -> Any:
             if spec is None or spec.loader is None:
                 raise UnknownOperatorError(f"reference {ref!r}: cannot import {path}")
             module = importlib.util.module_from_spec(spec)
+            module_source_sha256(module)  # the file as it is now, before it runs
             sys.modules[mod_name] = module
             try:
                 spec.loader.exec_module(module)
@@ -261,7 +295,7 @@ def load_reference(ref: str, base_dir: str | Path | None = None) -> Any:
     if not hasattr(module, attr):
         public = sorted(n for n in vars(module) if not n.startswith("_"))
         raise UnknownOperatorError(f"reference {ref!r}: {target} has no {attr!r}; it defines {', '.join(public)}")
-    return getattr(module, attr)
+    return module, attr
 
 
 def list_operators() -> list[str]:
@@ -285,6 +319,12 @@ def _decoupled(name: str, magnitude: Any, angular: Any, params: dict[str, Any]) 
     # Build one layer now so that a bad parameter fails here, naming the field.
     DecoupledLinear(2, 2, **params)
     return OperatorSpec(name, DecoupledConv2d, DecoupledLinear, params)
+
+
+def _plugin(obj: Any, name: str, params: dict[str, Any], module: Any) -> OperatorSpec:
+    """The operator of user code ``obj``, found in ``module`` (whose file's hash it records)."""
+    spec = _from_object(obj, name, params, plugin=True)
+    return dataclasses.replace(spec, source_sha256=module_source_sha256(module))
 
 
 def _from_object(obj: Any, name: str, params: dict[str, Any], plugin: bool = False) -> OperatorSpec:
@@ -333,9 +373,11 @@ def get_operator(spec: str | OperatorSpec | type[nn.Module], base_dir: str | Pat
             loaded = eps_[key].load()
         except Exception as exc:  # noqa: BLE001 - user code
             raise PluginError(f"operator {key!r}: loading its entry point failed: {type(exc).__name__}: {exc}") from exc
-        return _from_object(loaded, key, dict(params), plugin=True)
+        module = sys.modules.get(getattr(eps_[key], "module", "")) or inspect.getmodule(loaded)
+        return _plugin(loaded, key, dict(params), module)
     if ":" in text:
-        return _from_object(load_reference(text, base_dir), text, dict(params), plugin=True)
+        module, attr = _load_reference(text, base_dir)
+        return _plugin(getattr(module, attr), text, dict(params), module)
     raise UnknownOperatorError(
         f"operator: unknown {spec!r}; known: {', '.join(list_operators())} "
         "(or a reference 'path/to/file.py:Name' / 'package.module:Name')")

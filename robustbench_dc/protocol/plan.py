@@ -6,9 +6,11 @@ collected as ``FILE: field: message`` lines.
 
 Planning turns the protocol into jobs, ``train -> whitebox / sweep / lipschitz / embedding
 -> transfer -> figures -> report``, each keyed by a sha256 over exactly what it depends on:
-its own configuration slice, the keys of the jobs it consumes, the data checksum and the
-package version. A job whose key is recorded as done in the run folder is skipped, so a
-re-run does only what changed and a killed run resumes where it stopped.
+its own configuration slice, the keys of the jobs it consumes, the data checksum, the
+package version and the fingerprint of the package's code (:func:`~robustbench_dc.provenance.code_fingerprint`),
+and for a user operator the hash of the file that defines it. A job whose key is recorded as
+done in the run folder is skipped, so a re-run does only what changed and a killed run resumes
+where it stopped; results computed by other code are never reused.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydantic import ValidationError
 
 from robustbench_dc import __version__
 from robustbench_dc.protocol.schema import ModelEntry, Protocol, ProtocolError
+from robustbench_dc.provenance import code_fingerprint
 
 __all__ = ["ResolvedModel", "Job", "Plan", "resolve", "make_plan", "stable_hash"]
 
@@ -48,11 +51,16 @@ class ResolvedModel:
     role: str
     label: str
     training: str
+    #: sha256 of the file that defines a user operator (None for the built-in ones)
+    operator_source_sha256: str | None = None
 
     def config(self) -> dict[str, Any]:
-        return {"arch": self.arch, "operator": self.operator, "arch_params": self.arch_params,
-                "operator_params": self.operator_params, "dataset": self.dataset, "recipe": self.recipe,
-                "seed": self.seed}
+        config = {"arch": self.arch, "operator": self.operator, "arch_params": self.arch_params,
+                  "operator_params": self.operator_params, "dataset": self.dataset, "recipe": self.recipe,
+                  "seed": self.seed}
+        if self.operator_source_sha256 is not None:
+            config["operator_source_sha256"] = self.operator_source_sha256
+        return config
 
     def build(self, base_dir: Path | None = None, checkpoint: Path | None = None) -> Any:
         """The network, initialised from the model's seed (with ``checkpoint``'s weights if given)."""
@@ -201,7 +209,7 @@ def _resolve_model(m: ModelEntry, i: int, protocol: Protocol, base_dir: Path, er
         name=m.name, arch=arch, operator=operator, operator_label=spec.name,  # type: ignore[arg-type]
         arch_params=arch_params, operator_params=op_params, dataset=_model_dataset(dataset), recipe=recipe,
         seed=seed, role=m.role, label=m.label or _PAPER_LABELS.get(spec.name, spec.name),
-        training="adversarial" if recipe.get("adversarial") else "natural")
+        training="adversarial" if recipe.get("adversarial") else "natural", operator_source_sha256=spec.source_sha256)
     try:  # building once checks the architecture and every parameter
         resolved.build(base_dir)
     except Exception as exc:  # noqa: BLE001
@@ -338,7 +346,7 @@ def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path
         "train": load_dataset(ds.name, "train", n=ds.n_train, data_dir=ds.data_dir).checksum,
         "test": load_dataset(ds.name, "test", n=ds.n_test, data_dir=ds.data_dir).checksum,
     }
-    common = {"version": __version__, "dataset": ds.name}
+    common = {"version": __version__, "code": code_fingerprint(), "dataset": ds.name}
     ev = protocol.evaluation
     jobs: list[Job] = []
     train_keys: dict[str, str] = {}
