@@ -19,6 +19,18 @@ def test_operators_list_shows_the_family(capsys):
         assert name in out
 
 
+def test_output_piped_into_a_reader_that_stops_ends_quietly():
+    """``rbdc operators list | head -1``: the reader closes the pipe before rbdc writes; rbdc stops with
+    the shell's SIGPIPE status and no traceback (nor a failed flush at interpreter exit)."""
+    proc = subprocess.Popen([sys.executable, "-m", "robustbench_dc", "operators", "list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the interpreter has even started: every write meets a closed pipe
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
+
+
 def test_zoo_list_shows_the_cards(capsys):
     assert main(["zoo", "list"]) == 0
     out = capsys.readouterr().out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -34,6 +35,8 @@ from robustbench_dc.errors import UserError
 __all__ = ["main", "build_parser", "UserError", "EXIT_USER_ERROR", "COMMANDS"]
 
 EXIT_USER_ERROR = 2
+#: the shell's status of a command killed by SIGPIPE (128 + 13)
+EXIT_BROKEN_PIPE = 141
 
 #: The command modules, in the order ``rbdc --help`` lists them; each has ``register(subparsers)``.
 COMMANDS = (operators, zoo, data, run, train, evaluate, transfer, lipschitz, plot, leaderboard, reproduce)
@@ -75,7 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args([*argv, "--help"])
         return EXIT_USER_ERROR
     try:
-        return int(func(args) or 0)
+        code = int(func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # whoever read the output stopped (``rbdc operators list | head``): end quietly, as Unix tools
+        # do, with stdout pointed at /dev/null so that the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except UserError as exc:
         if args.verbose:
             raise
