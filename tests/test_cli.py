@@ -31,6 +31,17 @@ def test_output_piped_into_a_reader_that_stops_ends_quietly():
     assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
 
 
+def test_a_broken_pipe_that_is_not_stdout_is_still_an_error(monkeypatch, capsys):
+    from robustbench_dc.cli import operators as operators_cli
+
+    def fails(args):
+        raise BrokenPipeError("a worker's pipe")
+
+    monkeypatch.setattr(operators_cli, "cmd_operators_list", fails)
+    with pytest.raises(BrokenPipeError, match="worker"):
+        main(["operators", "list"])
+
+
 def test_zoo_list_shows_the_cards(capsys):
     assert main(["zoo", "list"]) == 0
     out = capsys.readouterr().out

@@ -151,6 +151,43 @@ def test_compiled_per_channel_cosine_on_channels_last_tensors_equals_eager(magni
     assert {"forward", (True, True, True, False)} | attack <= kinds
 
 
+def _channels_last_grads(layer, x, g):
+    layer.to(memory_format=torch.channels_last)
+    return _grads(layer, x.contiguous(memory_format=torch.channels_last),
+                  g.contiguous(memory_format=torch.channels_last))
+
+
+@needs_compiler
+@pytest.mark.parametrize("case", ["tanh+sigmoid,nonlinear", "seg+linear,separable,learnable"])
+def test_compiled_generic_response_on_channels_last_tensors_equals_eager(case):
+    eager, comp = _pair(DecoupledConv2d, (5, 12, 3), dict(padding=1, **CASES[case]))
+    x, g = torch.randn(4, 5, 9, 9), torch.randn(4, 12, 9, 9)
+    compiled_mod._COMPILED.clear()
+    out_e, grads_e = _channels_last_grads(eager, x, g)
+    out_c, grads_c = _channels_last_grads(comp, x, g)
+    torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_c, grads_e, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert any(k[0] == "response" and "nhwc" in k for k in compiled_mod._COMPILED)
+
+
+@needs_compiler
+def test_a_users_angular_function_is_not_assumed_element_wise():
+    """A user's function may reduce over a dimension (here a softmax over the channels): it sees the
+    response in its own (N, C, H, W) layout, never a permuted view, and the compiled values are the eager ones."""
+    def channel_softmax(cos):
+        return torch.softmax(cos, dim=1)
+
+    eager, comp = _pair(DecoupledConv2d, (5, 12, 3), dict(padding=1, magnitude="tanh", angular=channel_softmax))
+    x, g = torch.randn(4, 5, 9, 9), torch.randn(4, 12, 9, 9)
+    compiled_mod._COMPILED.clear()
+    out_e, grads_e = _channels_last_grads(eager, x, g)
+    out_c, grads_c = _channels_last_grads(comp, x, g)
+    torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads_c[0], grads_e[0], rtol=1e-4, atol=1e-5)
+    assert compiled_mod._COMPILED and not any("nhwc" in k for k in compiled_mod._COMPILED)
+
+
 @needs_compiler
 @pytest.mark.parametrize("case", ["tanh+sigmoid,nonlinear", "tanh+cos,relative-radius"])
 def test_compiled_linear_equals_eager(case):

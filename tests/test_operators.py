@@ -410,3 +410,29 @@ def test_fused_cos_path_equals_the_generic_autograd_path(magnitude, weighted, va
     lin_plain.load_state_dict(lin.state_dict())
     lin_plain.fused = False
     torch.testing.assert_close(lin(xl), lin_plain(xl))
+
+
+def test_an_operator_built_from_user_code_carries_the_hash_of_its_file(tmp_path):
+    """Protocol job keys include it (robustbench_dc.protocol.plan): a magnitude registered in a user's
+    file and then named as 'name+cos' counts as that file's code; built-in operators have none."""
+    import hashlib
+
+    from robustbench_dc.operators import registry
+    from robustbench_dc.operators.magnitude import MAGNITUDES
+
+    path = tmp_path / "mags.py"
+    path.write_text("from robustbench_dc.operators import register_magnitude\n\n\n"
+                    "@register_magnitude('halfnorm_test')\n"
+                    "def halfnorm_test(norm, *, alpha):\n"
+                    "    return alpha * norm / 2\n")
+    file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        by_reference = registry.get_operator(f"{path}:halfnorm_test")
+        by_name = registry.get_operator("halfnorm_test+cos")
+    finally:
+        MAGNITUDES.pop("halfnorm_test", None)
+    assert by_reference.source_sha256 == file_sha
+    assert by_name.source_sha256 == hashlib.sha256(file_sha.encode()).hexdigest()
+    assert by_reference.with_params(alpha=2.0).source_sha256 == file_sha
+    for builtin in ("baseline", "tanh+cos", "sphereconv"):
+        assert registry.get_operator(builtin).source_sha256 is None

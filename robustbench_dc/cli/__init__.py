@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import sys
 from typing import Sequence
 
@@ -60,6 +61,27 @@ def _report(exc: UserError) -> None:
         print(f"rbdc: error: {' '.join(str(line).split())}", file=sys.stderr)
 
 
+def _stdout_broken() -> bool:
+    """Whether stdout's reader went away (``rbdc operators list | head``). If so, point stdout at
+    /dev/null, so that the interpreter's final flush does not fail again: the command then ends
+    quietly, as Unix tools do, with the shell's SIGPIPE status."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (io.UnsupportedOperation is an OSError)
+        return False
+    if hasattr(select, "poll"):  # the write end of a pipe without reader polls as an error
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)):
+            return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from robustbench_dc.provenance import command_line
 
@@ -82,10 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
     except BrokenPipeError:
-        # whoever read the output stopped (``rbdc operators list | head``): end quietly, as Unix tools
-        # do, with stdout pointed at /dev/null so that the interpreter's final flush does not fail again
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        if args.verbose or not _stdout_broken():
+            raise  # another pipe (a data-loading worker...): a real error
         return EXIT_BROKEN_PIPE
     except UserError as exc:
         if args.verbose:

@@ -98,10 +98,13 @@ def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
     return torch.compile(fn, dynamic=None)
 
 
-def _channels_last(t: Any) -> bool:
-    """Whether ``t`` is a 4-D tensor in channels-last layout (and not also plainly contiguous)."""
+def _nhwc_applies(args: tuple[Any, ...]) -> bool:
+    """Whether to pass ``args`` as (N, H, W, C) views: the first is a 4-D tensor in channels-last
+    layout (and not also plainly contiguous), and every tensor is 4-D or 0-D (so that all of them
+    permute alike; a radius of shape (C, 1, 1) would not)."""
+    t = args[0]
     return (isinstance(t, Tensor) and t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
-            and not t.is_contiguous())
+            and not t.is_contiguous() and all(a.dim() in (0, 4) for a in args if isinstance(a, Tensor)))
 
 
 def _permuted(x: Any, dims: tuple[int, ...]) -> Any:
@@ -114,13 +117,15 @@ def _permuted(x: Any, dims: tuple[int, ...]) -> Any:
 _TO_NHWC, _FROM_NHWC = (0, 2, 3, 1), (0, 3, 1, 2)
 
 
-def _call(key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], args: tuple[Any, ...], what: str) -> Any:
+def _call(key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], args: tuple[Any, ...], what: str,
+          elementwise: bool = True) -> Any:
     """Call the compiled version of the function ``build()`` makes for ``key`` (built and
     compiled once per key), or the function itself where compilation is not possible.
 
-    The functions are element-wise with broadcasting (their only reductions are
-    ``sum_to_size`` onto an argument's shape), so they may run on any consistent permutation
-    of their 4-D arguments. When the first argument is channels-last, every 4-D argument is
+    With ``elementwise`` (the caller's promise: the function is element-wise with
+    broadcasting, its only reductions ``sum_to_size`` onto an argument's shape, as the
+    suite's own functions are) it may run on any consistent permutation of its 4-D
+    arguments. When the first argument is channels-last, every 4-D argument is
     passed as an ``(N, H, W, C)`` view, contiguous for the channels-last ones, and every 4-D
     result is permuted back: TorchInductor then writes one loop over contiguous memory, where
     the ``(N, C, H, W)`` views of the same tensors (channels-last responses beside the
@@ -131,7 +136,7 @@ def _call(key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], args: t
     the key stays eager from then on; if the plain function fails too, the error is the
     caller's (bad shapes...) and is raised, with compilation left on.
     """
-    if _channels_last(args[0]):
+    if elementwise and _nhwc_applies(args):
         return _permuted(_call(key + ("nhwc",), build, _permuted(args, _TO_NHWC), what), _FROM_NHWC)
     # One compiled function per call signature (rank, dtype, requires_grad of each tensor): Dynamo
     # guards on these, and a layer family called with several signatures (conv and linear layers;
@@ -183,8 +188,11 @@ def compiled_response(dot: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: M
     Falls back to the eager function, with one warning, where compilation is not possible.
     """
     params = (magnitude, angular, weighted, float(alpha), float(beta), float(k))
+    # a user's magnitude or angular function may reduce over a dimension: only the built-ins are
+    # known to be element-wise
+    builtin = magnitude.fn.__module__ == Magnitude.__module__ and angular.fn.__module__ == Angular.__module__
     return _call(("response", *params), lambda: _response_fn(*params), (dot, xnorm, wnorm, rho),
-                 f"decoupled response {magnitude.name}+{angular.name}")
+                 f"decoupled response {magnitude.name}+{angular.name}", elementwise=builtin)
 
 
 # ----------------------------------------------------------------------------- cosine, per-channel radius

@@ -321,6 +321,25 @@ def _decoupled(name: str, magnitude: Any, angular: Any, params: dict[str, Any]) 
     return OperatorSpec(name, DecoupledConv2d, DecoupledLinear, params)
 
 
+def _with_user_source(spec: OperatorSpec, *objs: Any) -> OperatorSpec:
+    """``spec`` with the hash of the files of the modules outside this package that define ``objs``
+    (functions registered by ``@register_magnitude`` / ``@register_angular``, a class registered by
+    ``register_operator``), where it has none: a built-in operator's spec comes back as it is."""
+    if spec.source_sha256 is not None:
+        return spec
+    digests = []
+    for obj in objs:
+        module = inspect.getmodule(obj) if obj is not None else None
+        if module is None or module.__name__.partition(".")[0] == __name__.partition(".")[0]:
+            continue
+        digest = module_source_sha256(module)
+        if digest is not None:
+            digests.append(digest)
+    if not digests:
+        return spec
+    return dataclasses.replace(spec, source_sha256=hashlib.sha256("".join(digests).encode()).hexdigest())
+
+
 def _plugin(obj: Any, name: str, params: dict[str, Any], module: Any) -> OperatorSpec:
     """The operator of user code ``obj``, found in ``module`` (whose file's hash it records)."""
     spec = _from_object(obj, name, params, plugin=True)
@@ -364,9 +383,10 @@ def get_operator(spec: str | OperatorSpec | type[nn.Module], base_dir: str | Pat
     if "+" in key and ":" not in key:
         mag, _, ang = key.partition("+")
         if mag in MAGNITUDES and ang in ANGULARS:
-            return _decoupled(key, mag, ang, dict(params))
+            return _with_user_source(_decoupled(key, mag, ang, dict(params)), MAGNITUDES[mag].fn, ANGULARS[ang].fn)
     if key in OPERATORS:
-        return OPERATORS[key].with_params(**params)
+        spec = OPERATORS[key].with_params(**params)
+        return _with_user_source(spec, spec.conv, spec.linear)
     eps_ = entry_point_operators()
     if key in eps_:
         try:
