@@ -122,6 +122,12 @@ def test_an_attack_shrinking_its_batch_does_not_exhaust_recompilation(monkeypatc
     assert not channels_last or any("nhwc" in k for k in used)
 
 
+def _channels_last_grads(layer, x, g):
+    layer.to(memory_format=torch.channels_last)
+    return _grads(layer, x.contiguous(memory_format=torch.channels_last),
+                  g.contiguous(memory_format=torch.channels_last))
+
+
 @needs_compiler
 @pytest.mark.parametrize("magnitude", ["tanh", "ball"])
 def test_compiled_per_channel_cosine_on_channels_last_tensors_equals_eager(magnitude):
@@ -129,13 +135,10 @@ def test_compiled_per_channel_cosine_on_channels_last_tensors_equals_eager(magni
     contiguous memory instead of transposed tiles): same values, gradients of every input (the
     radius's and the norm's reductions included) and memory format, in training and under attack."""
     eager, comp = _pair(DecoupledConv2d, (5, 12, 3), dict(padding=1, magnitude=magnitude, angular="cos", **RELATIVE))
-    for layer in (eager, comp):
-        layer.to(memory_format=torch.channels_last)
-    x = torch.randn(4, 5, 9, 9).contiguous(memory_format=torch.channels_last)
-    g = torch.randn(4, 12, 9, 9).contiguous(memory_format=torch.channels_last)
+    x, g = torch.randn(4, 5, 9, 9), torch.randn(4, 12, 9, 9)
     compiled_mod._COMPILED.clear()
-    out_e, grads_e = _grads(eager, x, g)  # training: gradients of x, the weights and the radius
-    out_c, grads_c = _grads(comp, x, g)
+    out_e, grads_e = _channels_last_grads(eager, x, g)  # training: gradients of x, the weights and the radius
+    out_c, grads_c = _channels_last_grads(comp, x, g)
     assert out_c.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-6)
     assert len(grads_c) == 3
@@ -143,18 +146,12 @@ def test_compiled_per_channel_cosine_on_channels_last_tensors_equals_eager(magni
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     for layer in (eager, comp):
         layer.eval().requires_grad_(False)
-    (ge,) = _grads(eager, x, g)[1]  # under attack: the input's gradient only
-    (gc,) = _grads(comp, x, g)[1]
+    (ge,) = _channels_last_grads(eager, x, g)[1]  # under attack: the input's gradient only
+    (gc,) = _channels_last_grads(comp, x, g)[1]
     torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-5)
     kinds = {k[-3] for k in compiled_mod._COMPILED if k[0] == "cos_channel" and k[-2] == "nhwc"}
     attack = {"forward-inputs", "backward-inputs"} if magnitude == "tanh" else {(True, True, False, False)}
     assert {"forward", (True, True, True, False)} | attack <= kinds
-
-
-def _channels_last_grads(layer, x, g):
-    layer.to(memory_format=torch.channels_last)
-    return _grads(layer, x.contiguous(memory_format=torch.channels_last),
-                  g.contiguous(memory_format=torch.channels_last))
 
 
 @needs_compiler

@@ -349,7 +349,7 @@ def _plugin(obj: Any, name: str, params: dict[str, Any], module: Any) -> Operato
 def _from_object(obj: Any, name: str, params: dict[str, Any], plugin: bool = False) -> OperatorSpec:
     if isinstance(obj, OperatorSpec):
         spec = obj.with_params(**params)
-        return OperatorSpec(spec.name, spec.conv, spec.linear, spec.params, spec.plugin or plugin)
+        return dataclasses.replace(spec, plugin=spec.plugin or plugin)
     if inspect.isclass(obj) and issubclass(obj, nn.Module):
         return OperatorSpec(name, obj, getattr(obj, "linear_counterpart", None), dict(params), plugin)
     if callable(obj) and hasattr(obj, "_rbdc_magnitude"):
