@@ -447,6 +447,58 @@ def test_attack_sees_eval_mode(test_xy) -> None:
     assert m.training
 
 
+def _conv_bn_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    net = nn.Sequential(Normalize(), nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(4 * 14 * 14, 10))
+    for bn in (net[2], net[5]):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    return net
+
+
+def test_attacks_fold_batch_norms_into_convolutions_and_restore_the_model(test_xy) -> None:
+    from robustbench_dc.attacks._steps import attack_mode
+
+    net = _conv_bn_net().train()
+    x, y = test_xy[0][:8], test_xy[1][:8]
+    modules = list(net)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        ref = net.eval()(x)
+    net.train()
+    xg = x.clone().requires_grad_()
+    (g_ref,) = torch.autograd.grad(F.cross_entropy(net.eval()(xg), y), xg)
+    net.train()
+    with attack_mode(net, x):
+        assert [type(m) for m in net[1:3]] == [nn.Conv2d, nn.Identity] and isinstance(net[5], nn.Identity)
+        torch.testing.assert_close(net(x), ref, atol=1e-5, rtol=1e-5)
+        xg = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(F.cross_entropy(net(xg), y), xg)
+        torch.testing.assert_close(g, g_ref, atol=1e-6, rtol=1e-4)
+    assert all(a is b for a, b in zip(net, modules)) and net.training and net[2].training
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    run_attack(net, x, y, AttackSpec(name="pgd", eps=0.1, steps=3))
+    assert all(a is b for a, b in zip(net, modules)) and all(p.grad is None for p in net.parameters())
+
+
+def test_batch_norm_with_a_hook_is_not_folded(test_xy) -> None:
+    from robustbench_dc.attacks._steps import attack_mode, folded_batch_norm
+
+    net = _conv_bn_net().eval()
+    calls: list[int] = []
+    net[5].register_forward_hook(lambda *_: calls.append(1))
+    with attack_mode(net, test_xy[0][:4]):
+        assert isinstance(net[2], nn.Identity) and isinstance(net[5], nn.BatchNorm2d)
+        net(test_xy[0][:4])
+    assert calls == [1]
+    with folded_batch_norm(net.train()) as n:  # training-mode batch norms use batch statistics
+        assert n == 0
+
+
 # ----------------------------------------------------------------------------- checker
 def _valid_pair(threat_model: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)

@@ -8,6 +8,7 @@ import zlib
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from robustbench_dc.operators import (
@@ -436,3 +437,36 @@ def test_an_operator_built_from_user_code_carries_the_hash_of_its_file(tmp_path)
     assert by_reference.with_params(alpha=2.0).source_sha256 == file_sha
     for builtin in ("baseline", "tanh+cos", "sphereconv"):
         assert registry.get_operator(builtin).source_sha256 is None
+
+
+@pytest.mark.parametrize("k,stride,padding,dilation", [
+    (3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 0, 1), (5, 1, 2, 1), (5, 2, 1, 1),  # sum pooling
+    (3, 1, 2, 2), (3, 1, "same", 1), (3, 1, 2, 1),  # dilation, string padding, padding > k // 2: convolution
+])
+def test_patch_norm_equals_the_single_channel_convolution(k, stride, padding, dilation) -> None:
+    from robustbench_dc.operators import patch_norm2d
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 9, 9, requires_grad=True)
+    got = patch_norm2d(x, (k, k), stride, padding, dilation)
+    ref = torch.sqrt(F.conv2d((x * x).sum(1, keepdim=True), torch.ones(1, 1, k, k), None, stride, padding,
+                              dilation).clamp_min(0.0) + 1e-4)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    w = torch.randn_like(ref)
+    (g,) = torch.autograd.grad((got * w).sum(), x)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), x)
+    torch.testing.assert_close(g, g_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_patch_norm_sums_by_pooling_in_float32_and_by_convolution_under_autocast(monkeypatch) -> None:
+    from robustbench_dc.operators import functional, patch_norm2d
+
+    pooled: list[torch.dtype] = []
+    pool = F.avg_pool2d
+    monkeypatch.setattr(functional.F, "avg_pool2d", lambda t, *a, **kw: pooled.append(t.dtype) or pool(t, *a, **kw))
+    x = torch.rand(2, 3, 8, 8)
+    patch_norm2d(x, (3, 3), 1, 1)
+    assert pooled == [torch.float32]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = patch_norm2d(x, (3, 3), 1, 1)
+    assert pooled == [torch.float32] and out.dtype == torch.bfloat16
