@@ -6,8 +6,10 @@ model) two things make a CNN-9's passes cheaper without changing the function it
 float32 rounding:
 
 * ``fold``: every ``nn.Conv2d`` + ``nn.BatchNorm2d`` pair is one convolution with the batch norm
-  folded into its weights and bias (:func:`~robustbench_dc.attacks._steps.folded_batch_norm`): no
-  batch-norm forward and backward (the Baseline's convolutions; the decoupled layers keep theirs);
+  folded into its weights and bias (:func:`~robustbench_dc.attacks._steps.folded_batch_norm`), and
+  every BallConv / TanhConv layer with a per-channel radius + ``nn.BatchNorm2d`` + ``nn.ReLU`` one
+  module whose compiled response kernel applies the batch norm: no batch-norm forward and backward
+  (SphereConv, on the fused eager path, keeps its batch norms);
 * ``pool``: a decoupled layer's patch norms sum their windows by a sum pooling instead of a
   single-channel convolution (:func:`~robustbench_dc.operators.patch_norm2d`, float32 only).
 
@@ -101,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         compiled = resolve_compile(True, model, "cpu", 0, 0)
 
         def measure(kind: str, old: bool) -> float:
-            with (_old_paths() if old else contextlib.nullcontext()), attack_mode(model, x0) as channels_last, \
-                    compiled_responses(model, compiled):
+            with (_old_paths() if old else contextlib.nullcontext()), compiled_responses(model, compiled), \
+                    attack_mode(model, x0) as channels_last:  # in evaluate_whitebox's order
                 x = x0.contiguous(memory_format=torch.channels_last) if channels_last else x0
 
                 def unit() -> None:

@@ -412,3 +412,108 @@ def test_training_with_compile_matches_eager_training():
     for k, v in results[False][1].items():
         if v.is_floating_point():
             torch.testing.assert_close(results[True][1][k], v, rtol=1e-3, atol=1e-4)
+
+
+def _decoupled_bn_net(magnitude: str, **kw):
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(DecoupledConv2d(3, 8, 3, padding=1, magnitude=magnitude, **kw), nn.BatchNorm2d(8),
+                        nn.ReLU(inplace=True),
+                        DecoupledConv2d(8, 8, 3, padding=1, magnitude=magnitude, bias=True, **kw), nn.BatchNorm2d(8),
+                        nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(8 * 9 * 9, 10))
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):  # running statistics and running ||x||
+            net(torch.randn(16, 3, 9, 9))
+        for bn in (net[1], net[4]):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    return net.eval()
+
+
+@needs_compiler
+@pytest.mark.parametrize("magnitude", ["tanh", "ball"])
+def test_attacks_fold_batch_norm_and_relu_into_the_compiled_cosine_kernel(magnitude):
+    """Under compiled responses an attack runs each BallConv / TanhConv with a per-channel radius,
+    the batch norm and the ReLU after it as one module whose kernel applies the batch norm: same
+    logits and input gradients as the original model, which is restored afterwards."""
+    from torch import nn
+
+    from robustbench_dc.attacks._steps import attack_mode
+
+    net = _decoupled_bn_net(magnitude, **RELATIVE)
+    x, w = torch.randn(6, 3, 9, 9), torch.randn(6, 10)
+    modules = list(net)
+    xr = x.clone().requires_grad_(True)
+    ref = net(xr)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), xr)
+    with compiled_responses(net), attack_mode(net, x) as channels_last:
+        assert [type(m).__name__ for m in net[:6]] == ["_BatchNormFolded", "Identity", "Identity"] * 2
+        xa = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        xa.requires_grad_(True)
+        out = net(xa)
+        (g,) = torch.autograd.grad((out * w).sum(), xa)
+        with torch.no_grad():  # a query without gradients (Square's) takes a kernel without the factors
+            torch.testing.assert_close(net(xa), ref.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6 * float(g_ref.abs().max()))
+    assert all(a is b for a, b in zip(net, modules)) and isinstance(net[1], nn.BatchNorm2d)
+
+
+@needs_compiler
+def test_decoupled_layers_are_folded_only_on_the_compiled_per_channel_path():
+    from torch import nn
+
+    from robustbench_dc.attacks._steps import folded_batch_norm
+
+    tanh = _decoupled_bn_net("tanh", **RELATIVE)
+    with folded_batch_norm(tanh) as n:  # eager responses: nothing to fold into
+        assert n == 0
+    sphere = _decoupled_bn_net("sphere")
+    with compiled_responses(sphere), folded_batch_norm(sphere) as n:  # the fused eager path
+        assert n == 0
+    no_relu = _decoupled_bn_net("tanh", **RELATIVE)
+    no_relu[2] = nn.Tanh()
+    with compiled_responses(no_relu), folded_batch_norm(no_relu) as n:  # only the second layer has its ReLU
+        assert n == 1 and isinstance(no_relu[2], nn.Tanh) and type(no_relu[3]).__name__ == "_BatchNormFolded"
+    layer = tanh[0]
+    with compiled_responses(tanh):
+        folded = layer.fold_batch_norm(tanh[1])
+        assert folded is not None
+        x = torch.rand(2, 3, 9, 9)
+        # a radius that requires gradients (not an attack): the batch norm follows the kernel
+        torch.testing.assert_close(folded(x), tanh[1](layer(x)), rtol=1e-5, atol=1e-5)
+        layer.requires_grad_(False)
+        torch.testing.assert_close(folded(x), tanh[1](layer(x)), rtol=1e-5, atol=1e-5)
+    from robustbench_dc.operators import get_magnitude
+
+    ones = torch.ones(1, 4, 1, 1)
+    with pytest.raises(ValueError, match="frozen"):
+        compiled_mod.compiled_cos_response(torch.rand(2, 4, 3, 3), torch.rand(2, 1, 3, 3) + 1, ones.requires_grad_(True), None,
+                              magnitude=get_magnitude("tanh"), shift=torch.zeros(1, 4, 1, 1))
+
+
+@needs_compiler
+def test_a_folded_layer_whose_radius_depends_on_x_applies_the_batch_norm_after_its_kernel():
+    """Before any training step the relative radius is the batch mean of ||x|| (so it depends on x,
+    as in the first FGSM step of adversarial training): the folded module stays correct."""
+    from torch import nn
+
+    from robustbench_dc.attacks._steps import attack_mode
+
+    torch.manual_seed(0)
+    net = nn.Sequential(DecoupledConv2d(3, 8, 3, padding=1, magnitude="tanh", **RELATIVE), nn.BatchNorm2d(8),
+                        nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(8 * 9 * 9, 10)).eval()
+    assert net[0].running_xnorm() is None
+    x, w = torch.randn(6, 3, 9, 9), torch.randn(6, 10)
+    xr = x.clone().requires_grad_(True)
+    ref = net(xr)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), xr)
+    with compiled_responses(net), attack_mode(net, x):
+        assert type(net[0]).__name__ == "_BatchNormFolded"
+        xa = x.clone().requires_grad_(True)
+        out = net(xa)
+        (g,) = torch.autograd.grad((out * w).sum(), xa)
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6 * float(g_ref.abs().max()))

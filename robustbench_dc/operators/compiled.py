@@ -15,7 +15,9 @@ path does, and recomputes the magnitude in a compiled backward (its derivative b
 never vanishes (the built-ins with ``alpha > 0``); other magnitudes take the generic kernel.
 When only the inputs need gradients (an attack: the radius and the weights are frozen) and the
 magnitude is not piecewise linear (TanhConv's ``exp``), the forward kernel also stores the two
-factors of the input gradient, and the backward is one multiplication and one channel sum.
+factors of the input gradient, and the backward is one multiplication and one channel sum. An
+attack also folds the evaluation-mode batch norm after such a layer into this kernel (a per-channel
+scale and ``shift``; :meth:`~robustbench_dc.operators.layers.DecoupledConv2d.fold_batch_norm`).
 
 Compilation costs seconds per operator (tens on a 2-core CPU, cached on disk by
 TorchInductor for later processes), so it pays off for training runs, not for a single
@@ -248,18 +250,21 @@ def _cos_channel_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: boo
     return forward, backward
 
 
-def _cos_channel_input_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: bool
+def _cos_channel_input_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: bool, has_shift: bool = False
                            ) -> tuple[Callable[..., tuple[Tensor, Tensor, Tensor]], Callable[..., tuple[Tensor, Tensor]]]:
     """The forward and backward of :class:`_CosChannelResponse` when only the inputs' gradients are
     needed (an attack: the radius and the scale are frozen). The forward also returns the two
     factors of the backward, ``A = h s / x`` and ``B = (cos h'(x) - out / x) s`` (``h'`` per
     element, by a vector-Jacobian product on ``||x||`` expanded to the response's shape), so that
     the backward is ``g A`` and ``sum_c g B``: no magnitude function, no division, one pass. It
-    keeps two full-size tensors more than the training path, which an attack's batch affords."""
+    keeps two full-size tensors more than the training path, which an attack's batch affords.
+    With ``has_shift`` the forward adds a constant per-channel shift to its output (a folded
+    batch norm's), which changes no gradient."""
     def h_fn(xnorm: Tensor, rho: Tensor) -> Tensor:
         return magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
 
-    def forward(dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor, shift: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
         ct = _compute_dtype(dot_hat.dtype)
         x, r = xnorm.to(ct), rho.to(ct)
         # h is element-wise in ||x|| (broadcast over the radius's channels): with ||x|| expanded to the
@@ -273,6 +278,8 @@ def _cos_channel_input_fns(magnitude: Magnitude, alpha: float, beta: float, has_
         if has_s:
             s_c = s.to(ct)
             out, a, b = out * s_c, a * s_c, b * s_c
+        if has_shift:
+            out = out + shift.to(ct)
         return out.to(dot_hat.dtype), a, b
 
     def backward(grad: Tensor, a: Tensor, b: Tensor, xnorm: Tensor) -> tuple[Tensor, Tensor]:
@@ -282,25 +289,43 @@ def _cos_channel_input_fns(magnitude: Magnitude, alpha: float, beta: float, has_
     return forward, backward
 
 
+def _shifted(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``forward(dot_hat, xnorm, rho, s) + shift``, computed in at least float32."""
+    def shifted(dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor, shift: Tensor) -> Tensor:
+        ct = _compute_dtype(dot_hat.dtype)
+        return (forward(dot_hat, xnorm, rho, s).to(ct) + shift.to(ct)).to(dot_hat.dtype)
+
+    return shifted
+
+
 class _CosChannelResponse(torch.autograd.Function):
-    """``clip(dot_hat / ||x||) * h(||x||, rho_c) * s_c`` keeping only its output for the backward
-    (or, when only the inputs need gradients, the two factors of their gradients)."""
+    """``clip(dot_hat / ||x||) * h(||x||, rho_c) * s_c (+ shift_c)`` keeping only its output for the
+    backward (or, when only the inputs need gradients, the two factors of their gradients; always
+    with a shift, which only attacks use)."""
 
     @staticmethod
-    def forward(ctx: Any, dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor | None,
+    def forward(ctx: Any, dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor | None, shift: Tensor | None,
                 params: tuple[Any, ...]) -> Tensor:
-        has_s = s is not None
+        has_s, has_shift = s is not None, shift is not None
         s_t = s if s is not None else rho.new_ones(())
         key = ("cos_channel", *params, has_s)
         ctx.key, ctx.params, ctx.has_s = key, params, has_s
-        need_dot, need_x, need_rho, need_s = ctx.needs_input_grad[:4]
+        need_dot, need_x, need_rho, need_s, need_shift = ctx.needs_input_grad[:5]
+        if has_shift and (need_rho or (has_s and need_s) or need_shift):
+            raise ValueError("a shifted cosine response is for attacks: its radius, scale and shift must be frozen")
+        if has_shift and not (need_dot or need_x):  # a forward pass without gradients (Square's queries)
+            ctx.inputs_only = False
+            return _call(key + ("forward-shift",), lambda: _shifted(_cos_channel_fns(params[0], params[1], params[2],
+                                                                                     has_s)[0]),
+                         (dot_hat, xnorm, rho, s_t, shift), f"decoupled response {params[0].name}+cos (forward)")
         # only the inputs' gradients (an attack): store their factors, unless h is cheap to recompute
-        ctx.inputs_only = (need_dot or need_x) and not (need_rho or (has_s and need_s)) \
-            and not params[0].piecewise_linear
+        ctx.inputs_only = has_shift or ((need_dot or need_x) and not (need_rho or (has_s and need_s))
+                                        and not params[0].piecewise_linear)
         if ctx.inputs_only:
-            out, a, b = _call(key + ("forward-inputs",),
-                              lambda: _cos_channel_input_fns(params[0], params[1], params[2], has_s)[0],
-                              (dot_hat, xnorm, rho, s_t), f"decoupled response {params[0].name}+cos (forward)")
+            out, a, b = _call(key + ("forward-inputs-shift" if has_shift else "forward-inputs",),
+                              lambda: _cos_channel_input_fns(params[0], params[1], params[2], has_s, has_shift)[0],
+                              (dot_hat, xnorm, rho, s_t, shift if shift is not None else rho.new_zeros(())),
+                              f"decoupled response {params[0].name}+cos (forward)")
             ctx.save_for_backward(a, b, xnorm)
             return out
         out = _call(key + ("forward",), lambda: _cos_channel_fns(params[0], params[1], params[2], has_s)[0],
@@ -318,18 +343,19 @@ class _CosChannelResponse(torch.autograd.Function):
                                                               ctx.has_s)[1],
                                (grad, a, b, xnorm), f"decoupled response {ctx.params[0].name}+cos (backward)")
             return (g_dot if ctx.needs_input_grad[0] else None), (g_x if ctx.needs_input_grad[1] else None), \
-                None, None, None
+                None, None, None, None
         out, xnorm, rho, s_t = ctx.saved_tensors
         needs = tuple(bool(n) for n in ctx.needs_input_grad[:4])
         g_dot, g_x, g_rho, g_s = _call(ctx.key + ("backward", needs),
                                        lambda: _cos_channel_fns(ctx.params[0], ctx.params[1], ctx.params[2], ctx.has_s, needs)[1],
                                        (grad, out, xnorm, rho, s_t),
                                        f"decoupled response {ctx.params[0].name}+cos (backward)")
-        return g_dot, g_x, g_rho, g_s, None
+        return g_dot, g_x, g_rho, g_s, None, None
 
 
 def compiled_cos_response(dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor | None, *,
-                          magnitude: Magnitude, alpha: float = 1.0, beta: float = 0.5) -> Tensor:
+                          magnitude: Magnitude, alpha: float = 1.0, beta: float = 0.5,
+                          shift: Tensor | None = None) -> Tensor:
     """The cosine response with a per-channel radius, ``clip(<w_hat, x> / ||x||) * h(||x||, rho_c) * s``.
 
     ``dot_hat`` holds inner products with normalised filters; ``xnorm``, ``rho`` and ``s``
@@ -338,5 +364,10 @@ def compiled_cos_response(dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor
     backward (valid when ``h`` and ``s`` have no zeros: built-in magnitudes with alpha > 0),
     so it costs the memory of a convolution; forward and backward are compiled kernels
     (the magnitude's derivative by ``torch.func.vjp``). Not differentiable twice.
+
+    ``shift`` (broadcastable against ``dot_hat``, e.g. ``(1, C, 1, 1)``) is added to the output in
+    the same kernel: with ``s``, a following evaluation-mode batch norm folded in
+    (:meth:`~robustbench_dc.operators.layers.DecoupledConv2d.fold_batch_norm`). Only for attacks:
+    the radius, ``s`` and ``shift`` must not require gradients.
     """
-    return _CosChannelResponse.apply(dot_hat, xnorm, rho, s, (magnitude, float(alpha), float(beta)))
+    return _CosChannelResponse.apply(dot_hat, xnorm, rho, s, shift, (magnitude, float(alpha), float(beta)))

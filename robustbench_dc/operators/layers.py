@@ -257,14 +257,38 @@ class DecoupledConv2d(DecoupledLayer):
         return F.pad(x, (pw, pw, ph, ph), mode=self.padding_mode), 0
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._forward(x)
+
+    def _forward(self, x: Tensor, affine: tuple[Tensor, Tensor] | None = None) -> Tensor:
         x, padding = self._geometry(x)
         xnorm = patch_norm2d(x, self.kernel_size, self.stride, padding, self.dilation, self.eps)
-        out = decoupled_conv2d(x, self.weight, stride=self.stride, padding=padding,
-                               dilation=self.dilation, rho=self.effective_rho(xnorm), xnorm=xnorm,
-                               **self._response_kwargs())
+        rho = self.effective_rho(xnorm)
+        fold = affine is not None and not (isinstance(rho, Tensor) and rho.requires_grad)
+        out = decoupled_conv2d(x, self.weight, stride=self.stride, padding=padding, dilation=self.dilation, rho=rho,
+                               xnorm=xnorm, affine=affine if fold else None, **self._response_kwargs())
+        if fold:
+            return out
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1)
-        return out
+        # a radius that depends on x (the batch mean of ||x|| before any training step, or on an
+        # accelerator): the kernel cannot apply the affine map, which follows it instead
+        return out if affine is None else torch.addcmul(affine[1], out, affine[0])
+
+    def fold_batch_norm(self, bn: nn.BatchNorm2d, relu: bool = False) -> nn.Module | None:
+        """This layer followed by ``bn`` (both in evaluation mode, ``bn`` with running statistics), and
+        by a ReLU with ``relu``, as one module whose compiled response kernel also applies the batch
+        norm; for attacks, whose parameters are frozen (the module holds a snapshot of ``bn``).
+        ``None`` where the response does not take the compiled cosine path with a per-channel radius
+        (BallConv / TanhConv with the authors' learnable radius, under
+        :func:`~robustbench_dc.operators.hooks.compiled_responses`). The same function up to float32
+        rounding, without the batch norm's own forward and backward passes.
+        :func:`~robustbench_dc.attacks._steps.folded_batch_norm` calls it."""
+        rho = self.radius if self.radius is not None else self.rho
+        if self.training or bn.training or bn.running_mean is None or bn.running_var is None or not self.compiled \
+                or _route(self.angular, self.weighted, self.magnitude, rho, self.alpha, self.beta, self.eps,
+                          self.fused, compiled=True) != "cos-compiled":
+            return None
+        return _BatchNormFolded(self, bn, relu)
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -278,6 +302,33 @@ class DecoupledConv2d(DecoupledLayer):
         if self.bias is not None:
             s += ", bias=True"
         return s + ", " + self._decoupled_repr()
+
+
+class _BatchNormFolded(nn.Module):
+    """A :class:`DecoupledConv2d` and the evaluation-mode batch norm after it (and a ReLU with
+    ``relu``), as one module: the batch norm's per-channel scale and shift (a snapshot) are applied
+    in the response's kernel. Made by :meth:`DecoupledConv2d.fold_batch_norm`, for attacks only.
+    The ReLU is not in place: the kernel's output may be a view, which autograd forbids modifying."""
+
+    def __init__(self, layer: DecoupledConv2d, bn: nn.BatchNorm2d, relu: bool = False) -> None:
+        super().__init__()
+        self.layer, self.relu = layer, relu
+        with torch.no_grad():
+            assert bn.running_mean is not None and bn.running_var is not None
+            scale = torch.rsqrt(bn.running_var.float() + bn.eps)
+            if bn.weight is not None:
+                scale = scale * bn.weight.float()
+            shift = -bn.running_mean.float() * scale
+            if bn.bias is not None:
+                shift = shift + bn.bias.float()
+            if layer.bias is not None:
+                shift = shift + scale * layer.bias.float()
+        self.register_buffer("scale", scale.view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.layer._forward(x, (self.scale, self.shift))  # type: ignore[arg-type]  # buffers are tensors
+        return torch.relu(out) if self.relu else out
 
 
 class DecoupledLinear(DecoupledLayer):
