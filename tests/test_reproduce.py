@@ -387,7 +387,7 @@ def test_indicators_and_the_binarization_test_stand_beside_each_model() -> None:
 
 
 @pytest.mark.parametrize("part", ["table7-8-cpu-natural-half", "table7-8-cpu-baseline-only", "table7-8-cpu-tanhconv-at",
-                                  "table7-8-cpu-baseline-at"])
+                                  "table7-8-cpu-baseline-at", "table7-8-cpu-ballconv-at"])
 def test_partial_protocols_copy_the_full_protocol_verbatim(part) -> None:
     """The partial protocols of benchmarks/protocols measure the noise of the full one: their models, dataset,
     seed and attacks must be the full protocol's, or their numbers would not be comparable."""
