@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -43,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.thread_scaling import OPERATORS  # noqa: E402
+from benchmarks.thread_scaling import OPERATORS, attack_unit_seconds  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -106,21 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             with (_old_paths() if old else contextlib.nullcontext()), compiled_responses(model, compiled), \
                     attack_mode(model, x0) as channels_last:  # in evaluate_whitebox's order
                 x = x0.contiguous(memory_format=torch.channels_last) if channels_last else x0
-
-                def unit() -> None:
-                    if kind == "forward":
-                        with torch.no_grad():
-                            model(x)
-                    else:
-                        xa = x.clone().requires_grad_(True)
-                        torch.autograd.grad(torch.nn.functional.cross_entropy(model(xa), y), xa)
-
-                for _ in range(2):  # warm-up, compilation included
-                    unit()
-                t0 = time.perf_counter()
-                for _ in range(args.units):
-                    unit()
-                return (time.perf_counter() - t0) / args.units
+                return attack_unit_seconds(model, x, y, kind, args.units, warmup=2)
 
         for kind in ("gradient", "forward"):
             times: dict[str, list[float]] = {"old": [], "new": []}

@@ -41,6 +41,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -87,21 +88,30 @@ def _worker(label: str, kind: str, threads: int, args: argparse.Namespace) -> fl
     with attack_mode(model, x) as channels_last, compiled_responses(model, compiled):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        return attack_unit_seconds(model, x, y, kind, args.units, warmup=3)
 
-        def unit() -> None:
-            if kind == "forward":
-                with torch.no_grad():
-                    model(x)
-            else:
-                xa = x.clone().requires_grad_(True)
-                torch.autograd.grad(torch.nn.functional.cross_entropy(model(xa), y), xa)
 
-        for _ in range(3):  # warm-up, compilation included
-            unit()
-        t0 = time.perf_counter()
-        for _ in range(args.units):
-            unit()
-        return (time.perf_counter() - t0) / args.units
+def attack_unit_seconds(model: Any, x: Any, y: Any, kind: str, units: int, warmup: int) -> float:
+    """Seconds per attack unit of ``kind`` on ``model`` as the caller has set it up (attack mode,
+    compilation, ``x``'s layout): ``"forward"``, a forward pass without gradients (Square's unit),
+    else the input gradient of the cross-entropy (FGSM/BIM/PGD/APGD/FAB's); ``warmup`` untimed units
+    first (compilation included), then the mean over ``units``."""
+    import torch
+
+    def unit() -> None:
+        if kind == "forward":
+            with torch.no_grad():
+                model(x)
+        else:
+            xa = x.clone().requires_grad_(True)
+            torch.autograd.grad(torch.nn.functional.cross_entropy(model(xa), y), xa)
+
+    for _ in range(warmup):
+        unit()
+    t0 = time.perf_counter()
+    for _ in range(units):
+        unit()
+    return (time.perf_counter() - t0) / units
 
 
 def add_unit_options(p: argparse.ArgumentParser, *, n_train: int, units: int, repeats: int) -> None:

@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.modules.utils import _pair
 
 from robustbench_dc.operators import angular as _angular
 from robustbench_dc.operators import magnitude as _magnitude
@@ -66,10 +67,6 @@ def patch_norm2d(x: Tensor, kernel_size: tuple[int, int], stride: IntOr2 = 1, pa
     total = _window_sum(sq, kernel_size, stride, padding, dilation)
     # Fast convolution algorithms may round a sum of squares slightly below zero.
     return torch.sqrt(total.clamp_min(0.0) + eps)
-
-
-def _pair(v: IntOr2) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def _window_sum(sq: Tensor, kernel_size: tuple[int, int], stride: IntOr2, padding: IntOr2 | str,
@@ -133,7 +130,6 @@ def _fused_cos(dot_hat: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: Magn
             shift = affine[1]
         return compiled_cos_response(dot_hat, xnorm, rho, s, magnitude=magnitude, alpha=alpha,  # type: ignore[arg-type]
                                      beta=beta, shift=shift)
-    assert affine is None, "an output affine map needs the compiled cosine path"
     h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
     keep_output = _keeps_output(magnitude, alpha, beta, eps)
     return CosResponse.apply(dot_hat, xnorm.reciprocal(), h, s, channel_dim, keep_output)
