@@ -400,7 +400,8 @@ def test_partial_protocols_copy_the_full_protocol_verbatim(part) -> None:
     sub, _ = load_protocol(root / "benchmarks" / "protocols" / f"{part}.yaml")
     by_name = {m.name: m for m in full.models}
     assert sub.models and all(m == by_name[m.name] for m in sub.models)
-    assert (sub.seed, sub.dataset, sub.evaluation.attacks) == (full.seed, full.dataset, full.evaluation.attacks)
+    assert (sub.seed, sub.dataset, sub.evaluation.attacks, sub.evaluation.batch_size) == (
+        full.seed, full.dataset, full.evaluation.attacks, full.evaluation.batch_size)
     kept = {m.name for m in sub.models}
     natural = [n for n in kept if n != "baseline-src" and not n.endswith("-at")]
     assert all(by_name[n].recipe == by_name["baseline"].recipe for n in natural)

@@ -196,7 +196,9 @@ def eps_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat_model: 
     spec = AttackSpec(name="pgd", threat_model=threat_model, steps=cfg.large_eps_steps,
                       random_start=cfg.large_eps_random_start, seed=cfg.seed)
     eps_sorted = sorted(set(float(e) for e in eps_list))
-    sw = run_eps_sweep(model, x, y, spec, eps_sorted, batch_size=batch_size)
+    # the sweep stacks every eps of a chunk into one batch: chunks of batch_size / E examples keep
+    # it at batch_size rows (a bigger stack only costs memory; without random starts the result is the same)
+    sw = run_eps_sweep(model, x, y, spec, eps_sorted, batch_size=max(1, batch_size // len(eps_sorted)))
     return dict(zip(eps_sorted, sw.robust_accuracy)), sw.clean_accuracy
 
 
