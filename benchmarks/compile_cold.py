@@ -43,23 +43,20 @@ def _child(iterations: int, n_attack: int) -> dict[str, float]:
     from robustbench_dc.attacks._steps import attack_mode
     from robustbench_dc.data import load_dataset
     from robustbench_dc.operators import compiled_responses
-    from robustbench_dc.protocol.schema import load_protocol
+    from robustbench_dc.protocol import plan_protocol
     from robustbench_dc.runtime import configure_allocator
     from robustbench_dc.training import train
-    from robustbench_dc.zoo import build_model
 
     configure_allocator()
-    protocol, _ = load_protocol(PROTOCOL)
-    entries = {m.name: m for m in protocol.models}
+    plan = plan_protocol(str(PROTOCOL), str(Path(tempfile.gettempdir()) / "rbdc-compile-cold"), None)
     tr = load_dataset("cifar10", "train", n=max(128 * iterations, n_attack))
     x, y = tr.to_float()[:n_attack], tr.labels[:n_attack]
     out: dict[str, float] = {}
     for name in OPERATORS:
         for job in (name, f"{name}-at"):
-            m = entries[job]
-            torch.manual_seed(0)
-            model = build_model(m.arch, m.operator, dataset="cifar10", **m.params)
-            recipe = {**m.recipe, "epochs": None, "iterations": iterations, "compile": True}
+            rm = plan.models[job]  # the protocol's model and recipe, as its jobs resolve them
+            model = rm.build(plan.base_dir)
+            recipe = {**rm.recipe, "epochs": None, "iterations": iterations, "compile": True}
             t0 = time.perf_counter()
             train(model, tr, recipe)
             out[f"train:{job}"] = time.perf_counter() - t0
