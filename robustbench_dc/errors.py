@@ -18,7 +18,10 @@ callers keep working. The domain errors live next to their code and derive from 
 
 from __future__ import annotations
 
-__all__ = ["UserError", "UsageError", "InvalidParameterError", "MissingFileError", "StorageError"]
+from typing import Any, Callable
+
+__all__ = ["UserError", "UsageError", "InvalidParameterError", "MissingFileError", "StorageError", "UserErrors",
+           "gather"]
 
 
 class UserError(Exception):
@@ -50,3 +53,38 @@ class StorageError(UserError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class UserErrors(UserError, ValueError):
+    """Several user errors found at once (every problem of a command line); ``errors`` holds one
+    line each, as :class:`~robustbench_dc.protocol.ProtocolError` does for a protocol file."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+def gather(*steps: Callable[[], Any]) -> list[Any]:
+    """Run every step, even after one failed, and report every user error among them at once.
+
+    Returns the steps' results (None for a step that failed). One failure is re-raised as it is
+    (its type kept); several become one :class:`UserErrors` listing each line. Other exceptions
+    propagate at once.
+    """
+    results: list[Any] = []
+    failed: list[UserError] = []
+    for step in steps:
+        try:
+            results.append(step())
+        except UserError as exc:
+            results.append(None)
+            failed.append(exc)
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        lines: list[str] = []
+        for exc in failed:
+            errors = getattr(exc, "errors", None)
+            lines += [str(e) for e in errors] if isinstance(errors, list) and errors else [str(exc)]
+        raise UserErrors(lines)
+    return results

@@ -196,6 +196,13 @@ def _other_arch(tmp: Path) -> Path:
     return tmp / "bad.pt"
 
 
+def _isonet(tmp: Path) -> Path:
+    from robustbench_dc.zoo import build_model
+
+    torch.save(build_model("isonet", "baseline", dataset="mnist", width=0.25).state_dict(), tmp / "bad.pt")
+    return tmp / "bad.pt"
+
+
 def _text_file(tmp: Path) -> Path:
     (tmp / "bad.pt").write_text("this is not a checkpoint\n")
     return tmp / "bad.pt"
@@ -214,7 +221,11 @@ def _list_state(tmp: Path) -> Path:
 CHECKPOINT_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "truncated": (_truncated, r"checkpoint: cannot read .*bad.pt as weights"),
     "code-in-pickle": (_code_pickle, r"checkpoint: cannot read .*bad.pt as weights \(UnpicklingError"),
-    "other-architecture": (_other_arch, r"does not fit the model: .*size mismatch for body\.0\.weight"),
+    "other-width": (_other_arch, r"does not fit the model: body\.0\.weight is 8x1x5x5 in the file, 4x1x5x5 in the "
+                                 r"model \(and \d+ more\)$"),
+    "other-architecture": (_isonet, r"does not fit the model: .*the model's \S+ \(\d+(x\d+)*\) is not in the "
+                                   r"file \(and \d+ more\); the file's \S+ \(\d+(x\d+)*\) is not in the model "
+                                   r"\(and \d+ more\)$"),
     "text-file": (_text_file, r"checkpoint: cannot read .*bad.pt as weights"),
     "empty-file": (_empty, r"checkpoint: cannot read .*bad.pt as weights"),
     "not-a-state-dict": (_list_state, r"bad.pt holds a list, not a state dict"),

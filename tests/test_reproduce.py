@@ -409,3 +409,71 @@ def test_partial_protocols_copy_the_full_protocol_verbatim(part) -> None:
     if sub.evaluation.transfer is not None:
         assert sub.evaluation.transfer.attacks == full.evaluation.transfer.attacks
         assert sub.evaluation.transfer.sources == full.evaluation.transfer.sources
+
+
+def _quickstart_like() -> dict:
+    """A summary like the quickstart's: MNIST sample, the four operators with natural training only."""
+    s = _summary()
+    s["dataset"] = "mnist-sample"
+    s["models"] = {n: m for n, m in s["models"].items() if m.get("training") == "natural" and m["role"] == "model"}
+    for m in s["models"].values():
+        m.pop("transfer")
+    return s
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda s: s.update(_quickstart_like()), ["dataset is 'mnist-sample'", "no model for Baseline (adversarial)",
+                                              "TanhConv (adversarial)", "no transfer source"]),
+    (lambda s: s["models"].pop("ballconv-adv"), ["no model for BallConv (adversarial)"]),
+    (lambda s: [m["whitebox"].pop(LABELS["bim"]) for m in s["models"].values() if m["role"] == "model"],
+     ["no white-box fgsm and bim results for Baseline (natural)"]),
+    (lambda s: s["models"]["tanhconv-adv"].pop("transfer"), ["no transfer fgsm and bim results for TanhConv (adversarial)"]),
+    (lambda s: [m["whitebox"].pop(LABELS[a], None) for m in s["models"].values() if m["role"] == "model"
+                for a in ("pgd", "autoattack")], ["no white-box pgd or autoattack results for Baseline (natural)"]),
+])
+def test_reproduce_refuses_runs_that_are_not_the_tables_protocol(edit, expected, tmp_path, capsys) -> None:
+    """`rbdc reproduce --tables runs/quickstart` used to judge the paper's CIFAR-10 claims on MNIST numbers."""
+    import json
+
+    from robustbench_dc.cli import main
+
+    s = _summary()
+    edit(s)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps(s))
+    out = tmp_path / "figures"
+    assert main(["reproduce", "--tables", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a run of the Tables 7-8 protocol family" in err
+    for text in expected:
+        assert text in err
+    assert not out.exists()
+
+
+def test_reproduce_checks_both_runs_before_writing_anything(tmp_path, capsys) -> None:
+    import json
+
+    import numpy as np
+
+    from robustbench_dc.cli import main
+
+    tables_run = tmp_path / "t78"
+    tables_run.mkdir()
+    (tables_run / "summary.json").write_text(json.dumps(_summary()))
+    fig_run = tmp_path / "f67"  # natural training only, like the quickstart: Figure 7 has nothing to show
+    summary = {"run_id": "f", "dataset": "mnist-sample", "models": {}}
+    for op in OPERATORS:
+        summary["models"][op.lower()] = {"label": op, "training": "natural", "role": "model"}
+        (fig_run / "models" / op.lower()).mkdir(parents=True)
+        np.savez(fig_run / "models" / op.lower() / "embedding.npz", features=np.zeros((4, 2)), labels=np.arange(4))
+    (fig_run / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "figures"
+    assert main(["reproduce", "--tables", str(tables_run), "--figures", str(fig_run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a run of the Figures 6-7 protocol family" in err and "SphereConv (adversarial)" in err
+    assert not out.exists()
+    summary["dataset"] = "cifar10"
+    (fig_run / "summary.json").write_text(json.dumps(summary))
+    assert main(["reproduce", "--figures", str(fig_run), "--out", str(out)]) == 2
+    assert "dataset is 'cifar10'" in capsys.readouterr().err

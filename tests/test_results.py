@@ -370,3 +370,46 @@ def test_robustbench_eps_is_written_as_robustbench_writes_it():
 
     assert _eps_text(8 / 255) == "8/255" and _eps_text(0.3) == "0.3" and _eps_text(0.5) == "0.5"
     assert _eps_text(None) is None
+
+
+def _board_rows(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and line[2].isdigit()]
+
+
+def test_the_leaderboard_has_one_row_per_entry_and_keeps_the_history(tmp_path, capsys):
+    """Two submissions against one protocol used to show every model once per run (11 rows for 4
+    models), the transfer source among them with dashes."""
+    import robustbench_dc.cli as cli
+
+    db = tmp_path / "results.sqlite"
+    src = {"arch": "mnist2d", "operator": "baseline", "role": "source", "seed": 1}
+    refs = {"tanh": _model(0.91, 0.20, 0.10, 0.05, role="model"),
+            "baseline": _model(0.98, 0.30, 0.02, 0.01, operator="baseline", role="model")}
+    with ResultsStore(db) as store:
+        store.ingest_summary(_summary("run-1", {**refs, "src": src}, finished="2026-11-21T07:00:00+00:00"))
+        store.ingest_summary(_summary("run-2", {**refs, "src": src, "mine": _model(0.9, 0.5, 0.3, 0.25)},
+                                      finished="2026-11-21T08:00:00+00:00"))
+        changed = _model(0.97, 0.30, 0.02, 0.02, operator="baseline", role="model")
+        changed["operator_params"] = {"rho": 2.0}  # a changed configuration under the same name: a new entry
+        store.ingest_summary(_summary("run-3", {"tanh": refs["tanh"], "baseline": changed, "src": src,
+                                                "other": _model(0.8, 0.4, 0.2, 0.15)},
+                                      finished="2026-11-21T09:00:00+00:00"))
+        history = store.entries()
+        board = store.entries(latest=True)
+    assert len(history) == 11
+    names = [e.name for e in board]
+    assert len(board) == 5 and "src" not in " ".join(names)
+    from robustbench_dc.results.leaderboard import configuration_key
+
+    keys = sorted({configuration_key(e) for e in history if e.name == "baseline"})
+    assert len(keys) == 2 and sorted(n for n in names if n.startswith("baseline")) == [f"baseline [{k}]" for k in keys]
+    assert {e.run_id for e in board if e.name == "tanh"} == {"run-3"}  # the newest run of an identical config
+
+    assert cli.main(["leaderboard", "show", "--db", str(db)]) == 0
+    rows = _board_rows(capsys.readouterr().out)
+    assert sorted(r[1].split(" (")[0] for r in rows) == sorted(names) and len(rows) == 5
+    assert rows[0][1].startswith("mine")  # ranked: the best worst case first
+    assert cli.main(["leaderboard", "history", "--db", str(db)]) == 0
+    rows = _board_rows(capsys.readouterr().out)
+    assert len(rows) == 11 and [r[-1] for r in rows][:3] == ["run-1"] * 3

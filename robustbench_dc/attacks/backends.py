@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustbench_dc._text import did_you_mean
 from robustbench_dc.attacks._utils import eval_mode, float32_logits, model_device
 from robustbench_dc.attacks.apgd import default_n_target_classes
 from robustbench_dc.attacks.native import _project
@@ -131,7 +132,7 @@ def _lookup(module: Any, names: list[str], name: str, backend: str) -> Any:
     by_lower = {n.lower(): n for n in names}
     if name.lower() not in by_lower:
         raise AttackConfigError(
-            f"name: unknown {backend} attack {name!r}; available: {', '.join(names)}"
+            f"name: unknown {backend} attack {name!r}{did_you_mean(name, names)}; available: {', '.join(names)}"
         )
     return getattr(module, by_lower[name.lower()])
 

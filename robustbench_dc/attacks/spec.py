@@ -52,6 +52,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from robustbench_dc._text import did_you_mean
 from robustbench_dc.data.errors import DataError
 from robustbench_dc.data.registry import DATASETS, dataset_info
 from robustbench_dc.errors import UserError
@@ -299,7 +300,7 @@ class AttackSpec(BaseModel):
         if self.backend == "native":
             if self.name not in NATIVE_ATTACKS:
                 raise ValueError(
-                    f"name: unknown native attack {self.name!r}; available: "
+                    f"name: unknown native attack {self.name!r}{did_you_mean(self.name, NATIVE_ATTACKS)}; available: "
                     f"{', '.join(NATIVE_ATTACKS)} (set backend='torchattacks' or "
                     "backend='foolbox' for third-party attacks)"
                 )
@@ -564,7 +565,8 @@ def load_attack_config(name_or_path: str | Path, config_dir: str | Path | None =
         return AttackSpec(name=str(name_or_path))
     known = sorted(q.stem for q in d.glob("*.yaml")) if d.is_dir() else []
     raise AttackConfigError(
-        f"attack config: unknown name {str(name_or_path)!r}; available in {d}: "
+        f"attack config: unknown name {str(name_or_path)!r}{did_you_mean(name_or_path, [*known, *NATIVE_ATTACKS])}; "
+        f"available in {d}: "
         f"{', '.join(known) if known else '(none)'}; or a native attack: {', '.join(NATIVE_ATTACKS)}"
     )
 

@@ -14,7 +14,7 @@ import argparse
 from typing import Any
 
 __all__ = ["add_command", "add_global_options", "add_model_args", "add_data_args", "add_attack_args",
-           "model_from_args", "attacks_from_args", "load_test_data", "data_name", "download_progress"]
+           "model_from_args", "attacks_from_args", "check_data_name", "load_test_data", "data_name", "download_progress"]
 
 
 def _options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -74,6 +74,15 @@ def model_from_args(args: argparse.Namespace, *, seed: int, pretrained: bool = T
                          params=parse_params(args.param, what="--param"),
                          checkpoint=getattr(args, "checkpoint", None),
                          pretrained=pretrained and not getattr(args, "untrained", False), seed=seed)
+
+
+def check_data_name(args: argparse.Namespace) -> None:
+    """``--data``, when given, names a known dataset (checked beside the model's arguments, so that
+    every problem of a command line is reported at once)."""
+    if getattr(args, "data", None):
+        from robustbench_dc.data import dataset_info
+
+        dataset_info(args.data)
 
 
 def data_name(args: argparse.Namespace, model_dataset: str) -> str:

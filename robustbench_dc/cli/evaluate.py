@@ -9,6 +9,7 @@ from robustbench_dc.cli._args import (
     add_command,
     add_model_args,
     attacks_from_args,
+    check_data_name,
     data_name,
     load_test_data,
     model_from_args,
@@ -28,9 +29,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from robustbench_dc.attacks import evaluate_whitebox
     from robustbench_dc.attacks.binarization import BinarizationConfig
 
-    choice = model_from_args(args, seed=args.seed)
+    from robustbench_dc.errors import gather
+
+    # every problem of the command line at once: the model's, the data's and the attacks'
+    choice, specs, _ = gather(lambda: model_from_args(args, seed=args.seed), lambda: attacks_from_args(args),
+                              lambda: check_data_name(args))
     ds = load_test_data(args, choice.dataset)
-    specs = attacks_from_args(args)
     res = evaluate_whitebox(choice.model, ds.to_float(), ds.labels, specs, batch_size=args.batch_size,
                             progress=not args.quiet, dataset=choice.dataset, model_name=choice.name,
                             masking=not args.no_masking,

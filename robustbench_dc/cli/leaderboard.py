@@ -1,10 +1,12 @@
 """``rbdc leaderboard [show|submit]``: the leaderboard of the results store.
 
 - ``rbdc leaderboard [show] [--db PATH] [--dataset D] [--threat-model T] [--eps E] [--protocol P]
-  [--metric M] [--format md|csv|json|html] [--out DIR] [--latest]`` prints the table (Markdown
-  by default) and, with ``--out``, writes ``DIR/leaderboard.<fmt>`` for each ``--format`` (all
-  four when none is given). Without ``--db`` it reads the database of the run made last
+  [--metric M] [--format md|csv|json|html] [--out DIR]`` prints the table (Markdown by default),
+  one row per entry (the newest run of each configuration; transfer sources are not ranked), and,
+  with ``--out``, writes ``DIR/leaderboard.<fmt>`` for each ``--format`` (all four when none is
+  given). Without ``--db`` it reads the database of the run made last
   (:func:`robustbench_dc.results.find_db`) and says which.
+- ``rbdc leaderboard history`` (same options): every stored row, one per model per run, oldest first.
 - ``rbdc leaderboard submit OPERATOR --protocol PATH [--name N] [--db PATH] [--out DIR]`` runs a
   user operator through a protocol (:func:`robustbench_dc.protocol.submit_operator`).
 
@@ -24,7 +26,12 @@ __all__ = ["register", "cmd_leaderboard_show", "cmd_submit"]
 _FORMATS = ("md", "csv", "json", "html")
 
 
-def cmd_leaderboard_show(args: argparse.Namespace) -> int:
+def cmd_leaderboard_history(args: argparse.Namespace) -> int:
+    """Print every stored row of ``args.db``: each model of each run, oldest run first."""
+    return cmd_leaderboard_show(args, history=True)
+
+
+def cmd_leaderboard_show(args: argparse.Namespace, history: bool = False) -> int:
     """Print the leaderboard of ``args.db`` (default: the run made last); write files into ``args.out``."""
     from robustbench_dc.results import ResultsStore, find_db, render_leaderboard, write_leaderboard, write_model_info
 
@@ -33,14 +40,15 @@ def cmd_leaderboard_show(args: argparse.Namespace) -> int:
         print(f"rbdc leaderboard: results from {db} (pass --db for another database)", file=sys.stderr)
     with ResultsStore(db) as store:
         entries = store.entries(dataset=args.dataset, threat_model=args.threat_model, eps=args.eps,
-                                protocol=args.protocol, latest=args.latest)
+                                protocol=args.protocol, latest=not history)
     formats = list(dict.fromkeys(args.format or []))
-    text = render_leaderboard(entries, formats[0] if formats else "md", metric=args.metric)
+    text = render_leaderboard(entries, formats[0] if formats else "md", metric=args.metric, ranked=not history)
     if not entries:
         print("rbdc leaderboard: no results match the filters", file=sys.stderr)
     sys.stdout.write(text)
     if args.out:
-        for path in write_leaderboard(entries, args.out, formats=formats or _FORMATS, metric=args.metric):
+        for path in write_leaderboard(entries, args.out, formats=formats or _FORMATS, metric=args.metric,
+                                      ranked=not history):
             print(f"wrote {path}", file=sys.stderr)
     if args.robustbench:
         for path in write_model_info(entries, args.robustbench):
@@ -86,8 +94,6 @@ def _show_args(p: argparse.ArgumentParser, default: object = None) -> None:
     p.add_argument("--out", metavar="DIR", default=d(None), help="also write DIR/leaderboard.<format>")
     p.add_argument("--robustbench", metavar="DIR", default=d(None),
                    help="also write one RobustBench model_info JSON per entry: DIR/<dataset>/<Linf|L2>/<name>.json")
-    p.add_argument("--latest", action="store_true", default=d(False),
-                   help="only the newest run of each model per protocol/dataset/threat model/eps")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,6 +109,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     show = add_command(actions, "show", help="print (and optionally write) the leaderboard (the default action)")
     _show_args(show, default=argparse.SUPPRESS)
     show.set_defaults(func=cmd_leaderboard_show)
+    history = add_command(actions, "history", help="every stored row: each model of each run, oldest first",
+                          description="The rows behind the leaderboard: one per model per run (transfer sources "
+                                      "and earlier runs of an entry included), in the order the runs finished.")
+    _show_args(history, default=argparse.SUPPRESS)
+    history.set_defaults(func=cmd_leaderboard_history)
 
     submit = add_command(actions, "submit", help="evaluate your own operator with a protocol and rank it",
                          description="Build the protocol's models with OPERATOR, run the protocol, store "

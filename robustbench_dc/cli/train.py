@@ -6,11 +6,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from robustbench_dc.cli._args import (
     add_command,
     add_data_args,
     add_model_args,
+    check_data_name,
     data_name,
     download_progress,
     model_from_args,
@@ -21,6 +23,7 @@ __all__ = ["register", "cmd_train"]
 
 def cmd_train(args: argparse.Namespace) -> int:
     from robustbench_dc.data import load_dataset
+    from robustbench_dc.errors import gather
     from robustbench_dc.params import parse_params
     from robustbench_dc.training import RecipeError, get_recipe, list_recipes, train
     from robustbench_dc.training.distributed import init_from_env, leave
@@ -29,17 +32,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     joined = init_from_env()
     main = joined.rank == 0
     say = print if main else (lambda *_, **__: None)
-    choice = model_from_args(args, seed=args.seed, pretrained=False)
-    recipe_spec = args.recipe or choice.recipe
-    if recipe_spec is None:
-        raise RecipeError(f"recipe: the model has none; pass --recipe NAME ({', '.join(list_recipes())})")
-    overrides = parse_params(args.set, what="--set")
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.iterations is not None:
-        overrides["iterations"] = args.iterations
-    overrides.setdefault("seed", args.seed)
-    recipe = get_recipe(recipe_spec, **overrides)
+
+    def the_recipe(spec: Any) -> Any:
+        overrides = parse_params(args.set, what="--set")
+        if args.epochs is not None:
+            overrides["epochs"] = args.epochs
+        if args.iterations is not None:
+            overrides["iterations"] = args.iterations
+        overrides.setdefault("seed", args.seed)
+        return get_recipe(spec, **overrides)
+
+    # every problem of the command line at once: the model's, the data's and the recipe's
+    choice, _, recipe = gather(lambda: model_from_args(args, seed=args.seed, pretrained=False),
+                               lambda: check_data_name(args),
+                               lambda: None if args.recipe is None else the_recipe(args.recipe))
+    if recipe is None:
+        if choice.recipe is None:
+            raise RecipeError(f"recipe: the model has none; pass --recipe NAME ({', '.join(list_recipes())})")
+        recipe = the_recipe(choice.recipe)
     data = data_name(args, choice.dataset)
     progress = download_progress(args)
     train_set = load_dataset(data, "train", n=args.n_train, data_dir=args.data_dir, progress=progress)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Mapping
 
+from robustbench_dc._text import did_you_mean
 from robustbench_dc.data.errors import DataError
 
 __all__ = ["DATASETS", "DatasetInfo", "canonical_name", "dataset_info", "SPLITS"]
@@ -157,7 +158,7 @@ def canonical_name(name: str) -> str:
             f"{info.name}" + (f" ({', '.join(info.aliases)})" if info.aliases else "")
             for info in _INFOS
         )
-        raise DataError(f"unknown dataset {name!r}; known: {known}")
+        raise DataError(f"unknown dataset {name!r}{did_you_mean(key, _ALIASES)}; known: {known}")
     return _ALIASES[key]
 
 

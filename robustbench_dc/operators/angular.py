@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from robustbench_dc._text import did_you_mean
 from robustbench_dc.errors import InvalidParameterError
 
 __all__ = ["Angular", "ANGULARS", "register_angular", "get_angular", "list_angulars", "angle"]
@@ -153,7 +154,7 @@ def get_angular(spec: str | Angular | Callable[..., Tensor]) -> Angular:
         return Angular(getattr(spec, "__name__", "custom"), spec, "", _accepted_keywords(spec))
     key = str(spec).lower()
     if key not in ANGULARS:
-        raise InvalidParameterError(f"angular: unknown {spec!r}; known: {', '.join(list_angulars())}")
+        raise InvalidParameterError(f"angular: unknown {spec!r}{did_you_mean(spec, ANGULARS)}; known: {', '.join(list_angulars())}")
     return ANGULARS[key]
 
 

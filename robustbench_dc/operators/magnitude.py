@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from robustbench_dc._text import did_you_mean
 from robustbench_dc.errors import InvalidParameterError
 
 __all__ = [
@@ -132,7 +133,7 @@ def get_magnitude(spec: str | Magnitude | Callable[..., Tensor]) -> Magnitude:
         return Magnitude(name, spec, False, "", _accepted_keywords(spec, _MAGNITUDE_KEYWORDS))
     key = str(spec).lower()
     if key not in MAGNITUDES:
-        raise InvalidParameterError(f"magnitude: unknown {spec!r}; known: {', '.join(list_magnitudes())}")
+        raise InvalidParameterError(f"magnitude: unknown {spec!r}{did_you_mean(spec, MAGNITUDES)}; known: {', '.join(list_magnitudes())}")
     return MAGNITUDES[key]
 
 

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from robustbench_dc._text import closest, did_you_mean
 from robustbench_dc.errors import InvalidParameterError, UserError
 from robustbench_dc.operators.angular import ANGULARS
 from robustbench_dc.operators.layers import DecoupledConv2d, DecoupledLinear
@@ -363,6 +364,16 @@ def _from_object(obj: Any, name: str, params: dict[str, Any], plugin: bool = Fal
         "decorated with @register_magnitude / @register_angular")
 
 
+def _operator_hint(key: str) -> str:
+    """The "did you mean" of a misspelt operator: part by part for ``magnitude+angular``."""
+    if "+" in key and ":" not in key:
+        mag, _, ang = key.partition("+")
+        mag = mag if mag in MAGNITUDES else (closest(mag, MAGNITUDES) or "")
+        ang = ang if ang in ANGULARS else (closest(ang, ANGULARS) or "")
+        return f" (did you mean '{mag}+{ang}'?)" if mag and ang else ""
+    return did_you_mean(key, [*list_operators(), *PAPER_ALIASES])
+
+
 def get_operator(spec: str | OperatorSpec | type[nn.Module], base_dir: str | Path | None = None,
                  **params: Any) -> OperatorSpec:
     """Resolve an operator spec (see the module docstring) with keyword parameters.
@@ -399,5 +410,5 @@ def get_operator(spec: str | OperatorSpec | type[nn.Module], base_dir: str | Pat
         module, attr = _load_reference(text, base_dir)
         return _plugin(getattr(module, attr), text, dict(params), module)
     raise UnknownOperatorError(
-        f"operator: unknown {spec!r}; known: {', '.join(list_operators())} "
+        f"operator: unknown {spec!r}{_operator_hint(key)}; known: {', '.join(list_operators())} "
         "(or a reference 'path/to/file.py:Name' / 'package.module:Name')")

@@ -376,9 +376,8 @@ def _run_report(ctx: _Context, job: Job) -> None:
     summary = _write_summary(ctx)
     with ResultsStore(results_db(ctx.plan)) as store:
         store.ingest_summary(summary)
-        entries = store.entries(protocol=ctx.plan.protocol.name, dataset=ctx.plan.protocol.dataset.name)
-    # Transfer sources are not evaluated themselves: they are not leaderboard entries.
-    entries = [e for e in entries if e.clean_accuracy is not None]
+        # One row per entry (the newest run of each configuration); transfer sources are not entries.
+        entries = store.entries(protocol=ctx.plan.protocol.name, dataset=ctx.plan.protocol.dataset.name, latest=True)
     metric = ctx.plan.protocol.leaderboard.metric
     atomic_write_bytes(ctx.run_dir / "leaderboard.md", render_leaderboard(entries, "md", metric=metric).encode())
     atomic_write_bytes(ctx.run_dir / "leaderboard.html", render_leaderboard(entries, "html", metric=metric).encode())

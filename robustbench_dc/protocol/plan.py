@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from robustbench_dc import __version__
+from robustbench_dc._text import did_you_mean
 from robustbench_dc.protocol.schema import ModelEntry, Protocol, ProtocolError
 from robustbench_dc.provenance import code_fingerprint
 
@@ -149,7 +150,8 @@ def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source
             if loc and msg.startswith(f"{loc}: "):
                 msg = msg[len(loc) + 2:]
             elif e["type"] == "extra_forbidden":
-                msg = f"unknown key, got {e['input']!r}"
+                known = [*AttackSpec.model_fields, "config", "n_test"]
+                msg = f"unknown key{did_you_mean(e['loc'][-1], known)}, got {e['input']!r}"
             errors.append(f"{source}: {where}{'.' + loc if loc else ''}: {msg}")
     except Exception as exc:  # noqa: BLE001 - reported as a validation error
         msg = " ".join(str(exc).split())
@@ -229,7 +231,7 @@ def _known_names(items: list[str], names: list[str], where: str, errors: list[st
     """``items`` unchanged; an error for each that is not a model name."""
     for j, item in enumerate(items):
         if item not in names:
-            errors.append(f"{source}: {where}[{j}]: unknown model {item!r}; models: {', '.join(names)}")
+            errors.append(f"{source}: {where}[{j}]: unknown model {item!r}{did_you_mean(item, names)}; models: {', '.join(names)}")
     return list(items)
 
 

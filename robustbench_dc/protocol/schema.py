@@ -25,12 +25,15 @@ file are collected before anything runs.
 from __future__ import annotations
 
 import hashlib
+import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from robustbench_dc._text import did_you_mean
 from robustbench_dc._yaml import MAX_BYTES, safe_load
 from robustbench_dc.errors import UserError
 
@@ -241,6 +244,40 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _model_class(tp: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (``X``, ``X | None``, ``list[X]``, ``dict[str, X]``)."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for arg in typing.get_args(tp):
+        found = _model_class(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a protocol accepts at ``loc`` (the mapping an unknown key was found in)."""
+    cls: type[BaseModel] | None = Protocol
+    for part in loc:
+        if cls is None:
+            return []
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(str(part))
+        cls = None if field is None else _model_class(field.annotation)
+    return list(cls.model_fields) if cls is not None else []
+
+
+def _hint(e: Any, loc: tuple[Any, ...]) -> str:
+    """The "did you mean" of an unknown key or a misspelt choice (a figure name, a role, ...)."""
+    if e["type"] == "extra_forbidden" and loc:
+        return did_you_mean(loc[-1], _known_keys(loc[:-1]))
+    expected = (e.get("ctx") or {}).get("expected")
+    if e["type"] == "literal_error" and isinstance(expected, str) and isinstance(e.get("input"), str):
+        return did_you_mean(e["input"], re.findall(r"'([^']*)'", expected))
+    return ""
+
+
 def _pydantic_errors(exc: ValidationError, source: str) -> list[str]:
     lines = []
     seen = set()
@@ -250,6 +287,7 @@ def _pydantic_errors(exc: ValidationError, source: str) -> list[str]:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        msg += _hint(e, loc)
         got = "" if e["type"] == "missing" or isinstance(e.get("input"), dict) else f", got {_short(e['input'])}"
         line = f"{source}: {where}: {msg}{got}"
         if line not in seen:

@@ -24,8 +24,10 @@ from robustbench_dc.reproduce.tables import (
     phase_seconds,
     render_markdown,
     strong_attack_gaps,
+    tables_run_problems,
 )
 
 __all__ = ["ReportError", "OPERATORS", "TRAININGS", "ATTACKS", "TABLE7", "TABLE8", "Tables", "Claim", "CLAIM_RULES",
            "attack_kind", "build_tables", "judge_claims", "render_markdown", "phase_seconds", "strong_attack_gaps",
+           "tables_run_problems",
            "write_report", "write_tables", "write_figures", "tables_summary"]

@@ -26,8 +26,16 @@ import numpy as np
 
 from robustbench_dc._atomic import atomic_write_text
 from robustbench_dc.errors import MissingFileError
-from robustbench_dc.reproduce.paper import OPERATORS, TABLE7, TABLE8
-from robustbench_dc.reproduce.tables import Claim, ReportError, _verdict, build_tables, judge_claims, render_markdown
+from robustbench_dc.reproduce.paper import OPERATORS, TABLE7, TABLE8, TRAININGS
+from robustbench_dc.reproduce.tables import (
+    Claim,
+    ReportError,
+    _verdict,
+    build_tables,
+    judge_claims,
+    render_markdown,
+    tables_run_problems,
+)
 
 __all__ = ["write_report", "write_tables", "write_figures", "figure_claims", "angular_accuracy", "tables_summary"]
 
@@ -52,10 +60,51 @@ def _report_command(out_dir: str | Path, tables_run: str | Path | None, figures_
     return " ".join(parts + [f"--out {out_dir}"])
 
 
+def _refuse(run: Path, family: str, problems: list[str]) -> None:
+    if problems:
+        raise ReportError(f"{run}: not a run of the {family} protocol family: " + "; ".join(problems)
+                          + " (nothing written)")
+
+
+def _tables_of(run: Path) -> Any:
+    """The run's tables, or :class:`ReportError` naming what the run lacks to be a Tables 7-8 run."""
+    summary = _summary(run)
+    _refuse(run, "Tables 7-8", tables_run_problems(summary))
+    return build_tables(summary)
+
+
+#: The datasets of Figures 6-7 (MNIST; the bundled sample holds MNIST's own images).
+FIGURES_DATASETS = ("mnist", "mnist-sample")
+
+
+def _figures_run(run: Path) -> dict[str, Any]:
+    """The loaded run, or :class:`ReportError` naming what it lacks to be a Figures 6-7 run: the
+    MNIST dataset, and one model with stored 2-D features per operator and training of the paper."""
+    from robustbench_dc.plots import load_run
+
+    loaded = load_run(run)
+    problems = []
+    dataset = loaded["summary"].get("dataset")
+    if dataset not in FIGURES_DATASETS:
+        problems.append(f"dataset is {dataset!r}, the figures need {' or '.join(map(repr, FIGURES_DATASETS))}")
+    have = {(e["info"].get("training"), e["info"].get("label")) for e in loaded["models"].values()
+            if e["info"].get("role", "model") == "model" and e.get("embedding")}
+    missing = [f"{op} ({t})" for t in TRAININGS for op in OPERATORS if (t, op) not in have]
+    if missing:
+        problems.append("no model with stored 2-D features (embedding.npz) for " + ", ".join(missing))
+    _refuse(run, "Figures 6-7", problems)
+    return loaded
+
+
 def write_tables(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """``table7.md``, ``table8.md`` and ``tables78.json`` from a Tables 7-8 run folder."""
+    """``table7.md``, ``table8.md`` and ``tables78.json`` from a Tables 7-8 run folder.
+
+    Raises:
+        ReportError: the run is not a run of the Tables 7-8 family (another dataset, a missing
+            cell, attack or transfer source); nothing is written.
+    """
     run, out = Path(run_dir), Path(out_dir)
-    tables = build_tables(_summary(run))
+    tables = _tables_of(run)
     written = []
     for name in ("table7", "table8"):
         path = out / f"{name}.md"
@@ -146,11 +195,16 @@ def figure_claims(panels: dict[str, dict[str, dict[str, Any]]]) -> list[Claim]:
 
 
 def write_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """``figure6.png`` / ``figure7.png`` (and their provenance ``.json``) from a Figures 6-7 run."""
-    from robustbench_dc.plots import load_run, plot_embeddings, save_figure
+    """``figure6.png`` / ``figure7.png`` (and their provenance ``.json``) from a Figures 6-7 run.
+
+    Raises:
+        ReportError: the run is not a run of the Figures 6-7 family (not MNIST, or an operator
+            and training without stored features); nothing is written.
+    """
+    from robustbench_dc.plots import plot_embeddings, save_figure
 
     run, out = Path(run_dir), Path(out_dir)
-    loaded = load_run(run)
+    loaded = _figures_run(run)
     summary = loaded["summary"]
     written: list[Path] = []
     by_training: dict[str, dict[str, dict[str, Any]]] = {}
@@ -198,6 +252,11 @@ def write_report(out_dir: str | Path, *, tables_run: str | Path | None = None,
     """Everything :mod:`robustbench_dc.reproduce` can write from the given run folders."""
     if tables_run is None and figures_run is None:
         raise ReportError("give a Tables 7-8 run folder, a Figures 6-7 run folder, or both")
+    # Both runs are checked before anything is written: a wrong second folder leaves no half report.
+    if tables_run is not None:
+        _tables_of(Path(tables_run))
+    if figures_run is not None:
+        _figures_run(Path(figures_run))
     written: list[Path] = []
     if tables_run is not None:
         written += write_tables(tables_run, out_dir)

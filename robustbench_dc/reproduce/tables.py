@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 from robustbench_dc.errors import UserError
 from robustbench_dc.reproduce.paper import ATTACKS, OPERATORS, PAPER_TABLES, TRAININGS
 
-__all__ = ["ReportError", "Tables", "Claim", "build_tables", "judge_claims", "render_markdown", "attack_kind", "EXTRA_ATTACKS",
+__all__ = ["ReportError", "Tables", "Claim", "build_tables", "tables_run_problems", "judge_claims", "render_markdown", "attack_kind", "EXTRA_ATTACKS",
            "CLAIM_RULES", "strong_attack_gaps", "phase_seconds"]
 
 
@@ -142,6 +142,71 @@ def build_tables(summary: Mapping[str, Any]) -> Tables:
                                         "machine")}
     return Tables(white, black, models, flags, labels, next(iter(sources), None), prov, settings, n_examples,
                   dict(summary.get("job_seconds") or {}), checked, binarization)
+
+
+#: The dataset of the paper's Tables 7-8.
+TABLES_DATASET = "cifar10"
+
+
+def tables_run_problems(summary: Mapping[str, Any]) -> list[str]:
+    """What a run's summary lacks to be a run of the Tables 7-8 protocol family (empty: nothing).
+
+    The tables and their claims read: the CIFAR-10 test set; one model per (operator, training)
+    cell of the paper (``Baseline``/``SphereConv``/``BallConv``/``TanhConv``, natural and
+    adversarial training), each with its clean accuracy and white-box FGSM and BIM results; one
+    transfer source whose FGSM and BIM attacks reached every model (Table 8, the black-box
+    claim); and PGD or AutoAttack on the naturally trained models (the strong-attacks claim).
+    A run of another protocol (the quickstart's MNIST models, say) would otherwise be judged on
+    numbers the paper's claims are not about.
+    """
+    problems: list[str] = []
+    dataset = summary.get("dataset")
+    if dataset != TABLES_DATASET:
+        problems.append(f"dataset is {dataset!r}, the tables need {TABLES_DATASET!r}")
+    raw = summary.get("models")
+    models: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    cells: dict[tuple[str, str], Mapping[str, Any]] = {}
+    sources = []
+    for name, m in models.items():
+        if not isinstance(m, Mapping):
+            continue
+        if m.get("role") == "source":
+            sources.append(name)
+        elif m.get("label") in OPERATORS and m.get("training") in TRAININGS:
+            cells.setdefault((m["training"], m["label"]), m)
+    missing = [f"{op} ({training})" for training in TRAININGS for op in OPERATORS if (training, op) not in cells]
+    if missing:
+        problems.append("no model for " + ", ".join(missing))
+    if not sources:
+        problems.append("no transfer source model (role: source) for Table 8")
+
+    def lacking(kinds: tuple[str, ...], where: str, models_of: list[tuple[str, str]], *, any_of: bool = False) -> None:
+        gaps = []
+        for training, op in models_of:
+            m = cells.get((training, op))
+            if m is None:
+                continue
+            if where == "whitebox":
+                have = {attack_kind(label) for label, r in (m.get("whitebox") or {}).items() if _number(r) is not None}
+            else:
+                have = {attack_kind(label) for attacks in (m.get("transfer") or {}).values()
+                        if isinstance(attacks, Mapping) for label, r in attacks.items() if _number(r) is not None}
+            need = set(kinds)
+            if (not need & have) if any_of else (need - have):
+                gaps.append(f"{op} ({training})")
+        if gaps:
+            what = " or ".join(kinds) if any_of else " and ".join(kinds)
+            problems.append(f"no {'white-box' if where == 'whitebox' else where} {what} results for "
+                            + ", ".join(gaps))
+
+    every = [(t, op) for t in TRAININGS for op in OPERATORS]
+    clean = [f"{op} ({t})" for t, op in every if (t, op) in cells and _number(cells[t, op].get("clean_accuracy")) is None]
+    if clean:
+        problems.append("no clean accuracy for " + ", ".join(clean))
+    lacking(("fgsm", "bim"), "whitebox", every)
+    lacking(("fgsm", "bim"), "transfer", every)
+    lacking(EXTRA_ATTACKS, "whitebox", [("natural", op) for op in OPERATORS], any_of=True)
+    return problems
 
 
 # ----------------------------------------------------------------------------- claims

@@ -10,15 +10,18 @@ label (e.g. ``fgsm-linf-eps0.3000-s1``) or ``transfer:<source>:<attack>``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from robustbench_dc.errors import InvalidParameterError
+from robustbench_dc._text import did_you_mean
 
 __all__ = ["LeaderboardEntry", "DEFAULT_METRIC", "available_metrics", "metric_value", "metric_title",
-           "rank_entries", "resolve_metric"]
+           "rank_entries", "resolve_metric", "latest_entries", "configuration_key"]
 
 DEFAULT_METRIC = "worst_case"
 CLEAN_METRIC = "clean_accuracy"
@@ -65,6 +68,10 @@ class LeaderboardEntry:
     components: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: per attack label, its binarization test (attack success rate, construction failures, noise baseline)
     binarization: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the model's role in its protocol: ``model`` (an entry) or ``source`` (a transfer source only)
+    role: str | None = None
+    #: architecture parameters (width, ...) of the model
+    arch_params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (non-finite numbers become ``None``)."""
@@ -112,7 +119,7 @@ def resolve_metric(entries: Iterable[LeaderboardEntry], metric: str | None) -> s
     choices = available_metrics(entries)
     if metric in choices:
         return metric
-    raise InvalidParameterError(f"unknown leaderboard metric {metric!r}; available: {', '.join(choices)}")
+    raise InvalidParameterError(f"unknown leaderboard metric {metric!r}{did_you_mean(metric, [*choices, *_ALIASES])}; available: {', '.join(choices)}")
 
 
 def metric_value(entry: LeaderboardEntry, metric: str) -> float | None:
@@ -146,6 +153,40 @@ def metric_title(metric: str) -> str:
         source, _, attack = metric[len(TRANSFER_PREFIX):].partition(":")
         return f"transfer robust accuracy ({source} \u2192 {attack})"
     return f"robust accuracy under {metric}"
+
+
+def configuration_key(entry: LeaderboardEntry) -> str:
+    """What makes two rows the same leaderboard entry: the board (protocol, dataset, threat model,
+    eps, test examples), the model's name and everything that defines it (architecture, operator
+    and parameters, training, recipe, seed). A short sha256 of them."""
+    config = [entry.protocol, entry.dataset, entry.threat_model, entry.eps, entry.n_test, entry.name,
+              entry.architecture, entry.arch_params, entry.operator, entry.operator_params, entry.training,
+              entry.recipe, entry.seed]
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _source_only(entry: LeaderboardEntry) -> bool:
+    # Summaries written before roles were stored: a transfer source is the model with no clean accuracy.
+    return entry.role == "source" or (entry.role is None and entry.clean_accuracy is None)
+
+
+def latest_entries(entries: Iterable[LeaderboardEntry]) -> list[LeaderboardEntry]:
+    """One row per leaderboard entry: of the rows of an identical configuration
+    (:func:`configuration_key`), the newest (``entries`` oldest first, as the store returns them),
+    without the models that are only transfer sources. When one name stands for several
+    configurations on one board (a model re-run with other parameters), each is its own entry,
+    named ``NAME [KEY]`` with its configuration key."""
+    newest: dict[str, LeaderboardEntry] = {}
+    for entry in entries:
+        if not _source_only(entry):
+            newest.pop(key := configuration_key(entry), None)  # re-insert: the order is the newest run's
+            newest[key] = entry
+    board = lambda e: (e.protocol, e.dataset, e.threat_model, e.eps, e.n_test, e.name)  # noqa: E731
+    configs: dict[tuple[Any, ...], int] = {}
+    for entry in newest.values():
+        configs[board(entry)] = configs.get(board(entry), 0) + 1
+    return [dataclasses.replace(e, name=f"{e.name} [{key}]") if configs[board(e)] > 1 else e
+            for key, e in newest.items()]
 
 
 def rank_entries(entries: Iterable[LeaderboardEntry], metric: str | None = None) -> list[LeaderboardEntry]:

@@ -297,19 +297,21 @@ def _format(fmt: str) -> str:
     return fmt
 
 
-def render_leaderboard(entries: Iterable[LeaderboardEntry], fmt: str = "md", metric: str | None = None) -> str:
+def render_leaderboard(entries: Iterable[LeaderboardEntry], fmt: str = "md", metric: str | None = None,
+                       ranked: bool = True) -> str:
     """The leaderboard of ``entries`` ranked by ``metric`` (default: worst-case robust accuracy) as text.
 
-    ``fmt`` is ``md``, ``csv``, ``json`` or ``html``. Unknown format or metric -> ``ValueError``.
+    ``fmt`` is ``md``, ``csv``, ``json`` or ``html``; ``ranked=False`` keeps the order of ``entries``
+    (the history of runs). Unknown format or metric -> ``ValueError``.
     """
     entries = list(entries)
     fmt = _format(fmt)
     canonical = resolve_metric(entries, metric)
-    return _RENDERERS[fmt](rank_entries(entries, canonical), canonical)
+    return _RENDERERS[fmt](rank_entries(entries, canonical) if ranked else entries, canonical)
 
 
 def write_leaderboard(entries: Iterable[LeaderboardEntry], out_dir: str | Path, formats: Iterable[str] = FORMATS,
-                      metric: str | None = None, stem: str = "leaderboard") -> list[Path]:
+                      metric: str | None = None, stem: str = "leaderboard", ranked: bool = True) -> list[Path]:
     """Write ``out_dir/<stem>.<fmt>`` for each format (atomically: temp file + ``os.replace``).
 
     Everything is rendered before anything is written, so a bad format or metric writes nothing.
@@ -317,7 +319,7 @@ def write_leaderboard(entries: Iterable[LeaderboardEntry], out_dir: str | Path, 
     """
     entries = list(entries)
     out = Path(out_dir)
-    rendered = {fmt: render_leaderboard(entries, fmt, metric) for fmt in dict.fromkeys(_format(f) for f in formats)}
+    rendered = {fmt: render_leaderboard(entries, fmt, metric, ranked) for fmt in dict.fromkeys(_format(f) for f in formats)}
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt, text in rendered.items():

@@ -26,7 +26,7 @@ from typing import Any
 
 from robustbench_dc.errors import StorageError, UserError
 from robustbench_dc.results._validate import _int, _json, _mapping, _number, _present, _require, _split_accuracy, _text
-from robustbench_dc.results.leaderboard import LeaderboardEntry
+from robustbench_dc.results.leaderboard import LeaderboardEntry, latest_entries
 from robustbench_dc.results.schema import CHILD_TABLES, DEFAULT_DB, SCHEMA, SCHEMA_VERSION, WORST_CASE_LABEL, find_db
 
 __all__ = ["ResultsStore", "ResultsStoreError", "SCHEMA_VERSION", "SCHEMA", "DEFAULT_DB", "find_db"]  # the last four
@@ -286,10 +286,11 @@ class ResultsStore:
 
     def entries(self, dataset: str | None = None, threat_model: str | None = None, eps: float | None = None,
                 protocol: str | None = None, *, latest: bool = False) -> list[LeaderboardEntry]:
-        """Leaderboard entries (one per model of each matching run), in storage order (unranked).
+        """Leaderboard rows (one per model of each matching run, the history), oldest run first, unranked.
 
-        ``eps`` matches within a relative tolerance of 1e-9. With ``latest=True`` only the newest run
-        of each (protocol, dataset, threat model, eps, model name) is kept.
+        ``eps`` matches within a relative tolerance of 1e-9. With ``latest=True``: the leaderboard,
+        one row per entry (:func:`~robustbench_dc.results.leaderboard.latest_entries`: the newest run
+        of each configuration, transfer sources left out).
         """
         where, params = [], []  # type: list[str], list[Any]
         if dataset is not None:
@@ -308,7 +309,7 @@ class ResultsStore:
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT m.*, r.protocol, r.dataset, r.threat_model, r.eps AS run_eps, r.n_test, r.seed, "
-                "r.started, r.finished, r.ingested, r.versions FROM models m JOIN runs r ON r.run_id = m.run_id "
+                "r.started, r.finished, r.ingested, r.versions, r.summary FROM models m JOIN runs r ON r.run_id = m.run_id "
                 f"{clause} ORDER BY COALESCE(r.finished, r.started, r.ingested), r.run_id, m.rowid",
                 params).fetchall()
             run_ids = sorted({r["run_id"] for r in rows})
@@ -317,9 +318,14 @@ class ResultsStore:
             flags = self._by_model(conn, "SELECT run_id, model, name, triggered FROM flags", run_ids)
             lips = self._by_model(conn, "SELECT run_id, model, kind, value FROM lipschitz", run_ids)
 
+        infos: dict[str, dict[str, Any]] = {}  # per run: each model's summary (role, seed, arch parameters)
         entries = []
         for r in rows:
             key = (r["run_id"], r["name"])
+            if r["run_id"] not in infos:
+                models = json.loads(r["summary"] or "{}").get("models") or {}
+                infos[r["run_id"]] = {n: m for n, m in models.items() if isinstance(m, Mapping)}
+            info = infos[r["run_id"]].get(r["name"], {})
             robust: dict[str, float | None] = {}
             success: dict[str, float | None] = {}
             transfer: dict[str, dict[str, float | None]] = {}
@@ -352,14 +358,9 @@ class ResultsStore:
                 version=str(versions.get("robustbench_dc")) if versions.get("robustbench_dc") else None,
                 run_id=r["run_id"], protocol=r["protocol"], n_test=r["n_test"], label=r["label"],
                 attack_success_rate=success, lipschitz={x["kind"]: x["value"] for x in lips.get(key, [])},
-                seed=r["seed"], checkpoint=r["checkpoint"], components=components, binarization=binarization))
-        if latest:
-            newest: dict[tuple[Any, ...], LeaderboardEntry] = {}
-            for entry in entries:  # oldest first, so later ones win
-                newest[(entry.protocol, entry.dataset, entry.threat_model, entry.eps, entry.name)] = entry
-            keep = {id(entry) for entry in newest.values()}
-            entries = [entry for entry in entries if id(entry) in keep]
-        return entries
+                seed=info.get("seed", r["seed"]), checkpoint=r["checkpoint"], components=components,
+                binarization=binarization, role=info.get("role"), arch_params=dict(info.get("arch_params") or {})))
+        return latest_entries(entries) if latest else entries
 
     @staticmethod
     def _by_model(conn: sqlite3.Connection, query: str, run_ids: list[str]) -> dict[tuple[str, str], list[sqlite3.Row]]:

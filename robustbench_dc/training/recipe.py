@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from robustbench_dc._text import did_you_mean
 from robustbench_dc.errors import UserError
 
 __all__ = ["Recipe", "Optimizer", "Schedule", "Augmentation", "Adversarial", "Tricks", "RECIPES",
@@ -245,7 +246,7 @@ def get_recipe(spec: str | Recipe | dict[str, Any], **overrides: Any) -> Recipe:
         base = spec
     elif isinstance(spec, str):
         if spec not in RECIPES:
-            raise RecipeError(f"recipe: unknown {spec!r}; known: {', '.join(list_recipes())}")
+            raise RecipeError(f"recipe: unknown {spec!r}{did_you_mean(spec, RECIPES)}; known: {', '.join(list_recipes())}")
         base = RECIPES[spec]
     elif isinstance(spec, dict):
         data = copy.deepcopy(spec)

@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
+from robustbench_dc._text import did_you_mean
 from robustbench_dc._yaml import MAX_BYTES, safe_load
 from robustbench_dc.data.download import file_digest
 from robustbench_dc.errors import MissingFileError, UserError
@@ -36,7 +37,7 @@ from robustbench_dc.resources import resource_dir
 from robustbench_dc.zoo.registry import build_model, list_archs
 
 __all__ = ["ModelCard", "CardError", "CheckpointError", "card_dirs", "list_cards", "get_card", "load_card",
-           "load_model", "load_card_checkpoint", "load_weights", "sha256_file"]
+           "load_model", "load_card_checkpoint", "load_weights", "sha256_file", "state_dict_mismatch"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class ModelCard(BaseModel):
     @classmethod
     def _known_arch(cls, value: str) -> str:
         if value.lower() not in list_archs():
-            raise ValueError(f"unknown {value!r}; known: {', '.join(list_archs())}")  # the loader prefixes 'arch: '
+            raise ValueError(f"unknown {value!r}{did_you_mean(value, list_archs())}; known: {', '.join(list_archs())}")  # the loader prefixes 'arch: '
         return value.lower()
 
     def build(self) -> nn.Module:
@@ -129,7 +130,7 @@ def get_card(name: str) -> ModelCard:
         return load_card(name)
     cards = {c.name: c for c in list_cards()}
     if name not in cards:
-        raise CardError(f"model: unknown {name!r}; known: {', '.join(cards) or '(no cards found)'}")
+        raise CardError(f"model: unknown {name!r}{did_you_mean(name, cards)}; known: {', '.join(cards) or '(no cards found)'}")
     return cards[name]
 
 
@@ -158,11 +159,43 @@ def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.d
         state = state["model"]
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint: {path} holds a {type(state).__name__}, not a state dict")
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        raise CheckpointError(f"checkpoint: {path} does not fit the model: {problem}")
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:  # missing/unexpected keys, shape mismatches
-        problem = " ".join(str(exc).split())
-        raise CheckpointError(f"checkpoint: {path} does not fit the model: {problem[:500]}") from exc
+    except RuntimeError as exc:  # anything the comparison above does not see (a layer's own checks)
+        first = " ".join(str(exc).split())
+        raise CheckpointError(f"checkpoint: {path} does not fit the model: {first[:300]}") from exc
+
+
+def _shape(value: Any) -> str:
+    return "x".join(map(str, value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def state_dict_mismatch(model: nn.Module, state: dict[str, Any]) -> str:
+    """What keeps ``state`` from loading into ``model``, in one short line: the first parameter of
+    another shape, the first one the model has and the file lacks, and the first one the file has
+    and the model lacks, each with its shape and how many more there are; "" when it fits."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and isinstance(state[k], torch.Tensor)
+             and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+
+    def more(items: list[str]) -> str:
+        return f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+
+    if wrong:
+        parts.append(f"{wrong[0]} is {_shape(state[wrong[0]])} in the file, {_shape(own[wrong[0]])} in the model"
+                     + more(wrong))
+    if missing:
+        parts.append(f"the model's {missing[0]} ({_shape(own[missing[0]])}) is not in the file" + more(missing))
+    if unexpected:
+        parts.append(f"the file's {unexpected[0]} ({_shape(state[unexpected[0]])}) is not in the model"
+                     + more(unexpected))
+    return "; ".join(parts)
 
 
 def load_card_checkpoint(card: ModelCard, model: nn.Module, map_location: str | torch.device = "cpu") -> Path | None:
@@ -187,17 +220,23 @@ def load_card_checkpoint(card: ModelCard, model: nn.Module, map_location: str | 
 
 
 def load_model(name: str, pretrained: bool = True, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Build a zoo entry and load its checkpoint when the card records one.
+    """Build a zoo entry and load its checkpoint (``pretrained=False``: the untrained network).
 
     The checkpoint's sha256 is checked against the card and the file is read with
     ``torch.load(..., weights_only=True)`` (no code from the file runs). A checkpoint may
     be a plain state dict or a training checkpoint holding it under ``"model"``.
 
     Raises:
-        CardError: unknown name, invalid card, missing checkpoint file or checksum mismatch.
+        CardError: unknown name, invalid card, a card without trained weights (unless
+            ``pretrained=False``), missing checkpoint file or checksum mismatch.
         CheckpointError: the checkpoint does not fit the network.
     """
     card = get_card(name)
+    if pretrained and card.checkpoint is None:
+        raise CardError(f"model {card.name!r}: the card records no trained weights; train them "
+                        f"(rbdc train --model {card.name} --out runs/{card.name}) and load them "
+                        f"(load_weights(model, 'runs/{card.name}/model.pt')), or ask for an untrained network: "
+                        f"load_model({card.name!r}, pretrained=False)")
     model = card.build()
     if pretrained:
         load_card_checkpoint(card, model, map_location)

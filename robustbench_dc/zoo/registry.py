@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from robustbench_dc._text import did_you_mean
 from robustbench_dc.errors import InvalidParameterError
 from robustbench_dc.operators import OperatorSpec, UnknownOperatorError, get_operator
 
@@ -77,7 +78,7 @@ def split_params(arch: str, params: dict[str, Any]) -> tuple[dict[str, Any], dic
 def _builder(arch: str) -> Callable[..., nn.Module]:
     key = arch.lower()
     if key not in ARCHS:
-        raise InvalidParameterError(f"arch: unknown {arch!r}; known: {', '.join(list_archs())}")
+        raise InvalidParameterError(f"arch: unknown {arch!r}{did_you_mean(arch, ARCHS)}; known: {', '.join(list_archs())}")
     return ARCHS[key]
 
 

@@ -14,9 +14,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from robustbench_dc.errors import UsageError
-from robustbench_dc.operators import OperatorSpec
-from robustbench_dc.zoo.cards import ModelCard, get_card, load_card_checkpoint, load_weights
+from robustbench_dc.errors import UsageError, gather
+from robustbench_dc.operators import OperatorSpec, get_operator
+from robustbench_dc.zoo.cards import CardError, ModelCard, get_card, load_card_checkpoint, load_weights
 from robustbench_dc.zoo.registry import build_model, split_params
 
 __all__ = ["ModelChoice", "resolve_model"]
@@ -59,6 +59,43 @@ def _same_dataset(a: str, b: str) -> bool:
         return a == b
 
 
+def _card_checks(card: str | ModelCard, dataset: str | None, operator: str | OperatorSpec | None,
+                 op_name: str | None, params: Mapping[str, Any], checkpoint: str | Path | None, pretrained: bool,
+                 base_dir: str | Path | None) -> ModelCard:
+    """The card, after checking everything given with it; every problem is reported at once
+    (an unknown card, a misspelt operator, another dataset, weights that do not exist)."""
+    found: list[ModelCard] = []
+
+    def the_card() -> None:
+        found.append(card if isinstance(card, ModelCard) else get_card(card))
+
+    def the_dataset() -> None:
+        if found and dataset is not None and not _same_dataset(dataset, found[0].dataset):
+            raise UsageError(f"dataset: the card {found[0].name!r} is built for {found[0].dataset}, got "
+                             f"{dataset!r} (the data to evaluate or train on is --data)")
+
+    def the_operator() -> None:
+        if operator is not None:
+            get_operator(operator, base_dir=base_dir)
+
+    def the_weights() -> None:
+        if not found or checkpoint is not None or not pretrained:
+            return
+        c = found[0]
+        if c.checkpoint is None:
+            raise CardError(f"model {c.name!r}: the card records no trained weights; train them "
+                            f"(rbdc train --model {c.name} --out runs/{c.name}) and pass the checkpoint "
+                            f"(--checkpoint runs/{c.name}/model.pt), or ask for an untrained network "
+                            "(--untrained; pretrained=False in Python)")
+        if bool(params) or (op_name is not None and op_name != c.operator):
+            raise CardError(f"model {c.name!r}: the card's weights do not fit the operator or parameters given; "
+                            "pass a checkpoint of that network (--checkpoint), or ask for an untrained one "
+                            "(--untrained; pretrained=False in Python)")
+
+    gather(the_card, the_dataset, the_operator, the_weights)
+    return found[0]
+
+
 def resolve_model(card: str | ModelCard | None = None, *, arch: str | None = None,
                   operator: str | OperatorSpec | None = None, dataset: str | None = None,
                   params: Mapping[str, Any] | None = None, checkpoint: str | Path | None = None,
@@ -76,7 +113,8 @@ def resolve_model(card: str | ModelCard | None = None, *, arch: str | None = Non
             override the card's.
         checkpoint: a weights file to load (a ``model.pt`` or a training checkpoint).
         pretrained: with a card and no ``checkpoint``: load the checkpoint the card records
-            (sha256 checked), unless ``operator``/``params`` change the card's network.
+            (sha256 checked); a card without one, or an ``operator``/``params`` that change the
+            card's network, is then an error. ``False``: the untrained network, on purpose.
         seed: ``torch.manual_seed(seed)`` before building, so the initial weights are
             reproducible (None: leave the global generator alone).
         base_dir: folder against which a relative ``path/to/file.py:Name`` operator resolves.
@@ -85,10 +123,11 @@ def resolve_model(card: str | ModelCard | None = None, *, arch: str | None = Non
     Raises:
         UsageError: both or neither of ``card`` and ``arch``, ``arch`` without ``dataset``, or
             a ``dataset`` that is not the card's.
+        UserErrors: several of the problems listed here at once (each is one line of ``errors``).
         CardError, UnknownOperatorError, InvalidParameterError: an unknown card, operator,
             architecture or parameter.
         MissingFileError, CheckpointError, CardError: a checkpoint that is missing, unreadable,
-            of another network, or not the card's (sha256).
+            of another network, or not the card's (sha256); a card without trained weights.
     """
     params = dict(params or {})
     if card is not None and arch:
@@ -97,27 +136,22 @@ def resolve_model(card: str | ModelCard | None = None, *, arch: str | None = Non
         torch.manual_seed(seed)
     op_name = operator if isinstance(operator, str) or operator is None else operator.name
     if card is not None:
-        c = card if isinstance(card, ModelCard) else get_card(card)
-        if dataset is not None and not _same_dataset(dataset, c.dataset):
-            raise UsageError(f"dataset: the card {c.name!r} is built for {c.dataset}, got {dataset!r} "
-                             "(the data to evaluate or train on is --data)")
+        c = _card_checks(card, dataset, operator, op_name, params, checkpoint, pretrained, base_dir)
         arch_extra, op_extra = split_params(c.arch, params)  # the parameters override the card's
         model = build_model(c.arch, operator or c.operator, dataset=c.dataset, base_dir=base_dir,
                             **{**c.arch_params, **arch_extra}, **{**c.operator_params, **op_extra})
         choice = ModelChoice(c.name, model, c.dataset, c.recipe, c.arch, op_name or c.operator, params, c)
-        changed = bool(params) or (op_name is not None and op_name != c.operator)
-        if checkpoint is None and pretrained and c.checkpoint is not None:
-            if changed:
-                log.warning("model %s: the card's checkpoint is not loaded, the operator or parameters given "
-                            "change its network", c.name)
-            else:
-                choice.checkpoint = load_card_checkpoint(c, model, map_location)
+        if checkpoint is None and pretrained:
+            choice.checkpoint = load_card_checkpoint(c, model, map_location)
     elif arch:
         if not dataset:
             raise UsageError("model: an architecture needs the dataset it is built for "
                              "(--arch ARCH --dataset mnist|fashion-mnist|cifar10)")
         model = build_model(arch, operator or "baseline", dataset=dataset, base_dir=base_dir, **params)
         op_name = op_name or "baseline"
+        if checkpoint is None and pretrained:
+            log.warning("model %s-%s: no checkpoint given; its weights are the random initialisation of seed %s",
+                        arch, op_name, seed)
         choice = ModelChoice(f"{arch}-{op_name}", model, dataset, None, arch.lower(), op_name, params)
     else:
         raise UsageError("model: give a zoo card or an architecture "
