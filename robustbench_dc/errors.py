@@ -83,8 +83,8 @@ def gather(*steps: Callable[[], Any]) -> list[Any]:
         raise failed[0]
     if failed:
         lines: list[str] = []
-        for exc in failed:
-            errors = getattr(exc, "errors", None)
-            lines += [str(e) for e in errors] if isinstance(errors, list) and errors else [str(exc)]
+        for error in failed:
+            errors = getattr(error, "errors", None)
+            lines += [str(e) for e in errors] if isinstance(errors, list) and errors else [str(error)]
         raise UserErrors(lines)
     return results

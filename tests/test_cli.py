@@ -162,7 +162,7 @@ def test_user_facing_errors_are_user_errors_and_keep_their_builtin_bases():
     (["evaluate", "--arch", "mnist2d", "--dataset", "mnist", "--param", "width"], "--param: expected KEY=VALUE"),
     (["evaluate", "--arch", "mnist2d", "--data", "mnist-sample"], "an architecture needs the dataset"),
     (["evaluate", "--model", "mnist2d-tanh-mnist", "--arch", "mnist2d"], "not both"),
-    (["evaluate", "--model", "mnist2d-tanh-mnist", "--dataset", "cifar10"], "is built for mnist"),
+    (["evaluate", "--model", "mnist2d-tanh-mnist", "--dataset", "cifar10", "--untrained"], "is built for mnist"),
     (["evaluate", "--arch", "mnist2d", "--dataset", "mnist", "--data", "mnist-sample", "--attack", "nope"],
      "attack config: unknown name 'nope'"),
     (["evaluate", "--arch", "mnist2d", "--dataset", "mnist", "--checkpoint", "no-such.pt"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import os
 import pickle
 import re
 import struct
@@ -54,6 +55,29 @@ def _set(path: str, value: Any) -> Callable[[dict], None]:
             target[int(last)] = value
         else:
             target[last] = value
+    return mutate
+
+
+PWNED = Path("/tmp/rbdc-hostile-pwned")
+EVIL_OPS = f"""
+from pathlib import Path
+Path({str(PWNED)!r}).write_text("a protocol ran this file")
+from robustbench_dc.operators import DecoupledConv2d
+class Evil(DecoupledConv2d):
+    pass
+"""
+
+
+def _evil_operator(where: str) -> Callable[[dict], None]:
+    """A model whose operator is a Python file outside the protocol's folder: ``absolute``, or a
+    ``relative`` path that climbs out of it."""
+    def mutate(p: dict) -> None:
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="rbdc-evil-"))
+        (folder / "evil_ops.py").write_text(EVIL_OPS)
+        p["models"][0]["operator"] = (f"{folder / 'evil_ops.py'}:Evil" if where == "absolute"
+                                      else f"{os.path.relpath(folder, Path.cwd())}/evil_ops.py:Evil")
     return mutate
 
 
@@ -110,6 +134,9 @@ PROTOCOL_CASES: dict[str, tuple[Any, str]] = {
     "bad-binarization-gap": (_set("evaluation.binarization_test", {"gap": 2}),
                              r"binarization_test.gap: a number in \[0, 1\)"),
     "unknown-model-param": (_set("models.0.params", {"widht": 2}), r"models\[0\].params: .*widht"),
+    "code-outside-folder": (_evil_operator("absolute"), r"models\[0\].operator: .*evil_ops.py:Evil' runs the Python "
+                                                        r"file .*outside the protocol's folder.*--allow-code"),
+    "code-climbing-out": (_evil_operator("relative"), r"models\[0\].operator: .*outside the protocol's folder"),
 }
 
 
@@ -157,6 +184,36 @@ def test_hostile_protocol(case: str, data: Path, tmp_path: Path, capsys, monkeyp
     _assert_one_line_error(capsys.readouterr().err, PROTOCOL_CASES[case][1], path)
     assert not any(start.iterdir())  # nothing written where the run was started
     assert not Path("/tmp/rbdc-hostile-escape").exists() and not (tmp_path.parent / "hostile.sqlite").exists()
+    assert not PWNED.exists()  # no code from outside the protocol's folder ran
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_code_from_outside_the_protocols_folder_runs_only_when_allowed(dry_run, data, tmp_path, capsys,
+                                                                       monkeypatch) -> None:
+    """A protocol received from a stranger used to execute the Python file its operator names at
+    planning time, even for --dry-run."""
+    monkeypatch.chdir(tmp_path)
+    PWNED.unlink(missing_ok=True)
+    proto = _base(data)
+    _evil_operator("absolute")(proto)
+    evil = Path(proto["models"][0]["operator"].rpartition(":")[0])
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(proto, sort_keys=False))
+    flags = ["--dry-run"] if dry_run else []
+    assert main(["run", "p.yaml", *flags]) == 2
+    _assert_one_line_error(capsys.readouterr().err, r"outside the protocol's folder", "p.yaml")
+    assert not PWNED.exists() and not (tmp_path / "runs").exists()
+    # the same file inside the protocol's folder, or allowed explicitly, runs (and a dry run names it)
+    assert main(["run", "p.yaml", "--dry-run", "--allow-code", str(evil)]) == 0
+    out = capsys.readouterr().out
+    assert f"code this protocol runs besides the package's: {evil.resolve()}" in out
+    assert PWNED.exists()
+    PWNED.unlink()
+    (tmp_path / "evil_ops.py").write_text(EVIL_OPS)
+    proto["models"][0]["operator"] = "evil_ops.py:Evil"
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(proto, sort_keys=False))
+    assert main(["run", "p.yaml", "--dry-run"]) == 0
+    assert str((tmp_path / "evil_ops.py").resolve()) in capsys.readouterr().out
+    PWNED.unlink()
 
 
 def test_the_corpus_is_large_enough() -> None:
@@ -203,6 +260,14 @@ def _isonet(tmp: Path) -> Path:
     return tmp / "bad.pt"
 
 
+def _nan_weights(tmp: Path) -> Path:
+    from robustbench_dc.zoo import build_model
+
+    state = build_model("mnist2d", "baseline", dataset="mnist", width=0.125).state_dict()
+    torch.save({k: v * float("nan") if v.is_floating_point() else v for k, v in state.items()}, tmp / "bad.pt")
+    return tmp / "bad.pt"
+
+
 def _text_file(tmp: Path) -> Path:
     (tmp / "bad.pt").write_text("this is not a checkpoint\n")
     return tmp / "bad.pt"
@@ -229,6 +294,8 @@ CHECKPOINT_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "text-file": (_text_file, r"checkpoint: cannot read .*bad.pt as weights"),
     "empty-file": (_empty, r"checkpoint: cannot read .*bad.pt as weights"),
     "not-a-state-dict": (_list_state, r"bad.pt holds a list, not a state dict"),
+    "nan-weights": (_nan_weights, r"bad.pt: model mnist2d-baseline: non-finite logits \(NaN or inf\) on 8 of 8 clean "
+                                  r"examples"),
 }
 
 
@@ -386,3 +453,61 @@ def test_plugin_errors_name_the_plugin_and_the_problem(case: str, tmp_path: Path
                  "--attack", "fgsm-linf", "--no-masking", "--quiet", "--json", str(out)]) == 2
     _assert_one_line_error(capsys.readouterr().err, pattern, "bad_op.py")
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- results databases
+def _corrupt_db(path: Path) -> None:
+    path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 16)
+
+
+def _random_db(path: Path) -> None:
+    path.write_bytes(bytes((i * 97) % 251 for i in range(8192)))
+
+
+def _other_schema_db(path: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER, name TEXT)")
+        conn.execute("INSERT INTO users VALUES (1, 'alice')")
+
+
+def _lookalike_db(path: Path) -> None:  # the suite's table names, other columns
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        for table in ("schema_version", "runs", "models", "evaluations", "flags", "lipschitz"):
+            conn.execute(f"CREATE TABLE {table} (x INTEGER)")
+
+
+DB_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "corrupt-sqlite": (_corrupt_db, r"not a robustbench-dc results database \(SQLite: file is not a database\)"),
+    "not-sqlite": (_random_db, r"not a robustbench-dc results database \(not an SQLite file\)"),
+    "another-schema": (_other_schema_db, r"not a robustbench-dc results database \(it has the tables users; missing "),
+    "lookalike-schema": (_lookalike_db, r"not a robustbench-dc results database \(table runs lacks "),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DB_CASES))
+def test_a_results_database_that_is_not_one_is_refused(case: str, data: Path, tmp_path: Path, capsys,
+                                                       monkeypatch) -> None:
+    """`rbdc leaderboard show --db` used to end a corrupt file in a sqlite3 traceback and to read
+    another application's database as an empty board."""
+    make, pattern = DB_CASES[case]
+    db = tmp_path / "results.sqlite"
+    make(db)
+    before = db.read_bytes()
+    assert main(["leaderboard", "show", "--db", str(db)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, pattern, db)
+    # a run that would write into it is refused before its first job
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(_base(data), sort_keys=False))
+    assert main(["run", "p.yaml", "--db", str(db)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, pattern, db)
+    assert db.read_bytes() == before and not (tmp_path / "runs").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml", "results.sqlite"]  # no -wal / -shm files
+
+
+def test_the_corpus_holds_the_three_hostile_classes_of_issue_30() -> None:
+    assert {"code-outside-folder", "code-climbing-out"} <= set(PROTOCOL_CASES)
+    assert "nan-weights" in CHECKPOINT_CASES and len(DB_CASES) >= 3

@@ -63,7 +63,7 @@ def test_the_wheel_holds_everything_rbdc_needs(installed) -> None:
     cards = _run([rbdc, "zoo", "list"], work, env)
     assert "18 model cards" in cards and "mnist2d-tanh-mnist" in cards
     out = _run([rbdc, "evaluate", "--model", "mnist2d-baseline-mnist", "--data", "mnist-sample", "-n", "16",
-                "--attack", "fgsm-linf", "--no-masking", "--quiet"], work, env)
+                "--attack", "fgsm-linf", "--no-masking", "--quiet", "--untrained"], work, env)
     assert "fgsm-linf-eps0.3000-s1" in out and "first 16 test examples of mnist-sample" in out
     plan = _run([rbdc, "run", "quickstart", "--dry-run"], work, env)
     assert "plan for quickstart -> runs/quickstart" in plan and "whitebox:" in plan

@@ -74,9 +74,10 @@ def test_ray_leaves_the_same_results_database_and_figures_as_the_local_executor(
     result = run_protocol(path, tmp_path / "ray", progress=False, executor="ray",
                           on_job=lambda job, status, s: seen.append((job.id, status)))
     assert sorted(result.executed) == sorted(local.executed) and not result.failed
-    assert {status for _, status in seen} == {"done"}
+    assert {status for _, status in seen} == {"started", "done"}
+    assert sorted(j for j, s in seen if s == "started") == sorted(j for j, s in seen if s == "done")
     # a job starts only after every job it consumes: the report is last, each whitebox after its training
-    order = [j for j, _ in seen]
+    order = [j for j, s in seen if s == "done"]
     assert order[-1] == "report" and order.index("train:tanh") < order.index("whitebox:tanh")
     assert _results(result.summary) == _results(local.summary)
     assert _db_rows(tmp_path / "ray" / "results.sqlite") == _db_rows(local.run_dir / "results.sqlite")

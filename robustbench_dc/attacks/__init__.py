@@ -34,7 +34,13 @@ from robustbench_dc.attacks.backends import (
     run_torchattacks,
     torchattacks_names,
 )
-from robustbench_dc.attacks.checks import ConstraintViolation, check_adversarial, perturbation_norms
+from robustbench_dc.attacks.checks import (
+    ConstraintViolation,
+    NonFiniteModelError,
+    check_adversarial,
+    check_finite_logits,
+    perturbation_norms,
+)
 from robustbench_dc.attacks.evaluate import EvalResult, evaluate_whitebox
 from robustbench_dc.attacks.losses import attack_loss, ce_loss, dlr_loss, make_targets, margin_loss
 from robustbench_dc.attacks.masking import (
@@ -88,7 +94,7 @@ __all__ = [
     "torchattacks_names",
     "foolbox_names",
     "BackendMissingError",
-    "ConstraintViolation",
+    "ConstraintViolation", "NonFiniteModelError", "check_finite_logits",
     "check_adversarial",
     "perturbation_norms",
     "attack_loss",

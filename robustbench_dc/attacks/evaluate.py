@@ -35,7 +35,7 @@ from robustbench_dc.attacks.binarization import (
     build_readouts,
     supports_binarization,
 )
-from robustbench_dc.attacks.checks import perturbation_norms
+from robustbench_dc.attacks.checks import check_finite_logits, perturbation_norms
 from robustbench_dc.attacks.masking import (
     MaskingConfig,
     MaskingFlag,
@@ -239,8 +239,9 @@ def evaluate_whitebox(
                                COMPILE_MIN_ATTACK_WORK)
     compiling = (lambda: compiled_responses(model)) if compiled else contextlib.nullcontext
     with eval_mode(model):
-        clean_pred = batched_logits(model, x.to(dev), batch_size).argmax(1).cpu()
-    clean_correct = clean_pred == y.cpu()
+        clean_logits = batched_logits(model, x.to(dev), batch_size)
+    check_finite_logits(clean_logits, model_name)  # a model that is not a function is refused before any attack
+    clean_correct = clean_logits.argmax(1).cpu() == y.cpu()
     results: list[AttackResult] = []
     cfg = None if masking is False else (masking if isinstance(masking, MaskingConfig) else MaskingConfig())
     keep = 0 if cfg is None else cfg.max_examples  # returned points kept for the diagnostics

@@ -48,7 +48,7 @@ from robustbench_dc.attacks._utils import (
     model_fingerprint,
 )
 from robustbench_dc.attacks.attack import run_attack, validate_inputs
-from robustbench_dc.attacks.checks import check_adversarial, perturbation_norms
+from robustbench_dc.attacks.checks import check_adversarial, check_finite_logits, perturbation_norms
 from robustbench_dc.attacks.masking import MaskingFlag, flag_transfer_beats_whitebox
 from robustbench_dc.attacks.metrics import AttackResult, attack_result
 from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
@@ -233,7 +233,12 @@ def evaluate_transfer(
     for tname, tm in targets.items():
         with eval_mode(tm):
             logits = batched_logits(tm, xc.to(model_device(tm, xc.device)), batch_size)
+        check_finite_logits(logits, tname)  # refused before any attack runs
         clean_correct[tname] = logits.argmax(1).cpu() == yc
+    for sname, sm in sources.items():
+        if sname not in targets:
+            with eval_mode(sm):
+                check_finite_logits(batched_logits(sm, xc.to(model_device(sm, xc.device)), batch_size), sname)
 
     n_batches = (xc.shape[0] + batch_size - 1) // batch_size
     bar = tqdm(total=len(sources) * len(specs) * n_batches, disable=not progress, desc="transfer: crafting")

@@ -10,7 +10,7 @@ from typing import Any
 from robustbench_dc._text import table
 
 __all__ = ["table", "fmt", "print_results", "breakdown_text", "print_masking_warnings", "write_json", "write_results",
-           "print_job"]
+           "print_job", "print_plan"]
 
 
 def fmt(v: float | None) -> str:
@@ -78,9 +78,52 @@ def write_results(args: Any, key: str, result: Any, data_sha256: str) -> None:
 
 
 def print_job(job: Any, status: str, seconds: float, counter: list[int], total: int) -> None:
-    """One line per protocol job: ``[ 3/12] whitebox mnist-tanh   done in 4.2s``."""
-    counter[0] += 1
+    """One line per protocol job: ``[ 3/12] whitebox mnist-tanh   done in 4.2s``. When stdout is
+    not a terminal (a log file of a run in the background), also a line when a job starts, and
+    the wall-clock time on each line, so that the log shows what is running."""
+    import sys
+    import time
+
+    logging_to_file = not sys.stdout.isatty()
     what = job.id.replace(":", " ")
-    tail = f"done in {seconds:.1f}s" if status == "done" else status
     of = f"/{total}" if total else ""
-    print(f"[{counter[0]:>2}{of}] {what:<40} {tail}", flush=True)
+    clock = time.strftime("%H:%M:%S ") if logging_to_file else ""
+    if status == "started":
+        if logging_to_file:
+            print(f"{clock}[{counter[0] + 1:>2}{of}] {what:<40} started", flush=True)
+        return
+    counter[0] += 1
+    tail = f"done in {seconds:.1f}s" if status == "done" else status
+    print(f"{clock}[{counter[0]:>2}{of}] {what:<40} {tail}", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def print_plan(plan: Any, cached: dict[str, bool], estimates: dict[str, Any]) -> None:
+    """A dry run: the job plan, what is cached, each job's estimated time on this machine and where
+    the estimate comes from, the total, and the user's code files the protocol runs."""
+    from robustbench_dc.protocol.estimate import machine_kind
+
+    print(f"plan for {plan.protocol.name} -> {plan.output} ({len(plan.jobs)} jobs)")
+    for job in plan.jobs:
+        e = estimates[job.id]
+        state = "cached" if cached.get(job.id) else "to run"
+        when = "" if state == "cached" else (f"  ~{_duration(e.seconds)} ({e.source})" if e.seconds is not None
+                                             else f"  ({e.source})")
+        print(f"  {job.id:<44} {state:<7} key {job.key[:12]}{when}")
+    todo = [estimates[j.id] for j in plan.jobs if not cached.get(j.id)]
+    known = [e.seconds for e in todo if e.seconds is not None]
+    unknown = len(todo) - len(known)
+    total = f"~{_duration(sum(known))}" if known else "unknown"
+    print(f"estimated time on this machine ({machine_kind()}): {total} for {len(todo)} job(s) to run"
+          + (f", {unknown} of them without an estimate" if unknown else ""))
+    if plan.code_files:
+        print("code this protocol runs besides the package's: " + ", ".join(str(p) for p in plan.code_files))
+    else:
+        print("code this protocol runs besides the package's: none")

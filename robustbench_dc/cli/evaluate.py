@@ -26,22 +26,27 @@ __all__ = ["register", "cmd_evaluate"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from robustbench_dc.attacks import evaluate_whitebox
+    from robustbench_dc.attacks import NonFiniteModelError, evaluate_whitebox
     from robustbench_dc.attacks.binarization import BinarizationConfig
-
     from robustbench_dc.errors import gather
 
     # every problem of the command line at once: the model's, the data's and the attacks'
     choice, specs, _ = gather(lambda: model_from_args(args, seed=args.seed), lambda: attacks_from_args(args),
                               lambda: check_data_name(args))
     ds = load_test_data(args, choice.dataset)
-    res = evaluate_whitebox(choice.model, ds.to_float(), ds.labels, specs, batch_size=args.batch_size,
-                            progress=not args.quiet, dataset=choice.dataset, model_name=choice.name,
-                            masking=not args.no_masking,
-                            compile={"true": True, "false": False}.get(args.compile, "auto"),
-                            binarization=BinarizationConfig(n_points=args.binarization_points)
-                            if args.binarization_test else False)
-    print(f"{choice.name}: first {res.n} test examples of {data_name(args, choice.dataset)}, "
+    try:
+        res = evaluate_whitebox(choice.model, ds.to_float(), ds.labels, specs, batch_size=args.batch_size,
+                                progress=not args.quiet, dataset=choice.dataset, model_name=choice.name,
+                                masking=not args.no_masking,
+                                compile={"true": True, "false": False}.get(args.compile, "auto"),
+                                binarization=BinarizationConfig(n_points=args.binarization_points)
+                                if args.binarization_test else False)
+    except NonFiniteModelError as exc:
+        if choice.checkpoint is None:
+            raise
+        raise NonFiniteModelError(f"checkpoint {choice.checkpoint}: {exc}") from None
+    weights = "" if choice.checkpoint is not None else f" (untrained: weights initialised from seed {args.seed})"
+    print(f"{choice.name}{weights}: first {res.n} test examples of {data_name(args, choice.dataset)}, "
           f"clean accuracy {100 * res.clean_accuracy:.1f}%")
     print_results(res.results)
     for r in res.results:

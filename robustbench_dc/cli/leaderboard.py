@@ -19,7 +19,7 @@ import argparse
 import sys
 
 from robustbench_dc.cli._args import add_command
-from robustbench_dc.cli._output import print_job
+from robustbench_dc.cli._output import print_job, print_plan
 
 __all__ = ["register", "cmd_leaderboard_show", "cmd_submit"]
 
@@ -59,16 +59,22 @@ def cmd_leaderboard_show(args: argparse.Namespace, history: bool = False) -> int
 def cmd_submit(args: argparse.Namespace) -> int:
     """``rbdc leaderboard submit``: train and evaluate a user operator under a leaderboard
     protocol (one line per job), then print the leaderboard."""
-    from robustbench_dc.protocol import submit_operator  # lazy: the protocol runner is heavy (torch)
+    from robustbench_dc.protocol import execute, job_status, plan_submission  # lazy: the runner is heavy (torch)
 
+    plan = plan_submission(args.operator, args.protocol, name=args.name, db=args.db, out=args.out,
+                           allow_code=args.allow_code)
+    if args.dry_run:
+        from robustbench_dc.protocol.estimate import estimate_jobs
+
+        status = job_status(plan)
+        print_plan(plan, status, estimate_jobs(plan, status))
+        return 0
     counter = [0]
-    result, board = submit_operator(
-        operator=args.operator, protocol_path=args.protocol, name=args.name, db=args.db, out=args.out,
-        progress=not args.quiet and sys.stderr.isatty(),
-        on_job=lambda job, status, secs: print_job(job, status, secs, counter, 0),
-        command=getattr(args, "command_line", None))
+    result = execute(plan, progress=not args.quiet and sys.stderr.isatty(),
+                     on_job=lambda job, status, secs: print_job(job, status, secs, counter, len(plan.jobs)),
+                     command=getattr(args, "command_line", None))
     print()
-    print(board, end="" if str(board).endswith("\n") else "\n")
+    print(result.leaderboard, end="" if str(result.leaderboard).endswith("\n") else "\n")
     print(f"run folder: {result.run_dir}")
     return 0
 
@@ -124,4 +130,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--db", default=None,
                         help="results database (default: the protocol's leaderboard.db setting)")
     submit.add_argument("--out", metavar="DIR", default=None, help="run/leaderboard output folder")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="print the job plan, what is cached and each job's estimated time on this machine; "
+                             "run nothing")
+    submit.add_argument("--allow-code", action="append", default=[], metavar="PATH",
+                        help="let the protocol run this Python file (or folder) outside its own folder (repeatable; "
+                             "the operator's own file is always allowed)")
     submit.set_defaults(func=cmd_submit)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from robustbench_dc.cli._args import add_command
-from robustbench_dc.cli._output import print_job
+from robustbench_dc.cli._output import print_job, print_plan
 
 __all__ = ["register", "cmd_run"]
 
@@ -15,13 +15,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from robustbench_dc.protocol import JobsFailed, execute, job_status, parse_resources, plan_protocol
 
     resources = parse_resources(args.resources)
-    plan = plan_protocol(args.protocol, args.out, args.db)  # ProtocolError: one line per problem, exit code 2
+    # ProtocolError: one line per problem, exit code 2
+    plan = plan_protocol(args.protocol, args.out, args.db, allow_code=args.allow_code)
     if args.dry_run:
-        status = job_status(plan)
-        print(f"plan for {plan.protocol.name} -> {plan.output} ({len(plan.jobs)} jobs)")
-        for job in plan.jobs:
-            state = "cached" if status[job.id] and not args.force else "to run"
-            print(f"  {job.id:<44} {state:<7} key {job.key[:12]}")
+        from robustbench_dc.protocol.estimate import estimate_jobs
+
+        status = {} if args.force else job_status(plan)
+        print_plan(plan, status, estimate_jobs(plan, status))
         return 0
     where = "" if args.executor == "local" else f" on ray ({args.address or 'local instance'})"
     print(f"running {plan.protocol.name} -> {plan.output}{where}")
@@ -48,7 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (default: the protocol's output, else runs/<name>; a protocol's own "
                                  "output must stay below the working directory, --out may be anywhere)")
     p.add_argument("--db", help="results database (default: the protocol's leaderboard.db, else RUN/results.sqlite)")
-    p.add_argument("--dry-run", action="store_true", help="print the job plan and what is cached; run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the job plan, what is cached, each job's estimated time on this machine and the "
+                        "code files the protocol runs; run nothing")
+    p.add_argument("--allow-code", action="append", default=[], metavar="PATH",
+                   help="let the protocol run this Python file (or the files in this folder) although it is outside "
+                        "the protocol's folder (repeatable); without it such a protocol is refused before the file "
+                        "is imported")
     p.add_argument("--force", action="store_true", help="re-run every job")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: one job after the other in this process (default); ray: jobs as Ray tasks, "

@@ -154,7 +154,8 @@ def get_angular(spec: str | Angular | Callable[..., Tensor]) -> Angular:
         return Angular(getattr(spec, "__name__", "custom"), spec, "", _accepted_keywords(spec))
     key = str(spec).lower()
     if key not in ANGULARS:
-        raise InvalidParameterError(f"angular: unknown {spec!r}{did_you_mean(spec, ANGULARS)}; known: {', '.join(list_angulars())}")
+        raise InvalidParameterError(f"angular: unknown {spec!r}{did_you_mean(spec, ANGULARS)}; "
+                                    f"known: {', '.join(list_angulars())}")
     return ANGULARS[key]
 
 

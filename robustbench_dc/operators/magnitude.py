@@ -133,7 +133,8 @@ def get_magnitude(spec: str | Magnitude | Callable[..., Tensor]) -> Magnitude:
         return Magnitude(name, spec, False, "", _accepted_keywords(spec, _MAGNITUDE_KEYWORDS))
     key = str(spec).lower()
     if key not in MAGNITUDES:
-        raise InvalidParameterError(f"magnitude: unknown {spec!r}{did_you_mean(spec, MAGNITUDES)}; known: {', '.join(list_magnitudes())}")
+        raise InvalidParameterError(f"magnitude: unknown {spec!r}{did_you_mean(spec, MAGNITUDES)}; "
+                                    f"known: {', '.join(list_magnitudes())}")
     return MAGNITUDES[key]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from robustbench_dc.protocol.execute import (
     EXECUTORS,
@@ -21,7 +21,7 @@ from robustbench_dc.protocol.execute import (
     job_threads,
     results_db,
 )
-from robustbench_dc.protocol.plan import Job, Plan, ResolvedModel, make_plan, resolve, stable_hash
+from robustbench_dc.protocol.plan import Job, Plan, ResolvedModel, code_file, make_plan, resolve, stable_hash
 from robustbench_dc.protocol.schema import (
     FIGURES,
     JobResources,
@@ -33,25 +33,29 @@ from robustbench_dc.protocol.schema import (
 )
 
 __all__ = ["EXECUTORS", "FIGURES", "execute", "Job", "job_resources", "job_status", "job_threads", "JobResources", "JobsFailed",
-           "load_protocol", "make_plan", "ModelEntry", "parse_protocol", "parse_resources", "Plan", "plan_protocol",
+           "load_protocol", "make_plan", "plan_submission", "code_file", "ModelEntry", "parse_protocol",
+           "parse_resources", "Plan", "plan_protocol",
            "Protocol", "ProtocolError", "resolve", "ResolvedModel", "results_db", "run_protocol", "RunResult",
            "stable_hash", "submit_operator"]
 
 
-def plan_protocol(path: str | Path, output: str | Path | None = None, db: str | Path | None = None) -> Plan:
+def plan_protocol(path: str | Path, output: str | Path | None = None, db: str | Path | None = None,
+                  allow_code: Iterable[str | Path] = ()) -> Plan:
     """Load, validate and plan a protocol file (nothing is written). ``output`` / ``db``: the run folder
     and results database chosen by the caller, anywhere; the protocol's own must stay below the
-    working directory."""
+    working directory. ``allow_code``: Python files (or folders) outside the protocol's folder that
+    the caller trusts the protocol to run (any other is refused before it is imported)."""
     protocol, provenance = load_protocol(path)
-    return make_plan(protocol, provenance, output, db)
+    return make_plan(protocol, provenance, output, db, allow_code)
 
 
 def run_protocol(path: str | Path, output: str | Path | None = None, *, progress: bool = True, force: bool = False,
                  on_job: Callable[[Job, str, float], None] | None = None, command: str | None = None,
                  db: str | Path | None = None, executor: str = "local", address: str | None = None,
-                 resources: dict[str, dict[str, Any]] | None = None) -> RunResult:
+                 resources: dict[str, dict[str, Any]] | None = None,
+                 allow_code: Iterable[str | Path] = ()) -> RunResult:
     """Run a protocol file end to end (see :func:`execute`; ``executor="ray"`` runs it on Ray)."""
-    return execute(plan_protocol(path, output, db), progress=progress, force=force, on_job=on_job, command=command,
+    return execute(plan_protocol(path, output, db, allow_code), progress=progress, force=force, on_job=on_job, command=command,
                    executor=executor, address=address, resources=resources)
 
 
@@ -100,18 +104,10 @@ def _absolute_reference(operator: str) -> str:
     return operator
 
 
-def submit_operator(operator: str, protocol_path: str | Path, name: str | None = None, db: str | None = None,
-                    out: str | None = None, *, progress: bool = True,
-                    on_job: Callable[[Job, str, float], None] | None = None,
-                    command: str | None = None) -> tuple[RunResult, str]:
-    """Train and evaluate a user operator under a leaderboard protocol; returns the run and
-    the rendered leaderboard (Markdown).
-
-    The protocol's ``submission`` section says how: architecture, parameters, recipe. The
-    other models of the protocol are the reference entries; their jobs are cached in the
-    protocol's output folder, so a submission only trains and evaluates the new entry (and
-    redoes the transfer matrix, figures and report). ``command`` is recorded in the summary.
-    """
+def plan_submission(operator: str, protocol_path: str | Path, name: str | None = None, db: str | None = None,
+                    out: str | None = None, allow_code: Iterable[str | Path] = ()) -> Plan:
+    """The plan of :func:`submit_operator` (nothing is run or written). The operator's own file is
+    trusted: the user named it on the command line."""
     protocol, provenance = load_protocol(protocol_path)
     if protocol.submission is None:
         raise ProtocolError([f"{protocol_path}: submission: this protocol has no submission section "
@@ -121,11 +117,28 @@ def submit_operator(operator: str, protocol_path: str | Path, name: str | None =
         raise ProtocolError([f"{protocol_path}: models: an entry named {entry_name!r} exists; pass --name"])
     sub = protocol.submission
     data: dict[str, Any] = protocol.model_dump(mode="json", exclude_none=True)
-    data["models"].append({"name": entry_name, "label": entry_name, "arch": sub.arch,
-                           "operator": _absolute_reference(operator),
+    reference = _absolute_reference(operator)
+    data["models"].append({"name": entry_name, "label": entry_name, "arch": sub.arch, "operator": reference,
                            "params": dict(sub.params), "recipe": sub.recipe,
                            **({"seed": sub.seed} if sub.seed is not None else {})})
     protocol = parse_protocol(data, str(protocol_path))
-    plan = make_plan(protocol, provenance, out, db)  # --db: the caller's explicit choice, anywhere
+    own = code_file(reference, Path.cwd())
+    # --db: the caller's explicit choice, anywhere
+    return make_plan(protocol, provenance, out, db, [*allow_code, *([own] if own is not None else [])])
+
+
+def submit_operator(operator: str, protocol_path: str | Path, name: str | None = None, db: str | None = None,
+                    out: str | None = None, *, progress: bool = True,
+                    on_job: Callable[[Job, str, float], None] | None = None,
+                    command: str | None = None, allow_code: Iterable[str | Path] = ()) -> tuple[RunResult, str]:
+    """Train and evaluate a user operator under a leaderboard protocol; returns the run and
+    the rendered leaderboard (Markdown).
+
+    The protocol's ``submission`` section says how: architecture, parameters, recipe. The
+    other models of the protocol are the reference entries; their jobs are cached in the
+    protocol's output folder, so a submission only trains and evaluates the new entry (and
+    redoes the transfer matrix, figures and report). ``command`` is recorded in the summary.
+    """
+    plan = plan_submission(operator, protocol_path, name, db, out, allow_code)
     result = execute(plan, progress=progress, on_job=on_job, command=command)
     return result, result.leaderboard

@@ -40,7 +40,7 @@ from robustbench_dc._atomic import atomic_write_bytes
 from robustbench_dc.attacks.binarization import binarization_config
 from robustbench_dc.attacks.masking import masking_config
 from robustbench_dc.errors import InvalidParameterError, UsageError, UserError
-from robustbench_dc.protocol.plan import Job, Plan
+from robustbench_dc.protocol.plan import Job, Plan, results_db
 from robustbench_dc.provenance import package_versions
 from robustbench_dc.runtime import machine_info
 from robustbench_dc.zoo import ZooModel
@@ -339,15 +339,6 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
     return summary
 
 
-def results_db(plan: Plan) -> Path:
-    """The results database of a run: the caller's ``--db``, else the protocol's ``leaderboard.db``
-    (relative to the working directory), else ``RUN/results.sqlite``."""
-    if plan.db is not None:
-        return plan.db
-    db = plan.protocol.leaderboard.db
-    return Path(db) if db is not None else plan.output / "results.sqlite"
-
-
 def _first_start(run_dir: Path, recorded: str | None) -> str:
     """When the run first started: the earliest of the summary's record and the start of every job
     already done (a run killed before its first summary and resumed keeps its first start)."""
@@ -395,8 +386,9 @@ def execute(plan: Plan, *, progress: bool = True, force: bool = False,
             resources: dict[str, dict[str, Any]] | None = None) -> RunResult:
     """Run every job of ``plan`` that is not already done (all of them with ``force``).
 
-    ``on_job(job, status, seconds)`` is called after each job with status ``"done"`` or
-    ``"cached"`` (and, with Ray, ``"failed"`` or ``"skipped"``; the CLI prints one line per job).
+    ``on_job(job, status, seconds)`` is called with status ``"started"`` when a job starts (is
+    submitted, with Ray) and after each job with status ``"done"`` or ``"cached"`` (and, with Ray,
+    ``"failed"`` or ``"skipped"``; the CLI prints one line per job).
     ``command`` is recorded in the summary as the command that made the run (the CLI passes its
     command line; None from Python).
 
@@ -491,11 +483,14 @@ def job_threads(cpus: float) -> Iterator[None]:
 def run_job(ctx: _Context, job: Job) -> float:
     """Run one job and record it done (its marker holds its key, when it finished and how long it
     took); returns the seconds it took. Every executor runs jobs through this function."""
+    from robustbench_dc.protocol.estimate import record_job_time
+
     t0 = time.perf_counter()
     _RUNNERS[job.kind](ctx, job)
     seconds = time.perf_counter() - t0
     _write_json(_marker(ctx.run_dir, job), {"key": job.key, "job": job.id,
                                             "finished": datetime.now(timezone.utc).isoformat(), "seconds": seconds})
+    record_job_time(ctx.plan, job, seconds, torch.get_num_threads())  # for the estimates of later dry runs
     return seconds
 
 
@@ -519,6 +514,8 @@ def _execute_local(plan: Plan, run_dir: Path, status: dict[str, bool], result: R
             if on_job:
                 on_job(job, "cached", 0.0)
             continue
+        if on_job:
+            on_job(job, "started", 0.0)
         with job_threads(resources[job.kind]["cpus"]):
             seconds = run_job(ctx, job)
         result.executed.append(job.id)

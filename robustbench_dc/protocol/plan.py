@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from pydantic import ValidationError
 
@@ -28,7 +28,7 @@ from robustbench_dc._text import did_you_mean
 from robustbench_dc.protocol.schema import ModelEntry, Protocol, ProtocolError
 from robustbench_dc.provenance import code_fingerprint
 
-__all__ = ["ResolvedModel", "Job", "Plan", "resolve", "make_plan", "stable_hash"]
+__all__ = ["ResolvedModel", "Job", "Plan", "resolve", "make_plan", "stable_hash", "code_file", "results_db"]
 
 
 def stable_hash(obj: Any) -> str:
@@ -69,7 +69,7 @@ class ResolvedModel:
 
         return resolve_model(arch=self.arch, operator=self.operator, dataset=self.dataset,
                              params={**self.arch_params, **self.operator_params}, checkpoint=checkpoint,
-                             seed=self.seed, base_dir=base_dir).model
+                             pretrained=checkpoint is not None, seed=self.seed, base_dir=base_dir).model
 
 
 @dataclass
@@ -101,6 +101,8 @@ class Plan:
     run_id: str
     #: the results database chosen by the caller (``rbdc run --db``), else None
     db: Path | None = None
+    #: the user's Python files the plan runs (operator plugins named by path), resolved
+    code_files: list[Path] = field(default_factory=list)
 
     def job(self, job_id: str) -> Job:
         for j in self.jobs:
@@ -150,8 +152,8 @@ def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source
             if loc and msg.startswith(f"{loc}: "):
                 msg = msg[len(loc) + 2:]
             elif e["type"] == "extra_forbidden":
-                known = [*AttackSpec.model_fields, "config", "n_test"]
-                msg = f"unknown key{did_you_mean(e['loc'][-1], known)}, got {e['input']!r}"
+                keys = [*AttackSpec.model_fields, "config", "n_test"]
+                msg = f"unknown key{did_you_mean(e['loc'][-1], keys)}, got {e['input']!r}"
             errors.append(f"{source}: {where}{'.' + loc if loc else ''}: {msg}")
     except Exception as exc:  # noqa: BLE001 - reported as a validation error
         msg = " ".join(str(exc).split())
@@ -163,8 +165,32 @@ def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source
     return None
 
 
+def code_file(reference: str, base_dir: Path) -> Path | None:
+    """The Python file a ``path/to/file.py:Name`` reference runs (resolved, links followed), looked
+    up as the loader does: against ``base_dir``, then the working directory; None for anything else
+    (a built-in name, a ``package.module:Name`` of an installed package, a file that does not exist)."""
+    target, sep, _ = str(reference).rpartition(":")
+    if not sep or not target.endswith(".py"):
+        return None
+    for candidate in (base_dir / target, Path(target)):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def _trusted_code(path: Path, base_dir: Path, allow_code: Iterable[str | Path]) -> bool:
+    """Whether a protocol may run ``path``: a file in the protocol's own folder (or below it), or one
+    the user allowed on the command line (a file, or a folder holding it)."""
+    for root in (base_dir, *allow_code):
+        r = Path(root).resolve()
+        if path == r or path.is_relative_to(r) and r.is_dir():
+            return True
+    return False
+
+
 def _resolve_model(m: ModelEntry, i: int, protocol: Protocol, base_dir: Path, errors: list[str],
-                   source: str) -> ResolvedModel | None:
+                   source: str, allow_code: Iterable[str | Path] = (),
+                   code_files: list[Path] | None = None) -> ResolvedModel | None:
     from robustbench_dc.operators import get_operator
     from robustbench_dc.training import get_recipe
     from robustbench_dc.zoo import get_card, split_params
@@ -183,6 +209,15 @@ def _resolve_model(m: ModelEntry, i: int, protocol: Protocol, base_dir: Path, er
         operator = operator or card.operator
         recipe_spec = recipe_spec if recipe_spec is not None else card.recipe
     operator = operator or "baseline"
+    path = code_file(operator, base_dir)
+    if path is not None:
+        if not _trusted_code(path, base_dir, allow_code):
+            errors.append(f"{source}: {where}.operator: {operator!r} runs the Python file {path}, outside the "
+                          f"protocol's folder ({base_dir.resolve()}); a protocol runs code from its own folder only "
+                          f"(to trust this file, pass --allow-code {path})")
+            return None
+        if code_files is not None and path not in code_files:
+            code_files.append(path)
     try:
         extra_arch, extra_op = split_params(arch, dict(m.params))  # type: ignore[arg-type]
     except ValueError as exc:
@@ -231,13 +266,20 @@ def _known_names(items: list[str], names: list[str], where: str, errors: list[st
     """``items`` unchanged; an error for each that is not a model name."""
     for j, item in enumerate(items):
         if item not in names:
-            errors.append(f"{source}: {where}[{j}]: unknown model {item!r}{did_you_mean(item, names)}; models: {', '.join(names)}")
+            errors.append(f"{source}: {where}[{j}]: unknown model {item!r}{did_you_mean(item, names)}; "
+                          f"models: {', '.join(names)}")
     return list(items)
 
 
-def resolve(protocol: Protocol, provenance: dict[str, Any]) -> tuple[dict[str, ResolvedModel], list[Any], list[Any],
-                                                                      list[str], list[str], list[tuple[Any, list[float]]]]:
-    """Check the protocol against the registries; raises :class:`ProtocolError` with every problem."""
+def resolve(protocol: Protocol, provenance: dict[str, Any], allow_code: Iterable[str | Path] = (),
+            code_files: list[Path] | None = None) -> tuple[dict[str, ResolvedModel], list[Any], list[Any], list[str],
+                                                           list[str], list[tuple[Any, list[float]]]]:
+    """Check the protocol against the registries; raises :class:`ProtocolError` with every problem.
+
+    A model's operator that names a Python file runs that file; only files in the protocol's
+    folder, or allowed by ``allow_code`` (files or folders the user named), may run: any other is
+    a problem, found before the file is imported. The files that will run are appended to
+    ``code_files``."""
     from robustbench_dc.data import dataset_info
 
     source = provenance.get("path", "<protocol>")
@@ -250,7 +292,7 @@ def resolve(protocol: Protocol, provenance: dict[str, Any]) -> tuple[dict[str, R
         raise ProtocolError(errors) from None
     models: dict[str, ResolvedModel] = {}
     for i, m in enumerate(protocol.models):
-        r = _resolve_model(m, i, protocol, base_dir, errors, source)
+        r = _resolve_model(m, i, protocol, base_dir, errors, source, allow_code, code_files)
         if r is not None:
             models[r.name] = r
     ev = protocol.evaluation
@@ -325,9 +367,10 @@ def _check_written_paths(protocol: Protocol, errors: list[str], source: str) -> 
 
 
 def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path | None = None,
-              db: str | Path | None = None) -> Plan:
+              db: str | Path | None = None, allow_code: Iterable[str | Path] = ()) -> Plan:
     """Resolve ``protocol`` and build its job graph (loads the data to checksum it). ``output`` and ``db``
-    (explicit choices of the caller) replace the protocol's ``output`` and ``leaderboard.db``."""
+    (explicit choices of the caller) replace the protocol's ``output`` and ``leaderboard.db``;
+    ``allow_code``: Python files (or folders) outside the protocol's folder the caller trusts it to run."""
     if output is not None or db is not None:
         changes: dict[str, Any] = {}
         if output is not None:
@@ -339,7 +382,8 @@ def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path
         checked = protocol
     from robustbench_dc.data import load_dataset
 
-    models, attacks, transfer_attacks, sources, targets, sweeps = resolve(checked, provenance)
+    code_files: list[Path] = []
+    models, attacks, transfer_attacks, sources, targets, sweeps = resolve(checked, provenance, allow_code, code_files)
     source = provenance.get("path", "<protocol>")
     base_dir = Path(source).parent if source != "<protocol>" else Path.cwd()
     out = Path(output or protocol.output or Path("runs") / protocol.name)
@@ -404,5 +448,18 @@ def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path
                                                     "models": shown}),
                     [j.id for j in jobs]))
     run_id = f"{protocol.name}-{stable_hash([j.key for j in jobs])[:12]}"
-    return Plan(protocol, provenance, models, attacks, transfer_attacks, sources, targets, sweeps, jobs, out,
-                base_dir, checks, run_id, None if db is None else Path(db))
+    from robustbench_dc.results import ResultsStore
+
+    plan = Plan(protocol, provenance, models, attacks, transfer_attacks, sources, targets, sweeps, jobs, out,
+                base_dir, checks, run_id, None if db is None else Path(db), code_files)
+    ResultsStore.check(results_db(plan))  # a database that is not the suite's: refused now, not after the training
+    return plan
+
+
+def results_db(plan: Plan) -> Path:
+    """The results database of a run: the caller's ``--db``, else the protocol's ``leaderboard.db``
+    (relative to the working directory), else ``RUN/results.sqlite``."""
+    if plan.db is not None:
+        return plan.db
+    db = plan.protocol.leaderboard.db
+    return Path(db) if db is not None else plan.output / "results.sqlite"

@@ -131,6 +131,8 @@ def _drive(ray: Any, plan: Plan, run_dir: Path, status: dict[str, bool], result:
                 ref = remote.options(**ray_options(res)).remote(plan_ref, str(run_dir), job.id, started, command,
                                                                 res["cpus"])
                 running[ref] = job
+                if on_job:
+                    on_job(job, "started", 0.0)
 
     submit_ready()
     while running:

@@ -26,8 +26,8 @@ from typing import Any, Callable, Mapping
 from robustbench_dc.errors import UserError
 from robustbench_dc.reproduce.paper import ATTACKS, OPERATORS, PAPER_TABLES, TRAININGS
 
-__all__ = ["ReportError", "Tables", "Claim", "build_tables", "tables_run_problems", "judge_claims", "render_markdown", "attack_kind", "EXTRA_ATTACKS",
-           "CLAIM_RULES", "strong_attack_gaps", "phase_seconds"]
+__all__ = ["ReportError", "Tables", "Claim", "build_tables", "tables_run_problems", "judge_claims", "render_markdown",
+           "attack_kind", "EXTRA_ATTACKS", "CLAIM_RULES", "strong_attack_gaps", "phase_seconds", "TABLES_DATASET"]
 
 
 class ReportError(UserError, ValueError):
@@ -200,7 +200,8 @@ def tables_run_problems(summary: Mapping[str, Any]) -> list[str]:
                             + ", ".join(gaps))
 
     every = [(t, op) for t in TRAININGS for op in OPERATORS]
-    clean = [f"{op} ({t})" for t, op in every if (t, op) in cells and _number(cells[t, op].get("clean_accuracy")) is None]
+    clean = [f"{op} ({t})" for t, op in every
+             if (t, op) in cells and _number(cells[t, op].get("clean_accuracy")) is None]
     if clean:
         problems.append("no clean accuracy for " + ", ".join(clean))
     lacking(("fgsm", "bim"), "whitebox", every)

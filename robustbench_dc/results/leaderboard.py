@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from robustbench_dc.errors import InvalidParameterError
 from robustbench_dc._text import did_you_mean
+from robustbench_dc.errors import InvalidParameterError
 
 __all__ = ["LeaderboardEntry", "DEFAULT_METRIC", "available_metrics", "metric_value", "metric_title",
            "rank_entries", "resolve_metric", "latest_entries", "configuration_key"]
@@ -119,7 +119,8 @@ def resolve_metric(entries: Iterable[LeaderboardEntry], metric: str | None) -> s
     choices = available_metrics(entries)
     if metric in choices:
         return metric
-    raise InvalidParameterError(f"unknown leaderboard metric {metric!r}{did_you_mean(metric, [*choices, *_ALIASES])}; available: {', '.join(choices)}")
+    raise InvalidParameterError(f"unknown leaderboard metric {metric!r}{did_you_mean(metric, [*choices, *_ALIASES])}; "
+                                f"available: {', '.join(choices)}")
 
 
 def metric_value(entry: LeaderboardEntry, metric: str) -> float | None:

@@ -36,10 +36,39 @@ log = logging.getLogger(__name__)
 
 
 class ResultsStoreError(UserError, ValueError):
-    """A results database this version cannot use (written by a newer robustbench-dc)."""
+    """A results database this version cannot use: not an SQLite file, another application's
+    database, or one written by a newer robustbench-dc."""
 
 
 # ----------------------------------------------------------------------------- the store
+
+#: The columns the store reads, per table: a database whose tables lack one is not ours.
+_REQUIRED_COLUMNS = {
+    "runs": {"run_id", "protocol", "dataset", "threat_model", "eps", "n_test", "seed", "versions", "summary",
+             "ingested"},
+    "models": {"run_id", "name", "arch", "operator", "operator_params", "label", "training", "recipe",
+               "clean_accuracy", "checkpoint"},
+    "evaluations": {"run_id", "model", "kind", "source", "attack", "robust_accuracy", "attack_success_rate", "extra"},
+    "flags": {"run_id", "model", "name", "triggered"},
+    "lipschitz": {"run_id", "model", "kind", "value"},
+}
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_header(path: Path) -> None:
+    """A file that exists must be empty or start with SQLite's header (SQLite itself notices a
+    foreign file only at the first query, some of which would write)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise ResultsStoreError(f"{path}: a folder, not a results database") from None
+    if head and head != _SQLITE_HEADER[:len(head)] or 0 < len(head) < len(_SQLITE_HEADER):
+        raise ResultsStoreError(f"{path}: not a robustbench-dc results database (not an SQLite file); "
+                                "nothing was changed")
+
 
 
 class ResultsStore:
@@ -54,14 +83,49 @@ class ResultsStore:
         self.path = Path(path)
         self.timeout = float(timeout)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _check_header(self.path)
         # isolation_level=None: no implicit transactions; every write opens BEGIN IMMEDIATE itself.
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             str(self.path), timeout=self.timeout, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        self._enable_wal()
-        self._init_schema()
+        try:
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._check_schema()
+            self._enable_wal()
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise ResultsStoreError(f"{self.path}: not a robustbench-dc results database "
+                                    f"(SQLite: {' '.join(str(exc).split())}); nothing was changed") from None
+        except ResultsStoreError:
+            self.close()
+            raise
+
+    @staticmethod
+    def check(path: str | Path) -> None:
+        """Refuse, without changing or creating anything, a file at ``path`` that this store would
+        refuse (not SQLite, another application's database, a newer schema); a missing file is fine."""
+        path = Path(path)
+        if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+            return
+        _check_header(path)
+        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        try:
+            probe = ResultsStore.__new__(ResultsStore)
+            probe.path, probe._conn = path, conn
+            probe._check_schema()
+            version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ResultsStoreError(f"results store {path} has schema version {version}; this robustbench-dc "
+                                        f"understands up to {SCHEMA_VERSION} (upgrade robustbench-dc)")
+        except sqlite3.DatabaseError as exc:
+            raise ResultsStoreError(f"{path}: not a robustbench-dc results database "
+                                    f"(SQLite: {' '.join(str(exc).split())}); nothing was changed") from None
+        finally:
+            conn.close()
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -71,6 +135,28 @@ class ResultsStore:
         if self._conn is None:
             raise ValueError(f"results store {self.path} is closed")
         return self._conn
+
+    def _check_schema(self) -> None:
+        """A database that holds tables must be this suite's (its ``schema_version`` and tables):
+        another application's SQLite file is refused, never read as an empty board or written into."""
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return  # a new (empty) database: the schema is created
+        ours = {"schema_version", "runs", *CHILD_TABLES}
+        if not ours <= tables:
+            missing = sorted(ours - tables)
+            raise ResultsStoreError(f"{self.path}: not a robustbench-dc results database (it has the tables "
+                                    f"{', '.join(sorted(tables)) or 'none'}; missing {', '.join(missing)}); "
+                                    "nothing was changed (pass another --db)")
+        for table, columns in _REQUIRED_COLUMNS.items():
+            have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            if not columns <= have:
+                raise ResultsStoreError(f"{self.path}: not a robustbench-dc results database (table {table} lacks "
+                                        f"{', '.join(sorted(columns - have))}); nothing was changed")
+        version = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        if not isinstance(version, int):
+            raise ResultsStoreError(f"{self.path}: not a robustbench-dc results database (no schema version); "
+                                    "nothing was changed")
 
     def _enable_wal(self) -> None:
         # Switching to WAL takes an exclusive lock; another process doing the same at the same moment

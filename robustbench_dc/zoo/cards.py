@@ -71,7 +71,8 @@ class ModelCard(BaseModel):
     @classmethod
     def _known_arch(cls, value: str) -> str:
         if value.lower() not in list_archs():
-            raise ValueError(f"unknown {value!r}{did_you_mean(value, list_archs())}; known: {', '.join(list_archs())}")  # the loader prefixes 'arch: '
+            # the loader prefixes 'arch: '
+            raise ValueError(f"unknown {value!r}{did_you_mean(value, list_archs())}; known: {', '.join(list_archs())}")
         return value.lower()
 
     def build(self) -> nn.Module:

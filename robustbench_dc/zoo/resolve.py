@@ -149,9 +149,6 @@ def resolve_model(card: str | ModelCard | None = None, *, arch: str | None = Non
                              "(--arch ARCH --dataset mnist|fashion-mnist|cifar10)")
         model = build_model(arch, operator or "baseline", dataset=dataset, base_dir=base_dir, **params)
         op_name = op_name or "baseline"
-        if checkpoint is None and pretrained:
-            log.warning("model %s-%s: no checkpoint given; its weights are the random initialisation of seed %s",
-                        arch, op_name, seed)
         choice = ModelChoice(f"{arch}-{op_name}", model, dataset, None, arch.lower(), op_name, params)
     else:
         raise UsageError("model: give a zoo card or an architecture "

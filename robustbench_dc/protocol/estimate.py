@@ -1,0 +1,149 @@
+"""How long a protocol's jobs will take, from the suite's own measurements (for ``--dry-run``).
+
+Every job a run finishes is appended to this machine's timing log, ``$RBDC_HOME/timings.jsonl``
+(default ``~/.cache/robustbench_dc/``): the protocol's name and sha256, the job, its seconds,
+its torch threads and the machine (CPU model, vector capability, cores). The package also ships
+the job times of its bundled protocols measured on the project's machines
+(``protocols/timings.json``, written by ``scripts/bundled_timings.py`` from run folders, each
+with its run's command, machine and versions).
+
+An estimate for a job is, in this order: 0 when it is cached; the newest time of the same job of
+the same protocol file (sha256) measured on this kind of machine; the same measured on another
+machine (named); the same job of another version of the protocol; the median of the plan's
+other jobs of the same kind that have an estimate (a submission's new entry, say). Otherwise
+there is no estimate, and the dry run says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from robustbench_dc.protocol.plan import Job, Plan
+
+__all__ = ["JobEstimate", "estimate_jobs", "record_job_time", "timings_log", "rbdc_home", "machine_kind",
+           "bundled_timings"]
+
+log = logging.getLogger(__name__)
+
+
+def rbdc_home() -> Path:
+    """The suite's per-user folder: ``$RBDC_HOME``, else ``~/.cache/robustbench_dc``."""
+    return Path(os.environ.get("RBDC_HOME") or Path.home() / ".cache" / "robustbench_dc")
+
+
+def timings_log() -> Path:
+    """This machine's log of job times (JSON lines)."""
+    return rbdc_home() / "timings.jsonl"
+
+
+def machine_kind(machine: dict[str, Any] | None = None) -> str:
+    """``"AMD EPYC, avx512 (native bf16), 2 cores"``: what makes two machines' job times comparable."""
+    if machine is None:
+        from robustbench_dc.runtime import machine_info
+
+        machine = machine_info()
+    bf16 = machine.get("cpu_bf16_native")
+    native = "" if bf16 is None else (" (native bf16)" if bf16 else " (no native bf16)")
+    gpu = f", GPU {machine['gpu_name']}" if machine.get("gpu_used") else ""
+    return (f"{machine.get('cpu_model')}, {str(machine.get('cpu_capability') or '?').lower()}{native}, "
+            f"{machine.get('usable_cores')} cores{gpu}")
+
+
+def record_job_time(plan: Plan, job: Job, seconds: float, threads: int) -> None:
+    """Append one finished job to this machine's timing log. Best effort: a log that cannot be
+    written (a full disk, a read-only home) never fails the run."""
+    record = {"protocol": plan.protocol.name, "protocol_sha256": plan.provenance.get("sha256"), "job": job.id,
+              "kind": job.kind, "seconds": round(float(seconds), 3), "threads": int(threads),
+              "machine": machine_kind(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    try:
+        path = timings_log()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+    except OSError as exc:
+        log.debug("timing log not written: %s", exc)
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a killed run
+        if isinstance(r, dict) and isinstance(r.get("seconds"), (int, float)) and isinstance(r.get("job"), str):
+            records.append(r)
+    return records
+
+
+def bundled_timings() -> list[dict[str, Any]]:
+    """The job times shipped with the package (``protocols/timings.json``), one record per job."""
+    from robustbench_dc.resources import resource_dir
+
+    path = resource_dir("protocols") / "timings.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    out = []
+    for run in data.get("runs", []):
+        for job, seconds in (run.get("job_seconds") or {}).items():
+            out.append({"protocol": run.get("protocol"), "protocol_sha256": run.get("protocol_sha256"), "job": job,
+                        "seconds": seconds, "machine": run.get("machine"), "finished": run.get("finished")})
+    return out
+
+
+@dataclass
+class JobEstimate:
+    """A job's estimated seconds (None: no estimate) and where the estimate comes from."""
+
+    seconds: float | None
+    source: str
+
+
+def _newest(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    records = list(records)
+    return max(records, key=lambda r: str(r.get("finished") or "")) if records else None
+
+
+def estimate_jobs(plan: Plan, cached: dict[str, bool] | None = None) -> dict[str, JobEstimate]:
+    """Each job's estimated time on this machine (see the module's docstring for the sources)."""
+    cached = cached or {}
+    here = machine_kind()
+    measured = _read_log(timings_log()) + bundled_timings()
+    name, sha = plan.protocol.name, plan.provenance.get("sha256")
+    out: dict[str, JobEstimate] = {}
+    for job in plan.jobs:
+        same = [r for r in measured if r["job"] == job.id and r.get("protocol") == name]
+        exact = [r for r in same if sha is not None and r.get("protocol_sha256") == sha]
+        for pool, what in ((exact, "this protocol"), (same, "another version of this protocol")):
+            local = _newest(r for r in pool if r.get("machine") == here)
+            other = _newest(pool)
+            if local is not None:
+                out[job.id] = JobEstimate(float(local["seconds"]), f"measured on this machine ({what})")
+                break
+            if other is not None:
+                out[job.id] = JobEstimate(float(other["seconds"]), f"measured on {other.get('machine')} ({what})")
+                break
+    seconds = {job_id: e.seconds for job_id, e in out.items() if e.seconds is not None}  # measured only
+    for job in plan.jobs:
+        if job.id in out:
+            continue
+        like = [seconds[j.id] for j in plan.jobs if j.kind == job.kind and j.id in seconds]
+        if like:
+            out[job.id] = JobEstimate(float(statistics.median(like)),
+                                      f"median of this plan's other {len(like)} {job.kind} job(s)")
+    # a median stands for a job never measured; a cached job costs nothing
+    return {job.id: JobEstimate(0.0, "cached") if cached.get(job.id) else
+            out.get(job.id, JobEstimate(None, "no estimate: never measured")) for job in plan.jobs}
