@@ -261,10 +261,10 @@ def test_pgd_l2_backends_agree(cnn: nn.Module, test_xy) -> None:
 
 
 def test_backend_names_case_insensitive_and_helpful() -> None:
-    with pytest.raises(ValueError, match=r"unknown torchattacks attack 'pgdx'; available: .*AutoAttack"):
+    with pytest.raises(ValueError, match=r"unknown torchattacks attack 'pgdx' \(did you mean 'PGD'\?\); available: .*AutoAttack"):
         run_attack(nn.Linear(4, 3), torch.rand(2, 4), torch.tensor([0, 1]),
                    AttackSpec(name="PGDX", backend="torchattacks", eps=0.1))
-    with pytest.raises(ValueError, match=r"unknown foolbox attack 'linfpgdx'; available: .*LinfPGD"):
+    with pytest.raises(ValueError, match=r"unknown foolbox attack 'linfpgdx'( \(did you mean '\w+'\?\))?; available: .*LinfPGD"):
         run_attack(nn.Linear(4, 3), torch.rand(2, 4), torch.tensor([0, 1]),
                    AttackSpec(name="LinfPGDx", backend="foolbox", eps=0.1))
     with pytest.raises(ValueError, match="threat_model: torchattacks PGD is a linf attack.*PGDL2"):

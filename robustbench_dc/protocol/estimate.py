@@ -16,6 +16,7 @@ there is no estimate, and the dry run says so.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -43,12 +44,17 @@ def timings_log() -> Path:
     return rbdc_home() / "timings.jsonl"
 
 
+@functools.lru_cache(maxsize=1)
+def _this_machine() -> dict[str, Any]:
+    from robustbench_dc.runtime import machine_info
+
+    return machine_info()
+
+
 def machine_kind(machine: dict[str, Any] | None = None) -> str:
     """``"AMD EPYC, avx512 (native bf16), 2 cores"``: what makes two machines' job times comparable."""
     if machine is None:
-        from robustbench_dc.runtime import machine_info
-
-        machine = machine_info()
+        machine = _this_machine()
     bf16 = machine.get("cpu_bf16_native")
     native = "" if bf16 is None else (" (native bf16)" if bf16 else " (no native bf16)")
     gpu = f", GPU {machine['gpu_name']}" if machine.get("gpu_used") else ""
