@@ -97,7 +97,7 @@ def test_train_with_an_unknown_recipe_is_a_one_line_error(tmp_path, capsys):
 def test_param_overrides_a_card_parameter():
     from robustbench_dc.zoo import resolve_model
 
-    choice = resolve_model("mnist2d-tanh-mnist", params={"width": 0.125, "rho": 0.5})
+    choice = resolve_model("mnist2d-tanh-mnist", params={"width": 0.125, "rho": 0.5}, pretrained=False)
     assert choice.model.info["arch_params"]["width"] == 0.125
     assert choice.model.info["operator"]["params"]["rho"] == 0.5
     assert (choice.name, choice.dataset, choice.checkpoint) == ("mnist2d-tanh-mnist", "mnist", None)

@@ -3,6 +3,8 @@ job is reported while the others complete; a killed driver resumes. A local Ray 
 
 from __future__ import annotations
 
+import re
+
 import json
 import os
 import signal
@@ -106,8 +108,10 @@ def test_a_failing_job_is_reported_and_the_others_complete(ray_2cpus, tmp_path, 
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--executor", "ray", "--quiet"]) == 1
     out, err = capsys.readouterr()
     assert "train:bad: TrainingDiverged" in err and "Traceback" not in err
+    # one line per job as it ends (stdout is not a terminal: each line starts with the time of day, and
+    # a job that starts has a line of its own)
     lines = {line.split("]", 1)[1].rsplit(None, 1)[0].strip(): line.rsplit(None, 1)[1] for line in out.splitlines()
-             if line.startswith("[")}
+             if re.match(r"\d\d:\d\d:\d\d \[", line) and not line.endswith("started")}
     assert lines["train bad"] == "failed" and lines["whitebox bad"] == "skipped" and lines["report"] == "skipped"
     assert lines["train base"] == lines["whitebox tanh"] == "cached"
 

@@ -96,7 +96,10 @@ class ResultsStore:
             self._init_schema()
         except sqlite3.DatabaseError as exc:
             self.close()
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            if isinstance(exc, sqlite3.OperationalError):  # a full disk, a lock: not a foreign file
+                if "disk" in str(exc).lower():
+                    raise StorageError(errno.ENOSPC, f"cannot write {self.path}: {exc}; nothing already stored "
+                                                     "was changed") from exc
                 raise
             raise ResultsStoreError(f"{self.path}: not a robustbench-dc results database "
                                     f"(SQLite: {' '.join(str(exc).split())}); nothing was changed") from None
@@ -112,7 +115,8 @@ class ResultsStore:
         if not path.exists() or (path.is_file() and path.stat().st_size == 0):
             return
         _check_header(path)
-        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        # immutable: read the file as it is, creating no -wal/-shm file and taking no lock
+        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro&immutable=1", uri=True)
         try:
             probe = ResultsStore.__new__(ResultsStore)
             probe.path, probe._conn = path, conn
@@ -121,6 +125,8 @@ class ResultsStore:
             if version > SCHEMA_VERSION:
                 raise ResultsStoreError(f"results store {path} has schema version {version}; this robustbench-dc "
                                         f"understands up to {SCHEMA_VERSION} (upgrade robustbench-dc)")
+        except sqlite3.OperationalError:
+            return  # cannot be read now (an I/O error): the store reports it when it opens the file
         except sqlite3.DatabaseError as exc:
             raise ResultsStoreError(f"{path}: not a robustbench-dc results database "
                                     f"(SQLite: {' '.join(str(exc).split())}); nothing was changed") from None
