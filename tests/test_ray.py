@@ -3,10 +3,9 @@ job is reported while the others complete; a killed driver resumes. A local Ray 
 
 from __future__ import annotations
 
-import re
-
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
