@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """What folding batch norms and pooling the patch norms save in an attack's unit of work.
 
-Inside :func:`~robustbench_dc.attacks._steps.attack_mode` (how every attack of the suite runs the
+Inside :func:`~robustbench_dc.attacks.steps.attack_mode` (how every attack of the suite runs the
 model) two things make a CNN-9's passes cheaper without changing the function it computes beyond
 float32 rounding:
 
 * ``fold``: every ``nn.Conv2d`` + ``nn.BatchNorm2d`` pair is one convolution with the batch norm
-  folded into its weights and bias (:func:`~robustbench_dc.attacks._steps.folded_batch_norm`), and
+  folded into its weights and bias (:func:`~robustbench_dc.attacks.steps.folded_batch_norm`), and
   every BallConv / TanhConv layer with a per-channel radius + ``nn.BatchNorm2d`` + ``nn.ReLU`` one
   module whose compiled response kernel applies the batch norm: no batch-norm forward and backward
   (SphereConv, on the fused eager path, keeps its batch norms);
@@ -26,7 +26,7 @@ compiled responses where the protocol's attacks compile them, and reports ``rati
 
 Usage::
 
-    RBDC_DATA=../shared/data python benchmarks/attack_fold.py --out benchmarks/results/attack-fold.json
+    RBDC_DATA=../shared/data python -m benchmarks.attack_fold --out benchmarks/results/attack-fold.json
 """
 
 from __future__ import annotations
@@ -38,11 +38,9 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.thread_scaling import OPERATORS, attack_unit_seconds
 
-from benchmarks.thread_scaling import OPERATORS, attack_unit_seconds  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
@@ -50,21 +48,21 @@ def _old_paths() -> Iterator[None]:
     """The attack path before the change: no batch-norm folding, the convolution window sum."""
     import torch.nn.functional as F
 
-    from robustbench_dc.attacks import _steps
+    from robustbench_dc.attacks import steps as attack_steps
     from robustbench_dc.operators import functional
 
-    fold, window = _steps.folded_batch_norm, functional._window_sum
+    fold, window = attack_steps.folded_batch_norm, functional._window_sum
 
     @contextlib.contextmanager
     def no_fold(model: Any) -> Iterator[int]:
         yield 0
 
-    _steps.folded_batch_norm = no_fold
+    attack_steps.folded_batch_norm = no_fold
     functional._window_sum = lambda sq, k, s, p, d: F.conv2d(sq, sq.new_ones((1, 1, *k)), None, s, p, d)
     try:
         yield
     finally:
-        _steps.folded_batch_norm, functional._window_sum = fold, window
+        attack_steps.folded_batch_norm, functional._window_sum = fold, window
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks.harness.report import versions, write_result
-    from robustbench_dc.attacks._steps import attack_mode
+    from robustbench_dc.attacks.steps import attack_mode
     from robustbench_dc.data import load_dataset
     from robustbench_dc.operators import compiled_responses, resolve_compile
     from robustbench_dc.runtime import configure_allocator, machine_info

@@ -9,7 +9,7 @@ measurement behind ``precision: bf16`` on the strong attacks of ``protocols/tabl
 
 Usage::
 
-    python benchmarks/attack_precision.py runs/table7-8-cpu --models baseline-at tanhconv-at \\
+    python -m benchmarks.attack_precision runs/table7-8-cpu --models baseline-at tanhconv-at \\
         --attack autoattack-linf --attack pgd-linf,steps=20,restarts=5 --n 100 \\
         --out benchmarks/results/attack-precision.json
 """
@@ -23,16 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from robustbench_dc.attacks import AttackSpec, load_attack_config
+from robustbench_dc.data import load_dataset
+from robustbench_dc.evaluation import evaluate_whitebox
+from robustbench_dc.params import parse_params
+from robustbench_dc.provenance import provenance
+from robustbench_dc.runtime import machine_info
+from robustbench_dc.zoo import resolve_model
 
-from robustbench_dc.attacks import AttackSpec, evaluate_whitebox, load_attack_config  # noqa: E402
-from robustbench_dc.data import load_dataset  # noqa: E402
-from robustbench_dc.params import parse_params  # noqa: E402
-from robustbench_dc.provenance import provenance  # noqa: E402
-from robustbench_dc.runtime import machine_info  # noqa: E402
-from robustbench_dc.zoo import resolve_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def attack_from_text(text: str) -> AttackSpec:

@@ -13,7 +13,7 @@ whose cache was warm.
 
 Usage::
 
-    RBDC_DATA=../shared/data python benchmarks/compile_cold.py --out benchmarks/results/compile-cold.json
+    RBDC_DATA=../shared/data python -m benchmarks.compile_cold --out benchmarks/results/compile-cold.json
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+
 
 PROTOCOL = REPO / "robustbench_dc" / "resources" / "protocols" / "table7-8-cpu.yaml"
 OPERATORS = ("ballconv", "tanhconv")
@@ -39,9 +38,10 @@ def _child(iterations: int, n_attack: int) -> dict[str, float]:
     """Seconds of each compiling step, in this process (whose cache folder the parent chose)."""
     import torch
 
-    from robustbench_dc.attacks import AttackSpec, evaluate_whitebox
-    from robustbench_dc.attacks._steps import attack_mode
+    from robustbench_dc.attacks import AttackSpec
+    from robustbench_dc.attacks.steps import attack_mode
     from robustbench_dc.data import load_dataset
+    from robustbench_dc.evaluation import evaluate_whitebox
     from robustbench_dc.operators import compiled_responses
     from robustbench_dc.protocol import plan_protocol
     from robustbench_dc.runtime import configure_allocator
@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rbdc-inductor-") as cache:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
         for which in ("cold", "warm"):
-            cmd = [sys.executable, __file__, "--child", "--iterations", str(args.iterations),
+            cmd = [sys.executable, "-m", "benchmarks.compile_cold", "--child", "--iterations", str(args.iterations),
                    "--n-attack", str(args.n_attack)]
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=REPO)
             runs[which] = json.loads(res.stdout.strip().splitlines()[-1])
             print(which, {k: round(v, 1) for k, v in runs[which].items()}, flush=True)
     extra = {k: runs["cold"][k] - runs["warm"][k] for k in runs["cold"]}

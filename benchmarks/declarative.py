@@ -15,7 +15,7 @@ CIFAR-10 batch, interleaved, in one process:
 
 Usage::
 
-    python benchmarks/declarative.py --width 0.25 --batch 128 --repeats 7 \\
+    python -m benchmarks.declarative --width 0.25 --batch 128 --repeats 7 \\
         --penalty huber --penalty welsch --out benchmarks/results/declarative.json
 """
 
@@ -28,21 +28,19 @@ import statistics
 import sys
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.harness.common import Timer, cifar_batch, interleaved, seed_everything
+from robustbench_dc.declarative import RobustGlobalPool2d, get_penalty
+from robustbench_dc.declarative.pooling import irls_step, solve_robust_pool
+from robustbench_dc.operators import get_operator
+from robustbench_dc.provenance import provenance
+from robustbench_dc.runtime import machine_info
+from robustbench_dc.zoo.base import Normalize, conv_blocks
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
-from benchmarks.harness.common import Timer, cifar_batch, interleaved, seed_everything  # noqa: E402
-from robustbench_dc.declarative import RobustGlobalPool2d, get_penalty  # noqa: E402
-from robustbench_dc.declarative.pooling import irls_step, solve_robust_pool  # noqa: E402
-from robustbench_dc.operators import get_operator  # noqa: E402
-from robustbench_dc.provenance import provenance  # noqa: E402
-from robustbench_dc.runtime import machine_info  # noqa: E402
-from robustbench_dc.zoo.base import Normalize, conv_blocks  # noqa: E402
 
 
 class UnrolledPool(nn.Module):

@@ -18,9 +18,9 @@ speed of this code against that one, in one run on the same machine.
 
 Usage::
 
-    RBDC_DATA=../shared/data python benchmarks/operator_units.py --out benchmarks/results/operator-units.json
+    RBDC_DATA=../shared/data python -m benchmarks.operator_units --out benchmarks/results/operator-units.json
     git worktree add /tmp/old <commit>
-    RBDC_DATA=../shared/data python benchmarks/operator_units.py --against /tmp/old --out ...
+    RBDC_DATA=../shared/data python -m benchmarks.operator_units --against /tmp/old --out ...
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.harness.report import git_commit
+from benchmarks.thread_scaling import add_unit_options, worker_command
 
-from benchmarks.harness.report import git_commit  # noqa: E402
-from benchmarks.thread_scaling import add_unit_options, worker_command  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _spawn(checkout: Path, label: str, kind: str, threads: int, args: argparse.Namespace) -> float:

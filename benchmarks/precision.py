@@ -5,7 +5,7 @@ relative radius, SphereConv; width 0.25, recipe mnist-fast) on the bundled MNIST
 with two seeds in each mode and reports test accuracy on its 1,000 test images and the
 training time. Writes ``benchmarks/results/precision-<UTC date>.json`` (or ``--out``).
 
-    python benchmarks/precision.py
+    python -m benchmarks.precision
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ element-wise operations of the eager path), batch-norm / ReLU / max-pooling, the
 accumulation and layout/dtype copies, and the rest. The difference to the baseline, per
 group, is what the decoupled operator costs and where.
 
-    python benchmarks/profile_step.py --mode fp32 "tanh+cos" "tanh+cos,rho_mode=relative,learnable_rho=true" \\
+    python -m benchmarks.profile_step --mode fp32 "tanh+cos" "tanh+cos,rho_mode=relative,learnable_rho=true" \\
         "tanh+sigmoid,weighted=nonlinear" --compiled
 
 Writes ``benchmarks/results/profile-<UTC date>-<mode>.json`` (or ``--out``) with the command,
@@ -28,13 +28,11 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from anywhere: use this checkout's package and harness
-    sys.path.insert(0, str(REPO))
+from benchmarks.harness.common import MODES, OpConfig, TrainCase, build_cnn9, cifar_batch, parse_op
+from benchmarks.harness.report import versions
+from robustbench_dc.runtime import configure_allocator, machine_info, usable_cores
 
-from benchmarks.harness.common import MODES, OpConfig, TrainCase, build_cnn9, cifar_batch, parse_op  # noqa: E402
-from benchmarks.harness.report import versions  # noqa: E402
-from robustbench_dc.runtime import configure_allocator, machine_info, usable_cores  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 GROUPS = (
     ("convolution", ("convolution", "conv2d", "mkldnn_convolution", "_convolution")),

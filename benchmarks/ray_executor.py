@@ -19,9 +19,9 @@ seconds, carry over.
 
 Usage::
 
-    python benchmarks/ray_executor.py compare quickstart leaderboard-mnist --resources all=cpus:1 \\
+    python -m benchmarks.ray_executor compare quickstart leaderboard-mnist --resources all=cpus:1 \\
         --out benchmarks/results/ray-compare.json
-    python benchmarks/ray_executor.py project leaderboard-cifar10 --machines 1 4 16 64 \\
+    python -m benchmarks.ray_executor project leaderboard-cifar10 --machines 1 4 16 64 \\
         --out benchmarks/results/ray-projection.json
 """
 
@@ -39,15 +39,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from robustbench_dc.protocol import execute, parse_protocol
+from robustbench_dc.protocol.plan import make_plan
+from robustbench_dc.protocol.schema import load_protocol
+from robustbench_dc.provenance import package_versions
+from robustbench_dc.runtime import machine_info
 
-from robustbench_dc.protocol import execute, parse_protocol  # noqa: E402
-from robustbench_dc.protocol.plan import make_plan  # noqa: E402
-from robustbench_dc.protocol.schema import load_protocol  # noqa: E402
-from robustbench_dc.provenance import package_versions  # noqa: E402
-from robustbench_dc.runtime import machine_info  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 #: summary fields that are numbers of the run (not times, paths or machine facts)
 _RESULT_KEYS = ("clean_accuracy", "whitebox", "worst_case", "transfer", "lipschitz", "checkpoint_sha256", "flags")

@@ -27,9 +27,9 @@ them; the min / median / max are over the per-repeat ratios.
 
 Usage::
 
-    python benchmarks/run.py                 # full run (minutes to tens of minutes on a CPU)
-    python benchmarks/run.py --quick         # tiny sizes, well under a minute (the smoke test)
-    python benchmarks/run.py --device cuda   # on a GPU
+    python -m benchmarks.run                 # full run (minutes to tens of minutes on a CPU)
+    python -m benchmarks.run --quick         # tiny sizes, well under a minute (the smoke test)
+    python -m benchmarks.run --device cuda   # on a GPU
 """
 
 from __future__ import annotations
@@ -43,14 +43,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from anywhere: use this checkout's package
-    sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks.harness.attacks import run_attacks, run_quickstart, run_strong  # noqa: E402
-from benchmarks.harness.common import (  # noqa: E402
+from benchmarks.harness.attacks import run_attacks, run_quickstart, run_strong
+from benchmarks.harness.common import (
     RESULTS_DIR,
     SCHEMA,
     STRONG_ATTACKS,
@@ -60,11 +56,13 @@ from benchmarks.harness.common import (  # noqa: E402
     op_configs,
     seed_everything,
 )
-from benchmarks.harness.memory import child_main, run_memory  # noqa: E402
-from benchmarks.harness.report import _jsonable, flat_ratios, host_kind, render_table, versions  # noqa: E402
-from benchmarks.harness.settings import parse_args  # noqa: E402
-from benchmarks.harness.speed import run_eval, run_scan, run_train, scan_grid  # noqa: E402
-from robustbench_dc.runtime import configure_allocator, machine_info  # noqa: E402
+from benchmarks.harness.memory import child_main, run_memory
+from benchmarks.harness.report import _jsonable, flat_ratios, host_kind, render_table, versions
+from benchmarks.harness.settings import parse_args
+from benchmarks.harness.speed import run_eval, run_scan, run_train, scan_grid
+from robustbench_dc.runtime import configure_allocator, machine_info
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ training iterations: 9 trained models, every attack, the transfer attacks.
 
 Usage::
 
-    RBDC_DATA=../shared/data python benchmarks/table78_budget.py --widths 0.25,0.5 --out benchmarks/results/table78-budget.json
+    RBDC_DATA=../shared/data python -m benchmarks.table78_budget --widths 0.25,0.5 --out benchmarks/results/table78-budget.json
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from benchmarks.harness.report import versions, write_result
+from robustbench_dc.runtime import configure_allocator, machine_info
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
-from benchmarks.harness.report import versions, write_result  # noqa: E402
-from robustbench_dc.runtime import configure_allocator, machine_info  # noqa: E402
 
 OPERATORS = {
     "Baseline": ("baseline", {}),

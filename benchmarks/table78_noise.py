@@ -10,7 +10,7 @@ provenance (commands, versions, machines) and the largest difference to one JSON
 
 Usage::
 
-    python benchmarks/table78_noise.py runs/table7-8-cpu ../clone/runs/table7-8-cpu \\
+    python -m benchmarks.table78_noise runs/table7-8-cpu ../clone/runs/table7-8-cpu \\
         --out benchmarks/results/table78-cpu-noise.json
 """
 
@@ -21,12 +21,10 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.harness.report import write_result
+from robustbench_dc.reproduce import build_tables, judge_claims
 
-from benchmarks.harness.report import write_result  # noqa: E402
-from robustbench_dc.reproduce import build_tables, judge_claims  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _cells(tables) -> dict[str, float | None]:

@@ -8,13 +8,13 @@ checksums, versions and machine, to one JSON file. Nothing is re-timed.
 
 Usage::
 
-    python benchmarks/table78_phases.py runs/table7-8-cpu --out benchmarks/results/table78-cpu-phases.json
+    python -m benchmarks.table78_phases runs/table7-8-cpu --out benchmarks/results/table78-cpu-phases.json
 
 It also says what the jobs would have taken with every decoupled model at the cost of the Baseline
 with the same training (``baseline_cost_floor``): the time no speed-up of the decoupled operators
 can remove on that machine. For a run whose folder is gone, from its stored phase times and report::
 
-    python benchmarks/table78_phases.py --floor-of benchmarks/results/<phases>.json figures/tables78.json --out ...
+    python -m benchmarks.table78_phases --floor-of benchmarks/results/<phases>.json figures/tables78.json --out ...
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.harness.report import write_result
+from robustbench_dc.reproduce import build_tables, phase_seconds
 
-from benchmarks.harness.report import write_result  # noqa: E402
-from robustbench_dc.reproduce import build_tables, phase_seconds  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def baseline_cost_floor(summary: dict) -> dict | None:

@@ -29,7 +29,7 @@ Every process is seeded; the numbers are seconds per unit, medians over ``--repe
 
 Usage::
 
-    RBDC_DATA=../shared/data python benchmarks/thread_scaling.py --out benchmarks/results/thread-scaling.json
+    RBDC_DATA=../shared/data python -m benchmarks.thread_scaling --out benchmarks/results/thread-scaling.json
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+
 
 OPERATORS = {
     "Baseline": ("baseline", {}),
@@ -64,7 +63,7 @@ def _worker(label: str, kind: str, threads: int, args: argparse.Namespace) -> fl
 
     torch.set_num_threads(threads)
     configure_allocator()
-    from robustbench_dc.attacks._steps import attack_mode
+    from robustbench_dc.attacks.steps import attack_mode
     from robustbench_dc.data import load_dataset
     from robustbench_dc.operators import compiled_responses, resolve_compile
     from robustbench_dc.training import train
@@ -136,7 +135,8 @@ def worker_command(script: Path | str, label: str, kind: str, threads: int, args
 def _spawn(label: str, kind: str, threads: int, n: int, args: argparse.Namespace) -> list[float]:
     """``n`` worker processes at once with ``threads`` threads each; their seconds per unit."""
     cmd = worker_command(__file__, label, kind, threads, args)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
     out = []
     for p in procs:

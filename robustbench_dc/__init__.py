@@ -8,4 +8,6 @@ Public entry points live in the submodules:
 - :mod:`robustbench_dc.data` -- MNIST, Fashion-MNIST and CIFAR-10 loaders.
 """
 
-__version__ = "0.1.0"
+from robustbench_dc.version import VERSION
+
+__version__ = VERSION

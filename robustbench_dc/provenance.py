@@ -27,7 +27,7 @@ def code_fingerprint() -> str:
     """sha256 over the package's Python sources (each file's path inside the package and its bytes).
 
     The same for an editable checkout and an installed wheel of the same code; it changes with
-    any edit of a ``.py`` file of the package, where ``__version__`` does not. Protocol job keys
+    any edit of a ``.py`` file of the package, where ``VERSION`` does not. Protocol job keys
     include it, so that a run folder never serves results computed by other code.
     """
     root = Path(__file__).resolve().parent
@@ -42,9 +42,9 @@ def package_versions(*optional: str) -> dict[str, str]:
     :func:`code_fingerprint`), torch and Python, then of each ``optional`` package that imports."""
     import torch
 
-    from robustbench_dc import __version__
+    from robustbench_dc.version import VERSION
 
-    versions = {"robustbench_dc": __version__, "robustbench_dc_code": code_fingerprint()[:16],
+    versions = {"robustbench_dc": VERSION, "robustbench_dc_code": code_fingerprint()[:16],
                 "torch": torch.__version__, "python": platform.python_version()}
     for mod in optional:
         try:

@@ -22,26 +22,28 @@ from torch import nn
 
 import robustbench_dc.attacks.attack as attack_mod
 from robustbench_dc.attacks import (
-    DOC_PATH,
-    FLAG_NAMES,
     AttackSpec,
     ConstraintViolation,
-    MaskingConfig,
     attack_loss,
-    attack_result,
     check_adversarial,
-    evaluate_whitebox,
-    flag_one_step_beats_iterative,
     load_attack_config,
     make_targets,
     perturbation_norms,
     resolve_eps,
     run_attack,
     run_attack_loader,
+)
+from robustbench_dc.attacks.native import BestTracker, projected_gradient_attack
+from robustbench_dc.evaluation import (
+    DOC_PATH,
+    FLAG_NAMES,
+    MaskingConfig,
+    attack_result,
+    evaluate_whitebox,
+    flag_one_step_beats_iterative,
     run_eps_sweep,
     worst_case,
 )
-from robustbench_dc.attacks.native import BestTracker, projected_gradient_attack
 
 from synthetic import mnist_sample_tensors, train_small
 
@@ -461,7 +463,7 @@ def _conv_bn_net() -> nn.Sequential:
 
 
 def test_attacks_fold_batch_norms_into_convolutions_and_restore_the_model(test_xy) -> None:
-    from robustbench_dc.attacks._steps import attack_mode
+    from robustbench_dc.attacks.steps import attack_mode
 
     net = _conv_bn_net().train()
     x, y = test_xy[0][:8], test_xy[1][:8]
@@ -486,7 +488,7 @@ def test_attacks_fold_batch_norms_into_convolutions_and_restore_the_model(test_x
 
 
 def test_batch_norm_with_a_hook_is_not_folded(test_xy) -> None:
-    from robustbench_dc.attacks._steps import attack_mode, folded_batch_norm
+    from robustbench_dc.attacks.steps import attack_mode, folded_batch_norm
 
     net = _conv_bn_net().eval()
     calls: list[int] = []
@@ -604,7 +606,7 @@ def test_evaluate_whitebox_metrics_and_worst_case(cnn: nn.Module, test_xy) -> No
 
 
 def test_an_attack_on_a_prefix_equals_the_full_run_on_those_examples(cnn: nn.Module, test_xy) -> None:
-    from robustbench_dc.attacks.metrics import prefix
+    from robustbench_dc.evaluation.metrics import prefix
 
     x, y = test_xy[0][:60], test_xy[1][:60]
     attacks = [AttackSpec(name="fgsm", eps=0.1), AttackSpec(name="pgd", eps=0.1, steps=5)]

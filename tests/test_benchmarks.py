@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-RUN = REPO / "benchmarks" / "run.py"
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("torchattacks", "foolbox")),
@@ -30,7 +29,7 @@ def _positive_finite(v: object) -> bool:
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, float]:
     out = tmp_path_factory.mktemp("bench") / "quick.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, str(RUN), "--quick", "--threads", "1", "--seed", "3", "--out", str(out),
+    cmd = [sys.executable, "-m", "benchmarks.run", "--quick", "--threads", "1", "--seed", "3", "--out", str(out),
            "--quickstart", f"{sys.executable} -c pass"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
@@ -122,7 +121,7 @@ def test_profile_step_groups_the_step_time(tmp_path: Path) -> None:
     convolutions are found, and the decoupled network's element-wise work shows up."""
     out = tmp_path / "profile.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "tanh+sigmoid,weighted=nonlinear",
+    cmd = [sys.executable, "-m", "benchmarks.profile_step", "tanh+sigmoid,weighted=nonlinear",
            "--batch", "4", "--width", "0.0625", "--steps", "1", "--threads", "1", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -144,7 +143,7 @@ def test_quick_run_with_compiled_configs(tmp_path: Path) -> None:
     """``--quick --compile``: the compiled configs are built, timed and measured for memory."""
     out = tmp_path / "quick-compiled.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, str(RUN), "--quick", "--compile", "--threads", "1", "--sections", "train,memory,eval",
+    cmd = [sys.executable, "-m", "benchmarks.run", "--quick", "--compile", "--threads", "1", "--sections", "train,memory,eval",
            "--slowest", "tanh+sigmoid,weighted=nonlinear", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -171,7 +170,7 @@ def test_thread_scaling_compares_side_by_side_jobs_with_one_job_alone(tmp_path: 
         pytest.skip(f"needs CIFAR-10: {exc}")
     out = tmp_path / "scaling.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, str(REPO / "benchmarks" / "thread_scaling.py"), "--threads", "2", "--operators", "Baseline",
+    cmd = [sys.executable, "-m", "benchmarks.thread_scaling", "--threads", "2", "--operators", "Baseline",
            "--kinds", "forward", "--units", "1", "--repeats", "1", "--n-train", "64", "--batch", "8", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from robustbench_dc.attacks.masking import FLAG_NAMES
 from robustbench_dc.cli import main
+from robustbench_dc.evaluation.masking import FLAG_NAMES
 
 
 def test_operators_list_shows_the_family(capsys):

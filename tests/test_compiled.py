@@ -103,7 +103,7 @@ def test_an_attack_shrinking_its_batch_does_not_exhaust_recompilation(monkeypatc
     """An attack drops the examples it has broken, so every layer sees many batch sizes (and CNN-9
     three widths): the compiled functions must generalise to dynamic shapes within Dynamo's
     recompile limit instead of falling back to eager (silently slow) once the limit is hit."""
-    from robustbench_dc.attacks._steps import attack_mode
+    from robustbench_dc.attacks.steps import attack_mode
 
     monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
     torch.manual_seed(0)
@@ -374,7 +374,8 @@ def test_evaluation_compiles_only_long_attack_jobs(monkeypatch):
 
 @needs_compiler
 def test_compiled_attack_equals_eager_attack():
-    from robustbench_dc.attacks import AttackSpec, evaluate_whitebox, run_attack
+    from robustbench_dc.attacks import AttackSpec, run_attack
+    from robustbench_dc.evaluation import evaluate_whitebox
 
     torch.manual_seed(0)
     model = build_model("mnist2d", "tanh+sigmoid", dataset="mnist", width=0.25).eval()
@@ -440,7 +441,7 @@ def test_attacks_fold_batch_norm_and_relu_into_the_compiled_cosine_kernel(magnit
     logits and input gradients as the original model, which is restored afterwards."""
     from torch import nn
 
-    from robustbench_dc.attacks._steps import attack_mode
+    from robustbench_dc.attacks.steps import attack_mode
 
     net = _decoupled_bn_net(magnitude, **RELATIVE)
     x, w = torch.randn(6, 3, 9, 9), torch.randn(6, 10)
@@ -465,7 +466,7 @@ def test_attacks_fold_batch_norm_and_relu_into_the_compiled_cosine_kernel(magnit
 def test_decoupled_layers_are_folded_only_on_the_compiled_per_channel_path():
     from torch import nn
 
-    from robustbench_dc.attacks._steps import folded_batch_norm
+    from robustbench_dc.attacks.steps import folded_batch_norm
 
     tanh = _decoupled_bn_net("tanh", **RELATIVE)
     with folded_batch_norm(tanh) as n:  # eager responses: nothing to fold into
@@ -500,7 +501,7 @@ def test_a_folded_layer_whose_radius_depends_on_x_applies_the_batch_norm_after_i
     as in the first FGSM step of adversarial training): the folded module stays correct."""
     from torch import nn
 
-    from robustbench_dc.attacks._steps import attack_mode
+    from robustbench_dc.attacks.steps import attack_mode
 
     torch.manual_seed(0)
     net = nn.Sequential(DecoupledConv2d(3, 8, 3, padding=1, magnitude="tanh", **RELATIVE), nn.BatchNorm2d(8),

@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustbench_dc.attacks import AttackSpec, MaskingConfig, attack_result, evaluate_whitebox
+from robustbench_dc.attacks import AttackSpec
 from robustbench_dc.attacks.attack import run_attack_detailed
-from robustbench_dc.attacks.binarization import BinarizationConfig, binarization_test
-from robustbench_dc.attacks.masking import FLAG_NAMES, flag_square_beats_whitebox
 from robustbench_dc.attacks.spec import AttackConfigError
 from robustbench_dc.attacks.trace import AttackTrace, incomplete_optimization
+from robustbench_dc.evaluation import MaskingConfig, attack_result, evaluate_whitebox
+from robustbench_dc.evaluation.binarization import BinarizationConfig, binarization_test
+from robustbench_dc.evaluation.masking import FLAG_NAMES, flag_square_beats_whitebox
 
 from synthetic import mnist_sample_tensors, train_small
 

@@ -1,4 +1,4 @@
-"""Tests of robustbench_dc.attacks.evaluate_transfer: full matrix, disk cache,
+"""Tests of robustbench_dc.evaluation.whitebox_transfer: full matrix, disk cache,
 white-box diagonal and the transfer-beats-whitebox masking flag."""
 
 from __future__ import annotations
@@ -12,14 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_dc.attacks import (
-    AttackSpec,
-    ConstraintViolation,
-    evaluate_transfer,
-    evaluate_whitebox,
-    model_fingerprint,
-)
-from robustbench_dc.attacks.transfer import cache_path
+from robustbench_dc.attacks import AttackSpec, ConstraintViolation, model_fingerprint
+from robustbench_dc.evaluation import evaluate_transfer, evaluate_whitebox
+from robustbench_dc.evaluation.transfer import cache_path
 
 from synthetic import mnist_sample_tensors, train_small
 
@@ -161,7 +156,7 @@ def test_tampered_or_corrupt_cache_is_rejected_and_recrafted(setup: dict, tmp_pa
     obj = torch.load(f, weights_only=True)
     obj["x_adv"] = (x + 0.5).clamp(0, 1)  # out of budget
     torch.save(obj, f)
-    with caplog.at_level(logging.WARNING, logger="robustbench_dc.attacks.transfer"):
+    with caplog.at_level(logging.WARNING, logger="robustbench_dc.evaluation.transfer"):
         tr2 = evaluate_transfer({"a": cnn}, {"a": cnn}, x, y, [spec], cache_dir=tmp_path)
     assert tr2.n_crafted == 1 and "budget" in caplog.text
     assert tr2.cells[0].robust_correct == tr.cells[0].robust_correct

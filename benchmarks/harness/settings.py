@@ -81,7 +81,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
     """Parse the command line into the namespace and the effective :class:`Settings`."""
     d = Settings()
     p = argparse.ArgumentParser(
-        prog="python benchmarks/run.py",
+        prog="python -m benchmarks.run",
         description="Benchmark decoupled convolutions and the native attacks (ratios measured in one run).",
     )
     p.add_argument("--quick", action="store_true",

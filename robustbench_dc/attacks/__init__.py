@@ -1,4 +1,7 @@
-"""Adversarial attacks, robustness evaluation and gradient-masking diagnostics.
+"""The attack library: attack specifications, native attacks, APGD and AutoAttack, the third-party
+backends, step primitives, losses, budget checks, traces and guards. How a model is judged with
+them (white-box and transfer evaluation, sweeps, metrics, masking diagnostics, the binarization
+test) is :mod:`robustbench_dc.evaluation`, which imports this package and is never imported by it.
 
 Conventions: models take float inputs in [0, 1] (NCHW), normalise internally and
 return logits; evaluation uses the first ``n`` test examples in order; standard
@@ -8,23 +11,19 @@ budgets are L-inf 8/255 (CIFAR-10), 0.3 (MNIST) and L2 0.5 (CIFAR-10).
   any torchattacks or foolbox attack), :func:`load_attack_config` for the
   repository's ``attacks/*.yaml``, :func:`configure_attacks` for a named set with overrides;
   :class:`AttackConfigError` for a configuration that cannot run.
+* :func:`register_attack` -- a native attack is one decorated function
+  (:mod:`~robustbench_dc.attacks.registry`); :func:`native_attacks` lists them.
 * :func:`run_attack` / :func:`run_attack_loader` -- the one entry point; every
   batch passes :func:`check_adversarial` (else :class:`ConstraintViolation`).
-* :func:`evaluate_whitebox` -> :class:`EvalResult` (metrics + masking flags),
-  :func:`evaluate_transfer` -> :class:`TransferResult` (source x target matrix,
-  disk cache), :func:`worst_case`, :func:`run_eps_sweep`.
-* :mod:`~robustbench_dc.attacks.masking` -- the fifteen gradient-masking flags and
-  attack-failure indicators, documented in ``docs/masking_flags.md``, read in part from the
-  paths the attacks record (:mod:`~robustbench_dc.attacks.trace`);
-  :mod:`~robustbench_dc.attacks.binarization` -- the binarization test of an attack.
+* :mod:`~robustbench_dc.attacks.trace` -- the path every attack records while it runs, which the
+  evaluation's attack-failure indicators read.
 
 Example::
 
-    >>> from robustbench_dc.attacks import AttackSpec, evaluate_whitebox
-    >>> res = evaluate_whitebox(model, x, y, [AttackSpec(name="fgsm"), AttackSpec(name="pgd")], dataset="mnist")
+    >>> from robustbench_dc.attacks import AttackSpec, run_attack
+    >>> x_adv = run_attack(model, x, y, AttackSpec(name="pgd", eps=0.3))
 """
 
-from robustbench_dc.attacks._utils import data_fingerprint, model_fingerprint
 from robustbench_dc.attacks.attack import run_attack, run_attack_loader
 from robustbench_dc.attacks.backends import (
     BackendMissingError,
@@ -41,27 +40,12 @@ from robustbench_dc.attacks.checks import (
     check_finite_logits,
     perturbation_norms,
 )
-from robustbench_dc.attacks.evaluate import EvalResult, evaluate_whitebox
 from robustbench_dc.attacks.losses import attack_loss, ce_loss, dlr_loss, make_targets, margin_loss
-from robustbench_dc.attacks.masking import (
-    DOC_PATH,
-    FLAG_NAMES,
-    MaskingConfig,
-    MaskingFlag,
-    diagnose_masking,
-    flag_large_eps,
-    flag_noise_beats_gradient,
-    flag_one_step_beats_iterative,
-    flag_randomness,
-    flag_transfer_beats_whitebox,
-    flag_zero_gradients,
-)
-from robustbench_dc.attacks.metrics import AttackResult, attack_result, worst_case
 from robustbench_dc.attacks.native import bim, fgsm, pgd, projected_gradient_attack
+from robustbench_dc.attacks.registry import NativeAttack, native_attack, native_attacks, register_attack, unregister_attack
 from robustbench_dc.attacks.spec import (
     DEFAULT_ATTACKS,
     LARGE_EPS,
-    NATIVE_ATTACKS,
     STANDARD_EPS,
     AttackConfigError,
     AttackSpec,
@@ -69,15 +53,14 @@ from robustbench_dc.attacks.spec import (
     load_attack_config,
     resolve_eps,
 )
-from robustbench_dc.attacks.sweep import SweepResult, run_eps_sweep
-from robustbench_dc.attacks.transfer import TransferResult, evaluate_transfer
+from robustbench_dc.attacks.utils import data_fingerprint, model_fingerprint
 
 __all__ = [
     "AttackSpec",
     "AttackConfigError",
     "DEFAULT_ATTACKS",
     "configure_attacks",
-    "NATIVE_ATTACKS",
+    "register_attack", "unregister_attack", "native_attack", "native_attacks", "NativeAttack",
     "STANDARD_EPS",
     "LARGE_EPS",
     "resolve_eps",
@@ -102,26 +85,6 @@ __all__ = [
     "margin_loss",
     "dlr_loss",
     "make_targets",
-    "AttackResult",
-    "attack_result",
-    "worst_case",
-    "EvalResult",
-    "evaluate_whitebox",
-    "TransferResult",
-    "evaluate_transfer",
-    "SweepResult",
-    "run_eps_sweep",
-    "MaskingConfig",
-    "MaskingFlag",
-    "FLAG_NAMES",
-    "DOC_PATH",
-    "diagnose_masking",
-    "flag_one_step_beats_iterative",
-    "flag_transfer_beats_whitebox",
-    "flag_large_eps",
-    "flag_zero_gradients",
-    "flag_randomness",
-    "flag_noise_beats_gradient",
     "model_fingerprint",
     "data_fingerprint",
 ]

@@ -49,11 +49,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robustbench_dc.attacks._steps import BestTracker, _direction, _project, attack_mode, default_compact
-from robustbench_dc.attacks._utils import per_example
 from robustbench_dc.attacks.losses import attack_loss
-from robustbench_dc.attacks.spec import AttackConfigError
+from robustbench_dc.attacks.registry import register_attack
+from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
+from robustbench_dc.attacks.steps import BestTracker, attack_mode, default_compact, project_onto_ball, step_direction
 from robustbench_dc.attacks.trace import TraceView
+from robustbench_dc.attacks.utils import per_example
 
 __all__ = ["apgd", "apgd_schedule", "default_n_target_classes", "check_dlr_classes", "ApgdStats"]
 
@@ -120,9 +121,9 @@ def _start(x: torch.Tensor, eps: torch.Tensor, threat_model: str, generator: tor
 def _step(x0: torch.Tensor, x: torch.Tensor, x_prev: torch.Tensor, g: torch.Tensor, eta: torch.Tensor,
           eps: torch.Tensor, threat_model: str, momentum: float) -> torch.Tensor:
     """One APGD update: gradient step and projection, then momentum and projection again."""
-    z = _project(x0, x + eta * _direction(g, threat_model), eps, threat_model)
+    z = project_onto_ball(x0, x + eta * step_direction(g, threat_model), eps, threat_model)
     z = x + (z - x) * momentum + (x - x_prev) * (1 - momentum)
-    return _project(x0, z, eps, threat_model)
+    return project_onto_ball(x0, z, eps, threat_model)
 
 
 def _grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, target: torch.Tensor | None,
@@ -298,3 +299,38 @@ def apgd(
                      threat_model=threat_model, loss=loss, target=None if tgt is None else sub(tgt),
                      eot_iter=eot_iter, rho=rho, compact=compact, stats=stats, trace=trace)
     return best.x.contiguous()
+
+
+def _check_spec(spec: AttackSpec) -> None:
+    """A native ``apgd`` spec: its params in range, a loss APGD has, APGD-T's own targets."""
+    p = spec.params
+    for key in ("n_target_classes", "eot_iter"):
+        v = p.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"params.{key}: must be an integer >= 1, got {v!r}")
+    rho = p.get("rho")
+    if rho is not None and (isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho < 1):
+        raise ValueError(f"params.rho: must be a number in (0, 1), got {rho!r}")
+    if "n_target_classes" in p and not spec.targeted:
+        raise ValueError("params.n_target_classes: only used by targeted APGD (APGD-T)")
+    if spec.loss == "margin":
+        raise ValueError("loss: APGD uses 'ce' or 'dlr', got 'margin'")
+    if spec.targeted and spec.target != "random":
+        raise ValueError("target: APGD-T targets the classes with the highest clean logits "
+                         f"(params.n_target_classes of them); 'target' cannot be {spec.target!r}")
+
+
+@register_attack("apgd", params=("n_target_classes", "eot_iter", "rho"), default_steps=100, own_step_size=True,
+                 chooses_targets=True, default_loss=lambda spec: "dlr" if spec.targeted else "ce",
+                 validate=_check_spec)
+def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *,
+             targets: torch.Tensor | None = None, eps: float | torch.Tensor | None = None,
+             step_size: float | torch.Tensor | None = None, trace: TraceView | None = None) -> torch.Tensor:
+    """APGD (Croce & Hein, ICML 2020) on a resolved spec; APGD-T when the spec is targeted."""
+    if spec.eps is None or spec.steps is None:
+        raise ValueError(f"spec {spec.label!r} must be resolved first (spec.resolve(dataset))")
+    p = spec.params
+    return apgd(model, x, y, spec.eps if eps is None else eps, steps=spec.steps, threat_model=spec.threat_model,
+                restarts=spec.restarts, loss=spec.loss or "ce", targeted=spec.targeted,
+                n_target_classes=p.get("n_target_classes"), eot_iter=p.get("eot_iter", 1),
+                rho=p.get("rho", 0.75), seed=spec.seed, trace=trace)

@@ -22,14 +22,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustbench_dc.attacks._utils import eval_mode, model_device, seeded
 from robustbench_dc.attacks.backends import backend_handles_restarts, run_foolbox, run_torchattacks
 from robustbench_dc.attacks.checks import check_adversarial
 from robustbench_dc.attacks.guards import SuccessRecorder, preserved_flags
 from robustbench_dc.attacks.losses import attack_loss, attack_success, make_targets
-from robustbench_dc.attacks.native import BestTracker, attack_mode, run_native
+from robustbench_dc.attacks.native import BestTracker, attack_mode
 from robustbench_dc.attacks.spec import AttackSpec
 from robustbench_dc.attacks.trace import AttackTrace, TraceView
+from robustbench_dc.attacks.utils import eval_mode, model_device, seeded
 
 __all__ = ["run_attack", "run_attack_detailed", "run_attack_loader", "validate_inputs"]
 
@@ -71,14 +71,10 @@ def _dispatch(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, targets: torch.Tensor | None,
     trace: TraceView | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
-    if spec.backend == "native":
-        if spec.name == "autoattack":
-            from robustbench_dc.attacks.autoattack import autoattack
-
-            assert spec.eps is not None
-            return autoattack(model, x, y, spec.eps, threat_model=spec.threat_model,
-                              version=spec.version or "standard", seed=spec.seed, trace=trace)
-        return run_native(model, x, y, spec, targets, trace=trace), None
+    attack = spec.native
+    if attack is not None:
+        out = attack.run(model, x, y, spec, targets=targets, trace=trace)
+        return out if attack.ensemble else (out, None)
     with _KeepParamGrads(model), preserved_flags(model), attack_mode(model, x):
         recorder = SuccessRecorder(model, x, y, spec.eps or 0.0, spec.threat_model, targets, trace)
         x_adv = _dispatch_third_party(recorder, x, y, spec, targets)
@@ -169,7 +165,7 @@ def run_attack_detailed(
     out_device = x.device
     dev = model_device(model, x.device)
     xd, yd = x.detach().to(dev), y.detach().to(dev)
-    own_targets = spec.backend == "native" and spec.name == "apgd"  # APGD-T: the top clean logits
+    own_targets = spec.native is not None and spec.native.chooses_targets  # APGD-T: the top clean logits
     if spec.targeted and targets is None and not own_targets:
         with torch.no_grad(), eval_mode(model):
             clean_logits = model(xd)

@@ -40,14 +40,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from robustbench_dc.attacks._utils import seeded
 from robustbench_dc.attacks.apgd import apgd, check_dlr_classes, default_n_target_classes
 from robustbench_dc.attacks.checks import check_adversarial
 from robustbench_dc.attacks.native import attack_mode
-from robustbench_dc.attacks.spec import AUTOATTACK_VERSIONS, AttackSpec
+from robustbench_dc.attacks.registry import register_attack
+from robustbench_dc.attacks.spec import AttackSpec
 from robustbench_dc.attacks.trace import TraceView
+from robustbench_dc.attacks.utils import seeded
 
-__all__ = ["autoattack", "COMPONENTS", "VERSIONS", "merge_breakdowns"]
+__all__ = ["autoattack", "COMPONENTS", "VERSIONS", "AUTOATTACK_VERSIONS", "merge_breakdowns"]
+
+#: AutoAttack versions the suite implements (Croce & Hein, ICML 2020).
+AUTOATTACK_VERSIONS: tuple[str, ...] = ("standard", "rand")
 
 #: (model, x, y, eps, threat_model, seed, n_classes, trace) -> adversarial inputs
 Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, str, int, int, "TraceView | None"], torch.Tensor]
@@ -166,6 +170,34 @@ def autoattack(
             _run_component(COMPONENTS[key], model, x, y, x_adv, robust, eps, eps_t, threat_model, seed, n_classes,
                            parts, trace)
     return x_adv, parts
+
+
+def _check_spec(spec: AttackSpec) -> None:
+    """A native ``autoattack`` spec: a known version, and none of the budgets its version fixes."""
+    version = spec.params.get("version", "standard")
+    if version not in AUTOATTACK_VERSIONS:
+        raise ValueError(f"params.version: must be one of {', '.join(map(repr, AUTOATTACK_VERSIONS))}, "
+                         f"got {version!r}")
+    fixed = {"steps": spec.steps, "loss": spec.loss, "targeted": spec.targeted or None,
+             "restarts": spec.restarts if spec.restarts != 1 else None}
+    for key, value in fixed.items():
+        if value is not None:
+            raise ValueError(f"{key}: AutoAttack's budgets and losses are fixed by its version "
+                             f"({version!r}), got {value!r}; use name 'apgd' for a configurable APGD")
+
+
+@register_attack("autoattack", params=("version",), ensemble=True, own_step_size=True, default_loss=None,
+                 validate=_check_spec)
+def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *,
+                   targets: torch.Tensor | None = None, eps: float | torch.Tensor | None = None,
+                   step_size: float | torch.Tensor | None = None,
+                   trace: TraceView | None = None) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Croce & Hein's AutoAttack (the standard or rand version) on a resolved spec."""
+    if eps is not None or step_size is not None:
+        raise ValueError(f"{spec.label}: AutoAttack runs at one budget (no per-example eps or step size)")
+    assert spec.eps is not None
+    return autoattack(model, x, y, spec.eps, threat_model=spec.threat_model, version=spec.version or "standard",
+                      seed=spec.seed, trace=trace)
 
 
 def _float32(x: torch.Tensor) -> torch.autocast:

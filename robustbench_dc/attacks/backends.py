@@ -47,10 +47,11 @@ import torch
 from torch import nn
 
 from robustbench_dc._text import did_you_mean
-from robustbench_dc.attacks._utils import eval_mode, float32_logits, model_device
 from robustbench_dc.attacks.apgd import default_n_target_classes
-from robustbench_dc.attacks.native import _project
-from robustbench_dc.attacks.spec import NATIVE_ATTACKS, TORCHATTACKS_AUTOATTACK_10IT, AttackConfigError, AttackSpec
+from robustbench_dc.attacks.native import project_onto_ball
+from robustbench_dc.attacks.registry import native_attacks
+from robustbench_dc.attacks.spec import TORCHATTACKS_AUTOATTACK_10IT, AttackConfigError, AttackSpec
+from robustbench_dc.attacks.utils import eval_mode, float32_logits, model_device
 from robustbench_dc.errors import UserError
 
 __all__ = [
@@ -119,7 +120,7 @@ def available_attacks(backend: str) -> list[str]:
     """Attack names of ``backend`` (``"native"``, ``"torchattacks"`` or ``"foolbox"``). torchattacks'
     ``AutoAttack`` and ``CW`` are listed under the names the suite accepts (see :mod:`.guards`)."""
     if backend == "native":
-        return sorted(NATIVE_ATTACKS)
+        return sorted(native_attacks())
     if backend == "torchattacks":
         names = [n for n in torchattacks_names() if n.lower() not in ("autoattack", "cw")]
         return sorted(names + [TORCHATTACKS_AUTOATTACK_10IT])
@@ -179,7 +180,7 @@ def _project_min_norm(
         -1, *([1] * (x.dim() - 1))
     )
     x_adv = torch.where(torch.isfinite(x_adv), x_adv, x)
-    proj = _project(x, x_adv, eps_t, threat_model)
+    proj = project_onto_ball(x, x_adv, eps_t, threat_model)
     n_proj = int(((proj - x_adv).flatten(1).abs().amax(dim=1) > 0).sum())
     if n_proj:
         logger.info(

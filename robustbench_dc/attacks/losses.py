@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from robustbench_dc.attacks._utils import upcast_logits
 from robustbench_dc.attacks.spec import AttackConfigError
+from robustbench_dc.attacks.utils import upcast_logits
 
 __all__ = ["ce_loss", "margin_loss", "dlr_loss", "attack_loss", "make_targets", "attack_success"]
 

@@ -39,20 +39,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustbench_dc.attacks._steps import (  # noqa: F401  (re-exported: native is where callers look)
-    _TINY,
+from robustbench_dc.attacks.losses import attack_loss, attack_success
+from robustbench_dc.attacks.registry import native_attack, register_attack
+from robustbench_dc.attacks.spec import AttackSpec, default_step_size
+from robustbench_dc.attacks.steps import (  # noqa: F401  (re-exported: native is where callers look)
+    TINY,
     BestTracker,
-    _direction,
-    _input_grad,
-    _project,
-    _random_start,
     attack_mode,
     default_compact,
+    input_gradient,
+    project_onto_ball,
+    random_start_point,
+    step_direction,
 )
-from robustbench_dc.attacks._utils import per_example
-from robustbench_dc.attacks.losses import attack_loss, attack_success
-from robustbench_dc.attacks.spec import AttackSpec, default_step_size
 from robustbench_dc.attacks.trace import TraceView
+from robustbench_dc.attacks.utils import per_example
 
 __all__ = ["projected_gradient_attack", "fgsm", "bim", "pgd", "run_native", "BestTracker", "attack_mode"]
 
@@ -120,7 +121,7 @@ def projected_gradient_attack(
         for r in range(restarts):
             start = x0
             if random_start:  # drawn for the whole batch, so the random stream does not depend on compaction
-                start = (x0 + _random_start(x0, eps_b, threat_model, generator)).clamp(0.0, 1.0)
+                start = (x0 + random_start_point(x0, eps_b, threat_model, generator)).clamp(0.0, 1.0)
             idx = None
             if compact and r > 0:
                 idx = (~best.success).nonzero().squeeze(1)
@@ -144,7 +145,7 @@ def projected_gradient_attack(
                     if trace is not None:
                         trace.record(obj.detach(), success, idx)
                     g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
-                    x_adv = _project(xs, x_adv + alpha_s * _direction(g, threat_model), eps_s, threat_model)
+                    x_adv = project_onto_ball(xs, x_adv + alpha_s * step_direction(g, threat_model), eps_s, threat_model)
                     if compact and success is not None and t + 1 < steps and bool(success.any()):
                         keep = (~success).nonzero().squeeze(1)
                         idx = keep if idx is None else idx.index_select(0, keep)
@@ -261,20 +262,47 @@ def run_native(
     step_size: float | torch.Tensor | None = None,
     trace: TraceView | None = None,
 ) -> torch.Tensor:
-    """Run a *resolved* native spec (see :meth:`AttackSpec.resolve`).
+    """Run a *resolved* native spec (see :meth:`AttackSpec.resolve`) through its registered attack
+    (:mod:`~robustbench_dc.attacks.registry`); an ensemble is refused (it returns a log too: use
+    :func:`~robustbench_dc.attacks.run_attack`).
 
     ``eps`` / ``step_size`` override the spec's values (scalars or per-example (N,)
     tensors, used by the eps sweep); ``trace`` records the iterates (:mod:`~robustbench_dc.attacks.trace`)."""
-    if spec.name == "apgd":
-        from robustbench_dc.attacks.apgd import apgd
+    attack = native_attack(spec.name)
+    if attack is None or attack.ensemble:
+        raise ValueError(f"run_native: {spec.label!r} is not a single native attack")
+    out: torch.Tensor = attack.run(model, x, y, spec, targets=targets, eps=eps, step_size=step_size, trace=trace)
+    return out
 
-        if spec.eps is None or spec.steps is None:
-            raise ValueError(f"spec {spec.label!r} must be resolved first (spec.resolve(dataset))")
-        p = spec.params
-        return apgd(model, x, y, spec.eps if eps is None else eps, steps=spec.steps, threat_model=spec.threat_model,
-                    restarts=spec.restarts, loss=spec.loss or "ce", targeted=spec.targeted,
-                    n_target_classes=p.get("n_target_classes"), eot_iter=p.get("eot_iter", 1),
-                    rho=p.get("rho", 0.75), seed=spec.seed, trace=trace)
+
+@register_attack("fgsm", family="fgsm", iterative=False)
+def run_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *,
+             targets: torch.Tensor | None = None, eps: float | torch.Tensor | None = None,
+             step_size: float | torch.Tensor | None = None, trace: TraceView | None = None) -> torch.Tensor:
+    """FGSM (Goodfellow et al., ICLR 2015): one step of size eps."""
+    return _run_projected(model, x, y, spec, targets, eps, step_size, trace)
+
+
+@register_attack("bim", family="bim")
+def run_bim(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *,
+            targets: torch.Tensor | None = None, eps: float | torch.Tensor | None = None,
+            step_size: float | torch.Tensor | None = None, trace: TraceView | None = None) -> torch.Tensor:
+    """BIM / I-FGSM (Kurakin et al., ICLR-W 2017): steps of eps/steps from the clean input."""
+    return _run_projected(model, x, y, spec, targets, eps, step_size, trace)
+
+
+@register_attack("pgd", family="pgd")
+def run_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *,
+            targets: torch.Tensor | None = None, eps: float | torch.Tensor | None = None,
+            step_size: float | torch.Tensor | None = None, trace: TraceView | None = None) -> torch.Tensor:
+    """PGD (Madry et al., ICLR 2018): random start, steps of 2.5 eps/steps, restarts."""
+    return _run_projected(model, x, y, spec, targets, eps, step_size, trace)
+
+
+def _run_projected(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,
+                   targets: torch.Tensor | None, eps: float | torch.Tensor | None,
+                   step_size: float | torch.Tensor | None, trace: TraceView | None) -> torch.Tensor:
+    """FGSM, BIM and PGD of a resolved spec: :func:`projected_gradient_attack`."""
     if spec.eps is None or spec.steps is None or spec.step_size is None:
         raise ValueError(f"spec {spec.label!r} must be resolved first (spec.resolve(dataset))")
     gen = torch.Generator(device=x.device).manual_seed(spec.seed)

@@ -53,6 +53,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from robustbench_dc._text import did_you_mean
+from robustbench_dc.attacks.registry import NativeAttack, native_attack, native_attacks
 from robustbench_dc.data.errors import DataError
 from robustbench_dc.data.registry import DATASETS, dataset_info
 from robustbench_dc.errors import UserError
@@ -62,9 +63,7 @@ __all__ = [
     "AttackConfigError",
     "DEFAULT_ATTACKS",
     "configure_attacks",
-    "NATIVE_ATTACKS",
-    "NATIVE_PARAMS",
-    "AUTOATTACK_VERSIONS",
+    "native_attacks",
     "TORCHATTACKS_AUTOATTACK_10IT",
     "STANDARD_EPS",
     "LARGE_EPS",
@@ -87,18 +86,6 @@ LossName = Literal["ce", "margin", "dlr"]
 Backend = Literal["native", "torchattacks", "foolbox"]
 TargetMode = Literal["random", "least-likely"]
 
-#: Attacks implemented natively: FGSM / BIM / PGD (:mod:`~robustbench_dc.attacks.native`), APGD
-#: (:mod:`~robustbench_dc.attacks.apgd`) and AutoAttack (:mod:`~robustbench_dc.attacks.autoattack`).
-NATIVE_ATTACKS: tuple[str, ...] = ("fgsm", "bim", "pgd", "apgd", "autoattack")
-
-#: ``params`` accepted by native attacks (third-party attacks take their constructor's arguments).
-NATIVE_PARAMS: dict[str, tuple[str, ...]] = {
-    "apgd": ("n_target_classes", "eot_iter", "rho"),
-    "autoattack": ("version",),
-}
-
-#: AutoAttack versions the suite implements (Croce & Hein, ICML 2020).
-AUTOATTACK_VERSIONS: tuple[str, ...] = ("standard", "rand")
 
 #: torchattacks 3.5.1's ``AutoAttack`` runs APGD, APGD-T and FAB with 10 iterations (their
 #: constructors' default) instead of the published 100. The wrapper is reachable only under this
@@ -298,65 +285,45 @@ class AttackSpec(BaseModel):
         if self.backend == "torchattacks" and self.name == "cw":
             raise ValueError(f"name: {_TA_CW_REFUSAL}")
         if self.backend == "native":
-            if self.name not in NATIVE_ATTACKS:
-                raise ValueError(
-                    f"name: unknown native attack {self.name!r}{did_you_mean(self.name, NATIVE_ATTACKS)}; available: "
-                    f"{', '.join(NATIVE_ATTACKS)} (set backend='torchattacks' or "
-                    "backend='foolbox' for third-party attacks)"
-                )
-            allowed = NATIVE_PARAMS.get(self.name, ())
-            unknown = sorted(set(self.params) - set(allowed))
-            if unknown:
-                raise ValueError(
-                    f"params: native {self.name} accepts {', '.join(allowed) if allowed else 'no params'}, "
-                    f"got {unknown}"
-                )
-            if self.name == "fgsm" and self.steps not in (None, 1):
-                raise ValueError(f"steps: fgsm is a one-step attack, got {self.steps}")
-            if self.name in ("apgd", "autoattack"):
-                self._check_apgd_like()
+            self._check_native()
         return self
 
-    def _check_apgd_like(self) -> None:
-        if self.step_size is not None:
-            raise ValueError(f"step_size: {self.name} sets its own step size (2 eps, halved at its checkpoints), "
-                             f"got {self.step_size}")
-        if self.random_start is False:
-            raise ValueError(f"random_start: {self.name} always starts at a random point of the eps-ball")
-        if self.name == "apgd":
-            p = self.params
-            for key in ("n_target_classes", "eot_iter"):
-                v = p.get(key)
-                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                    raise ValueError(f"params.{key}: must be an integer >= 1, got {_fmt(v)}")
-            rho = p.get("rho")
-            if rho is not None and (isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho < 1):
-                raise ValueError(f"params.rho: must be a number in (0, 1), got {_fmt(rho)}")
-            if "n_target_classes" in p and not self.targeted:
-                raise ValueError("params.n_target_classes: only used by targeted APGD (APGD-T)")
-            if self.loss == "margin":
-                raise ValueError("loss: APGD uses 'ce' or 'dlr', got 'margin'")
-            if self.targeted and self.target != "random":
-                raise ValueError("target: APGD-T targets the classes with the highest clean logits "
-                                 f"(params.n_target_classes of them); 'target' cannot be {self.target!r}")
-            return
-        version = self.params.get("version", "standard")
-        if version not in AUTOATTACK_VERSIONS:
-            raise ValueError(f"params.version: must be one of {', '.join(map(repr, AUTOATTACK_VERSIONS))}, "
-                             f"got {_fmt(version)}")
-        fixed = {"steps": self.steps, "loss": self.loss, "targeted": self.targeted or None,
-                 "restarts": self.restarts if self.restarts != 1 else None}
-        for key, value in fixed.items():
-            if value is not None:
-                raise ValueError(f"{key}: AutoAttack's budgets and losses are fixed by its version "
-                                 f"({version!r}), got {_fmt(value)}; use name 'apgd' for a configurable APGD")
+    def _check_native(self) -> None:
+        """What the registered attack declares (:mod:`~robustbench_dc.attacks.registry`): its
+        params, a one-step family's single step, its own step size, and its own checks."""
+        attack = native_attack(self.name)
+        if attack is None:
+            names = native_attacks()
+            raise ValueError(
+                f"name: unknown native attack {self.name!r}{did_you_mean(self.name, names)}; available: "
+                f"{', '.join(names)} (set backend='torchattacks' or backend='foolbox' for third-party attacks)")
+        unknown = sorted(set(self.params) - set(attack.params))
+        if unknown:
+            raise ValueError(f"params: native {self.name} accepts "
+                             f"{', '.join(attack.params) if attack.params else 'no params'}, got {unknown}")
+        if attack.family == "fgsm" and self.steps not in (None, 1):
+            raise ValueError(f"steps: {self.name} is a one-step attack, got {self.steps}")
+        if attack.own_step_size:
+            if self.step_size is not None:
+                raise ValueError(f"step_size: {self.name} sets its own step size (2 eps, halved at its "
+                                 f"checkpoints), got {self.step_size}")
+            if self.random_start is False:
+                raise ValueError(f"random_start: {self.name} always starts at a random point of the eps-ball")
+        if attack.validate is not None:
+            attack.validate(self)
+
+    @property
+    def native(self) -> NativeAttack | None:
+        """The registered native attack this spec runs (None for a third-party backend)."""
+        return native_attack(self.name) if self.backend == "native" else None
 
     # ------------------------------------------------------------------ defaults
     @property
     def family(self) -> str | None:
         """``"fgsm"``, ``"bim"`` or ``"pgd"`` for attacks whose defaults follow the
         native table (including the equivalent third-party classes), else ``None``."""
-        return _FAMILY.get((self.backend, self.name))
+        attack = self.native
+        return attack.family if attack is not None else _FAMILY.get((self.backend, self.name))
 
     def resolve(self, dataset: str | None = None) -> AttackSpec:
         """Return a copy with every derivable default filled in.
@@ -376,27 +343,30 @@ class AttackSpec(BaseModel):
                 update["step_size"] = default_step_size(fam, eps, steps)
             if self.random_start is None:
                 update["random_start"] = fam == "pgd"
-        if self.backend == "native" and self.name == "apgd":
-            update["steps"] = self.steps if self.steps is not None else 100
-            update["random_start"] = True
-            if self.loss is None:
-                update["loss"] = "dlr" if self.targeted else "ce"
-        elif self.backend == "native" and self.name == "autoattack":
+        attack = self.native
+        if attack is not None and attack.ensemble:  # budgets and losses fixed by its version
             update["params"] = {**self.params, "version": self.version}
             return self.model_copy(update=update)
-        if self.backend == "native" and self.loss is None and "loss" not in update:
-            update["loss"] = "ce"
+        if attack is not None and fam is None:
+            if self.steps is None and attack.default_steps is not None:
+                update["steps"] = attack.default_steps
+            if attack.own_step_size:
+                update["random_start"] = True
+        if attack is not None and self.loss is None:
+            update["loss"] = attack.loss_for(self)
         return self.model_copy(update=update)
 
     @property
     def iterative(self) -> bool:
         """Whether this is a multi-step gradient attack (BIM, PGD, APGD, AutoAttack), for the masking checks."""
-        return self.family in ("bim", "pgd") or (self.backend == "native" and self.name in ("apgd", "autoattack"))
+        attack = self.native
+        return attack.iterative if attack is not None else self.family in ("bim", "pgd")
 
     @property
     def version(self) -> str | None:
-        """AutoAttack's version (``"standard"`` or ``"rand"``) for a native ``autoattack``, else None."""
-        if self.backend == "native" and self.name == "autoattack":
+        """The version of a native ensemble (AutoAttack's ``"standard"`` or ``"rand"``), else None."""
+        attack = self.native
+        if attack is not None and attack.ensemble:
             return str(self.params.get("version", "standard"))
         return None
 
@@ -421,18 +391,17 @@ class AttackSpec(BaseModel):
         eps = "std" if self.eps is None else f"{self.eps:.4f}"
         parts = [self.name, self.threat_model, f"eps{eps}"]
         steps = self.steps
+        attack = self.native
         if steps is None and self.family is not None:
             steps = 1 if self.family == "fgsm" else 10
-        if steps is None and self.backend == "native" and self.name == "apgd":
-            steps = 100
+        if steps is None and attack is not None and not attack.ensemble:
+            steps = attack.default_steps
         if steps is not None:
             parts.append(f"s{steps}")
         if self.restarts > 1:
             parts.append(f"r{self.restarts}")
-        if self.backend == "native" and self.name == "apgd" and self.targeted:
-            if self.loss == "ce":  # APGD-T's default loss is the targeted DLR
-                parts.append("ce")
-        elif self.loss not in (None, "ce"):
+        default_loss = attack.loss_for(self) if attack is not None and not attack.ensemble else "ce"
+        if self.loss is not None and self.loss != default_loss:  # e.g. APGD-T's default is the targeted DLR
             parts.append(self.loss)
         if self.targeted:
             parts.append("tgt" if self.target == "random" else "tgt-ll")
@@ -476,11 +445,8 @@ class AttackSpec(BaseModel):
         )
 
 
-# (backend, lower-case name) -> family whose defaults apply.
+# Third-party (backend, lower-case name) -> family whose defaults apply (native attacks declare theirs).
 _FAMILY: dict[tuple[str, str], str] = {
-    ("native", "fgsm"): "fgsm",
-    ("native", "bim"): "bim",
-    ("native", "pgd"): "pgd",
     ("torchattacks", "fgsm"): "fgsm",
     ("torchattacks", "bim"): "bim",
     ("torchattacks", "pgd"): "pgd",
@@ -561,13 +527,13 @@ def load_attack_config(name_or_path: str | Path, config_dir: str | Path | None =
     cand = d / f"{name_or_path}.yaml"
     if cand.exists():
         return AttackSpec.from_yaml(cand)
-    if str(name_or_path).lower() in NATIVE_ATTACKS:
+    names = native_attacks()
+    if str(name_or_path).lower() in names:
         return AttackSpec(name=str(name_or_path))
     known = sorted(q.stem for q in d.glob("*.yaml")) if d.is_dir() else []
     raise AttackConfigError(
-        f"attack config: unknown name {str(name_or_path)!r}{did_you_mean(name_or_path, [*known, *NATIVE_ATTACKS])}; "
-        f"available in {d}: "
-        f"{', '.join(known) if known else '(none)'}; or a native attack: {', '.join(NATIVE_ATTACKS)}"
+        f"attack config: unknown name {str(name_or_path)!r}{did_you_mean(name_or_path, [*known, *names])}; "
+        f"available in {d}: {', '.join(known) if known else '(none)'}; or a native attack: {', '.join(names)}"
     )
 
 

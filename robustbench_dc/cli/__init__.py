@@ -16,7 +16,6 @@ import select
 import sys
 from typing import Sequence
 
-from robustbench_dc import __version__
 from robustbench_dc.cli import (
     data,
     evaluate,
@@ -32,6 +31,7 @@ from robustbench_dc.cli import (
 )
 from robustbench_dc.cli._args import add_global_options
 from robustbench_dc.errors import UserError
+from robustbench_dc.version import VERSION
 
 __all__ = ["main", "build_parser", "UserError", "EXIT_USER_ERROR", "COMMANDS"]
 
@@ -46,7 +46,7 @@ COMMANDS = (operators, zoo, data, run, train, evaluate, transfer, lipschitz, plo
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rbdc", description="robustbench-dc: adversarial robustness of decoupled convolution operators")
-    parser.add_argument("--version", action="version", version=f"robustbench-dc {__version__}")
+    parser.add_argument("--version", action="version", version=f"robustbench-dc {VERSION}")
     add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:

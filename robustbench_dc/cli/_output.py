@@ -47,7 +47,7 @@ def breakdown_text(result: Any) -> str:
 
 def binarization_text(binarization: dict[str, Any]) -> str:
     """The one-line verdict of a stored binarization test."""
-    from robustbench_dc.attacks.binarization import BinarizationResult
+    from robustbench_dc.evaluation.binarization import BinarizationResult
 
     return BinarizationResult(**binarization).summary()
 

@@ -24,8 +24,8 @@ def _models(items: list[str], seed: int) -> dict[str, Any]:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from robustbench_dc.attacks import evaluate_transfer
     from robustbench_dc.errors import UsageError
+    from robustbench_dc.evaluation import evaluate_transfer
 
     # A model named as both source and target is the same object: its cell is white-box.
     choices = _models(args.source + args.target, args.seed)

@@ -23,9 +23,9 @@ import numpy as np
 from robustbench_dc.data.errors import DataError
 
 try:  # numpy >= 2
-    from numpy._core.multiarray import _reconstruct as _np_reconstruct
+    from numpy._core import multiarray as numpy_multiarray
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct  # type: ignore[no-redef]
+    from numpy.core import multiarray as numpy_multiarray  # type: ignore[no-redef]
 
 __all__ = ["CIFAR10_FILES", "read_cifar_batch", "read_cifar10_split", "load_restricted_pickle"]
 
@@ -40,7 +40,7 @@ def _reconstruct(subtype: type, shape: Any, dtype: Any) -> np.ndarray:
     """``numpy``'s array reconstructor, limited to plain ``numpy.ndarray``."""
     if subtype is not np.ndarray:
         raise DataError(f"refusing to unpickle array subtype {subtype!r}")
-    return cast(np.ndarray, _np_reconstruct(subtype, shape, dtype))
+    return cast(np.ndarray, numpy_multiarray._reconstruct(subtype, shape, dtype))
 
 
 def _frombuffer(buf: bytes, dtype: np.dtype, shape: tuple[int, ...], order: str) -> np.ndarray:

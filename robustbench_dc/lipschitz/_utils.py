@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from robustbench_dc.attacks._utils import eval_mode  # noqa: F401  (re-exported: one implementation)
+from robustbench_dc.attacks.utils import eval_mode  # noqa: F401  (re-exported: one implementation)
 
 __all__ = ["NORMS", "check_norm", "dual_name", "dual_norm", "eval_mode", "model_device_dtype", "sample_ball",
            "project_ball", "clip_domain", "margin_from_logits", "margin_and_grad", "jacobian", "chunks",

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from robustbench_dc.lipschitz._utils import eval_mode, model_device_dtype
-from robustbench_dc.lipschitz.opnorm import SQRT2, LayerNorm, _atomic, _module_norm, _refusal, layer_operator_norms
+from robustbench_dc.lipschitz.opnorm import SQRT2, LayerNorm, atomic_module, layer_operator_norms, module_norm, refusal_entry
 from robustbench_dc.operators import DecoupledLayer
 from robustbench_dc.zoo.base import Normalize
 
@@ -162,7 +162,7 @@ def _functional_factor(node: Any, shape: Sequence[int], iters: int, tol: float, 
                 return math.sqrt(n), float(n), f"sum over {n} entries"
     module = _functional_module(fname, node) if isinstance(fname, str) else None
     if module is not None:
-        entry = _module_norm(fname, module, shape, iters, tol, method, seed)
+        entry = module_norm(fname, module, shape, iters, tol, method, seed)
         if entry.computed:
             return entry.l2, entry.linf, entry.method  # type: ignore[return-value]
         return entry.reason or "unsupported"
@@ -192,7 +192,7 @@ def affine_product_bound(model: nn.Module, input_shape: Sequence[int], iters: in
 
     cache = {(l.name, tuple(l.input_shape or ())): l for l in (layers or [])}
     device, dtype = model_device_dtype(model)
-    if _atomic(model):  # a single layer: the chain is the layer itself
+    if atomic_module(model):  # a single layer: the chain is the layer itself
         with eval_mode(model):
             entry = layer_operator_norms(model, input_shape, iters, tol, method, seed)[0]
         if not entry.computed:
@@ -250,7 +250,7 @@ def affine_product_bound(model: nn.Module, input_shape: Sequence[int], iters: in
             shape = tuple(src.meta["tensor_meta"].shape)
             if node.op == "call_module":
                 module = model.get_submodule(node.target)
-                refused = _refusal(node.target, module, shape)
+                refused = refusal_entry(node.target, module, shape)
                 if refused is not None and refused.kind == "decoupled":
                     decoupled.append(f"{node.target!r} ({refused.type})")
                 elif refused is not None:
@@ -287,7 +287,7 @@ def affine_product_bound(model: nn.Module, input_shape: Sequence[int], iters: in
             module, shape, index = pending
             norm = cache.get((f["layer"], tuple(shape[1:])))
             if norm is None:
-                norm = _module_norm(f["layer"], module, shape, iters, tol, method, seed * 1_000_003 + index)
+                norm = module_norm(f["layer"], module, shape, iters, tol, method, seed * 1_000_003 + index)
             converged = converged and norm.converged is not False
             f.update(kind=norm.kind, l2=norm.l2, linf=norm.linf)
     l2 = math.prod(f["l2"] for f in factors)

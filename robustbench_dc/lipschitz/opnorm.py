@@ -238,10 +238,10 @@ def _tuple(v: Any, n: int) -> tuple[int, ...]:
     return tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v),) * n
 
 
-def _module_norm(name: str, module: nn.Module, shape: Sequence[int], iters: int, tol: float, method: str,
+def module_norm(name: str, module: nn.Module, shape: Sequence[int], iters: int, tol: float, method: str,
                  seed: int) -> LayerNorm:
     """The :class:`LayerNorm` of one module at input ``shape`` (batch dimension included)."""
-    refused = _refusal(name, module, shape)
+    refused = refusal_entry(name, module, shape)
     if refused is not None:
         return refused
     tname = type(module).__name__
@@ -256,7 +256,7 @@ def _module_norm(name: str, module: nn.Module, shape: Sequence[int], iters: int,
         smin = float(module.std.abs().min())
         return done("affine", 1.0 / smin, 1.0 / smin, "closed form: 1 / min(std)")
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        assert module.running_var is not None  # _refusal refuses batch-norm without running statistics
+        assert module.running_var is not None  # refusal_entry refuses batch-norm without running statistics
         scale = 1.0 / torch.sqrt(module.running_var.double() + module.eps)
         if module.weight is not None:
             scale = scale * module.weight.detach().double()
@@ -293,7 +293,7 @@ def _module_norm(name: str, module: nn.Module, shape: Sequence[int], iters: int,
             return done("activation", lip, lip, "Lipschitz constant")
     if isinstance(module, _ISOMETRIES):
         return done("isometry", 1.0, 1.0, "isometry (evaluation mode)")
-    raise AssertionError(f"unclassified layer type {tname}")  # pragma: no cover - _refusal covers the rest
+    raise AssertionError(f"unclassified layer type {tname}")  # pragma: no cover - refusal_entry covers the rest
 
 
 _KNOWN = (Normalize, nn.modules.batchnorm._BatchNorm, nn.Linear, nn.modules.conv._ConvNd,
@@ -301,7 +301,7 @@ _KNOWN = (Normalize, nn.modules.batchnorm._BatchNorm, nn.Linear, nn.modules.conv
           nn.modules.pooling._AdaptiveMaxPoolNd, *_ISOMETRIES)
 
 
-def _refusal(name: str, module: nn.Module, shape: Sequence[int]) -> LayerNorm | None:
+def refusal_entry(name: str, module: nn.Module, shape: Sequence[int]) -> LayerNorm | None:
     """The "not computed" entry of a layer without a norm (cheap: no norm is computed), else ``None``."""
     tname = type(module).__name__
     per_example = [int(s) for s in shape[1:]]
@@ -321,7 +321,7 @@ def _refusal(name: str, module: nn.Module, shape: Sequence[int]) -> LayerNorm | 
     return refuse("unsupported", f"layer type {tname} is not understood by the layer-wise walker")
 
 
-def _atomic(module: nn.Module) -> bool:
+def atomic_module(module: nn.Module) -> bool:
     return isinstance(module, (DecoupledLayer, Normalize)) or next(module.children(), None) is None
 
 
@@ -333,7 +333,7 @@ def _record_shapes(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[s
     for name, module in model.named_modules():
         if any(name.startswith(p + ".") for p in skip):
             continue
-        if _atomic(module):
+        if atomic_module(module):
             skip.add(name)
 
             def hook(mod: nn.Module, args: tuple, _out: Any, name: str = name) -> None:
@@ -376,7 +376,7 @@ def layer_operator_norms(model: nn.Module, input_shape: Sequence[int], iters: in
         out = []
         for i, (name, module, shape, calls) in enumerate(tqdm(records, desc="layer norms", disable=not progress,
                                                               leave=False)):
-            entry = _module_norm(name or type(module).__name__, module, shape, iters, tol, method,
+            entry = module_norm(name or type(module).__name__, module, shape, iters, tol, method,
                                  seed * 1_000_003 + i)
             entry.calls = calls
             out.append(entry)

@@ -23,10 +23,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.modules.utils import _pair
 
-from robustbench_dc.operators import angular as _angular
-from robustbench_dc.operators import magnitude as _magnitude
+from robustbench_dc.operators import angular as angular_functions
+from robustbench_dc.operators import magnitude as magnitude_functions
 from robustbench_dc.operators.angular import Angular
 from robustbench_dc.operators.compiled import compiled_cos_response, compiled_response
 from robustbench_dc.operators.fused import CosResponse, SquaredChannelSum
@@ -44,6 +43,14 @@ __all__ = [
 ]
 
 IntOr2 = int | Sequence[int]
+
+
+def pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """``3`` -> ``(3, 3)``; a pair stays a pair (a convolution's kernel size, stride, padding, dilation)."""
+    if isinstance(value, int):
+        return (value, value)
+    first, second = value
+    return (int(first), int(second))
 
 
 def filter_norm(weight: Tensor, eps: float = 1e-4) -> Tensor:
@@ -73,9 +80,9 @@ def _window_sum(sq: Tensor, kernel_size: tuple[int, int], stride: IntOr2, paddin
                 dilation: IntOr2) -> Tensor:
     """``conv2d(sq, ones[1, 1, kh, kw])`` for a single-channel ``sq``, as a sum pooling where it can be."""
     if (sq.dtype != torch.float32 or torch.is_autocast_enabled(sq.device.type) or isinstance(padding, str)
-            or _pair(dilation) != (1, 1) or any(p > k // 2 for p, k in zip(_pair(padding), kernel_size))):
+            or pair(dilation) != (1, 1) or any(p > k // 2 for p, k in zip(pair(padding), kernel_size))):
         return F.conv2d(sq, sq.new_ones((1, 1, *kernel_size)), None, stride, padding, dilation)
-    return F.avg_pool2d(sq, kernel_size, _pair(stride), _pair(padding), count_include_pad=True, divisor_override=1)
+    return F.avg_pool2d(sq, kernel_size, pair(stride), pair(padding), count_include_pad=True, divisor_override=1)
 
 
 _POSITIVE_MAGNITUDES = ("sphere", "ball", "tanh", "linear", "seg", "log", "mix")
@@ -83,17 +90,17 @@ _POSITIVE_MAGNITUDES = ("sphere", "ball", "tanh", "linear", "seg", "log", "mix")
 
 def fused_applicable(angular: Angular, weighted: str | None) -> bool:
     """Whether :class:`~robustbench_dc.operators.fused.CosResponse` computes this operator."""
-    return angular.fn is _angular.cos and weighted in (None, "linear", "separable")
+    return angular.fn is angular_functions.cos and weighted in (None, "linear", "separable")
 
 
 def _keeps_output(magnitude: Magnitude, alpha: float, beta: float, eps: float) -> bool:
     """Whether ``h`` can never vanish (built-in positive magnitudes), so that a cosine
     response can keep its output instead of the inner products for the backward."""
-    builtin = _magnitude.MAGNITUDES.get(magnitude.name) is magnitude and magnitude.name in _POSITIVE_MAGNITUDES
+    builtin = magnitude_functions.MAGNITUDES.get(magnitude.name) is magnitude and magnitude.name in _POSITIVE_MAGNITUDES
     return builtin and alpha > 0 and beta >= 0 and eps > 0
 
 
-def _route(angular: Angular, weighted: str | None, magnitude: Magnitude, rho: float | Tensor, alpha: float,
+def response_route(angular: Angular, weighted: str | None, magnitude: Magnitude, rho: float | Tensor, alpha: float,
            beta: float, eps: float, fused: bool, compiled: bool) -> str:
     """Which implementation computes the response: ``"fused"`` (:class:`CosResponse`),
     ``"cos-compiled"`` (:func:`compiled_cos_response`: the cosine with a per-channel radius,
@@ -157,7 +164,7 @@ def decoupled_conv2d(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular
     wnorm = filter_norm(weight, eps).view(1, -1, 1, 1)
     if isinstance(rho, Tensor) and rho.dim() == 1:
         rho = rho.view(1, -1, 1, 1)
-    route = _route(angular, weighted, magnitude, rho, alpha, beta, eps, fused, compiled)
+    route = response_route(angular, weighted, magnitude, rho, alpha, beta, eps, fused, compiled)
     if affine is not None and route != "cos-compiled":
         raise ValueError(f"affine: needs the compiled cosine path with a per-channel radius, this call takes {route!r}")
     if route in ("fused", "cos-compiled"):
@@ -178,7 +185,7 @@ def decoupled_linear(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular
     if xnorm is None:
         xnorm = torch.sqrt(SquaredChannelSum.apply(x, -1) + eps)
     wnorm = filter_norm(weight, eps)
-    route = _route(angular, weighted, magnitude, rho, alpha, beta, eps, fused, compiled)
+    route = response_route(angular, weighted, magnitude, rho, alpha, beta, eps, fused, compiled)
     if route in ("fused", "cos-compiled"):
         dot_hat = F.linear(x, weight / wnorm.view(-1, 1))
         return _fused_cos(dot_hat, xnorm, wnorm, magnitude=magnitude, weighted=weighted, alpha=alpha, beta=beta,

@@ -15,11 +15,10 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.utils import _pair
 
 from robustbench_dc.errors import InvalidParameterError
 from robustbench_dc.operators.angular import Angular, get_angular
-from robustbench_dc.operators.functional import WEIGHTED, _route, decoupled_conv2d, decoupled_linear, patch_norm2d
+from robustbench_dc.operators.functional import WEIGHTED, decoupled_conv2d, decoupled_linear, pair, patch_norm2d, response_route
 from robustbench_dc.operators.fused import SquaredChannelSum
 from robustbench_dc.operators.magnitude import Magnitude, get_magnitude
 
@@ -165,7 +164,7 @@ class DecoupledLayer(nn.Module):
         routing as the forward pass; the radius tensor stands for the effective radius,
         which has its shape."""
         rho = self.radius if self.radius is not None else self.rho
-        return _route(self.angular, self.weighted, self.magnitude, rho, self.alpha, self.beta, self.eps,
+        return response_route(self.angular, self.weighted, self.magnitude, rho, self.alpha, self.beta, self.eps,
                       self.fused, compiled=True) != "fused"
 
     def _response_kwargs(self) -> dict[str, Any]:
@@ -228,10 +227,10 @@ class DecoupledConv2d(DecoupledLayer):
             raise ValueError(f"padding_mode: must be zeros/reflect/replicate/circular, got {padding_mode!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
-        self.dilation = _pair(dilation)
+        self.kernel_size = pair(kernel_size)
+        self.stride = pair(stride)
+        self.padding = padding if isinstance(padding, str) else pair(padding)
+        self.dilation = pair(dilation)
         self.padding_mode = padding_mode
         if isinstance(self.padding, str) and padding_mode != "zeros":
             raise ValueError("padding: string padding needs padding_mode='zeros'")
@@ -282,10 +281,10 @@ class DecoupledConv2d(DecoupledLayer):
         (BallConv / TanhConv with the authors' learnable radius, under
         :func:`~robustbench_dc.operators.hooks.compiled_responses`). The same function up to float32
         rounding, without the batch norm's own forward and backward passes.
-        :func:`~robustbench_dc.attacks._steps.folded_batch_norm` calls it."""
+        :func:`~robustbench_dc.attacks.steps.folded_batch_norm` calls it."""
         rho = self.radius if self.radius is not None else self.rho
         if self.training or bn.training or bn.running_mean is None or bn.running_var is None or not self.compiled \
-                or _route(self.angular, self.weighted, self.magnitude, rho, self.alpha, self.beta, self.eps,
+                or response_route(self.angular, self.weighted, self.magnitude, rho, self.alpha, self.beta, self.eps,
                           self.fused, compiled=True) != "cos-compiled":
             return None
         return _BatchNormFolded(self, bn, relu)

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 
 from robustbench_dc._atomic import atomic_write_bytes
-from robustbench_dc.attacks.binarization import binarization_config
-from robustbench_dc.attacks.masking import masking_config
 from robustbench_dc.errors import InvalidParameterError, UsageError, UserError
+from robustbench_dc.evaluation.binarization import binarization_config
+from robustbench_dc.evaluation.masking import masking_config
 from robustbench_dc.protocol.plan import Job, Plan, results_db
 from robustbench_dc.provenance import package_versions
 from robustbench_dc.runtime import machine_info
@@ -175,7 +175,7 @@ def _run_train(ctx: _Context, job: Job) -> None:
 
 
 def _run_whitebox(ctx: _Context, job: Job) -> None:
-    from robustbench_dc.attacks import evaluate_whitebox
+    from robustbench_dc.evaluation import evaluate_whitebox
     from robustbench_dc.protocol.plan import attack_prefix
 
     x, y = ctx.test_tensors()
@@ -189,7 +189,7 @@ def _run_whitebox(ctx: _Context, job: Job) -> None:
 
 
 def _run_sweep(ctx: _Context, job: Job) -> None:
-    from robustbench_dc.attacks import run_eps_sweep
+    from robustbench_dc.evaluation import run_eps_sweep
 
     x, y = ctx.test_tensors()
     spec = job.config["attack"].resolve(ctx.plan.models[job.model].dataset)  # type: ignore[index]
@@ -251,7 +251,7 @@ def _run_embedding(ctx: _Context, job: Job) -> None:
 
 
 def _run_transfer(ctx: _Context, job: Job) -> None:
-    from robustbench_dc.attacks import evaluate_transfer
+    from robustbench_dc.evaluation import evaluate_transfer
 
     x, y = ctx.test_tensors()
     plan = ctx.plan

@@ -23,10 +23,10 @@ from typing import Any, Iterable
 
 from pydantic import ValidationError
 
-from robustbench_dc import __version__
 from robustbench_dc._text import did_you_mean
 from robustbench_dc.protocol.schema import ModelEntry, Protocol, ProtocolError
 from robustbench_dc.provenance import code_fingerprint
+from robustbench_dc.version import VERSION
 
 __all__ = ["ResolvedModel", "Job", "Plan", "resolve", "make_plan", "stable_hash", "code_file", "results_db"]
 
@@ -392,7 +392,7 @@ def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path
         "train": load_dataset(ds.name, "train", n=ds.n_train, data_dir=ds.data_dir).checksum,
         "test": load_dataset(ds.name, "test", n=ds.n_test, data_dir=ds.data_dir).checksum,
     }
-    common = {"version": __version__, "code": code_fingerprint(), "dataset": ds.name}
+    common = {"version": VERSION, "code": code_fingerprint(), "dataset": ds.name}
     ev = protocol.evaluation
     jobs: list[Job] = []
     train_keys: dict[str, str] = {}

@@ -124,7 +124,7 @@ class Evaluation(_Strict):
     @classmethod
     def _masking(cls, v: bool | dict[str, Any]) -> bool | dict[str, Any]:
         if isinstance(v, dict):
-            from robustbench_dc.attacks.masking import masking_config
+            from robustbench_dc.evaluation.masking import masking_config
 
             masking_config(v)  # validates the names and values of the thresholds
         return v
@@ -133,7 +133,7 @@ class Evaluation(_Strict):
     @classmethod
     def _binarization(cls, v: bool | dict[str, Any]) -> bool | dict[str, Any]:
         if isinstance(v, dict):
-            from robustbench_dc.attacks.binarization import binarization_config
+            from robustbench_dc.evaluation.binarization import binarization_config
 
             binarization_config(v)
         return v

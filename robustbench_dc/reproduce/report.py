@@ -30,8 +30,8 @@ from robustbench_dc.reproduce.paper import OPERATORS, TABLE7, TABLE8, TRAININGS
 from robustbench_dc.reproduce.tables import (
     Claim,
     ReportError,
-    _verdict,
     build_tables,
+    claim_verdict,
     judge_claims,
     render_markdown,
     tables_run_problems,
@@ -184,13 +184,13 @@ def figure_claims(panels: dict[str, dict[str, dict[str, Any]]]) -> list[Claim]:
         Claim("features-by-angle", "(Figures 6-7) The classes are separated by the angle of the features "
               "(the angular function models the semantic difference).",
               f"classifying test features by angle alone (nearest class-mean direction) is >= "
-              f"{100 * FIGURE_ANGLE_ACC:.0f}% accurate for every network", _verdict(angle_checks),
+              f"{100 * FIGURE_ANGLE_ACC:.0f}% accurate for every network", claim_verdict(angle_checks),
               "angle-only accuracy (%): " + ", ".join(angle_ev)),
         Claim("bounded-features", "(Figures 6-7) Bounded operators keep the features in a bounded region, "
               "far smaller than the baseline's.",
               f"largest absolute feature value of each bounded operator <= {FIGURE_RANGE_RATIO} x the "
               "baseline's (same training)",
-              _verdict(range_checks), "largest absolute feature value: " + "; ".join(range_ev)),
+              claim_verdict(range_checks), "largest absolute feature value: " + "; ".join(range_ev)),
     ]
 
 

@@ -226,7 +226,7 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
-def _verdict(checks: list[bool | None]) -> str:
+def claim_verdict(checks: list[bool | None]) -> str:
     if not checks or any(c is None for c in checks):
         return "not evaluated"
     return "reproduced" if all(checks) else "not reproduced" if not any(checks) else "mixed"
@@ -327,7 +327,7 @@ def judge_claims(tables: Tables) -> list[Claim]:
     out = []
     for key, text, rule, fn in CLAIM_RULES:
         checks, evidence = fn(tables)
-        out.append(Claim(key, text, rule, _verdict(checks), evidence))
+        out.append(Claim(key, text, rule, claim_verdict(checks), evidence))
     return out
 
 

@@ -94,19 +94,19 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _attack_labels(entries: Iterable[LeaderboardEntry]) -> list[str]:
+def entry_attack_labels(entries: Iterable[LeaderboardEntry]) -> list[str]:
     return sorted({a for e in entries for a in e.robust_accuracy})
 
 
-def _transfer_pairs(entries: Iterable[LeaderboardEntry]) -> list[tuple[str, str]]:
+def entry_transfer_pairs(entries: Iterable[LeaderboardEntry]) -> list[tuple[str, str]]:
     return sorted({(s, a) for e in entries for s, attacks in e.transfer_robust_accuracy.items() for a in attacks})
 
 
 def available_metrics(entries: Iterable[LeaderboardEntry]) -> list[str]:
     """The metric names :func:`rank_entries` accepts for these entries."""
     entries = list(entries)
-    return ([DEFAULT_METRIC, CLEAN_METRIC] + _attack_labels(entries)
-            + [f"{TRANSFER_PREFIX}{s}:{a}" for s, a in _transfer_pairs(entries)])
+    return ([DEFAULT_METRIC, CLEAN_METRIC] + entry_attack_labels(entries)
+            + [f"{TRANSFER_PREFIX}{s}:{a}" for s, a in entry_transfer_pairs(entries)])
 
 
 def resolve_metric(entries: Iterable[LeaderboardEntry], metric: str | None) -> str:

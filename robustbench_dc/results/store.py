@@ -25,9 +25,18 @@ from types import TracebackType
 from typing import Any
 
 from robustbench_dc.errors import StorageError, UserError
-from robustbench_dc.results._validate import _int, _json, _mapping, _number, _present, _require, _split_accuracy, _text
 from robustbench_dc.results.leaderboard import LeaderboardEntry, latest_entries
 from robustbench_dc.results.schema import CHILD_TABLES, DEFAULT_DB, SCHEMA, SCHEMA_VERSION, WORST_CASE_LABEL, find_db
+from robustbench_dc.results.validate import (
+    as_int,
+    as_json,
+    as_mapping,
+    as_number,
+    as_text,
+    present_value,
+    required_value,
+    split_accuracy,
+)
 
 __all__ = ["ResultsStore", "ResultsStoreError", "SCHEMA_VERSION", "SCHEMA", "DEFAULT_DB", "find_db"]  # the last four
 # live in robustbench_dc.results.schema and are re-exported here for the store's users
@@ -242,22 +251,22 @@ class ResultsStore:
         Everything happens in one transaction: a summary that turns out to be invalid part-way
         (``ValueError`` naming the offending key) leaves the database exactly as it was.
         """
-        run_id = str(_require(summary, "run_id", ""))
+        run_id = str(required_value(summary, "run_id", ""))
         if not run_id.strip():
             raise ValueError("results summary: run_id is empty")
-        protocol = _require(summary, "protocol", "")
+        protocol = required_value(summary, "protocol", "")
         if isinstance(protocol, str):  # tolerate a bare protocol name
             protocol = {"name": protocol}
-        protocol_name = str(_require(protocol, "name", "protocol"))
-        dataset = str(_require(summary, "dataset", ""))
+        protocol_name = str(required_value(protocol, "name", "protocol"))
+        dataset = str(required_value(summary, "dataset", ""))
         # a protocol without attacks has no threat model / eps: the keys must exist, None is allowed
-        threat_model = _text(_present(summary, "threat_model"))
-        eps = _number(_present(summary, "eps"), "eps")
-        models = _require(summary, "models", "")
+        threat_model = as_text(present_value(summary, "threat_model"))
+        eps = as_number(present_value(summary, "eps"), "eps")
+        models = required_value(summary, "models", "")
         if not isinstance(models, Mapping):
             raise ValueError(f"results summary: models must be a mapping of model name to results, "
                              f"got {type(models).__name__}")
-        versions = _mapping(summary.get("versions"), "versions")
+        versions = as_mapping(summary.get("versions"), "versions")
 
         with self._write() as conn:
             replaced = conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
@@ -268,11 +277,11 @@ class ResultsStore:
                 "INSERT INTO runs (run_id, protocol, protocol_path, protocol_sha256, dataset, n_test, seed, "
                 "data_sha256, threat_model, eps, started, finished, command, versions, summary, ingested) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, protocol_name, _text(protocol.get("path")), _text(protocol.get("sha256")), dataset,
-                 _int(summary.get("n_test"), "n_test"), _int(summary.get("seed"), "seed"),
-                 _text(summary.get("data_sha256")), threat_model, eps, _text(summary.get("started")),
-                 _text(summary.get("finished")), _text(summary.get("command")), _json(dict(versions)),
-                 _json(summary), datetime.now(timezone.utc).isoformat(timespec="seconds")))
+                (run_id, protocol_name, as_text(protocol.get("path")), as_text(protocol.get("sha256")), dataset,
+                 as_int(summary.get("n_test"), "n_test"), as_int(summary.get("seed"), "seed"),
+                 as_text(summary.get("data_sha256")), threat_model, eps, as_text(summary.get("started")),
+                 as_text(summary.get("finished")), as_text(summary.get("command")), as_json(dict(versions)),
+                 as_json(summary), datetime.now(timezone.utc).isoformat(timespec="seconds")))
             for name, model in models.items():
                 self._insert_model(conn, run_id, str(name), model, threat_model, eps)
         log.info("results store %s: %s run %s (%d models)", self.path, "replaced" if replaced else "added",
@@ -289,45 +298,45 @@ class ResultsStore:
         conn.execute(
             "INSERT INTO models (run_id, name, arch, operator, operator_params, label, training, recipe, "
             "clean_accuracy, checkpoint, checkpoint_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, name, str(_require(model, "arch", where)), str(_require(model, "operator", where)),
-             _json(dict(_mapping(model.get("operator_params"), f"{where}.operator_params"))),
-             _text(model.get("label")), _text(model.get("training")), None if recipe is None else _json(recipe),
-             _number(model.get("clean_accuracy"), f"{where}.clean_accuracy", fraction=True),
-             _text(model.get("checkpoint")), _text(model.get("checkpoint_sha256"))))
+            (run_id, name, str(required_value(model, "arch", where)), str(required_value(model, "operator", where)),
+             as_json(dict(as_mapping(model.get("operator_params"), f"{where}.operator_params"))),
+             as_text(model.get("label")), as_text(model.get("training")), None if recipe is None else as_json(recipe),
+             as_number(model.get("clean_accuracy"), f"{where}.clean_accuracy", fraction=True),
+             as_text(model.get("checkpoint")), as_text(model.get("checkpoint_sha256"))))
 
         insert_eval = ("INSERT INTO evaluations (run_id, model, kind, source, attack, threat_model, eps, backend, "
                        "robust_accuracy, attack_success_rate, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        for attack, result in _mapping(model.get("whitebox"), f"{where}.whitebox").items():
+        for attack, result in as_mapping(model.get("whitebox"), f"{where}.whitebox").items():
             w = f"{where}.whitebox.{attack}"
-            acc, asr, extra = _split_accuracy(result, w)
+            acc, asr, extra = split_accuracy(result, w)
             info = result if isinstance(result, Mapping) else {}
             conn.execute(insert_eval, (
-                run_id, name, "whitebox", None, str(attack), _text(info.get("threat_model") or threat_model),
-                _number(info.get("eps", eps), f"{w}.eps"), _text(info.get("backend")), acc, asr, _json(extra)))
+                run_id, name, "whitebox", None, str(attack), as_text(info.get("threat_model") or threat_model),
+                as_number(info.get("eps", eps), f"{w}.eps"), as_text(info.get("backend")), acc, asr, as_json(extra)))
 
         worst = model.get("worst_case")
         if worst is not None:
             w = f"{where}.worst_case"
-            acc, asr, extra = _split_accuracy(worst, w)
+            acc, asr, extra = split_accuracy(worst, w)
             conn.execute(insert_eval, (run_id, name, "worst_case", None, WORST_CASE_LABEL, threat_model, eps,
-                                       None, acc, asr, _json(extra)))
+                                       None, acc, asr, as_json(extra)))
 
-        for source, attacks in _mapping(model.get("transfer"), f"{where}.transfer").items():
-            for attack, result in _mapping(attacks, f"{where}.transfer.{source}").items():
+        for source, attacks in as_mapping(model.get("transfer"), f"{where}.transfer").items():
+            for attack, result in as_mapping(attacks, f"{where}.transfer.{source}").items():
                 w = f"{where}.transfer.{source}.{attack}"
-                acc, asr, extra = _split_accuracy(result, w)
+                acc, asr, extra = split_accuracy(result, w)
                 info = result if isinstance(result, Mapping) else {}
                 conn.execute(insert_eval, (
-                    run_id, name, "transfer", str(source), str(attack), _text(info.get("threat_model") or threat_model),
-                    _number(info.get("eps", eps), f"{w}.eps"), _text(info.get("backend")), acc, asr, _json(extra)))
+                    run_id, name, "transfer", str(source), str(attack), as_text(info.get("threat_model") or threat_model),
+                    as_number(info.get("eps", eps), f"{w}.eps"), as_text(info.get("backend")), acc, asr, as_json(extra)))
 
-        for flag, result in _mapping(model.get("flags"), f"{where}.flags").items():
+        for flag, result in as_mapping(model.get("flags"), f"{where}.flags").items():
             w = f"{where}.flags.{flag}"
             if isinstance(result, Mapping):
                 triggered = result.get("triggered", False)
                 value = result.get("value")
-                value = _number(float(value) if isinstance(value, bool) else value, f"{w}.value", finite=False)
-                message = _text(result.get("message"))
+                value = as_number(float(value) if isinstance(value, bool) else value, f"{w}.value", finite=False)
+                message = as_text(result.get("message"))
             else:
                 triggered, value, message = result, None, None
             if not isinstance(triggered, (bool, int)):
@@ -335,11 +344,11 @@ class ResultsStore:
             conn.execute("INSERT INTO flags (run_id, model, name, triggered, value, message) VALUES (?, ?, ?, ?, ?, ?)",
                          (run_id, name, str(flag), int(bool(triggered)), value, message))
 
-        for kind, value in _mapping(model.get("lipschitz"), f"{where}.lipschitz").items():
+        for kind, value in as_mapping(model.get("lipschitz"), f"{where}.lipschitz").items():
             if isinstance(value, Mapping):
                 value = value.get("value")
             conn.execute("INSERT INTO lipschitz (run_id, model, kind, value) VALUES (?, ?, ?, ?)",
-                         (run_id, name, str(kind), _number(value, f"{where}.lipschitz.{kind}", finite=False)))
+                         (run_id, name, str(kind), as_number(value, f"{where}.lipschitz.{kind}", finite=False)))
 
     def delete_run(self, run_id: str) -> bool:
         """Remove one run and all its rows; ``True`` when it existed."""

@@ -8,12 +8,12 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from robustbench_dc.attacks.metrics import AttackResult
 from robustbench_dc.attacks.spec import AttackSpec
+from robustbench_dc.evaluation.metrics import AttackResult
 
 __all__ = ["MaskingFlag", "MaskingConfig", "FLAG_NAMES", "DOC_PATH", "masking_config"]
 
-logger = logging.getLogger("robustbench_dc.attacks.masking")  # one logger for the diagnostics
+logger = logging.getLogger("robustbench_dc.evaluation.masking")  # one logger for the diagnostics
 
 #: Where every flag is documented (one anchor per flag name).
 DOC_PATH = "docs/masking_flags.md"
@@ -190,7 +190,7 @@ class MaskingFlag:
         return asdict(self)
 
 
-def _make_flag(
+def make_flag(
     name: str, value: float | None, threshold: float, detail: str, *, evaluated: bool = True
 ) -> MaskingFlag:
     doc = f"{DOC_PATH}#{name}"
@@ -205,24 +205,24 @@ def _make_flag(
     return MaskingFlag(name, triggered, value, threshold, message, doc, evaluated)
 
 
-def _spec(r: AttackResult) -> AttackSpec | None:
+def spec_of(r: AttackResult) -> AttackSpec | None:
     try:
         return AttackSpec.model_validate(r.spec)
     except Exception:  # worst-case results etc.
         return None
 
 
-def _family(r: AttackResult) -> str | None:
-    spec = _spec(r)
+def attack_family(r: AttackResult) -> str | None:
+    spec = spec_of(r)
     return None if spec is None else spec.family
 
 
-def _iterative(r: AttackResult) -> bool:
-    spec = _spec(r)
+def is_iterative(r: AttackResult) -> bool:
+    spec = spec_of(r)
     return spec is not None and spec.iterative
 
 
-def _group(results: list[AttackResult]) -> dict[tuple[str, float | None], list[AttackResult]]:
+def group_by_budget(results: list[AttackResult]) -> dict[tuple[str, float | None], list[AttackResult]]:
     groups: dict[tuple[str, float | None], list[AttackResult]] = defaultdict(list)
     for r in results:
         groups[(r.threat_model, None if r.eps is None else round(r.eps, 10))].append(r)

@@ -32,12 +32,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustbench_dc.attacks._utils import eval_mode, model_device
 from robustbench_dc.attacks.attack import run_attack, validate_inputs
 from robustbench_dc.attacks.checks import check_adversarial, perturbation_norms
 from robustbench_dc.attacks.losses import attack_loss, make_targets
-from robustbench_dc.attacks.native import _direction, _input_grad, _project, run_native
+from robustbench_dc.attacks.native import input_gradient, project_onto_ball, run_native, step_direction
 from robustbench_dc.attacks.spec import AttackSpec
+from robustbench_dc.attacks.utils import eval_mode, model_device
 
 __all__ = ["SweepResult", "run_eps_sweep"]
 
@@ -182,11 +182,11 @@ def run_eps_sweep(
                     xg = xb.clone().requires_grad_(True)
                     with torch.enable_grad():
                         obj = attack_loss(model(xg), yb, specs[0].loss or "ce", targets)
-                        g = _input_grad(obj, xg)
+                        g = input_gradient(obj, xg)
                     g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
-                    d = _direction(g, spec.threat_model).repeat(E, *([1] * (xb.dim() - 1)))
+                    d = step_direction(g, spec.threat_model).repeat(E, *([1] * (xb.dim() - 1)))
                     ev = eps_vec.view(-1, *([1] * (xb.dim() - 1)))
-                    x_adv = _project(xs, xs + ev * d, ev, spec.threat_model)
+                    x_adv = project_onto_ball(xs, xs + ev * d, ev, spec.threat_model)
                 elif native:
                     steps_vec = torch.tensor([s.step_size for s in specs], dtype=xb.dtype, device=dev)
                     x_adv = run_native(

@@ -31,10 +31,10 @@ flag                               triggered when
 =================================  ==========================================================
 
 ``silent-success`` and ``incomplete-optimization`` read the attacks' recorded paths
-(:mod:`~robustbench_dc.attacks.trace`), which :func:`~robustbench_dc.attacks.evaluate_whitebox`
+(:mod:`~robustbench_dc.attacks.trace`), which :func:`~robustbench_dc.evaluation.whitebox_whitebox`
 passes in.
 
-Warnings go through :mod:`logging` (logger ``robustbench_dc.attacks.masking``).
+Warnings go through :mod:`logging` (logger ``robustbench_dc.evaluation.masking``).
 
 Example::
 
@@ -53,11 +53,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustbench_dc.attacks._utils import model_device
-from robustbench_dc.attacks.masking.flags import DOC_PATH, FLAG_NAMES, MaskingConfig, MaskingFlag, masking_config
-from robustbench_dc.attacks.masking.from_results import flag_one_step_beats_iterative, flag_transfer_beats_whitebox
-from robustbench_dc.attacks.masking.indicators import (
-    _budget_reference,
+from robustbench_dc.attacks.trace import AttackTrace
+from robustbench_dc.attacks.utils import model_device
+from robustbench_dc.evaluation.masking.flags import DOC_PATH, FLAG_NAMES, MaskingConfig, MaskingFlag, masking_config
+from robustbench_dc.evaluation.masking.from_results import flag_one_step_beats_iterative, flag_transfer_beats_whitebox
+from robustbench_dc.evaluation.masking.indicators import (
+    budget_reference,
     eps_curve,
     flag_budget_sensitivity,
     flag_dynamic_forward,
@@ -70,15 +71,14 @@ from robustbench_dc.attacks.masking.indicators import (
     flag_unstable_predictions,
     large_eps_for,
 )
-from robustbench_dc.attacks.masking.probes import (
+from robustbench_dc.evaluation.masking.probes import (
     flag_large_eps,
     flag_noise_beats_gradient,
     flag_randomness,
     flag_zero_gradients,
     large_eps_flag,
 )
-from robustbench_dc.attacks.metrics import AttackResult
-from robustbench_dc.attacks.trace import AttackTrace
+from robustbench_dc.evaluation.metrics import AttackResult
 
 __all__ = [
     "MaskingFlag",
@@ -201,7 +201,7 @@ def _unstable(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, results: lis
     first attack with returned points, else the clean points), radius the evaluation's eps."""
     points = xs
     if adversarial:
-        ref = _budget_reference(results)
+        ref = budget_reference(results)
         label = ref[0].attack if ref is not None and ref[0].attack in adversarial else next(iter(adversarial))
         adv = adversarial[label]
         points = torch.cat([adv[: xs.shape[0]].to(xs.device), xs[adv.shape[0]:]])  # clean points past the kept ones

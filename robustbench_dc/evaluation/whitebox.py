@@ -2,7 +2,7 @@
 
 Every adversarial batch comes from :func:`~robustbench_dc.attacks.attack.run_attack`
 and is therefore constraint-checked before it is scored. The gradient-masking
-diagnostics of :mod:`~robustbench_dc.attacks.masking` run with every evaluation
+diagnostics of :mod:`~robustbench_dc.evaluation.masking` run with every evaluation
 (``masking=False`` turns them off) and are stored in :attr:`EvalResult.flags`.
 
 Example::
@@ -25,32 +25,32 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustbench_dc.attacks._utils import batched_logits, eval_mode, model_device
 from robustbench_dc.attacks.attack import run_attack_detailed, validate_inputs
 from robustbench_dc.attacks.autoattack import merge_breakdowns
-from robustbench_dc.attacks.binarization import (
+from robustbench_dc.attacks.checks import check_finite_logits, perturbation_norms
+from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
+from robustbench_dc.attacks.trace import AttackTrace
+from robustbench_dc.attacks.utils import batched_logits, eval_mode, model_device
+from robustbench_dc.evaluation.binarization import (
     BinarizationConfig,
     Readouts,
     binarization_test,
     build_readouts,
     supports_binarization,
 )
-from robustbench_dc.attacks.checks import check_finite_logits, perturbation_norms
-from robustbench_dc.attacks.masking import (
+from robustbench_dc.evaluation.masking import (
     MaskingConfig,
     MaskingFlag,
     diagnose_masking,
     flag_transfer_beats_whitebox,
 )
-from robustbench_dc.attacks.metrics import AttackResult, attack_result, prefix, worst_case
-from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
-from robustbench_dc.attacks.trace import AttackTrace
+from robustbench_dc.evaluation.metrics import AttackResult, attack_result, prefix, worst_case
 from robustbench_dc.operators import compiled_responses, resolve_compile
 
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from robustbench_dc.attacks.transfer import TransferResult
+    from robustbench_dc.evaluation.transfer import TransferResult
 
 __all__ = ["EvalResult", "evaluate_whitebox", "group_key", "CRAFT_PRECISIONS", "crafting_precision"]
 

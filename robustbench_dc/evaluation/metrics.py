@@ -62,7 +62,7 @@ class AttackResult:
         precision (str): the precision the adversarial examples were crafted in (``"fp32"`` or
             ``"bf16"``; ``"mixed"`` for a worst case over both); scoring is always float32.
         binarization (dict | None): the binarization test of this attack
-            (:class:`~robustbench_dc.attacks.binarization.BinarizationResult` as a dict), when run.
+            (:class:`~robustbench_dc.evaluation.binarization.BinarizationResult` as a dict), when run.
     """
 
     model: str

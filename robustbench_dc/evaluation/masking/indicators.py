@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustbench_dc.attacks._utils import eval_mode, model_device
-from robustbench_dc.attacks.masking.flags import MaskingConfig, MaskingFlag, _group, _make_flag, _spec
-from robustbench_dc.attacks.metrics import AttackResult, prefix
 from robustbench_dc.attacks.spec import LARGE_EPS, AttackSpec, canonical_dataset, default_step_size
 from robustbench_dc.attacks.trace import AttackTrace, incomplete_optimization
+from robustbench_dc.attacks.utils import eval_mode, model_device
+from robustbench_dc.evaluation.masking.flags import MaskingConfig, MaskingFlag, group_by_budget, make_flag, spec_of
+from robustbench_dc.evaluation.metrics import AttackResult, prefix
 
 __all__ = [
     "flag_silent_success",
@@ -70,9 +70,9 @@ def flag_silent_success(results: list[AttackResult], traces: Mapping[str, Attack
             worst = (frac, f"{r.attack}: {int(silent.sum())}/{int(cc.sum())} clean-correct examples had an adversarial "
                            f"iterate but are robust at the returned point{extra}")
     if worst is None:
-        return _make_flag(name, None, threshold, "no attack with a recorded path (native attacks and full-batch "
+        return make_flag(name, None, threshold, "no attack with a recorded path (native attacks and full-batch "
                           "third-party queries are recorded)", evaluated=False)
-    return _make_flag(name, worst[0], threshold, worst[1])
+    return make_flag(name, worst[0], threshold, worst[1])
 
 
 # ---------------------------------------------------------------------- incomplete optimisation
@@ -102,22 +102,20 @@ def flag_incomplete_optimization(results: list[AttackResult], traces: Mapping[st
                            f"{100 * cfg.incomplete_window:.0f}% of the iterations for {k}/{len(judged)} of the "
                            "examples it did not break")
     if worst is None:
-        return _make_flag(name, None, cfg.incomplete_threshold,
+        return make_flag(name, None, cfg.incomplete_threshold,
                           f"needs a recorded attack with at least {cfg.incomplete_min_iterations} iterations and "
                           "an example it did not break", evaluated=False)
-    return _make_flag(name, worst[0], cfg.incomplete_threshold, worst[1])
+    return make_flag(name, worst[0], cfg.incomplete_threshold, worst[1])
 
 
 # ---------------------------------------------------------------------- budget sensitivity
-_BUDGET_NAMES = ("bim", "pgd", "apgd")
-
-
-def _budget_reference(results: list[AttackResult]) -> tuple[AttackResult, AttackSpec] | None:
+def budget_reference(results: list[AttackResult]) -> tuple[AttackResult, AttackSpec] | None:
     """The native iterative gradient attack with the largest budget (steps x restarts)."""
     cands = []
     for r in results:
-        spec = _spec(r)
-        if spec is not None and spec.backend == "native" and spec.name in _BUDGET_NAMES and spec.steps:
+        spec = spec_of(r)
+        attack = None if spec is None else spec.native
+        if spec is not None and attack is not None and attack.iterative and not attack.ensemble and spec.steps:
             cands.append((spec.steps * spec.restarts, r, spec))
     if not cands:
         return None
@@ -136,7 +134,7 @@ def budget_variants(spec: AttackSpec) -> list[tuple[str, AttackSpec]]:
             spec.step_size, default_step_size(fam, spec.eps, spec.steps), rel_tol=1e-9):
         upd["step_size"] = default_step_size(fam, spec.eps, steps)
     restarts = {"restarts": max(2, 2 * spec.restarts)}
-    if spec.name != "apgd":
+    if spec.native is None or not spec.native.own_step_size:  # APGD always starts at a random point
         restarts["random_start"] = True
     return [(f"{steps} iterations", spec.model_copy(update=upd)),
             (f"{restarts['restarts']} restarts", spec.model_copy(update=restarts))]
@@ -151,9 +149,9 @@ def flag_budget_sensitivity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
 
     cfg = config or MaskingConfig()
     name = "budget-sensitivity"
-    ref = _budget_reference(results)
+    ref = budget_reference(results)
     if ref is None:
-        return _make_flag(name, None, cfg.budget_tol, "needs a native BIM, PGD or APGD attack", evaluated=False)
+        return make_flag(name, None, cfg.budget_tol, "needs a native BIM, PGD or APGD attack", evaluated=False)
     r, spec = ref
     m = min(x.shape[0], r.n)
     base = prefix(r, m).robust_accuracy
@@ -170,7 +168,7 @@ def flag_budget_sensitivity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
         acc = correct / max(1, m)
         parts.append(f"{what} {100 * acc:.1f}%")
         worst = max(worst, abs(acc - base))
-    return _make_flag(name, worst, cfg.budget_tol,
+    return make_flag(name, worst, cfg.budget_tol,
                       f"{r.attack} robust accuracy {100 * base:.1f}% on {m} examples; with {', '.join(parts)}")
 
 
@@ -190,7 +188,7 @@ def eps_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat_model: 
     """Robust accuracy at every eps of ``eps_list`` under the diagnostics' PGD (``large_eps_steps``
     steps of 2.5 eps / steps, random start ``large_eps_random_start``), all eps in one sweep; and
     the clean accuracy."""
-    from robustbench_dc.attacks.sweep import run_eps_sweep
+    from robustbench_dc.evaluation.sweep import run_eps_sweep
 
     cfg = config or MaskingConfig()
     spec = AttackSpec(name="pgd", threat_model=threat_model, steps=cfg.large_eps_steps,
@@ -208,11 +206,11 @@ def flag_non_monotone_eps(curve: Mapping[float, float], tol: float = 0.01, threa
     name = "non-monotone-eps-curve"
     pts = sorted(curve.items())
     if len(pts) < 2:
-        return _make_flag(name, None, tol, "needs robust accuracies at two or more budgets", evaluated=False)
+        return make_flag(name, None, tol, "needs robust accuracies at two or more budgets", evaluated=False)
     rise, where = max(((b[1] - a[1], f"{100 * a[1]:.1f}% at eps={a[0]:.4g} -> {100 * b[1]:.1f}% at eps={b[0]:.4g}")
                        for a, b in zip(pts, pts[1:])), key=lambda t: t[0])
     curve_txt = ", ".join(f"{e:.4g}: {100 * a:.1f}%" for e, a in pts)
-    return _make_flag(name, max(0.0, rise), tol, f"{threat_model} PGD robust accuracy by eps ({curve_txt}); largest rise "
+    return make_flag(name, max(0.0, rise), tol, f"{threat_model} PGD robust accuracy by eps ({curve_txt}); largest rise "
                                                  f"{where}")
 
 
@@ -222,9 +220,9 @@ def flag_unconstrained_failure(robust_accuracy: float, clean_accuracy: float, ep
     break every clean-correct example. Value: the fraction of clean-correct examples still correct."""
     name = "unconstrained-attack-failure"
     if not clean_accuracy > 0:
-        return _make_flag(name, None, threshold, "no clean-correct example", evaluated=False)
+        return make_flag(name, None, threshold, "no clean-correct example", evaluated=False)
     frac = robust_accuracy / clean_accuracy
-    return _make_flag(name, frac, threshold, f"PGD-linf ({steps} steps) at eps={eps:g} (unbounded on [0, 1] inputs) "
+    return make_flag(name, frac, threshold, f"PGD-linf ({steps} steps) at eps={eps:g} (unbounded on [0, 1] inputs) "
                                              f"left {100 * frac:.1f}% of the clean-correct examples unbroken")
 
 
@@ -238,7 +236,7 @@ def flag_unstable_predictions(model: nn.Module, points: torch.Tensor, y: torch.T
     cfg = config or MaskingConfig()
     name = "unstable-predictions"
     if points.shape[0] == 0:
-        return _make_flag(name, None, cfg.unstable_threshold, "no points", evaluated=False)
+        return make_flag(name, None, cfg.unstable_threshold, "no points", evaluated=False)
     dev = model_device(model, points.device)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     scores = []
@@ -255,7 +253,7 @@ def flag_unstable_predictions(model: nn.Module, points: torch.Tensor, y: torch.T
                 acc += ((loss - base).abs() / denom).nan_to_num(nan=1.0).clamp(max=1.0)
             scores.append((acc / cfg.unstable_draws).cpu())
     value = float(torch.cat(scores).mean())
-    return _make_flag(name, value, cfg.unstable_threshold,
+    return make_flag(name, value, cfg.unstable_threshold,
                       f"mean relative cross-entropy change under {cfg.unstable_draws} uniform draws of radius "
                       f"{radius:.4g}/2 around {points.shape[0]} returned points")
 
@@ -269,13 +267,13 @@ def flag_softmax_output(model: nn.Module, x: torch.Tensor, tol: float = 1e-5) ->
         out = model(x[:250].to(model_device(model, x.device))).float()
     probs = bool(out.max() < 1 + tol and out.min() > -tol and torch.allclose(out.sum(1), torch.ones_like(out[:, 0]),
                                                                              atol=tol, rtol=0.0))
-    return _make_flag(name, 1.0 if probs else 0.0, 0.5,
+    return make_flag(name, 1.0 if probs else 0.0, 0.5,
                       "the outputs look like probabilities (in [0, 1], rows sum to 1): attacks need logits"
                       if probs else "the outputs are not probability vectors")
 
 
 def _is_square(r: AttackResult) -> bool:
-    spec = _spec(r)
+    spec = spec_of(r)
     return spec is not None and spec.name.lower() in ("square", "squareattack")
 
 
@@ -284,7 +282,7 @@ def flag_square_beats_whitebox(results: list[AttackResult], tol: float = 0.002) 
     inside AutoAttack (Square runs last, on what APGD-CE, APGD-T and FAB-T left) or as an attack of
     the set (against the worst case of the other attacks with the same threat model and eps). Value:
     the largest fraction of all examples broken by Square only (AutoAttack's ``check_square_sr``)."""
-    from robustbench_dc.attacks.metrics import worst_case
+    from robustbench_dc.evaluation.metrics import worst_case
 
     name = "square-beats-whitebox"
     worst: tuple[float, str] | None = None
@@ -298,7 +296,7 @@ def flag_square_beats_whitebox(results: list[AttackResult], tol: float = 0.002) 
             if worst is None or frac > worst[0]:
                 worst = (frac, f"{r.attack}: Square broke {before - after} of the {before} examples left by the "
                                "white-box components")
-    for (tm, eps), rs in _group(results).items():
+    for (tm, eps), rs in group_by_budget(results).items():
         squares = [r for r in rs if _is_square(r)]
         others = [r for r in rs if not _is_square(r) and not r.components]
         for sq in squares:
@@ -311,8 +309,8 @@ def flag_square_beats_whitebox(results: list[AttackResult], tol: float = 0.002) 
             if worst is None or frac > worst[0]:
                 worst = (frac, f"{sq.attack} broke {int(only.sum())}/{m} examples that the other attacks did not")
     if worst is None:
-        return _make_flag(name, None, tol, "needs Square (alone or inside AutoAttack standard)", evaluated=False)
-    return _make_flag(name, worst[0], tol, worst[1])
+        return make_flag(name, None, tol, "needs Square (alone or inside AutoAttack standard)", evaluated=False)
+    return make_flag(name, worst[0], tol, worst[1])
 
 
 _AUTOGRAD_CALLS = frozenset({"grad", "backward", "_make_grads", "vjp", "jvp", "jacrev", "jacfwd", "hessian"})
@@ -344,4 +342,4 @@ def flag_dynamic_forward(model: nn.Module, x: torch.Tensor) -> MaskingFlag:
             sys.settrace(previous)
     detail = (f"{len(calls)} autograd/optimiser calls during one forward pass, e.g. {', '.join(sorted(set(calls))[:3])}"
               if calls else "no autograd or optimiser call during one forward pass")
-    return _make_flag(name, float(len(calls)), 0.0, detail)
+    return make_flag(name, float(len(calls)), 0.0, detail)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
+def required_value(mapping: Mapping[str, Any], key: str, where: str) -> Any:
     if not isinstance(mapping, Mapping):
         raise ValueError(f"results summary: {where} must be a mapping, got {type(mapping).__name__}")
     if key not in mapping or mapping[key] is None:
@@ -18,14 +18,14 @@ def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
     return mapping[key]
 
 
-def _present(mapping: Mapping[str, Any], key: str) -> Any:
+def present_value(mapping: Mapping[str, Any], key: str) -> Any:
     """``mapping[key]``, which must exist but may be ``None``."""
     if key not in mapping:
         raise ValueError(f"results summary: missing key {key!r}")
     return mapping[key]
 
 
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+def as_mapping(value: Any, where: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -33,7 +33,7 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _number(value: Any, where: str, *, fraction: bool = False, finite: bool = True) -> float | None:
+def as_number(value: Any, where: str, *, fraction: bool = False, finite: bool = True) -> float | None:
     """``value`` as a float (``None`` stays ``None``); a fraction must lie in [0, 1]."""
     if value is None:
         return None
@@ -49,7 +49,7 @@ def _number(value: Any, where: str, *, fraction: bool = False, finite: bool = Tr
     return x
 
 
-def _int(value: Any, where: str) -> int | None:
+def as_int(value: Any, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
@@ -57,21 +57,21 @@ def _int(value: Any, where: str) -> int | None:
     return value
 
 
-def _text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _json(value: Any) -> str:
+def as_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _split_accuracy(value: Any, where: str) -> tuple[float | None, float | None, dict[str, Any]]:
+def split_accuracy(value: Any, where: str) -> tuple[float | None, float | None, dict[str, Any]]:
     """(robust_accuracy, attack_success_rate, other fields) of an evaluation entry (a number or a mapping)."""
     if isinstance(value, Mapping):
         if "robust_accuracy" not in value:
             raise ValueError(f"results summary: missing key {where}.robust_accuracy")
         extra = {k: v for k, v in value.items()
                  if k not in {"robust_accuracy", "attack_success_rate", "eps", "threat_model", "backend"}}
-        return (_number(value["robust_accuracy"], f"{where}.robust_accuracy", fraction=True),
-                _number(value.get("attack_success_rate"), f"{where}.attack_success_rate", fraction=True), extra)
-    return _number(value, where, fraction=True), None, {}
+        return (as_number(value["robust_accuracy"], f"{where}.robust_accuracy", fraction=True),
+                as_number(value.get("attack_success_rate"), f"{where}.attack_success_rate", fraction=True), extra)
+    return as_number(value, where, fraction=True), None, {}

@@ -14,15 +14,15 @@ from contextvars import ContextVar
 from typing import Iterator
 
 import torch
+import torch.nn.modules.module as torch_module
 from torch import nn
-from torch.nn.modules import module as _module
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from robustbench_dc.attacks._utils import eval_mode
+from robustbench_dc.attacks.utils import eval_mode
 
 __all__ = ["BestTracker", "attack_mode", "folded_batch_norm", "whole_batches", "default_compact"]
 
-_TINY = 1e-12
+TINY = 1e-12
 _COMPACTION: ContextVar[bool] = ContextVar("rbdc_compaction", default=True)
 
 
@@ -88,7 +88,7 @@ class BestTracker:
         self.success = self.success | success
 
 
-def _random_start(
+def random_start_point(
     x: torch.Tensor, eps: torch.Tensor, threat_model: str, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Uniform sample in the L-inf box, or uniform in the L2 ball (radius eps * u^(1/d))."""
@@ -97,23 +97,23 @@ def _random_start(
         return (2 * u - 1) * eps
     d = x[0].numel()
     direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    direction = direction / direction.flatten(1).norm(dim=1).clamp_min(_TINY).view_as(eps)
+    direction = direction / direction.flatten(1).norm(dim=1).clamp_min(TINY).view_as(eps)
     u = torch.rand(eps.shape, generator=generator, device=x.device, dtype=x.dtype)
     return direction * eps * u.pow(1.0 / d)
 
 
-def _project(x0: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, threat_model: str) -> torch.Tensor:
+def project_onto_ball(x0: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, threat_model: str) -> torch.Tensor:
     """Project ``x`` onto the eps-ball around ``x0`` (per example), then onto [0, 1]."""
     delta = x - x0
     if threat_model == "linf":
         delta = torch.maximum(torch.minimum(delta, eps), -eps)
     else:
         norm = delta.flatten(1).norm(dim=1).view_as(eps)
-        delta = delta * torch.clamp(eps / norm.clamp_min(_TINY), max=1.0)
+        delta = delta * torch.clamp(eps / norm.clamp_min(TINY), max=1.0)
     return (x0 + delta).clamp(0.0, 1.0)
 
 
-def _input_grad(obj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def input_gradient(obj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """d(sum obj)/dx; zeros where the output does not depend differentiably on x."""
     if not obj.requires_grad:
         return torch.zeros_like(x)
@@ -121,11 +121,11 @@ def _input_grad(obj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(x) if g is None else g
 
 
-def _direction(g: torch.Tensor, threat_model: str) -> torch.Tensor:
+def step_direction(g: torch.Tensor, threat_model: str) -> torch.Tensor:
     if threat_model == "linf":
         return g.sign()
     norm = g.flatten(1).norm(dim=1).view(-1, *([1] * (g.dim() - 1)))
-    return g / norm.clamp_min(_TINY)
+    return g / norm.clamp_min(TINY)
 
 
 @contextmanager
@@ -181,8 +181,8 @@ def folded_batch_norm(model: nn.Module) -> Iterator[int]:
     scored on the original one. Yields the number of folds. Nothing is folded while global module
     hooks are registered."""
     folds: list[tuple[nn.Sequential, int, list[nn.Module], nn.Module]] = []
-    if not (_module._global_forward_hooks or _module._global_forward_pre_hooks or _module._global_backward_hooks
-            or _module._global_backward_pre_hooks):
+    if not (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks or torch_module._global_backward_hooks
+            or torch_module._global_backward_pre_hooks):
         for seq in model.modules():
             if isinstance(seq, nn.Sequential):
                 i = 0

@@ -25,7 +25,7 @@ below the attack's rate; with fewer inner points than feature dimensions the rea
 poorly and noise succeeds often).
 
 Every point gets its own readout, so the attacks run with whole batches (row ``i`` of every query
-is example ``i``; :func:`~robustbench_dc.attacks._steps.whole_batches`); the test supports the
+is example ``i``; :func:`~robustbench_dc.attacks.steps.whole_batches`); the test supports the
 suite's native gradient attacks with a loss that works on two classes (FGSM, BIM, PGD, APGD with
 the cross-entropy or margin loss).
 
@@ -45,17 +45,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustbench_dc.attacks._steps import whole_batches
-from robustbench_dc.attacks._utils import eval_mode, model_device
 from robustbench_dc.attacks.checks import valid_rows
 from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
+from robustbench_dc.attacks.steps import whole_batches
+from robustbench_dc.attacks.utils import eval_mode, model_device
 from robustbench_dc.errors import UserError
 
 __all__ = ["BinarizationConfig", "BinarizationResult", "Readouts", "binarization_test", "build_readouts",
            "binarization_config",
            "supports_binarization", "readout_layer"]
-
-_SUPPORTED = ("fgsm", "bim", "pgd", "apgd")
 
 
 @dataclass(frozen=True)
@@ -145,8 +143,10 @@ class BinarizationResult:
 
 
 def supports_binarization(spec: AttackSpec) -> bool:
-    """Whether the test can run ``spec``: a native gradient attack whose loss works with two classes."""
-    return spec.backend == "native" and spec.name in _SUPPORTED and (spec.loss or "ce") in ("ce", "margin") \
+    """Whether the test can run ``spec``: a single native attack (not an ensemble) whose loss works with
+    two classes, untargeted."""
+    attack = spec.native
+    return attack is not None and not attack.ensemble and (spec.loss or "ce") in ("ce", "margin") \
         and not spec.targeted
 
 
@@ -352,7 +352,8 @@ def binarization_test(model: nn.Module, x: torch.Tensor, spec: AttackSpec, *,
     spec = spec.resolve(dataset)
     if not supports_binarization(spec):
         raise AttackConfigError(f"binarization test: {spec.label} is not supported; it needs a native untargeted "
-                                f"{', '.join(_SUPPORTED)} with the 'ce' or 'margin' loss (the readout has two classes)")
+                                f"attack that is not an ensemble (fgsm, bim, pgd, apgd), with the 'ce' or 'margin' loss "
+                                "(the readout has two classes)")
     assert spec.eps is not None
     eps, tm = float(spec.eps), spec.threat_model
     t0 = time.perf_counter()

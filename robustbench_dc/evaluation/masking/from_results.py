@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from robustbench_dc.attacks.masking.flags import MaskingFlag, _family, _group, _iterative, _make_flag
-from robustbench_dc.attacks.metrics import AttackResult
+from robustbench_dc.evaluation.masking.flags import MaskingFlag, attack_family, group_by_budget, is_iterative, make_flag
+from robustbench_dc.evaluation.metrics import AttackResult
 
 __all__ = ["flag_one_step_beats_iterative", "flag_transfer_beats_whitebox"]
 
@@ -18,18 +18,18 @@ def flag_one_step_beats_iterative(results: list[AttackResult], tol: float = 0.01
     """
     name = "one-step-beats-iterative"
     worst: tuple[float, str] | None = None
-    for (tm, eps), rs in _group(results).items():
-        one = [r for r in rs if _family(r) == "fgsm"]
-        it = [r for r in rs if _iterative(r)]
+    for (tm, eps), rs in group_by_budget(results).items():
+        one = [r for r in rs if attack_family(r) == "fgsm"]
+        it = [r for r in rs if is_iterative(r)]
         for a in one:
             for b in it:
                 gap = b.robust_accuracy - a.robust_accuracy
                 if worst is None or gap > worst[0]:
                     worst = (gap, f"{a.attack} robust acc {a.robust_accuracy:.3f} vs {b.attack} {b.robust_accuracy:.3f}")
     if worst is None:
-        return _make_flag(name, None, tol, "needs an FGSM and a BIM/PGD attack with the same threat model and eps",
+        return make_flag(name, None, tol, "needs an FGSM and a BIM/PGD attack with the same threat model and eps",
                           evaluated=False)
-    return _make_flag(name, worst[0], tol, f"iterative minus one-step robust accuracy: {worst[1]}")
+    return make_flag(name, worst[0], tol, f"iterative minus one-step robust accuracy: {worst[1]}")
 
 
 # ---------------------------------------------------------------------- (b)
@@ -45,11 +45,11 @@ def flag_transfer_beats_whitebox(
             not the target itself).
         tol (float): tolerance. Default 0.01.
     """
-    from robustbench_dc.attacks.metrics import worst_case
+    from robustbench_dc.evaluation.metrics import worst_case
 
     name = "transfer-beats-whitebox"
-    wb = _group(whitebox)
-    tr = _group([r for r in transfer if r.source is not None and r.source != r.model])
+    wb = group_by_budget(whitebox)
+    tr = group_by_budget([r for r in transfer if r.source is not None and r.source != r.model])
     worst: tuple[float, str] | None = None
     for key, trs in tr.items():
         if key not in wb:
@@ -64,5 +64,5 @@ def flag_transfer_beats_whitebox(
                 f"{best_tr.source} {best_tr.robust_accuracy:.3f}",
             )
     if worst is None:
-        return _make_flag(name, None, tol, "needs transfer results with the same threat model and eps", evaluated=False)
-    return _make_flag(name, worst[0], tol, worst[1])
+        return make_flag(name, None, tol, "needs transfer results with the same threat model and eps", evaluated=False)
+    return make_flag(name, worst[0], tol, worst[1])

@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustbench_dc.attacks._utils import eval_mode, model_device
 from robustbench_dc.attacks.checks import check_adversarial
-from robustbench_dc.attacks.masking.flags import MaskingConfig, MaskingFlag, _group, _make_flag
-from robustbench_dc.attacks.masking.indicators import eps_curve, large_eps_for
-from robustbench_dc.attacks.metrics import AttackResult
-from robustbench_dc.attacks.native import _input_grad
+from robustbench_dc.attacks.native import input_gradient
+from robustbench_dc.attacks.utils import eval_mode, model_device
+from robustbench_dc.evaluation.masking.flags import MaskingConfig, MaskingFlag, group_by_budget, make_flag
+from robustbench_dc.evaluation.masking.indicators import eps_curve, large_eps_for
+from robustbench_dc.evaluation.metrics import AttackResult
 
 __all__ = ["flag_large_eps", "large_eps_flag", "flag_zero_gradients", "flag_randomness", "flag_noise_beats_gradient"]
 
@@ -42,7 +42,7 @@ def flag_large_eps(
 
 def large_eps_flag(accuracy: float, eps: float, config: MaskingConfig) -> MaskingFlag:
     """The flag of :func:`flag_large_eps` from the robust accuracy measured at ``eps``."""
-    return _make_flag(
+    return make_flag(
         "accuracy-not-zero-at-large-eps", accuracy, config.large_eps_threshold,
         f"PGD-linf ({config.large_eps_steps} steps, step 2.5*eps/steps, random start "
         f"{config.large_eps_random_start}) robust accuracy at eps={eps:g}",
@@ -69,7 +69,7 @@ def flag_zero_gradients(
             yb = y[i : i + batch_size]
             with torch.enable_grad():
                 loss = F.cross_entropy(model(xb), yb, reduction="none")
-                g = _input_grad(loss, xb)
+                g = input_gradient(loss, xb)
             g = g.flatten(1)
             nonfinite = ~torch.isfinite(g).all(dim=1)
             zero = ~nonfinite & (g.abs().amax(dim=1) <= cfg.zero_grad_atol)
@@ -77,7 +77,7 @@ def flag_zero_gradients(
             n_nonfinite += int(nonfinite.sum())
             bad += int((zero | nonfinite).sum())
     frac = bad / max(1, x.shape[0])
-    return _make_flag(
+    return make_flag(
         "zero-or-nonfinite-gradients", frac, cfg.zero_grad_threshold,
         f"{n_zero} all-zero and {n_nonfinite} non-finite input gradients out of {x.shape[0]} examples",
     )
@@ -102,7 +102,7 @@ def flag_randomness(
             diff = torch.where(same, torch.zeros_like(z1), (z1 - z2).abs().nan_to_num(nan=float("inf")))
             scale = max(1.0, float(z1[torch.isfinite(z1)].abs().max()) if torch.isfinite(z1).any() else 1.0)
             worst = max(worst, float(diff.max()) / scale if diff.numel() else 0.0)
-    return _make_flag(
+    return make_flag(
         "randomized-forward", worst, cfg.randomness_tol,
         "relative max logit difference between two identical eval-mode forward passes",
     )
@@ -139,9 +139,9 @@ def flag_noise_beats_gradient(
     """
     cfg = config or MaskingConfig()
     name = "noise-beats-gradient-attack"
-    groups = {k: v for k, v in _group(results).items() if k[1] is not None}
+    groups = {k: v for k, v in group_by_budget(results).items() if k[1] is not None}
     if not groups:
-        return _make_flag(name, None, cfg.noise_threshold, "no white-box results to compare with", evaluated=False)
+        return make_flag(name, None, cfg.noise_threshold, "no white-box results to compare with", evaluated=False)
     m = x.shape[0]
     dev = model_device(model, x.device)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
@@ -165,4 +165,4 @@ def flag_noise_beats_gradient(
                 worst = (frac, f"{only_noise}/{int(clean.sum())} clean-correct examples fooled by {cfg.noise_draws} "
                                f"random {tm} draws at eps={eps:g} but not by the gradient attacks")
     assert worst is not None
-    return _make_flag(name, worst[0], cfg.noise_threshold, worst[1])
+    return make_flag(name, worst[0], cfg.noise_threshold, worst[1])
