@@ -555,9 +555,17 @@ def test_checker_rejects_out_of_range_and_nonfinite(value: float, check: str) ->
 
 def test_run_attack_checks_every_backend(monkeypatch: pytest.MonkeyPatch, cnn: nn.Module, test_xy) -> None:
     x, y = test_xy[0][:4], test_xy[1][:4]
-    monkeypatch.setattr(attack_mod, "run_native", lambda m, xx, yy, s, t, **kw: (xx + 2 * s.eps).clamp(0, 1))
-    with pytest.raises(ConstraintViolation, match="budget"):
-        run_attack(cnn, x, y, AttackSpec(name="pgd", eps=0.1))
+    from robustbench_dc.attacks import register_attack, unregister_attack
+
+    @register_attack("overshoot")
+    def overshoot(model, xx, yy, spec, **kw):  # a native attack that leaves its budget
+        return (xx + 2 * spec.eps).clamp(0, 1)
+
+    try:
+        with pytest.raises(ConstraintViolation, match="budget"):
+            run_attack(cnn, x, y, AttackSpec(name="overshoot", eps=0.1))
+    finally:
+        unregister_attack("overshoot")
     monkeypatch.setattr(attack_mod, "run_torchattacks", lambda m, xx, yy, s, t: xx * float("nan"))
     with pytest.raises(ConstraintViolation, match="finite"):
         run_attack(cnn, x, y, AttackSpec(name="pgd", eps=0.1, backend="torchattacks"))
@@ -807,3 +815,50 @@ def test_dropping_succeeded_examples_returns_exactly_the_same_adversarial_exampl
                                       generator=torch.Generator().manual_seed(2), **kw) for c in (True, False)]
     torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
     assert (runs[0] != x).any()
+
+
+def test_a_native_attack_is_one_decorated_function(tmp_path, capsys, monkeypatch) -> None:
+    """A throwaway attack registered through the public registry runs through `rbdc evaluate` and a
+    protocol, with its label, budget check and metrics, and leaves no trace once unregistered."""
+    import json
+
+    import yaml
+
+    from robustbench_dc.attacks import native_attacks, register_attack, unregister_attack
+    from robustbench_dc.cli import main
+
+    @register_attack("corner-noise", iterative=False, default_steps=1)
+    def corner_noise(model, x, y, spec, *, targets=None, eps=None, step_size=None, trace=None):
+        """Uniform noise at the corners of the eps-ball (a weak attack, for the test)."""
+        g = torch.Generator(device=x.device).manual_seed(spec.seed)
+        sign = torch.randint(0, 2, x.shape, generator=g, device=x.device) * 2 - 1
+        return (x + (spec.eps if eps is None else eps) * sign).clamp(0, 1)
+
+    try:
+        assert native_attacks()[:5] == ("fgsm", "bim", "pgd", "apgd", "autoattack")
+        assert "corner-noise" in native_attacks()
+        spec = AttackSpec(name="corner-noise").resolve("mnist")
+        assert spec.label == "corner-noise-linf-eps0.3000-s1" and spec.loss == "ce" and not spec.iterative
+        out = tmp_path / "r.json"
+        assert main(["evaluate", "--arch", "mnist2d", "--dataset", "mnist", "--param", "width=0.125", "--data",
+                     "mnist-sample", "-n", "16", "--attack", "corner-noise", "--attack", "fgsm", "--no-masking",
+                     "--quiet", "--json", str(out)]) == 0
+        assert "corner-noise-linf-eps0.3000-s1" in capsys.readouterr().out
+        results = {r["attack"]: r for r in json.loads(out.read_text())["whitebox"]["results"]}
+        assert results["corner-noise-linf-eps0.3000-s1"]["max_perturbation"] <= 0.3 + 1e-6
+        monkeypatch.chdir(tmp_path)
+        proto = {"name": "registry", "seed": 0, "dataset": {"name": "mnist-sample", "n_train": 64, "n_test": 16},
+                 "models": [{"name": "m", "arch": "mnist2d", "operator": "baseline", "params": {"width": 0.125},
+                             "recipe": {"base": "mnist-fast", "epochs": 1, "batch_size": 32}}],
+                 "evaluation": {"attacks": ["corner-noise", {"name": "corner-noise", "eps": 0.1}], "masking": False},
+                 "figures": []}
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(proto))
+        assert main(["run", "p.yaml", "--quiet"]) == 0
+        summary = json.loads((tmp_path / "runs" / "registry" / "summary.json").read_text())
+        assert set(summary["models"]["m"]["whitebox"]) == {"corner-noise-linf-eps0.3000-s1",
+                                                           "corner-noise-linf-eps0.1000-s1"}
+    finally:
+        unregister_attack("corner-noise")
+    assert "corner-noise" not in native_attacks()
+    with pytest.raises(ValueError, match="unknown native attack 'corner-noise'"):
+        AttackSpec(name="corner-noise")

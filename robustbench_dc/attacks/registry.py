@@ -17,7 +17,9 @@ outside the attack's own module branches on its name::
         return (x + e * (2 * torch.rand(x.shape, generator=g, device=x.device) - 1)).clamp(0, 1)
 
 After that, ``AttackSpec(name="noise")``, ``rbdc evaluate --attack noise`` and a protocol's
-``attacks: [noise]`` run it. The suite's own attacks (FGSM, BIM, PGD, APGD, AutoAttack)
+``attacks: [noise]`` run it (a package publishes its attacks to the command line through the
+entry-point group ``robustbench_dc.attacks``; a Python session registers them by importing
+the module that defines them). The suite's own attacks (FGSM, BIM, PGD, APGD, AutoAttack)
 register the same way, in :mod:`~robustbench_dc.attacks.native`, :mod:`~robustbench_dc.attacks.apgd`
 and :mod:`~robustbench_dc.attacks.autoattack`.
 """
@@ -26,12 +28,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from robustbench_dc.errors import InvalidParameterError
 
-if TYPE_CHECKING:
-    from robustbench_dc.attacks.spec import AttackSpec
+#: An :class:`~robustbench_dc.attacks.spec.AttackSpec` (this module sits below it: the spec asks it).
+AttackSpec = Any
 
 __all__ = ["NativeAttack", "register_attack", "native_attack", "native_attacks", "unregister_attack"]
 
@@ -87,12 +89,25 @@ _REGISTRY: dict[str, NativeAttack] = {}
 _LOADED = False
 
 
+#: The entry-point group through which an installed package publishes its attacks (each entry
+#: point names a module, or an object in one, whose import registers them).
+ENTRY_POINT_GROUP = "robustbench_dc.attacks"
+
+
 def _load_builtins() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
         for module in BUILTIN_MODULES:
             importlib.import_module(module)
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                ep.load()
+            except Exception as exc:  # noqa: BLE001 - a broken plugin is the user's, reported by name
+                raise InvalidParameterError(f"attack plugin {ep.name!r} ({ep.value}): loading it failed: "
+                                            f"{type(exc).__name__}: {exc}") from exc
 
 
 def register_attack(name: str, **meta: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
