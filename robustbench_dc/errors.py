@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["UserError", "UsageError", "InvalidParameterError", "MissingFileError", "StorageError", "UserErrors",
+__all__ = ["UserError", "UsageError", "FieldError", "InvalidParameterError", "MissingFileError", "StorageError", "UserErrors",
            "gather"]
 
 
@@ -35,6 +35,16 @@ class UserError(Exception):
 class UsageError(UserError, ValueError):
     """Arguments that are malformed, missing or inconsistent (``KEY=VALUE`` syntax, a model
     given twice, an architecture without its dataset, ...)."""
+
+
+class FieldError(UsageError):
+    """A value that is wrong for one field of a configuration: ``field`` names the field, ``problem``
+    says why (``str()`` is ``"field: problem"``). Callers that prefix a location tell fields apart by
+    this type, never by parsing a message."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{field}: {problem}")
 
 
 class InvalidParameterError(UserError, ValueError):

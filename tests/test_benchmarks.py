@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -182,3 +183,25 @@ def test_thread_scaling_compares_side_by_side_jobs_with_one_job_alone(tmp_path: 
     assert row["throughput_ratio"] == pytest.approx(2 * row["alone_seconds_per_unit"] / row["side_by_side_seconds_per_unit"])
     assert rep["settings"]["batch"] == 8 and rep["machine"]["cpu_count"] and rep["versions"]["torch"]
     assert rep["command"][1].endswith("thread_scaling.py")
+
+
+def _documents() -> str:
+    docs = [REPO / "README.md", REPO / "benchmarks" / "README.md", REPO / "protocols" / "README.md",
+            *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "figures").glob("*.md"))]
+    return "\n".join(p.read_text() for p in docs)
+
+
+def test_every_result_file_is_cited_by_a_document_and_every_cited_one_exists() -> None:
+    """benchmarks/results keeps the result files the documents cite (the others stay in git history)."""
+    text = _documents()
+    kept = sorted(p.name for p in (REPO / "benchmarks" / "results").glob("*.json"))
+    assert kept and [name for name in kept if name not in text] == []
+    cited = set(re.findall(r"benchmarks/results/([\w.-]+\.json)", text)) | set(re.findall(r"\bresults/([\w.-]+\.json)",
+                                                                                            text))
+    assert sorted(cited - set(kept)) == []
+
+
+def test_benchmarks_are_a_package_run_with_python_m() -> None:
+    """`python -m benchmarks.NAME` from the repository root: no script edits sys.path."""
+    for path in sorted((REPO / "benchmarks").rglob("*.py")):
+        assert "sys.path.insert" not in path.read_text(), path

@@ -351,7 +351,8 @@ def _spy_compiled_responses(monkeypatch, module):
 
 
 def test_evaluation_compiles_only_long_attack_jobs(monkeypatch):
-    from robustbench_dc.attacks import AttackSpec, evaluate
+    from robustbench_dc.attacks import AttackSpec
+    from robustbench_dc.evaluation import whitebox as evaluate
     from robustbench_dc.operators import hooks
 
     monkeypatch.setattr(hooks, "compile_available", lambda device_type="cpu": True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "robustbench_dc"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "robustbench_dc"
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -117,3 +118,36 @@ def test_the_ground_floor_imports_nothing_of_the_package():
     # the library never imports the command line (``python -m robustbench_dc`` runs it)
     assert not [m for m, edges in graph.items() if (m.split(".") + [""])[1] not in ("cli", "__main__")
                 and any(e.startswith("robustbench_dc.cli") for e in edges)]
+
+
+def test_the_attack_library_never_imports_the_evaluation() -> None:
+    """evaluation/ (how a model is judged) imports attacks/ (the attack library), never the reverse,
+    and attacks/__init__ does not re-export the evaluation's names."""
+    graph = import_graph()
+    upward = sorted((m, e) for m, edges in graph.items() if m.startswith("robustbench_dc.attacks")
+                    for e in edges if e.startswith("robustbench_dc.evaluation"))
+    assert upward == []
+    assert any(e.startswith("robustbench_dc.attacks") for m, edges in graph.items()
+               if m.startswith("robustbench_dc.evaluation") for e in edges)
+    import robustbench_dc.attacks as attacks
+
+    assert not {"evaluate_whitebox", "evaluate_transfer", "run_eps_sweep", "AttackResult", "MaskingFlag"} \
+        & set(attacks.__all__)
+
+
+def test_no_private_name_crosses_modules() -> None:
+    """What one module uses of another is public in that module: no ``_name`` is imported from
+    another module of the package (nor a private name of torch or numpy)."""
+    import ast
+
+    found = []
+    for path in sorted((REPO / "robustbench_dc").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{path.relative_to(REPO)}: {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")
+                          or (a.asname or "").startswith("_")]
+            elif isinstance(node, ast.Import):
+                found += [f"{path.relative_to(REPO)}: {a.name} as {a.asname}" for a in node.names
+                          if (a.asname or "").startswith("_")]
+    assert found == []

@@ -438,3 +438,15 @@ def test_the_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert 'the ray executor needs Ray: pip install "robustbench-dc[ray]"' in err
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_the_protocol_reference_page_is_generated_from_the_schema() -> None:
+    """docs/protocols.md lists every key with its type, default and an example; regenerate it with
+    `python scripts/protocol_reference.py` when the schema changes."""
+    from robustbench_dc.protocol.schema import protocol_reference
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "protocols.md").read_text()
+    assert page == protocol_reference(), "docs/protocols.md is stale: run python scripts/protocol_reference.py"
+    for key in ("evaluation.sweeps", "evaluation.sweeps[].eps", "models[].recipe", "resources.KIND.cpus",
+                "leaderboard.metric", "submission.arch", "lipschitz.clever_n"):
+        assert f"| `{key}` |" in page

@@ -228,7 +228,7 @@ def apgd(
 ) -> torch.Tensor:
     """APGD (Croce & Hein, ICML 2020) on one batch; returns the adversarial inputs.
 
-    Arguments:
+    Args:
         model (nn.Module): (N, ...) inputs in [0, 1] -> (N, K) logits.
         x (Tensor): (N, ...) clean inputs in [0, 1]. y (Tensor): (N,) labels.
         eps (float | Tensor): budget, scalar or per-example (N,).

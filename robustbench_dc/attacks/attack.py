@@ -115,7 +115,7 @@ def run_attack(
 ) -> torch.Tensor:
     """Run ``spec`` on one batch and return constraint-checked adversarial inputs.
 
-    Arguments:
+    Args:
         model (nn.Module): maps (N, C, H, W) floats in [0, 1] to (N, K) logits
             (normalisation inside the model). Put in eval mode during the attack;
             the previous train/eval flag of every submodule is restored.
@@ -192,7 +192,7 @@ def run_attack_loader(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attack the first ``n`` examples of ``loader`` (in order), batch by batch.
 
-    Arguments:
+    Args:
         model (nn.Module): as in :func:`run_attack`.
         loader (Iterable): yields ``(x, y)`` batches, x (B, C, H, W) in [0, 1], y (B,).
         spec (AttackSpec): the attack.

@@ -138,7 +138,7 @@ def autoattack(
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """Run AutoAttack ``version`` on one batch.
 
-    Arguments:
+    Args:
         model (nn.Module): (N, C, H, W) inputs in [0, 1] -> (N, K) logits.
         x (Tensor): (N, C, H, W) clean inputs. y (Tensor): (N,) labels.
         eps (float): the budget. threat_model (str): ``"linf"`` (default) or ``"l2"``.

@@ -64,7 +64,7 @@ __all__ = [
     "backend_handles_restarts",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _INSTALL_HINT = "pip install robustbench-dc[backends]"
 
@@ -167,7 +167,7 @@ def _warn_unmapped(spec: AttackSpec, accepted: set[str], mapping: dict[str, str]
         if field == "random_start" and value is False:
             continue  # an attack without the argument does not start at random anyway
         if value is not None and arg not in accepted and arg not in spec.params:
-            logger.warning(
+            log.warning(
                 "%s: %s=%r is ignored (%s has no %r argument)",
                 spec.label, field, value, cls_name, arg,
             )
@@ -183,7 +183,7 @@ def _project_min_norm(
     proj = project_onto_ball(x, x_adv, eps_t, threat_model)
     n_proj = int(((proj - x_adv).flatten(1).abs().amax(dim=1) > 0).sum())
     if n_proj:
-        logger.info(
+        log.info(
             "%s: minimum-norm attack output projected onto the %s eps=%.6g ball for %d/%d examples",
             label, threat_model, eps, n_proj, x.shape[0],
         )
@@ -221,7 +221,7 @@ def run_torchattacks(
 ) -> torch.Tensor:
     """Run a resolved spec with ``backend="torchattacks"``.
 
-    Arguments:
+    Args:
         model (nn.Module): (N, ...) in [0, 1] -> (N, K) logits; set to eval mode
             during the attack, previous mode restored.
         x (Tensor): (N, ...) clean inputs. y (Tensor): (N,) labels.
@@ -303,7 +303,7 @@ def run_torchattacks(
         else:
             x_adv = atk(x, y)
     if buf.getvalue().strip():
-        logger.debug("torchattacks %s output: %s", cls.__name__, buf.getvalue().strip())
+        log.debug("torchattacks %s output: %s", cls.__name__, buf.getvalue().strip())
     x_adv = x_adv.detach().to(x.device)
     if lname in _TA_MIN_NORM:
         x_adv = _project_min_norm(x_adv, x, spec.eps, spec.threat_model, spec.label)
@@ -319,7 +319,7 @@ def run_foolbox(
 ) -> torch.Tensor:
     """Run a resolved spec with ``backend="foolbox"`` on ``foolbox.PyTorchModel(model, bounds=(0, 1))``.
 
-    Arguments: as :func:`run_torchattacks`. Fixed-epsilon attacks return foolbox's
+    Args: as :func:`run_torchattacks`. Fixed-epsilon attacks return foolbox's
     ``raw`` output; minimum-norm attacks its ``clipped`` (eps-projected) output.
 
     Example::
@@ -371,7 +371,7 @@ def run_foolbox(
     if minimization:
         n_proj = int(((clipped - raw).flatten(1).abs().amax(dim=1) > 0).sum())
         if n_proj:
-            logger.info(
+            log.info(
                 "%s: minimum-norm attack output projected onto the %s eps=%.6g ball for %d/%d examples",
                 spec.label, spec.threat_model, spec.eps, n_proj, x.shape[0],
             )

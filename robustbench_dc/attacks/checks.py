@@ -84,7 +84,7 @@ class ConstraintViolation(ValueError):
 def perturbation_norms(x_adv: torch.Tensor, x_clean: torch.Tensor, threat_model: str) -> torch.Tensor:
     """Per-example perturbation norm, shape (N,), in the threat model's norm.
 
-    Arguments:
+    Args:
         x_adv (Tensor): (N, ...) adversarial inputs.
         x_clean (Tensor): (N, ...) clean inputs.
         threat_model (str): ``"linf"`` or ``"l2"``.
@@ -121,7 +121,7 @@ def check_adversarial(
 ) -> None:
     """Raise :class:`ConstraintViolation` unless ``x_adv`` is a valid adversarial batch.
 
-    Arguments:
+    Args:
         x_adv (Tensor): (N, ...) adversarial inputs.
         x_clean (Tensor): (N, ...) clean inputs, same shape.
         eps (float | Tensor): budget, a float or a per-example tensor of shape (N,).

@@ -38,7 +38,7 @@ from robustbench_dc.attacks.trace import TraceView
 
 __all__ = ["SuccessRecorder", "preserved_flags"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class SuccessRecorder(nn.Module):
@@ -49,7 +49,7 @@ class SuccessRecorder(nn.Module):
     success for example ``i``, so the record is a genuine adversarial example whatever order or
     subset the backend used.
 
-    Arguments:
+    Args:
         model (nn.Module): the attacked model.
         x (Tensor): (N, ...) clean inputs. y (Tensor): (N,) labels.
         eps (float): budget. threat_model (str): ``"linf"`` or ``"l2"``.
@@ -99,7 +99,7 @@ class SuccessRecorder(nn.Module):
             self.trace.mark_rescued(lost)
         n_lost = int(lost.sum())
         if n_lost:
-            logger.info("%s: the backend returned a non-adversarial point for %d/%d examples where one of its "
+            log.info("%s: the backend returned a non-adversarial point for %d/%d examples where one of its "
                         "iterates was adversarial; the earlier success is kept", label, n_lost, x_adv.shape[0])
             x_adv = torch.where(lost.view(-1, *([1] * (x_adv.dim() - 1))), self.x_found.to(x_adv.dtype), x_adv)
         return x_adv

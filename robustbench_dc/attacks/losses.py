@@ -83,7 +83,7 @@ def attack_loss(
 ) -> torch.Tensor:
     """Dispatch to :func:`ce_loss`, :func:`margin_loss` or :func:`dlr_loss`.
 
-    Arguments:
+    Args:
         logits (Tensor): (N, K).
         y (Tensor): (N,) true labels.
         loss (str): ``"ce"`` (default), ``"margin"`` or ``"dlr"``.
@@ -118,7 +118,7 @@ def make_targets(
 ) -> torch.Tensor:
     """Target labels for a targeted attack, shape (N,), never equal to ``y``.
 
-    Arguments:
+    Args:
         logits (Tensor): (N, K) clean logits.
         y (Tensor): (N,) true labels.
         mode (str): ``"random"`` (uniform over the K-1 other classes, default) or

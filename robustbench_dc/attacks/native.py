@@ -76,7 +76,7 @@ def projected_gradient_attack(
 ) -> torch.Tensor:
     """The shared projected-gradient loop behind FGSM, BIM and PGD.
 
-    Arguments:
+    Args:
         model (nn.Module): maps (N, ...) inputs in [0, 1] to (N, K) logits.
         x (Tensor): (N, ...) clean inputs in [0, 1].
         y (Tensor): (N,) int64 labels.
@@ -181,7 +181,7 @@ def fgsm(
     """FGSM (Goodfellow et al., ICLR 2015): ``clip(x + eps * sign(grad))`` (L-inf) or
     ``clip(x + eps * grad/||grad||_2)`` (L2).
 
-    Arguments: see :func:`projected_gradient_attack`; ``threat_model`` default ``"linf"``,
+    Args: see :func:`projected_gradient_attack`; ``threat_model`` default ``"linf"``,
     ``loss`` default ``"ce"``, ``targets`` default None. Returns (N, ...) adversarial inputs.
 
     Example::

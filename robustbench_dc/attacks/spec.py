@@ -52,6 +52,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from robustbench_dc._pydantic import one_line
 from robustbench_dc._text import did_you_mean
 from robustbench_dc.attacks.registry import NativeAttack, native_attack, native_attacks
 from robustbench_dc.data.errors import DataError
@@ -137,7 +138,8 @@ def canonical_dataset(dataset: str) -> str:
     dataset it is drawn from (``"mnist-sample"`` -> ``"mnist"``). A ``-sample`` / ``_sample``
     suffix is accepted on any dataset name (``"cifar10-sample"`` -> ``"cifar10"``).
 
-    Raises :class:`AttackConfigError` listing the known names for an unknown dataset.
+    Raises:
+        AttackConfigError: an unknown dataset (the message lists the known names).
     """
     try:
         return dataset_info(dataset).base_name
@@ -159,7 +161,7 @@ def _fmt(value: Any) -> str:
 class AttackSpec(BaseModel):
     """Validated description of one adversarial attack.
 
-    Arguments:
+    Args:
         name (str): ``fgsm`` | ``bim`` | ``pgd`` (native backend), or any
             ``torchattacks`` class name (``AutoAttack``, ``APGD``, ``Square``, ...)
             or ``foolbox.attacks`` class name (``LinfPGD``, ``L2CarliniWagnerAttack``, ...)
@@ -328,10 +330,11 @@ class AttackSpec(BaseModel):
     def resolve(self, dataset: str | None = None) -> AttackSpec:
         """Return a copy with every derivable default filled in.
 
-        Arguments:
+        Args:
             dataset (str | None): dataset name used when ``eps`` is None. Default None.
 
-        Raises ``ValueError`` if ``eps`` is None and no dataset is given.
+        Raises:
+            ValueError: ``eps`` is None and no dataset is given.
         """
         eps = resolve_eps(self, dataset)
         update: dict[str, Any] = {"eps": eps}
@@ -479,7 +482,7 @@ def default_step_size(family: str, eps: float, steps: int) -> float:
 def resolve_eps(spec: AttackSpec, dataset: str | None = None) -> float:
     """The budget of ``spec``: ``spec.eps`` if set, else the dataset's standard eps.
 
-    Arguments:
+    Args:
         spec (AttackSpec): the attack.
         dataset (str | None): e.g. ``"cifar10"``, ``"mnist"``, ``"mnist-sample"``.
 
@@ -539,12 +542,7 @@ def load_attack_config(name_or_path: str | Path, config_dir: str | Path | None =
 
 def validation_message(exc: ValidationError) -> str:
     """One line for a pydantic error of an :class:`AttackSpec`: ``field: message`` per problem."""
-    problems = []
-    for e in exc.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        problems.append(msg if not loc or msg.startswith(f"{loc}: ") else f"{loc}: {msg}")
-    return "; ".join(problems)
+    return one_line(exc)
 
 
 #: The attack set of ``rbdc evaluate`` and ``rbdc transfer`` when none is named.

@@ -51,7 +51,7 @@ class BestTracker:
     yet if it succeeds or has a higher objective. Updates use ``torch.where``
     only (no host synchronisation).
 
-    Arguments:
+    Args:
         x (Tensor): (N, ...) clean inputs (returned for examples without candidates).
     """
 

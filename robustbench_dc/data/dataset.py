@@ -27,7 +27,7 @@ from robustbench_dc.errors import InvalidParameterError
 
 __all__ = ["ImageDataset", "load_dataset", "load_splits", "dataset_checksum", "content_checksum"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _READERS: dict[str, Callable[[Path, str], tuple[np.ndarray, np.ndarray]]] = {
     "mnist": read_mnist_split,
@@ -143,7 +143,7 @@ def load_dataset(
                 f"n={n} is out of range for {canonical} {split}: expected 0 <= n <= {len(labels)} (the maximum)"
             )
         images, labels = images[:n], labels[:n]
-    logger.info("loaded %s %s: %d examples from %s", canonical, split, len(labels), source)
+    log.info("loaded %s %s: %d examples from %s", canonical, split, len(labels), source)
     return ImageDataset.from_arrays(canonical, split, images, labels, info.classes, source)
 
 

@@ -50,7 +50,7 @@ __all__ = [
     "locate",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 #: Seconds a network read may block before the download fails.
 DOWNLOAD_TIMEOUT_S: float = 30.0
@@ -236,10 +236,10 @@ def locate(
         if not _has_split(folder, files, split):
             looked.append(str(folder))
         elif _holds_other_dataset(folder, files):
-            logger.info("skipping %s: it holds the canonical files of another dataset", folder)
+            log.info("skipping %s: it holds the canonical files of another dataset", folder)
             looked.append(f"{folder} (skipped: holds another dataset's canonical files)")
         else:
-            logger.debug("dataset %s (%s) found in %s", name, split, folder)
+            log.debug("dataset %s (%s) found in %s", name, split, folder)
             return folder
 
     if not download:
@@ -340,10 +340,10 @@ def download_file(
         try:
             _fetch_verified(url, dest_dir / filename, md5, sha256, timeout, progress)
         except (OSError, ValueError, DownloadError) as exc:  # URLError is an OSError
-            logger.warning("download of %s failed: %s", url, exc)
+            log.warning("download of %s failed: %s", url, exc)
             errors.append(f"{url}: {_one_line(str(exc))}")
             continue
-        logger.info("downloaded %s to %s", url, dest_dir / filename)
+        log.info("downloaded %s to %s", url, dest_dir / filename)
         return dest_dir / filename
     raise DownloadError(f"could not download {filename}: " + "; ".join(errors))
 

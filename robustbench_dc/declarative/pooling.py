@@ -153,7 +153,7 @@ def robust_pool(x: Tensor, penalty: str | Penalty, c: Tensor | float = 1.0, a: T
 class RobustGlobalPool2d(nn.Module):
     """Robust global pooling of (N, C, H, W) feature maps to (N, C).
 
-    Arguments:
+    Args:
         penalty (str): ``quadratic``, ``pseudo-huber``, ``huber``, ``welsch``, ``trunc-quad`` or ``adaptive``.
         c (float): the scale / outlier threshold (> 0). Default 1.0.
         a (float): the adaptive penalty's shape, in (0, 3). Default 1.0.

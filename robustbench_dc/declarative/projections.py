@@ -140,7 +140,7 @@ def project(x: Tensor, radius: Tensor | float, norm: str = "l2", kind: str = "sp
 class FeatureProjection(nn.Module):
     """Projection of (N, d) features onto an L1/L2/L-inf sphere or ball, before the classifier.
 
-    Arguments:
+    Args:
         norm (str): ``l1``, ``l2`` or ``linf``. kind (str): ``sphere`` or ``ball``.
         radius (float): the radius (> 0). learnable (bool): learn it (``softplus(raw) + r_min``). Default False.
         r_min (float): the smallest learnable radius. Default 1e-3.

@@ -331,7 +331,7 @@ def binarization_test(model: nn.Module, x: torch.Tensor, spec: AttackSpec, *,
                       batch_size: int = 256, readouts: Readouts | None = None) -> BinarizationResult:
     """Run the binarization test of ``spec`` on the first ``config.n_points`` examples of (x, y).
 
-    Arguments:
+    Args:
         model (nn.Module): (N, C, H, W) inputs in [0, 1] -> (N, K) logits, computed by its last
             ``nn.Linear`` (:func:`readout_layer`).
         x (Tensor): clean inputs in [0, 1] (labels are not needed: the readout defines the classes).

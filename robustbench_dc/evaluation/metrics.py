@@ -137,7 +137,7 @@ def attack_result(
 ) -> AttackResult:
     """Build an :class:`AttackResult`.
 
-    Arguments:
+    Args:
         model (str): target model name.
         spec (AttackSpec): resolved spec.
         clean_correct (Tensor): bool (n,), clean prediction == label.
@@ -186,7 +186,7 @@ def worst_case(results: list[AttackResult], name: str | None = None) -> AttackRe
     it, else the largest norm over attacks. Norm statistics are None when the
     attacks use different threat models.
 
-    Arguments:
+    Args:
         results (list[AttackResult]): >= 1 results with the same ``n`` and clean vector.
         name (str | None): label; default ``"worst-case(a, b, ...)"``.
 

@@ -131,7 +131,7 @@ def run_eps_sweep(
 ) -> SweepResult:
     """Run ``spec`` at every eps of ``eps_list`` on (x, y).
 
-    Arguments:
+    Args:
         model (nn.Module): (N, C, H, W) in [0, 1] -> (N, K) logits; eval mode during the
             sweep, previous mode restored.
         x (Tensor): (N, C, H, W) clean inputs in [0, 1]; y (Tensor): (N,) labels.

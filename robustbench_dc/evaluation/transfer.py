@@ -55,7 +55,7 @@ from robustbench_dc.evaluation.metrics import AttackResult, attack_result
 
 __all__ = ["TransferResult", "evaluate_transfer", "craft_cached", "cache_path"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -164,7 +164,7 @@ def craft_cached(
             bar.update((x.shape[0] + batch_size - 1) // batch_size)
             return x_adv, True
         except Exception as e:  # corrupt, stale or invalid: recraft
-            logger.warning("ignoring cache file %s (%s); re-crafting", path, e)
+            log.warning("ignoring cache file %s (%s); re-crafting", path, e)
     x_adv = _craft(model, x, y, spec, batch_size, bar)
     if path is not None:
         _atomic_save(
@@ -191,7 +191,7 @@ def evaluate_transfer(
 ) -> TransferResult:
     """Craft each attack on each source once and score it on every target.
 
-    Arguments:
+    Args:
         sources (dict[str, nn.Module]): source models by name.
         targets (dict[str, nn.Module]): target models by name (a name present in both
             must be the same model: its cell is the white-box result).
@@ -218,7 +218,7 @@ def evaluate_transfer(
         raise ValueError("sources, targets and attacks must all be non-empty")
     for name in set(sources) & set(targets):
         if sources[name] is not targets[name]:
-            logger.warning("model %r differs between sources and targets; its diagonal is not white-box", name)
+            log.warning("model %r differs between sources and targets; its diagonal is not white-box", name)
     specs = [s.resolve(dataset) for s in attacks]
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):

@@ -47,12 +47,12 @@ from robustbench_dc.evaluation.masking import (
 from robustbench_dc.evaluation.metrics import AttackResult, attack_result, prefix, worst_case
 from robustbench_dc.operators import compiled_responses, resolve_compile
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     from robustbench_dc.evaluation.transfer import TransferResult
 
-__all__ = ["EvalResult", "evaluate_whitebox", "group_key", "CRAFT_PRECISIONS", "crafting_precision"]
+__all__ = ["EvalResult", "evaluate_whitebox", "worst_cases", "group_key", "CRAFT_PRECISIONS", "crafting_precision"]
 
 #: Precisions in which adversarial examples can be crafted (scoring is always float32).
 CRAFT_PRECISIONS = ("fp32", "bf16")
@@ -176,7 +176,7 @@ def evaluate_whitebox(
 ) -> EvalResult:
     """Evaluate ``model`` on (x, y) under each attack, plus masking diagnostics.
 
-    Arguments:
+    Args:
         model (nn.Module): (N, C, H, W) in [0, 1] -> (N, K) logits; eval mode is used
             and the previous mode restored.
         x (Tensor): (N, C, H, W) clean inputs in [0, 1] (the first N test examples).
@@ -216,6 +216,49 @@ def evaluate_whitebox(
         >>> res.results[0].robust_accuracy, res.triggered
     """
     validate_inputs(x, y)
+    dev = model_device(model, x.device)
+    n = x.shape[0]
+    specs, sizes, precisions = _attack_plan(attacks, dataset, n, n_examples, precision, dev)
+    compiled = resolve_compile(compile, model, dev.type, sum(attack_work([s], k) for s, k in zip(specs, sizes)),
+                               COMPILE_MIN_ATTACK_WORK)
+    compiling = (lambda: compiled_responses(model)) if compiled else contextlib.nullcontext
+    with eval_mode(model):
+        clean_logits = batched_logits(model, x.to(dev), batch_size)
+    check_finite_logits(clean_logits, model_name)  # a model that is not a function is refused before any attack
+    clean_correct = clean_logits.argmax(1).cpu() == y.cpu()
+    cfg = None if masking is False else (masking if isinstance(masking, MaskingConfig) else MaskingConfig())
+    results, traces, adversarial = _craft(model, x, y, specs, sizes, precisions, clean_correct,
+                                          model_name=model_name, batch_size=batch_size, progress=progress,
+                                          compiling=compiling, record=cfg is not None,
+                                          keep=0 if cfg is None else cfg.max_examples)
+    if binarization is not False:
+        _binarization(model, x, specs, results, binarization, dataset, batch_size, compiling)
+    flags: list[MaskingFlag] = []
+    if cfg is not None:
+        tr_cells: list[AttackResult] = []
+        if transfer is not None:
+            cells = transfer if isinstance(transfer, list) else transfer.cells
+            tr_cells = [c for c in cells if c.model == model_name]
+        shared = min(sizes)
+        flags = diagnose_masking(
+            model, x[:shared], y[:shared], [prefix(r, shared) for r in results], dataset=dataset, config=cfg,
+            transfer=[prefix(c, shared) for c in tr_cells], batch_size=batch_size, traces=traces,
+            adversarial=adversarial, attack_context=compiling,
+        )
+    return EvalResult(
+        model=model_name,
+        n=n,
+        clean_accuracy=int(clean_correct.sum()) / n if n else float("nan"),  # exact, like the per-attack numbers
+        results=results,
+        worst=worst_cases(results),
+        flags=flags,
+    )
+
+
+def _attack_plan(attacks: list[AttackSpec], dataset: str | None, n: int, n_examples: list[int | None] | None,
+                 precision: str | list[str], dev: torch.device) -> tuple[list[AttackSpec], list[int], list[str]]:
+    """The attack set resolved for ``dataset`` (no two with one label), each attack's number of
+    examples (a prefix of the ``n``) and its crafting precision (validated)."""
     if not attacks:
         raise ValueError("attacks: need at least one AttackSpec")
     specs = [s.resolve(dataset) for s in attacks]
@@ -223,8 +266,6 @@ def evaluate_whitebox(
     dup = {lab for lab in labels if labels.count(lab) > 1}
     if dup:
         raise AttackConfigError(f"attacks: duplicate attack labels {sorted(dup)}")
-    dev = model_device(model, x.device)
-    n = x.shape[0]
     if n_examples is not None and len(n_examples) != len(specs):
         raise ValueError(f"n_examples: one entry per attack ({len(specs)}), got {len(n_examples)}")
     sizes = [n if k is None else min(int(k), n) for k in (n_examples or [None] * len(specs))]
@@ -235,16 +276,17 @@ def evaluate_whitebox(
         raise ValueError(f"precision: one entry per attack ({len(specs)}), got {len(precisions)}")
     for p in precisions:
         crafting_precision(p, dev)  # validates
-    compiled = resolve_compile(compile, model, dev.type, sum(attack_work([s], k) for s, k in zip(specs, sizes)),
-                               COMPILE_MIN_ATTACK_WORK)
-    compiling = (lambda: compiled_responses(model)) if compiled else contextlib.nullcontext
-    with eval_mode(model):
-        clean_logits = batched_logits(model, x.to(dev), batch_size)
-    check_finite_logits(clean_logits, model_name)  # a model that is not a function is refused before any attack
-    clean_correct = clean_logits.argmax(1).cpu() == y.cpu()
+    return specs, sizes, precisions
+
+
+def _craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[AttackSpec], sizes: list[int],
+           precisions: list[str], clean_correct: torch.Tensor, *, model_name: str, batch_size: int, progress: bool,
+           compiling: Callable[[], contextlib.AbstractContextManager[Any]], record: bool, keep: int,
+           ) -> tuple[list[AttackResult], dict[str, AttackTrace], dict[str, torch.Tensor]]:
+    """Craft every attack batch by batch and score it in float32: the results, and (``record``: for the
+    diagnostics) each attack's recorded path and its first ``keep`` returned points."""
+    dev = model_device(model, x.device)
     results: list[AttackResult] = []
-    cfg = None if masking is False else (masking if isinstance(masking, MaskingConfig) else MaskingConfig())
-    keep = 0 if cfg is None else cfg.max_examples  # returned points kept for the diagnostics
     traces: dict[str, AttackTrace] = {}
     adversarial: dict[str, torch.Tensor] = {}
     bar = tqdm(total=sum((k + batch_size - 1) // batch_size for k in sizes), disable=not progress,
@@ -256,7 +298,7 @@ def evaluate_whitebox(
             adv_correct = torch.empty(n_spec, dtype=torch.bool)
             norms = torch.empty(n_spec, dtype=torch.float64)
             parts: list[list[dict[str, Any]]] = []
-            trace = None if cfg is None else AttackTrace(n_spec)
+            trace = AttackTrace(n_spec) if record else None
             kept: list[torch.Tensor] = []
             for i in range(0, n_spec, batch_size):
                 stop = min(i + batch_size, n_spec)
@@ -281,32 +323,16 @@ def evaluate_whitebox(
                 traces[spec.label], adversarial[spec.label] = trace, torch.cat(kept)
     finally:
         bar.close()
-    if binarization is not False:
-        _binarization(model, x, specs, results, binarization, dataset, batch_size, compiling)
+    return results, traces, adversarial
+
+
+def worst_cases(results: list[AttackResult]) -> dict[str, AttackResult]:
+    """The per-example worst case over the attacks of each (threat model, eps) group, on the
+    examples every attack of the group ran on."""
     groups: dict[str, list[AttackResult]] = {}
     for r in results:
         groups.setdefault(group_key(r.threat_model, r.eps), []).append(r)
-    worst = {k: _worst_on_shared(v, name=f"worst-case[{k}]") for k, v in groups.items()}
-    flags: list[MaskingFlag] = []
-    if cfg is not None:
-        tr_cells: list[AttackResult] = []
-        if transfer is not None:
-            cells = transfer if isinstance(transfer, list) else transfer.cells
-            tr_cells = [c for c in cells if c.model == model_name]
-        shared = min(sizes)
-        flags = diagnose_masking(
-            model, x[:shared], y[:shared], [prefix(r, shared) for r in results], dataset=dataset, config=cfg,
-            transfer=[prefix(c, shared) for c in tr_cells], batch_size=batch_size, traces=traces,
-            adversarial=adversarial, attack_context=compiling,
-        )
-    return EvalResult(
-        model=model_name,
-        n=n,
-        clean_accuracy=int(clean_correct.sum()) / n if n else float("nan"),  # exact, like the per-attack numbers
-        results=results,
-        worst=worst,
-        flags=flags,
-    )
+    return {k: _worst_on_shared(v, name=f"worst-case[{k}]") for k, v in groups.items()}
 
 
 def _binarization(model: nn.Module, x: torch.Tensor, specs: list[AttackSpec],
@@ -328,5 +354,5 @@ def _binarization(model: nn.Module, x: torch.Tensor, specs: list[AttackSpec],
                                                    readouts=built[key]).to_dict()
             ran = True
     if not ran:
-        logger.warning("binarization test: no attack of the set supports it (native FGSM/BIM/PGD/APGD with the "
+        log.warning("binarization test: no attack of the set supports it (native FGSM/BIM/PGD/APGD with the "
                        "'ce' or 'margin' loss)")

@@ -64,6 +64,7 @@ def parse_resources(items: list[str]) -> dict[str, dict[str, Any]]:
     validated like the protocol's ``resources`` section."""
     from pydantic import ValidationError
 
+    from robustbench_dc._pydantic import one_line
     from robustbench_dc.errors import UsageError
     from robustbench_dc.protocol.schema import JobKind
 
@@ -83,8 +84,7 @@ def parse_resources(items: list[str]) -> dict[str, dict[str, Any]]:
         try:
             spec = JobResources.model_validate(fields)
         except ValidationError as exc:
-            problem = exc.errors()[0]
-            raise UsageError(f"--resources {item!r}: {'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
+            raise UsageError(f"--resources {item!r}: {one_line(exc)}") from None
         out.setdefault(kind, {}).update(spec.model_dump(exclude_none=True))
     return out
 

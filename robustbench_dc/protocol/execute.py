@@ -155,15 +155,23 @@ class _Context:
 # ----------------------------------------------------------------------------- jobs
 
 
+def _job_model(job: Job) -> str:
+    """The model a per-model job works on (every job kind but transfer, figures and report has one)."""
+    if job.model is None:
+        raise ValueError(f"job {job.id}: a per-model job without a model")
+    return job.model
+
+
 def _run_train(ctx: _Context, job: Job) -> None:
     from robustbench_dc.training import train
 
-    rm = ctx.plan.models[job.model]  # type: ignore[index]
+    name = _job_model(job)
+    rm = ctx.plan.models[name]
     model = rm.build(ctx.plan.base_dir)
-    work = ctx.run_dir / ".work" / f"train-{job.model}-{job.key[:12]}"
+    work = ctx.run_dir / ".work" / f"train-{name}-{job.key[:12]}"
     result = train(model, ctx.data("train"), rm.recipe, out_dir=work, eval_data=ctx.data("test"),
                    progress=ctx.progress)
-    dest = ctx.run_dir / "models" / job.model  # type: ignore[operator]
+    dest = ctx.run_dir / "models" / name
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dest / "model.pt", (work / "model.pt").read_bytes())
     _write_json(dest / "train.json", {"history": result.history, "recipe": rm.recipe, "model_sha256": result.sha256,
@@ -178,27 +186,29 @@ def _run_whitebox(ctx: _Context, job: Job) -> None:
     from robustbench_dc.evaluation import evaluate_whitebox
     from robustbench_dc.protocol.plan import attack_prefix
 
+    name = _job_model(job)
     x, y = ctx.test_tensors()
     ev = ctx.plan.protocol.evaluation
-    res = evaluate_whitebox(ctx.model(job.model), x, y, ctx.plan.attacks, batch_size=ev.batch_size,  # type: ignore[arg-type]
-                            progress=ctx.progress, dataset=ctx.plan.models[job.model].dataset,  # type: ignore[index]
-                            model_name=job.model or "model", masking=masking_config(ev.masking) or False,
+    res = evaluate_whitebox(ctx.model(name), x, y, ctx.plan.attacks, batch_size=ev.batch_size,
+                            progress=ctx.progress, dataset=ctx.plan.models[name].dataset,
+                            model_name=name, masking=masking_config(ev.masking) or False,
                             compile=ev.compile, binarization=binarization_config(ev.binarization_test) or False,
                             n_examples=[attack_prefix(a) for a in ev.attacks])
-    _write_json(ctx.run_dir / "models" / job.model / "whitebox.json", res.to_dict())  # type: ignore[operator]
+    _write_json(ctx.run_dir / "models" / name / "whitebox.json", res.to_dict())
 
 
 def _run_sweep(ctx: _Context, job: Job) -> None:
     from robustbench_dc.evaluation import run_eps_sweep
 
+    name = _job_model(job)
     x, y = ctx.test_tensors()
-    spec = job.config["attack"].resolve(ctx.plan.models[job.model].dataset)  # type: ignore[index]
-    res = run_eps_sweep(ctx.model(job.model), x, y, spec, job.config["eps"],  # type: ignore[arg-type]
+    spec = job.config["attack"]  # resolved at planning
+    res = run_eps_sweep(ctx.model(name), x, y, spec, job.config["eps"],
                         batch_size=ctx.plan.protocol.evaluation.batch_size, progress=ctx.progress)
     d = res.to_dict()
     out = {"attack": job.config["label"], "spec": d["spec"], "eps": d["eps"], "robust_accuracy": d["robust_accuracy"],
            "monotone_robust_accuracy": d["monotone_robust_accuracy"], "clean_accuracy": d["clean_accuracy"]}
-    _write_json(ctx.run_dir / "models" / job.model / f"sweep-{job.config['label']}.json", out)  # type: ignore[operator]
+    _write_json(ctx.run_dir / "models" / name / f"sweep-{job.config['label']}.json", out)
 
 
 def _run_lipschitz(ctx: _Context, job: Job) -> None:
@@ -208,7 +218,8 @@ def _run_lipschitz(ctx: _Context, job: Job) -> None:
     assert cfg is not None
     x, y = ctx.test_tensors()
     x, y = x[:cfg.n], y[:cfg.n]
-    model = ctx.model(job.model)  # type: ignore[arg-type]
+    name = _job_model(job)
+    model = ctx.model(name)
     estimates: dict[str, float] = {}
     details = []
     for norm in cfg.norms:
@@ -225,16 +236,17 @@ def _run_lipschitz(ctx: _Context, job: Job) -> None:
                       for i in range(min(cfg.clever_n, len(y)))]
             estimates[f"clever-{norm}"] = float(np.mean([s.score for s in scores]))
             details.append({"kind": f"clever-{norm}", "scores": [s.to_dict() for s in scores]})
-    _write_json(ctx.run_dir / "models" / job.model / "lipschitz.json",  # type: ignore[operator]
+    _write_json(ctx.run_dir / "models" / name / "lipschitz.json",
                 {"estimates": estimates, "details": details,
                  "note": "empirical local estimates: lower bounds of the true local Lipschitz constant"})
 
 
 def _run_embedding(ctx: _Context, job: Job) -> None:
-    model = ctx.model(job.model)  # type: ignore[arg-type]
+    name = _job_model(job)
+    model = ctx.model(name)
     features = getattr(model, "features", None)
     x, y = ctx.test_tensors()
-    dest = ctx.run_dir / "models" / job.model / "embedding.npz"  # type: ignore[operator]
+    dest = ctx.run_dir / "models" / name / "embedding.npz"
     with torch.no_grad():
         feats = torch.cat([features(x[i:i + 500]) for i in range(0, len(y), 500)]) if features else None
         # Zoo models compute logits as classifier(features): no second pass over the network.
@@ -320,7 +332,7 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
             entry["lipschitz"] = lp["estimates"]
         models[name] = entry
     versions = package_versions("numpy", "torchattacks", "foolbox", "scipy", "matplotlib")
-    first_attack = plan.attacks[0].resolve(next(iter(plan.models.values())).dataset) if plan.attacks else None
+    first_attack = plan.attacks[0] if plan.attacks else None  # resolved at planning
     summary = {
         "run_id": plan.run_id,
         "protocol": {"name": p.name, "path": plan.provenance.get("path"), "sha256": plan.provenance.get("sha256"),
@@ -329,7 +341,7 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
         "data_sha256": plan.data_checksums["test"], "train_data_sha256": plan.data_checksums["train"],
         "threat_model": first_attack.threat_model if first_attack else None,
         "eps": first_attack.eps if first_attack else None,
-        "attacks": [a.resolve(next(iter(plan.models.values())).dataset).label for a in plan.attacks],
+        "attacks": [a.label for a in plan.attacks],
         "started": ctx.started, "finished": None if partial else datetime.now(timezone.utc).isoformat(),
         "command": ctx.command,
         "versions": versions, "models": models, "partial": partial,

@@ -23,7 +23,9 @@ from typing import Any, Iterable
 
 from pydantic import ValidationError
 
+from robustbench_dc._pydantic import problems as validation_problems
 from robustbench_dc._text import did_you_mean
+from robustbench_dc.errors import FieldError, InvalidParameterError
 from robustbench_dc.protocol.schema import ModelEntry, Protocol, ProtocolError
 from robustbench_dc.provenance import code_fingerprint
 from robustbench_dc.version import VERSION
@@ -120,9 +122,11 @@ def attack_prefix(entry: Any) -> int | None:
     return entry.get("n_test") if isinstance(entry, dict) else None
 
 
-def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source: str, *,
+def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source: str, *, dataset: str,
             n_test: int | None = None) -> Any:
-    """Resolve one attack entry; ``n_test``: the dataset's test size where a prefix is allowed, else None."""
+    """Resolve one attack entry into an :class:`AttackSpec` with every default filled in for ``dataset``
+    (its eps included), once, at planning; ``n_test``: the dataset's test size where a prefix is
+    allowed, else None."""
     from robustbench_dc.attacks import AttackSpec, available_attacks, load_attack_config
 
     try:
@@ -133,9 +137,9 @@ def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source
             k = base.pop("n_test", None)
             if k is not None:
                 if n_test is None:
-                    raise ValueError("n_test: a test-set prefix is allowed only in evaluation.attacks (white-box)")
+                    raise FieldError("n_test", "a test-set prefix is allowed only in evaluation.attacks (white-box)")
                 if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_test:
-                    raise ValueError(f"n_test: must be an integer in [1, dataset.n_test={n_test}], got {k!r}")
+                    raise FieldError("n_test", f"must be an integer in [1, dataset.n_test={n_test}], got {k!r}")
             ref = base.pop("config", None)
             spec = AttackSpec(**{**(load_attack_config(ref).model_dump() if ref else {}), **base})
         if eps is not None and (isinstance(entry, str) or "eps" not in entry):
@@ -143,25 +147,20 @@ def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source
         if spec.backend != "native":
             known = {n.lower() for n in available_attacks(spec.backend)}
             if spec.name not in known:
-                raise ValueError(f"name: unknown {spec.backend} attack {spec.name!r}")
-        return spec
+                raise FieldError("name", f"unknown {spec.backend} attack {spec.name!r}")
+        return spec.resolve(dataset)
     except ValidationError as exc:
-        for e in exc.errors():
-            loc = ".".join(str(p) for p in e["loc"])
-            msg = e["msg"].removeprefix("Value error, ")
-            if loc and msg.startswith(f"{loc}: "):
-                msg = msg[len(loc) + 2:]
-            elif e["type"] == "extra_forbidden":
-                keys = [*AttackSpec.model_fields, "config", "n_test"]
-                msg = f"unknown key{did_you_mean(e['loc'][-1], keys)}, got {e['input']!r}"
-            errors.append(f"{source}: {where}{'.' + loc if loc else ''}: {msg}")
-    except Exception as exc:  # noqa: BLE001 - reported as a validation error
-        msg = " ".join(str(exc).split())
-        field_name = msg.split(":", 1)[0] if ":" in msg and " " not in msg.split(":", 1)[0] else ""
-        if field_name in ("eps", "name", "steps", "step_size", "threat_model", "backend", "loss", "n_test"):
-            errors.append(f"{source}: {where}.{msg}")
-        else:
-            errors.append(f"{source}: {where}: {msg}")
+        keys = [*AttackSpec.model_fields, "config", "n_test"]
+        for p in validation_problems(exc):
+            if p.kind == "extra_forbidden":
+                errors.append(f"{source}: {where}.{p.loc}: unknown key{did_you_mean(p.path[-1], keys)}, "
+                              f"got {p.input!r}")
+            else:
+                errors.append(f"{source}: {p.line(where, got=False)}")
+    except FieldError as exc:
+        errors.append(f"{source}: {where}.{exc.field}: {exc.problem}")
+    except Exception as exc:  # noqa: BLE001 - an unknown configuration, a dataset without a standard eps, ...
+        errors.append(f"{source}: {where}: {' '.join(str(exc).split())}")
     return None
 
 
@@ -228,8 +227,8 @@ def _resolve_model(m: ModelEntry, i: int, protocol: Protocol, base_dir: Path, er
     try:
         spec = get_operator(operator, base_dir=base_dir, **op_params)
     except Exception as exc:  # noqa: BLE001 - unknown operator / parameter / broken user file
-        msg = " ".join(str(exc).split())
-        errors.append(f"{source}: {where}.{'params' if 'parameter' in msg else 'operator'}: {msg}")
+        field_name = "params" if isinstance(exc, InvalidParameterError) else "operator"
+        errors.append(f"{source}: {where}.{field_name}: {' '.join(str(exc).split())}")
         return None
     if recipe_spec is None:
         errors.append(f"{source}: {where}.recipe: a training recipe is required (a name or a mapping)")
@@ -296,9 +295,10 @@ def resolve(protocol: Protocol, provenance: dict[str, Any], allow_code: Iterable
         if r is not None:
             models[r.name] = r
     ev = protocol.evaluation
-    attacks = [_attack(a, ev.eps, f"evaluation.attacks[{i}]", errors, source, n_test=protocol.dataset.n_test)
-               for i, a in enumerate(ev.attacks)]
-    labels = [a.resolve(_model_dataset(protocol.dataset.name)).label for a in attacks if a is not None]
+    model_dataset = _model_dataset(protocol.dataset.name)
+    attacks = [_attack(a, ev.eps, f"evaluation.attacks[{i}]", errors, source, dataset=model_dataset,
+                       n_test=protocol.dataset.n_test) for i, a in enumerate(ev.attacks)]
+    labels = [a.label for a in attacks if a is not None]
     dup = sorted({lab for lab in labels if labels.count(lab) > 1})
     if dup:
         errors.append(f"{source}: evaluation.attacks: duplicate attacks {dup}")
@@ -319,11 +319,12 @@ def resolve(protocol: Protocol, provenance: dict[str, Any], allow_code: Iterable
         else:
             targets = _known_names(t.targets, names, "evaluation.transfer.targets", errors, source)
         entries = t.attacks if t.attacks is not None else ev.attacks
-        transfer_attacks = [_attack(a, ev.eps, f"evaluation.transfer.attacks[{i}]", errors, source)
+        transfer_attacks = [_attack(a, ev.eps, f"evaluation.transfer.attacks[{i}]", errors, source,
+                                    dataset=model_dataset)
                             for i, a in enumerate(entries)]
     sweeps = []
     for i, sw in enumerate(ev.sweeps):
-        spec = _attack(sw.attack, None, f"evaluation.sweeps[{i}].attack", errors, source)
+        spec = _attack(sw.attack, None, f"evaluation.sweeps[{i}].attack", errors, source, dataset=model_dataset)
         sweeps.append((spec, list(sw.eps)))
     if protocol.submission is not None:
         from robustbench_dc.training import get_recipe

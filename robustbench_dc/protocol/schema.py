@@ -33,11 +33,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from robustbench_dc._pydantic import Problem
+from robustbench_dc._pydantic import problems as validation_problems
 from robustbench_dc._text import did_you_mean
 from robustbench_dc._yaml import MAX_BYTES, safe_load
 from robustbench_dc.errors import UserError
 
 __all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "find_protocol", "bundled_protocols",
+           "protocol_reference",
            "ModelEntry", "DatasetSection",
            "Evaluation", "TransferSection", "SweepSection", "LipschitzSection", "LeaderboardSection",
            "SubmissionTemplate", "JobResources", "FIGURES", "parse_memory"]
@@ -59,24 +62,42 @@ class _Strict(BaseModel):
 
 
 class DatasetSection(_Strict):
-    name: str
-    n_train: int | None = Field(None, ge=1)
-    n_test: int = Field(1000, ge=1)
-    data_dir: str | None = None
+    """The data: the first ``n_train`` training and ``n_test`` test examples of one dataset."""
+
+    name: str = Field(description="dataset: mnist, fashion-mnist, cifar10 or mnist-sample (the bundled MNIST "
+                                  "sample)", examples=["cifar10"])
+    n_train: int | None = Field(None, ge=1, description="the first n training examples (null: all)",
+                                examples=[6000])
+    n_test: int = Field(1000, ge=1, description="the first n test examples every model is evaluated on",
+                        examples=[1000])
+    data_dir: str | None = Field(None, description="folder holding the dataset files (default: --data-dir, "
+                                                   "$RBDC_DATA, the cache, else a download)",
+                                 examples=["/data"])
 
 
 class ModelEntry(_Strict):
     """One model: a zoo card (``card``) or an architecture + operator, plus its training recipe."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-    card: str | None = None
-    arch: str | None = None
-    operator: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    recipe: str | dict[str, Any] | None = None
-    label: str | None = None
-    seed: int | None = None
-    role: Literal["model", "source"] = "model"
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$",
+                      description="the model's name in the run (its folder, its leaderboard row)", examples=["tanh"])
+    card: str | None = Field(None, description="a zoo card (rbdc zoo list); give a card or an arch",
+                             examples=["mnist2d-tanh-mnist"])
+    arch: str | None = Field(None, description="an architecture: cnn9, resnet20/32/56, mnist2d, isonet, risonet",
+                             examples=["cnn9"])
+    operator: str | None = Field(None, description="the operator spec (default: the card's, else baseline): "
+                                                   "baseline, tanh+cos, sphereconv, or path/to/file.py:Name in "
+                                                   "the protocol's folder", examples=["tanh+cos"])
+    params: dict[str, Any] = Field(default_factory=dict, description="architecture and operator parameters, "
+                                                                     "told apart by name",
+                                   examples=[{"width": 0.25, "rho": 1.0}])
+    recipe: str | dict[str, Any] | None = Field(None, description="the training recipe: a name, or a mapping "
+                                                                  "with an optional base name and overrides",
+                                                examples=[{"base": "mnist-fast", "epochs": 2}])
+    label: str | None = Field(None, description="the name shown in tables and figures (default: the operator's "
+                                                "paper name)", examples=["TanhConv"])
+    seed: int | None = Field(None, description="the model's seed (default: the protocol's)", examples=[1])
+    role: Literal["model", "source"] = Field("model", description="model: evaluated and ranked; source: only a "
+                                                                  "transfer source", examples=["source"])
 
     @model_validator(mode="after")
     def _card_or_arch(self) -> "ModelEntry":
@@ -92,14 +113,21 @@ class TransferSection(_Strict):
     ``targets``: model names or ``"all"`` (every model with role ``model``).
     """
 
-    sources: list[str] | Literal["baselines"] = "baselines"
-    targets: list[str] | Literal["all"] = "all"
-    attacks: list[str | dict[str, Any]] | None = None
+    sources: list[str] | Literal["baselines"] = Field("baselines", description="models the attacks are "
+                                                      "crafted on: names, or baselines (every baseline model)",
+                                                      examples=[["baseline-src"]])
+    targets: list[str] | Literal["all"] = Field("all", description="models they are scored on: names, or all "
+                                                "(every model of role model)", examples=["all"])
+    attacks: list[str | dict[str, Any]] | None = Field(None, description="the transfer attacks (default: "
+                                                       "evaluation.attacks)", examples=[["fgsm-linf", "bim-linf"]])
 
 
 class SweepSection(_Strict):
-    attack: str | dict[str, Any]
-    eps: list[float] = Field(min_length=1)
+    """Robust accuracy against eps: one attack at several budgets (the eps-curve figure)."""
+
+    attack: str | dict[str, Any] = Field(description="the attack: a configuration name or an inline spec",
+                                         examples=["pgd-linf"])
+    eps: list[float] = Field(min_length=1, description="the budgets", examples=[[0.1, 0.2, 0.3]])
 
     @field_validator("eps")
     @classmethod
@@ -111,14 +139,26 @@ class SweepSection(_Strict):
 
 
 class Evaluation(_Strict):
-    attacks: list[str | dict[str, Any]] = Field(min_length=1)
-    eps: float | None = Field(None, gt=0)
-    transfer: TransferSection | None = None
-    sweeps: list[SweepSection] = Field(default_factory=list)
-    masking: bool | dict[str, Any] = True
-    binarization_test: bool | dict[str, Any] = False
-    batch_size: int = Field(250, ge=1)
-    compile: bool | Literal["auto"] = "auto"
+    """White-box attacks, transfer attacks, eps sweeps and the diagnostics of every evaluated model."""
+
+    attacks: list[str | dict[str, Any]] = Field(
+        min_length=1, description="white-box attacks: configuration names (attacks/*.yaml), native attack names, "
+                                  "or inline specs; an inline entry may run on a prefix of the test set (n_test)",
+        examples=[["fgsm-linf", "bim-linf", {"config": "autoattack-linf", "n_test": 500}]])
+    eps: float | None = Field(None, gt=0, description="the budget of every attack that sets none (default: the "
+                                                      "dataset's standard eps)", examples=[0.03137])
+    transfer: TransferSection | None = Field(None, description="transfer (black-box) attacks")
+    sweeps: list[SweepSection] = Field(default_factory=list, description="eps sweeps")
+    masking: bool | dict[str, Any] = Field(True, description="the gradient-masking flags and attack-failure "
+                                                             "indicators: true, false, or their thresholds",
+                                           examples=[{"one_step_tol": 0.02}])
+    binarization_test: bool | dict[str, Any] = Field(False, description="the binarization test of every attack "
+                                                                        "that supports it: true, false, or its "
+                                                                        "settings", examples=[{"n_points": 50}])
+    batch_size: int = Field(250, ge=1, description="attack batch size", examples=[500])
+    compile: bool | Literal["auto"] = Field("auto", description="craft with compiled decoupled responses: true, "
+                                                                "false, or auto (long attack jobs)",
+                                            examples=[False])
 
     @field_validator("masking")
     @classmethod
@@ -143,25 +183,34 @@ _NORMS: tuple[Literal["l2", "linf"], ...] = ("l2", "linf")
 
 
 class LipschitzSection(_Strict):
-    n: int = Field(100, ge=1)
-    norms: list[Literal["l2", "linf"]] = Field(default_factory=lambda: list(_NORMS))
-    ball_eps: float | None = Field(None, gt=0)
-    clever: bool = False
-    clever_n: int = Field(4, ge=1)
+    """Empirical local Lipschitz estimates of every evaluated model."""
+
+    n: int = Field(100, ge=1, description="test examples the estimates use", examples=[100])
+    norms: list[Literal["l2", "linf"]] = Field(default_factory=lambda: list(_NORMS), description="input norms",
+                                               examples=[["l2"]])
+    ball_eps: float | None = Field(None, gt=0, description="also the largest gradient norm in a ball of this "
+                                                           "radius around each example", examples=[0.1])
+    clever: bool = Field(False, description="also CLEVER scores", examples=[True])
+    clever_n: int = Field(4, ge=1, description="examples CLEVER runs on", examples=[4])
 
 
 class LeaderboardSection(_Strict):
-    db: str | None = None
-    metric: str = "worst_case"
+    """Where the results are stored and how the run's leaderboard is ranked."""
+
+    db: str | None = Field(None, description="results database, below the folder the run starts in (default: "
+                                             "RUN/results.sqlite)", examples=["runs/results.sqlite"])
+    metric: str = Field("worst_case", description="ranking metric: worst_case, clean_accuracy, an attack label "
+                                                  "or transfer:SOURCE:ATTACK", examples=["clean_accuracy"])
 
 
 class SubmissionTemplate(_Strict):
     """How a submitted operator is trained and evaluated (``rbdc leaderboard submit``)."""
 
-    arch: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    recipe: str | dict[str, Any]
-    seed: int | None = None
+    arch: str = Field(description="the architecture every submission is built on", examples=["mnist2d"])
+    params: dict[str, Any] = Field(default_factory=dict, description="its architecture parameters",
+                                   examples=[{"width": 0.25}])
+    recipe: str | dict[str, Any] = Field(description="the training recipe", examples=["mnist-fast"])
+    seed: int | None = Field(None, description="the submission's seed (default: the protocol's)", examples=[0])
 
 
 JobKind = Literal["all", "train", "whitebox", "sweep", "lipschitz", "embedding", "transfer", "figures", "report"]
@@ -192,9 +241,11 @@ class JobResources(_Strict):
     """What one job of a kind asks for: ``cpus`` is its torch thread count under either executor (default:
     the running process's); ``gpus`` and ``memory`` are requests to the Ray executor."""
 
-    cpus: float | None = Field(default=None, ge=0, le=1024)
-    gpus: float | None = Field(default=None, ge=0, le=64)
-    memory: int | None = None  # bytes; "4GiB" etc. accepted
+    cpus: float | None = Field(default=None, ge=0, le=1024, description="torch threads of the job (default: the "
+                                                                        "running process's)", examples=[1])
+    gpus: float | None = Field(default=None, ge=0, le=64, description="GPUs requested from Ray", examples=[1])
+    memory: int | None = Field(None, description="memory requested from Ray: bytes, or a size like 4GiB",
+                               examples=["4GiB"])
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -203,20 +254,30 @@ class JobResources(_Strict):
 
 
 class Protocol(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
-    seed: int = 0
-    output: str | None = None
-    dataset: DatasetSection
-    models: list[ModelEntry] = Field(min_length=1)
-    evaluation: Evaluation
-    lipschitz: LipschitzSection | None = None
-    figures: list[FigureName] = Field(
-        default_factory=lambda: list(FIGURES))
-    leaderboard: LeaderboardSection = LeaderboardSection()
-    submission: SubmissionTemplate | None = None
-    #: per job kind (or ``all``): threads (``cpus``, both executors) and what the Ray executor requests
-    resources: dict[JobKind, JobResources] | None = None
+    """One experiment: the data, the models, the attacks, the estimates and the figures."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the protocol's name (its run ids, "
+                                                                         "its default output)",
+                      examples=["quickstart"])
+    description: str = Field("", description="one line on what the protocol answers",
+                             examples=["Decoupled Networks Tables 7-8, cpu scale."])
+    seed: int = Field(0, description="the seed of every model that sets none", examples=[0])
+    output: str | None = Field(None, description="the run folder, below the folder the run starts in (default: "
+                                                 "runs/NAME; rbdc run --out chooses another)",
+                               examples=["runs/quickstart"])
+    dataset: DatasetSection = Field(description="the data")
+    models: list[ModelEntry] = Field(min_length=1, description="the models, each trained by its recipe")
+    evaluation: Evaluation = Field(description="the attacks and diagnostics")
+    lipschitz: LipschitzSection | None = Field(None, description="Lipschitz estimates (none: skipped)")
+    figures: list[FigureName] = Field(default_factory=lambda: list(FIGURES), description="the figures drawn from "
+                                      "the stored results", examples=[["embeddings", "transfer"]])
+    leaderboard: LeaderboardSection = Field(LeaderboardSection(), description="the results database and ranking")
+    submission: SubmissionTemplate | None = Field(None, description="how rbdc leaderboard submit trains and "
+                                                                   "evaluates a user's operator")
+    resources: dict[JobKind, JobResources] | None = Field(
+        None, description="per job kind (train, whitebox, sweep, lipschitz, embedding, transfer, figures, report, "
+                          "or all): threads (cpus, both executors) and what the Ray executor requests",
+        examples=[{"train": {"cpus": 8, "gpus": 1}}])
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Protocol":
@@ -225,23 +286,6 @@ class Protocol(_Strict):
         if dup:
             raise ValueError(f"models: duplicate model names {dup}")
         return self
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("str", "list[union[str,dict[str,any]]]", "function-after[_card_or_arch()]"):
-            continue  # pydantic's union / validator branch names carry no information
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _model_class(tp: Any) -> type[BaseModel] | None:
@@ -268,32 +312,20 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     return list(cls.model_fields) if cls is not None else []
 
 
-def _hint(e: Any, loc: tuple[Any, ...]) -> str:
+def _hint(p: Problem) -> str:
     """The "did you mean" of an unknown key or a misspelt choice (a figure name, a role, ...)."""
-    if e["type"] == "extra_forbidden" and loc:
-        return did_you_mean(loc[-1], _known_keys(loc[:-1]))
-    expected = (e.get("ctx") or {}).get("expected")
-    if e["type"] == "literal_error" and isinstance(expected, str) and isinstance(e.get("input"), str):
-        return did_you_mean(e["input"], re.findall(r"'([^']*)'", expected))
+    if p.kind == "extra_forbidden" and p.path:
+        return did_you_mean(p.path[-1], _known_keys(p.path[:-1]))
+    expected = p.ctx.get("expected")
+    if p.kind == "literal_error" and isinstance(expected, str) and isinstance(p.input, str):
+        return did_you_mean(p.input, re.findall(r"'([^']*)'", expected))
     return ""
 
 
 def _pydantic_errors(exc: ValidationError, source: str) -> list[str]:
-    lines = []
-    seen = set()
-    for e in exc.errors():
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function"))))
-        where = _format_loc(loc) or "protocol"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        msg += _hint(e, loc)
-        got = "" if e["type"] == "missing" or isinstance(e.get("input"), dict) else f", got {_short(e['input'])}"
-        line = f"{source}: {where}: {msg}{got}"
-        if line not in seen:
-            seen.add(line)
-            lines.append(line)
-    return lines
+    """``FILE: field.path: message (did you mean ...), got VALUE``, one line per problem."""
+    return [f"{source}: {p.loc or 'protocol'}: {'unknown key' if p.kind == 'extra_forbidden' else p.message}"
+            f"{_hint(p)}{p.got}" for p in validation_problems(exc)]
 
 
 def parse_protocol(data: Any, source: str = "<protocol>") -> Protocol:
@@ -346,3 +378,79 @@ def load_protocol(path: str | Path) -> tuple[Protocol, dict[str, Any]]:
     except UnicodeDecodeError as exc:
         raise ProtocolError([f"{p}: not UTF-8 text ({exc})"]) from None
     return parse_protocol(data, str(p)), {"path": str(p), "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+# ----------------------------------------------------------------------------- the reference page
+def _type_text(tp: Any) -> str:
+    """A field's type as a reader writes it in YAML: ``int``, ``list of str``, ``str or mapping``, ..."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is type(None):
+        return "null"
+    if tp is Any:
+        return "any"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "mapping"
+    if origin is Literal:
+        return " | ".join(repr(a) if isinstance(a, str) else str(a) for a in args)
+    if origin in (list, tuple):
+        return f"list of {_type_text(args[0])}" if args else "list"
+    if origin is dict:
+        return f"mapping of {_type_text(args[0])} to {_type_text(args[1])}" if args else "mapping"
+    if args:  # a union
+        return " or ".join(dict.fromkeys(_type_text(a) for a in args))
+    return {str: "str", int: "int", float: "number", bool: "bool"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _yaml_text(value: Any) -> str:
+    import json
+
+    return '""' if value == "" else json.dumps(value, separators=(", ", ": ")).replace('"', "")
+
+
+def _rows(cls: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str, str]]:
+    from pydantic_core import PydanticUndefined
+
+    rows = []
+    for name, f in cls.model_fields.items():
+        path = f"{prefix}{name}"
+        if f.is_required():
+            default = "required"
+        elif f.default_factory is not None:
+            default = _yaml_text(f.default_factory())  # type: ignore[call-arg]
+        elif f.default is PydanticUndefined or isinstance(f.default, BaseModel):
+            default = "(the section's defaults)"
+        else:
+            default = _yaml_text(f.default)
+        example = f"`{path.rsplit('.', 1)[-1].split('[')[0]}: {_yaml_text(f.examples[0])}`" if f.examples else ""
+        rows.append((path, _type_text(f.annotation), default, f.description or "", example))
+        sub = _model_class(f.annotation)
+        if sub is not None:
+            many = typing.get_origin(f.annotation) in (list,) or any(
+                typing.get_origin(a) is list for a in typing.get_args(f.annotation))
+            mapping = typing.get_origin(f.annotation) is dict or any(
+                typing.get_origin(a) is dict for a in typing.get_args(f.annotation))
+            rows += _rows(sub, f"{path}[].") if many else _rows(sub, f"{path}.KIND.") if mapping else \
+                _rows(sub, f"{path}.")
+    return rows
+
+
+def protocol_reference() -> str:
+    """``docs/protocols.md``: every key of a protocol file with its type, default, meaning and an
+    example, generated from this schema (``python scripts/protocol_reference.py`` writes it; a test fails
+    when the page is stale)."""
+    lines = ["# Protocol files: every key", "",
+             "Generated from `robustbench_dc/protocol/schema.py` by `python scripts/protocol_reference.py`; "
+             "do not edit by hand. A key not listed here is refused with the closest known "
+             "one (`evaluation.sweep: unknown key (did you mean 'sweeps'?)`). Bundled examples: "
+             "[`protocols/`](../protocols/).", "",
+             "| key | type | default | what | example |", "|---|---|---|---|---|"]
+    for path, type_text, default, what, example in _rows(Protocol, ""):
+        cells = [f"`{path}`", type_text, f"`{default}`" if default not in ("required",) and not
+                 default.startswith("(") else default, what, example]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "`[]` marks the entries of a list, `KIND` a job kind (`train`, `whitebox`, `sweep`, `lipschitz`, "
+                  "`embedding`, `transfer`, `figures`, `report` or `all`). An inline attack (an entry of "
+                  "`evaluation.attacks` that is a mapping) takes the fields of an attack configuration "
+                  "([docs/attacks.md](attacks.md)), plus `config` (a configuration to start from) and `n_test`."]
+    return "\n".join(lines) + "\n"
+

@@ -12,7 +12,14 @@ built from a protocol run's stored results, and the paper's claims judged by rul
 """
 
 from robustbench_dc.reproduce.paper import ATTACKS, OPERATORS, TABLE7, TABLE8, TRAININGS
-from robustbench_dc.reproduce.report import tables_summary, write_figures, write_report, write_tables
+from robustbench_dc.reproduce.report import (
+    reproduction_page,
+    tables_summary,
+    write_figures,
+    write_report,
+    write_reproduction_page,
+    write_tables,
+)
 from robustbench_dc.reproduce.tables import (
     CLAIM_RULES,
     Claim,
@@ -30,4 +37,5 @@ from robustbench_dc.reproduce.tables import (
 __all__ = ["ReportError", "OPERATORS", "TRAININGS", "ATTACKS", "TABLE7", "TABLE8", "Tables", "Claim", "CLAIM_RULES",
            "attack_kind", "build_tables", "judge_claims", "render_markdown", "phase_seconds", "strong_attack_gaps",
            "tables_run_problems",
-           "write_report", "write_tables", "write_figures", "tables_summary"]
+           "write_report", "write_tables", "write_figures", "tables_summary", "reproduction_page",
+           "write_reproduction_page"]

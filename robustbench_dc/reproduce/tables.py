@@ -27,7 +27,8 @@ from robustbench_dc.errors import UserError
 from robustbench_dc.reproduce.paper import ATTACKS, OPERATORS, PAPER_TABLES, TRAININGS
 
 __all__ = ["ReportError", "Tables", "Claim", "build_tables", "tables_run_problems", "judge_claims", "render_markdown",
-           "attack_kind", "EXTRA_ATTACKS", "CLAIM_RULES", "strong_attack_gaps", "phase_seconds", "TABLES_DATASET"]
+           "attack_kind", "EXTRA_ATTACKS", "CLAIM_RULES", "strong_attack_gaps", "phase_seconds", "TABLES_DATASET",
+           "recipe_text", "machine_text", "minutes_text", "protocol_path", "phases_of"]
 
 
 class ReportError(UserError, ValueError):
@@ -87,9 +88,10 @@ def _number(v: Any) -> float | None:
 def build_tables(summary: Mapping[str, Any]) -> Tables:
     """Place every model of a run's summary into the layout of Tables 7-8.
 
-    Raises ``ValueError`` when two models claim the same (operator, training) cell, or when a
-    model has no paper operator label (it is then not part of the reproduction: give it role
-    ``source`` or one of the labels).
+    Raises:
+        ReportError: (a ``ValueError``) two models claim the same (operator, training) cell, or a
+            model has no paper operator label (it is then not part of the reproduction: give it
+            role ``source`` or one of the labels).
     """
     white: dict[str, dict[str, dict[str, float | None]]] = {t: {} for t in TRAININGS}
     black: dict[str, dict[str, dict[str, float | None]]] = {t: {} for t in TRAININGS}
@@ -356,14 +358,19 @@ _PHASES = (("training", ("train",)), ("white-box attacks (with masking diagnosti
            ("transfer attacks", ("transfer",)), ("figures", ("figures",)))
 
 
-def phase_seconds(tables: Tables) -> dict[str, float]:
-    """Wall time per phase from the run's recorded job times (only phases that have jobs)."""
+def phases_of(job_seconds: Mapping[str, float]) -> dict[str, float]:
+    """Wall time per phase from recorded job times (only phases that have jobs)."""
     out: dict[str, float] = {}
     for phase, kinds in _PHASES:
-        times = [v for k, v in tables.job_seconds.items() if k.split(":", 1)[0] in kinds]
+        times = [v for k, v in job_seconds.items() if k.split(":", 1)[0] in kinds]
         if times:
             out[phase] = sum(times)
     return out
+
+
+def phase_seconds(tables: Tables) -> dict[str, float]:
+    """Wall time per phase from the run's recorded job times (only phases that have jobs)."""
+    return phases_of(tables.job_seconds)
 
 
 def _resolved(setting: Any, ran: Any) -> str:
@@ -371,7 +378,7 @@ def _resolved(setting: Any, ran: Any) -> str:
     return f"{setting}" + (f" (ran {ran})" if ran is not None and str(ran) != str(setting) else "")
 
 
-def _recipe_text(r: Any, trained_with: Any = None) -> str:
+def recipe_text(r: Any, trained_with: Any = None) -> str:
     if not isinstance(r, Mapping):
         return str(r)
     ran = trained_with if isinstance(trained_with, Mapping) else {}
@@ -392,7 +399,7 @@ def _recipe_text(r: Any, trained_with: Any = None) -> str:
     return text
 
 
-def _protocol_path(proto: Mapping[str, Any]) -> str:
+def protocol_path(proto: Mapping[str, Any]) -> str:
     """The protocol as a user finds it: a bundled protocol (run by name, recorded with the absolute
     path of the installed package's copy) as ``protocols/NAME.yaml``, else the recorded path."""
     path = str(proto.get("path") or proto.get("name")).replace("\\", "/")
@@ -403,10 +410,10 @@ def _protocol_path(proto: Mapping[str, Any]) -> str:
 def _protocol_text(proto: Any) -> str:
     if not isinstance(proto, Mapping):
         return str(proto)
-    return f"`{_protocol_path(proto)}`" + (f" (sha256 {proto['sha256']})" if proto.get("sha256") else "")
+    return f"`{protocol_path(proto)}`" + (f" (sha256 {proto['sha256']})" if proto.get("sha256") else "")
 
 
-def _machine_text(m: Any) -> str:
+def machine_text(m: Any) -> str:
     if not isinstance(m, Mapping):
         return "not recorded"
     gpu = f", GPU {m.get('gpu_name')}" if m.get("gpu_used") else ", no GPU"
@@ -429,7 +436,7 @@ def binarization_verdict(b: Mapping[str, Any]) -> str:
             f"{100 * b.get('construction_failure_rate', 0.0):.1f}%)")
 
 
-def _minutes(seconds: float) -> str:
+def minutes_text(seconds: float) -> str:
     return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
 
 
@@ -496,7 +503,7 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
         lines.append(f"| {c.text} | {c.rule} | **{c.status}** | {c.evidence} |")
     if tables.settings:
         proto = p.get("protocol") or {}
-        lines += ["", "## Scale and settings", "", f"Protocol `{_protocol_path(proto)}`"
+        lines += ["", "## Scale and settings", "", f"Protocol `{protocol_path(proto)}`"
                   + (f": {str(proto.get('description')).rstrip('.')}." if proto.get("description") else ".")
                   + " Every setting the paper does not publish is stated in the protocol file's header.", "",
                   "| model | role | operator | parameters | training recipe | seed |", "|---|---|---|---|---|---|"]
@@ -506,12 +513,12 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
             who = label if role in label.lower() else f"{label} ({role})"
             lines.append(f"| `{name}` | {who} | {m.get('arch')} "
                          f"`{m.get('operator')}` | " + ", ".join(f"{k}={v}" for k, v in params.items())
-                         + f" | {_recipe_text(m.get('recipe'), m.get('trained_with'))} | {m.get('seed')} |")
+                         + f" | {recipe_text(m.get('recipe'), m.get('trained_with'))} | {m.get('seed')} |")
     phases = phase_seconds(tables)
     if phases:
         lines += ["", "## Wall time per phase", "", "| phase | wall time |", "|---|---:|"]
-        lines += [f"| {k} | {_minutes(v)} |" for k, v in phases.items()]
-        lines.append(f"| all jobs | {_minutes(sum(tables.job_seconds.values()))} |")
+        lines += [f"| {k} | {minutes_text(v)} |" for k, v in phases.items()]
+        lines.append(f"| all jobs | {minutes_text(sum(tables.job_seconds.values()))} |")
         lines += ["", "Per job (s): " + ", ".join(f"{k} {v:.0f}" for k, v in tables.job_seconds.items())]
     lines += ["", "## Provenance", "",
               f"- command: `{p.get('command')}`", f"- run: {p.get('run_id')}, protocol "
@@ -519,6 +526,6 @@ def render_markdown(tables: Tables, table: str, title: str | None = None) -> str
               f"- seed: {p.get('seed')}; test examples: first {p.get('n_test')}; training examples: "
               f"{p.get('n_train') or 'all'}", f"- data sha256: test {p.get('data_sha256')}, train "
               f"{p.get('train_data_sha256')}", f"- versions: {p.get('versions')}",
-              f"- machine: {_machine_text(p.get('machine'))}",
+              f"- machine: {machine_text(p.get('machine'))}",
               f"- started {p.get('started')}, finished {p.get('finished')}"]
     return "\n".join(lines) + "\n"

@@ -64,6 +64,27 @@ _REQUIRED_COLUMNS = {
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
+def _sqlite_error_name(exc: sqlite3.Error) -> str:
+    """SQLite's name of an error (``SQLITE_FULL``, ``SQLITE_IOERR_WRITE``, ``SQLITE_BUSY``, ...): its
+    ``sqlite_errorname`` (Python >= 3.11); on older Pythons, the error its message names."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if name:
+        return str(name)
+    text = str(exc).lower()  # pragma: no cover - Python 3.10
+    return ("SQLITE_FULL" if "full" in text else "SQLITE_IOERR" if "disk i/o" in text
+            else "SQLITE_BUSY" if "locked" in text else "SQLITE_ERROR")
+
+
+def _disk_error(exc: sqlite3.Error) -> bool:
+    """A full disk, a size limit or an I/O error."""
+    return _sqlite_error_name(exc).startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN"))
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """Another connection holds the lock."""
+    return _sqlite_error_name(exc).startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
 def _check_header(path: Path) -> None:
     """A file that exists must be empty or start with SQLite's header (SQLite itself notices a
     foreign file only at the first query, some of which would write)."""
@@ -106,7 +127,7 @@ class ResultsStore:
         except sqlite3.DatabaseError as exc:
             self.close()
             if isinstance(exc, sqlite3.OperationalError):  # a full disk, a lock: not a foreign file
-                if "disk" in str(exc).lower():
+                if _disk_error(exc):
                     raise StorageError(errno.ENOSPC, f"cannot write {self.path}: {exc}; nothing already stored "
                                                      "was changed") from exc
                 raise
@@ -182,7 +203,7 @@ class ResultsStore:
                 mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 break
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                if not _busy(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
         if str(mode).lower() != "wal":
@@ -199,7 +220,7 @@ class ResultsStore:
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and "disk" in str(exc).lower():  # full, or an I/O error
+            if isinstance(exc, sqlite3.OperationalError) and _disk_error(exc):  # full, or an I/O error
                 raise StorageError(errno.ENOSPC, f"cannot write {self.path}: {exc}; the transaction was rolled "
                                                  "back and nothing already stored was changed") from exc
             raise

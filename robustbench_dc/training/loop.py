@@ -189,6 +189,195 @@ def _adversarial_batch(model: nn.Module, x: Tensor, y: Tensor, recipe: Recipe,
     return mixed, weights
 
 
+@dataclass
+class _Schedule:
+    """How many examples, steps and epochs a run has, and this process's share of each batch."""
+
+    n: int
+    batch_size: int
+    shard: slice
+    steps_per_epoch: int
+    total: int
+    n_epochs: int
+
+    @classmethod
+    def of(cls, recipe: Recipe, n: int, processes: int, rank: int) -> _Schedule:
+        if n == 0:
+            raise InvalidParameterError("data: no training examples")
+        bs = min(recipe.batch_size, n)
+        if bs % processes:
+            raise InvalidParameterError(f"batch_size: {bs} is not divisible by the {processes} training processes")
+        shard = slice(rank * bs // processes, (rank + 1) * bs // processes)
+        steps_per_epoch = n // bs  # drop the last incomplete batch (BatchNorm needs > 1 example)
+        if recipe.iterations is not None:
+            total = recipe.iterations
+        else:
+            assert recipe.epochs is not None  # the recipe's validation: one of epochs and iterations
+            total = recipe.epochs * steps_per_epoch
+        return cls(n, bs, shard, steps_per_epoch, total, math.ceil(total / steps_per_epoch))
+
+
+class _Trainer:
+    """One training run: the model, its optimizer and the recipe's tricks, one method per part of
+    the loop (setup, resume, a step, an epoch, a checkpoint, the end)."""
+
+    def __init__(self, model: nn.Module, recipe: Recipe, device: torch.device, out: Path | None) -> None:
+        self.model, self.recipe, self.device, self.out = model, recipe, device, out
+        self.world = world()  # launched with torchrun: data-parallel over the process group (see .distributed)
+        model.to(device)
+        self.amp = resolve_precision(recipe.precision, device)
+        self.memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+        if recipe.channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks the keyword
+        self.net = wrap(model, device) if self.world.size > 1 else model  # what the training forward passes run
+        self.optimizer = _make_optimizer(model, recipe)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        tricks = recipe.tricks
+        self.projection = (WeightProjection(model, tricks.weight_projection_every, tricks.weight_projection_scale)
+                           if tricks.weight_projection_every else None)
+        self.handles = enable_weighted_gradients(model) if tricks.weighted_gradients else []
+        self.recipe_json = recipe.model_dump(mode="json")
+        self.result = TrainResult(model=model)
+        self.it = 0
+        self.compiling: Callable[[], Any] = contextlib.nullcontext
+        self.compiled = False
+
+    def in_precision(self) -> torch.autocast:
+        """The training forward passes and the crafting of adversarial examples share one precision."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def resume(self, enabled: bool) -> int:
+        """Load ``out/checkpoint-last.pt`` when asked and present; the epoch to continue after."""
+        if self.out is None:
+            return 0
+        self.out.mkdir(parents=True, exist_ok=True)
+        ckpt_path = self.out / CHECKPOINT_NAME
+        if not (enabled and ckpt_path.is_file()):
+            return 0
+        state = torch.load(ckpt_path, map_location=self.device, weights_only=True)
+        if state.get("recipe") != self.recipe_json:
+            raise UsageError(f"resume: {ckpt_path} was written by a different recipe; "
+                             "delete it or use another out_dir (rbdc train: --restart)")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.projection is not None:
+            self.projection.load_state_dict(state["projection"])
+        start_epoch, self.it = int(state["epoch"]), int(state["iteration"])
+        self.result.history = list(state["history"])
+        self.result.resumed_from = start_epoch
+        log.info("resuming %s after epoch %d (iteration %d)", ckpt_path, start_epoch, self.it)
+        return start_epoch
+
+    def compile_for(self, steps_left: int) -> None:
+        """Compile the decoupled responses when the recipe asks for it and the run is long enough.
+        Only the training forward passes (and the crafting of adversarial examples) are compiled: the
+        per-epoch evaluation and recalibration run eagerly and need no compilation of their own."""
+        self.compiled = resolve_compile(self.recipe.compile, self.model, self.device.type, steps_left,
+                                        COMPILE_MIN_STEPS)
+        if self.compiled:
+            log.info("training with compiled decoupled responses (recipe compile=%s)", self.recipe.compile)
+            model = self.model
+            self.compiling = lambda: compiled_responses(model)
+
+    def step(self, xb: Tensor, yb: Tensor, gen: torch.Generator, epoch: int, total: int) -> tuple[float, float]:
+        """One optimisation step on a batch; its loss and number of correct predictions (the whole
+        batch's under data parallelism)."""
+        recipe, model = self.recipe, self.model
+        weights = None
+        if recipe.adversarial is not None:  # crafted in the training precision (Wong et al. 2020)
+            with self.in_precision(), self.compiling():
+                xb, weights = _adversarial_batch(model, xb, yb, recipe, gen)
+            model.train()
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * _lr_factor(recipe, self.it, total)
+        if recipe.channels_last:
+            xb = xb.contiguous(memory_format=self.memory_format)
+        with self.in_precision(), self.compiling():
+            logits = self.net(xb)
+            per_example = F.cross_entropy(logits.float(), yb, label_smoothing=recipe.label_smoothing,
+                                          reduction="none")
+        loss = per_example.mean() if weights is None else (per_example * weights).sum() / weights.sum()
+        tricks = recipe.tricks
+        if tricks.orthogonality:
+            loss = loss + orthogonality_penalty(model, tricks.orthogonality)
+        if tricks.isometry:
+            loss = loss + tricks.isometry * orthogonal_conv_penalty(model)
+        correct = (logits.argmax(1) == yb).sum()
+        if self.world.size > 1:  # the whole batch's loss and accuracy, identical on every process
+            both = all_reduce_sum(torch.stack([loss.detach().double(), correct.double()]))
+            value, n_correct = float(both[0]) / self.world.size, float(both[1])
+        else:
+            value, n_correct = float(loss.detach()), float(correct)
+        if not math.isfinite(value) or value > DIVERGED_LOSS:
+            last = f"{self.out / CHECKPOINT_NAME} (epoch {epoch - 1})" if self.out is not None and epoch > 1 \
+                else "none (no epoch completed)"
+            raise TrainingDiverged(f"training diverged: loss became {value:.4g} at epoch {epoch}, "
+                                   f"iteration {self.it + 1}; last good checkpoint: {last}. "
+                                   "Lower the learning rate or check the operator's parameters.")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.projection is not None:
+            self.projection.step()
+        self.it += 1
+        return value, n_correct
+
+    def epoch(self, epoch: int, x_all: Tensor, y_all: Tensor, plan: _Schedule, bar: Any) -> dict[str, Any]:
+        """One epoch (its batch order and augmentation drawn from the epoch's own generator); its record."""
+        recipe, device, bs = self.recipe, self.device, plan.batch_size
+        gen = _epoch_generator(recipe.seed, epoch, device)
+        order = torch.randperm(plan.n, generator=gen, device=device)
+        self.model.train()
+        t0 = time.perf_counter()
+        sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+        for step in range(min(plan.steps_per_epoch, plan.total - self.it)):
+            idx = order[step * bs:(step + 1) * bs]
+            xb = _to_float(x_all[idx.to(x_all.device)].to(device))
+            yb = y_all[idx.to(y_all.device)].to(device)
+            xb = augment(xb, recipe.augmentation.crop_padding, recipe.augmentation.flip, gen)
+            if self.world.size > 1:
+                xb, yb = xb[plan.shard], yb[plan.shard]
+            value, n_correct = self.step(xb, yb, gen, epoch, plan.total)
+            sums += torch.tensor([value * bs, n_correct, bs], dtype=torch.float64)
+            if bar is not None:
+                elapsed = time.perf_counter() - t0
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.3f}",
+                                img_s=f"{sums[2] / max(elapsed, 1e-9):.0f}")
+        seconds = time.perf_counter() - t0
+        if recipe.recalibrate_batches:
+            k = min(plan.n, recipe.recalibrate_batches * bs)
+            recalibrate_xnorm(self.model, (_to_float(x_all[i:i + bs].to(device)) for i in range(0, k, bs)))
+        return {"epoch": epoch, "iteration": self.it, "loss": float(sums[0] / sums[2]),
+                "train_accuracy": float(sums[1] / sums[2]), "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": seconds, "images_per_second": float(sums[2]) / max(seconds, 1e-9)}
+
+    def checkpoint(self, epoch: int) -> None:
+        """``out/checkpoint-last.pt``, written atomically by rank 0 after every epoch."""
+        if self.out is not None and self.world.rank == 0:
+            atomic_torch_save({
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch,
+                "iteration": self.it, "history": self.result.history, "recipe": self.recipe_json,
+                "projection": self.projection.state_dict() if self.projection is not None else {},
+            }, self.out / CHECKPOINT_NAME)
+
+    def finish(self) -> TrainResult:
+        """The trained model in eval mode, ``model.pt`` and ``train.json`` written (rank 0)."""
+        result, model = self.result, self.model
+        model.eval()
+        if self.recipe.channels_last:
+            model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+        result.iterations, result.compiled = self.it, self.compiled
+        result.precision = "bf16" if self.amp else "fp32"
+        if self.out is not None and self.world.rank == 0:
+            result.checkpoint = self.out / MODEL_NAME
+            result.sha256 = atomic_torch_save(model.state_dict(), result.checkpoint)
+            _atomic_json({"recipe": self.recipe_json, "history": result.history, "iterations": self.it,
+                          "compiled": self.compiled, "precision": result.precision,
+                          "model_sha256": result.sha256, "torch": torch.__version__}, self.out / "train.json")
+        return result
+
+
 def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
           out_dir: str | Path | None = None, resume: bool = True, eval_data: Any = None,
           progress: bool = False, device: str | torch.device | None = None,
@@ -210,167 +399,42 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
         device: where to train (default: the model's device).
         on_epoch_end: called with each epoch's record.
 
+    Returns:
+        TrainResult: the model, its history, checkpoint and sha256.
+
     Raises:
         TrainingDiverged: the loss became NaN/inf (the last good checkpoint stays).
     """
     recipe = get_recipe(recipe)
-    w = world()  # launched with torchrun: data-parallel over the process group (see .distributed)
+    w = world()
     if device is None and w.size > 1:
         device = device_for(w)
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.to(device)
     x_all, y_all = _as_tensors(data)
-    n = len(y_all)
-    if n == 0:
-        raise InvalidParameterError("data: no training examples")
-    bs = min(recipe.batch_size, n)
-    if bs % w.size:
-        raise InvalidParameterError(f"batch_size: {bs} is not divisible by the {w.size} training processes")
-    shard = slice(w.rank * bs // w.size, (w.rank + 1) * bs // w.size)  # this process's share of each batch
-    steps_per_epoch = n // bs  # drop the last incomplete batch (BatchNorm needs > 1 example)
-    total = recipe.iterations if recipe.iterations is not None else recipe.epochs * steps_per_epoch  # type: ignore[operator]
-    n_epochs = math.ceil(total / steps_per_epoch)
-
-    amp = resolve_precision(recipe.precision, device)
-    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    if recipe.channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks the keyword
-    net = wrap(model, device) if w.size > 1 else model  # what the training forward passes run through
-    optimizer = _make_optimizer(model, recipe)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    tricks = recipe.tricks
-    projection = (WeightProjection(model, tricks.weight_projection_every, tricks.weight_projection_scale)
-                  if tricks.weight_projection_every else None)
-    handles = enable_weighted_gradients(model) if tricks.weighted_gradients else []
-
-    out = Path(out_dir) if out_dir is not None else None
-    result = TrainResult(model=model)
-    start_epoch, it = 0, 0
-    recipe_json = recipe.model_dump(mode="json")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt_path = out / CHECKPOINT_NAME
-        if resume and ckpt_path.is_file():
-            state = torch.load(ckpt_path, map_location=device, weights_only=True)
-            if state.get("recipe") != recipe_json:
-                raise UsageError(f"resume: {ckpt_path} was written by a different recipe; "
-                                 "delete it or use another out_dir (rbdc train: --restart)")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if projection is not None:
-                projection.load_state_dict(state["projection"])
-            start_epoch, it = int(state["epoch"]), int(state["iteration"])
-            result.history = list(state["history"])
-            result.resumed_from = start_epoch
-            log.info("resuming %s after epoch %d (iteration %d)", ckpt_path, start_epoch, it)
-
-    compiled = resolve_compile(recipe.compile, model, device.type, total - it, COMPILE_MIN_STEPS)
-    if compiled:
-        log.info("training with compiled decoupled responses (recipe compile=%s)", recipe.compile)
-    # Only the training forward passes (and the crafting of adversarial examples) are compiled:
-    # the per-epoch evaluation and recalibration run eagerly and need no compilation of their own.
-    compiling = (lambda: compiled_responses(model)) if compiled else contextlib.nullcontext
-    # the training forward passes and the crafting of adversarial examples share one precision
-    in_precision = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)  # noqa: E731
+    plan = _Schedule.of(recipe, len(y_all), w.size, w.rank)
+    trainer = _Trainer(model, recipe, device, Path(out_dir) if out_dir is not None else None)
+    start_epoch = trainer.resume(resume)
+    trainer.compile_for(plan.total - trainer.it)
     bar = None
     if progress and w.rank == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=it, unit="it", leave=False, dynamic_ncols=True)
+        bar = tqdm(total=plan.total, initial=trainer.it, unit="it", leave=False, dynamic_ncols=True)
     try:
-        for epoch in range(start_epoch + 1, n_epochs + 1):
-            gen = _epoch_generator(recipe.seed, epoch, device)
-            order = torch.randperm(n, generator=gen, device=device)
-            model.train()
-            t0 = time.perf_counter()
-            sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
-            steps_this_epoch = min(steps_per_epoch, total - it)
-            for step in range(steps_this_epoch):
-                idx = order[step * bs:(step + 1) * bs]
-                xb = _to_float(x_all[idx.to(x_all.device)].to(device))
-                yb = y_all[idx.to(y_all.device)].to(device)
-                xb = augment(xb, recipe.augmentation.crop_padding, recipe.augmentation.flip, gen)
-                if w.size > 1:
-                    xb, yb = xb[shard], yb[shard]
-                weights = None
-                if recipe.adversarial is not None:  # crafted in the training precision (Wong et al. 2020)
-                    with in_precision(), compiling():
-                        xb, weights = _adversarial_batch(model, xb, yb, recipe, gen)
-                    model.train()
-                for group, base in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = base * _lr_factor(recipe, it, total)
-                if recipe.channels_last:
-                    xb = xb.contiguous(memory_format=memory_format)
-                with in_precision(), compiling():
-                    logits = net(xb)
-                    per_example = F.cross_entropy(logits.float(), yb, label_smoothing=recipe.label_smoothing,
-                                                  reduction="none")
-                loss = per_example.mean() if weights is None else (per_example * weights).sum() / weights.sum()
-                if tricks.orthogonality:
-                    loss = loss + orthogonality_penalty(model, tricks.orthogonality)
-                if tricks.isometry:
-                    loss = loss + tricks.isometry * orthogonal_conv_penalty(model)
-                correct = (logits.argmax(1) == yb).sum()
-                if w.size > 1:  # the whole batch's loss and accuracy, identical on every process
-                    both = all_reduce_sum(torch.stack([loss.detach().double(), correct.double()]))
-                    value, n_correct = float(both[0]) / w.size, float(both[1])
-                else:
-                    value, n_correct = float(loss.detach()), float(correct)
-                if not math.isfinite(value) or value > DIVERGED_LOSS:
-                    last = f"{out / CHECKPOINT_NAME} (epoch {epoch - 1})" if out is not None and epoch > 1 \
-                        else "none (no epoch completed)"
-                    raise TrainingDiverged(f"training diverged: loss became {value:.4g} at epoch {epoch}, "
-                                           f"iteration {it + 1}; last good checkpoint: {last}. "
-                                           "Lower the learning rate or check the operator's parameters.")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if projection is not None:
-                    projection.step()
-                it += 1
-                sums += torch.tensor([value * bs, n_correct, bs], dtype=torch.float64)
-                if bar is not None:
-                    elapsed = time.perf_counter() - t0
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.3f}",
-                                    img_s=f"{sums[2] / max(elapsed, 1e-9):.0f}")
-            seconds = time.perf_counter() - t0
-            if recipe.recalibrate_batches:
-                k = min(n, recipe.recalibrate_batches * bs)
-                recalibrate_xnorm(model, (_to_float(x_all[i:i + bs].to(device)) for i in range(0, k, bs)))
-            record: dict[str, Any] = {
-                "epoch": epoch, "iteration": it, "loss": float(sums[0] / sums[2]),
-                "train_accuracy": float(sums[1] / sums[2]), "lr": optimizer.param_groups[0]["lr"],
-                "seconds": seconds, "images_per_second": float(sums[2]) / max(seconds, 1e-9),
-            }
+        for epoch in range(start_epoch + 1, plan.n_epochs + 1):
+            record = trainer.epoch(epoch, x_all, y_all, plan, bar)
             if eval_data is not None and w.rank == 0:
                 record["eval_accuracy"] = evaluate_accuracy(model, eval_data, device=device)
-            result.history.append(record)
-            log.info("epoch %d/%d: %s", epoch, n_epochs, record)
+            trainer.result.history.append(record)
+            log.info("epoch %d/%d: %s", epoch, plan.n_epochs, record)
             if on_epoch_end is not None:
                 on_epoch_end(record)
-            if out is not None and w.rank == 0:
-                atomic_torch_save({
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                    "iteration": it, "history": result.history, "recipe": recipe_json,
-                    "projection": projection.state_dict() if projection is not None else {},
-                }, out / CHECKPOINT_NAME)
+            trainer.checkpoint(epoch)
     finally:
         if bar is not None:
             bar.close()
-        for h in handles:
+        for h in trainer.handles:
             h.remove()
-    model.eval()
-    if recipe.channels_last:
-        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    result.iterations = it
-    result.compiled = compiled
-    result.precision = "bf16" if amp else "fp32"
-    if out is not None and w.rank == 0:
-        result.checkpoint = out / MODEL_NAME
-        result.sha256 = atomic_torch_save(model.state_dict(), result.checkpoint)
-        _atomic_json({"recipe": recipe_json, "history": result.history, "iterations": it, "compiled": compiled,
-                      "precision": result.precision,
-                      "model_sha256": result.sha256, "torch": torch.__version__}, out / "train.json")
+    result = trainer.finish()
     barrier()  # the other processes return once rank 0 has written the weights
     return result

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from robustbench_dc._pydantic import problems as validation_problems
 from robustbench_dc._text import did_you_mean
 from robustbench_dc.errors import UserError
 
@@ -191,10 +192,7 @@ def validate_recipe(data: dict[str, Any]) -> Recipe:
     try:
         return Recipe(**data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg']}"
-            + (f", got {e['input']!r}" if e.get("type") != "missing" and not isinstance(e.get("input"), dict) else "")
-            for e in exc.errors())
+        problems = "; ".join(p.line() if p.loc else f"recipe: {p.message}{p.got}" for p in validation_problems(exc))
         raise RecipeError(f"recipe {data.get('name', 'custom')!r}: {problems}") from None
 
 

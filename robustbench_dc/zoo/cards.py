@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
+from robustbench_dc._pydantic import one_line
 from robustbench_dc._text import did_you_mean
 from robustbench_dc._yaml import MAX_BYTES, safe_load
 from robustbench_dc.data.download import file_digest
@@ -109,8 +110,7 @@ def load_card(path: str | Path) -> ModelCard:
     try:
         return ModelCard(**data, path=path)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise CardError(f"{path}: {problems}") from None
+        raise CardError(f"{path}: {one_line(exc)}") from None
 
 
 def list_cards() -> list[ModelCard]:

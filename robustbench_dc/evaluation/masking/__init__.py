@@ -121,7 +121,7 @@ def diagnose_masking(
 ) -> list[MaskingFlag]:
     """Run every diagnostic on the first ``config.max_examples`` examples.
 
-    Arguments:
+    Args:
         model (nn.Module): the evaluated model.
         x (Tensor): (N, ...) clean inputs in [0, 1]; y (Tensor): (N,) labels.
         results (list[AttackResult]): white-box results of ``model`` on (x, y).

@@ -13,7 +13,7 @@ from robustbench_dc.evaluation.metrics import AttackResult
 
 __all__ = ["MaskingFlag", "MaskingConfig", "FLAG_NAMES", "DOC_PATH", "masking_config"]
 
-logger = logging.getLogger("robustbench_dc.evaluation.masking")  # one logger for the diagnostics
+log = logging.getLogger(__name__)
 
 #: Where every flag is documented (one anchor per flag name).
 DOC_PATH = "docs/masking_flags.md"
@@ -199,7 +199,7 @@ def make_flag(
         message = f"{name}: not evaluated ({detail}); see {doc}"
     elif triggered:
         message = f"{name}: POSSIBLE GRADIENT MASKING -- {detail} (value {value:.4g} > threshold {threshold:.4g}); see {doc}"
-        logger.warning(message)
+        log.warning(message)
     else:
         message = f"{name}: ok -- {detail} (value {value:.4g} <= threshold {threshold:.4g}); see {doc}"
     return MaskingFlag(name, triggered, value, threshold, message, doc, evaluated)

@@ -12,7 +12,7 @@ def flag_one_step_beats_iterative(results: list[AttackResult], tol: float = 0.01
     """(a) FGSM robust accuracy lower than an iterative attack's (BIM, PGD, APGD, AutoAttack; same threat
     model and eps) by > ``tol``.
 
-    Arguments:
+    Args:
         results (list[AttackResult]): white-box results of one model.
         tol (float): tolerance (fraction). Default 0.01.
     """
@@ -39,7 +39,7 @@ def flag_transfer_beats_whitebox(
     """(b) A transfer attack (crafted on another model) gets lower robust accuracy than
     the per-example worst case of the white-box attacks with the same threat model and eps.
 
-    Arguments:
+    Args:
         whitebox (list[AttackResult]): white-box results on the target model.
         transfer (list[AttackResult]): transfer results on the same target (``source`` set,
             not the target itself).

@@ -29,7 +29,7 @@ def flag_large_eps(
     """(c) PGD-linf at a large eps (:data:`~robustbench_dc.attacks.spec.LARGE_EPS`)
     should drive accuracy to ~0; robust accuracy above ``large_eps_threshold`` triggers.
 
-    Arguments:
+    Args:
         model (nn.Module): the model. x (Tensor): (N, ...) in [0, 1]. y (Tensor): (N,).
         dataset (str | None): picks the large eps if ``config.large_eps`` is None.
         config (MaskingConfig | None): thresholds. batch_size (int): default 256.
@@ -57,7 +57,7 @@ def flag_zero_gradients(
     """(d) Fraction of examples whose cross-entropy gradient w.r.t. the input (eval
     mode) is all zero (max |g| <= ``zero_grad_atol``) or contains NaN/inf.
 
-    Arguments: as :func:`flag_large_eps`.
+    Args: as :func:`flag_large_eps`.
     """
     cfg = config or MaskingConfig()
     bad = 0
@@ -90,7 +90,7 @@ def flag_randomness(
     """(e) Two identical forward passes in eval mode give different logits:
     ``max |z1 - z2| / max(1, max |z1|)`` above ``randomness_tol``.
 
-    Arguments: as :func:`flag_large_eps` (no labels needed).
+    Args: as :func:`flag_large_eps` (no labels needed).
     """
     cfg = config or MaskingConfig()
     worst = 0.0
@@ -132,7 +132,7 @@ def flag_noise_beats_gradient(
     examples that the white-box attacks with that threat model and eps did not.
     Value: fraction of clean-correct examples fooled by noise only.
 
-    Arguments:
+    Args:
         model, x, y: as :func:`flag_large_eps`; x, y are the first examples of the evaluation.
         results (list[AttackResult]): white-box results on the same examples.
         config (MaskingConfig | None): ``noise_draws``, ``noise_threshold``, ``seed``.
