@@ -17,9 +17,10 @@ from torch import nn
 import robustbench_dc.attacks.autoattack as aa_mod
 from robustbench_dc.attacks import AttackSpec, load_attack_config, run_attack
 from robustbench_dc.attacks.apgd import ApgdStats, apgd, apgd_schedule
-from robustbench_dc.attacks.autoattack import autoattack, merge_breakdowns
+from robustbench_dc.attacks.autoattack import autoattack
 from robustbench_dc.attacks.backends import run_foolbox
 from robustbench_dc.evaluation import evaluate_whitebox
+from robustbench_dc.evaluation.whitebox import merge_breakdowns
 from robustbench_dc.results import ResultsStore
 
 from synthetic import mnist_sample_tensors, train_small

@@ -151,3 +151,13 @@ def test_no_private_name_crosses_modules() -> None:
                 found += [f"{path.relative_to(REPO)}: {a.name} as {a.asname}" for a in node.names
                           if (a.asname or "").startswith("_")]
     assert found == []
+
+
+def test_no_package_holds_more_than_a_sixth_of_the_code() -> None:
+    """No room of the tree above 15% of the package's lines (attacks/ was a quarter before the
+    evaluation moved out of it)."""
+    lines = {p: len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    total = sum(lines.values())
+    for room in [d for d in PACKAGE.iterdir() if d.is_dir() and d.name != "__pycache__"]:
+        share = sum(n for p, n in lines.items() if room in p.parents) / total
+        assert share <= 0.15, f"{room.name}/ holds {100 * share:.1f}% of the package's lines"

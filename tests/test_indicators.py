@@ -11,10 +11,11 @@ from torch import nn
 from robustbench_dc.attacks import AttackSpec
 from robustbench_dc.attacks.attack import run_attack_detailed
 from robustbench_dc.attacks.spec import AttackConfigError
-from robustbench_dc.attacks.trace import AttackTrace, incomplete_optimization
+from robustbench_dc.attacks.trace import AttackTrace
 from robustbench_dc.evaluation import MaskingConfig, attack_result, evaluate_whitebox
 from robustbench_dc.evaluation.binarization import BinarizationConfig, binarization_test
 from robustbench_dc.evaluation.masking import FLAG_NAMES, flag_square_beats_whitebox
+from robustbench_dc.evaluation.masking.indicators import incomplete_optimization
 
 from synthetic import mnist_sample_tensors, train_small
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_dc.attacks import AttackSpec, ConstraintViolation, model_fingerprint
-from robustbench_dc.evaluation import evaluate_transfer, evaluate_whitebox
+from robustbench_dc.attacks import AttackSpec, ConstraintViolation
+from robustbench_dc.evaluation import evaluate_transfer, evaluate_whitebox, model_fingerprint
 from robustbench_dc.evaluation.transfer import cache_path
 
 from synthetic import mnist_sample_tensors, train_small

@@ -9,8 +9,7 @@ budgets are L-inf 8/255 (CIFAR-10), 0.3 (MNIST) and L2 0.5 (CIFAR-10).
 
 * :class:`AttackSpec` -- validated attack description (native FGSM / BIM / PGD,
   any torchattacks or foolbox attack), :func:`load_attack_config` for the
-  repository's ``attacks/*.yaml``, :func:`configure_attacks` for a named set with overrides;
-  :class:`AttackConfigError` for a configuration that cannot run.
+  repository's ``attacks/*.yaml``; :class:`AttackConfigError` for a configuration that cannot run.
 * :func:`register_attack` -- a native attack is one decorated function
   (:mod:`~robustbench_dc.attacks.registry`); :func:`native_attacks` lists them.
 * :func:`run_attack` / :func:`run_attack_loader` -- the one entry point; every
@@ -35,56 +34,25 @@ from robustbench_dc.attacks.backends import (
 )
 from robustbench_dc.attacks.checks import (
     ConstraintViolation,
-    NonFiniteModelError,
     check_adversarial,
-    check_finite_logits,
     perturbation_norms,
 )
 from robustbench_dc.attacks.losses import attack_loss, ce_loss, dlr_loss, make_targets, margin_loss
 from robustbench_dc.attacks.native import bim, fgsm, pgd, projected_gradient_attack
 from robustbench_dc.attacks.registry import NativeAttack, native_attack, native_attacks, register_attack, unregister_attack
 from robustbench_dc.attacks.spec import (
-    DEFAULT_ATTACKS,
-    LARGE_EPS,
     STANDARD_EPS,
     AttackConfigError,
     AttackSpec,
-    configure_attacks,
     load_attack_config,
     resolve_eps,
 )
-from robustbench_dc.attacks.utils import data_fingerprint, model_fingerprint
 
 __all__ = [
-    "AttackSpec",
-    "AttackConfigError",
-    "DEFAULT_ATTACKS",
-    "configure_attacks",
-    "register_attack", "unregister_attack", "native_attack", "native_attacks", "NativeAttack",
-    "STANDARD_EPS",
-    "LARGE_EPS",
-    "resolve_eps",
-    "load_attack_config",
-    "run_attack",
-    "run_attack_loader",
-    "fgsm",
-    "bim",
-    "pgd",
-    "projected_gradient_attack",
-    "run_torchattacks",
-    "run_foolbox",
-    "available_attacks",
-    "torchattacks_names",
-    "foolbox_names",
-    "BackendMissingError",
-    "ConstraintViolation", "NonFiniteModelError", "check_finite_logits",
-    "check_adversarial",
-    "perturbation_norms",
-    "attack_loss",
-    "ce_loss",
-    "margin_loss",
-    "dlr_loss",
-    "make_targets",
-    "model_fingerprint",
-    "data_fingerprint",
+    "AttackSpec", "AttackConfigError", "register_attack",
+    "unregister_attack", "native_attack", "native_attacks", "NativeAttack", "STANDARD_EPS",
+    "resolve_eps", "load_attack_config", "run_attack", "run_attack_loader", "fgsm", "bim", "pgd",
+    "projected_gradient_attack", "run_torchattacks", "run_foolbox", "available_attacks", "torchattacks_names",
+    "foolbox_names", "BackendMissingError", "ConstraintViolation", "check_adversarial", "perturbation_norms",
+    "attack_loss", "ce_loss", "margin_loss", "dlr_loss", "make_targets",
 ]

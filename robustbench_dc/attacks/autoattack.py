@@ -48,7 +48,7 @@ from robustbench_dc.attacks.spec import AttackSpec
 from robustbench_dc.attacks.trace import TraceView
 from robustbench_dc.attacks.utils import seeded
 
-__all__ = ["autoattack", "COMPONENTS", "VERSIONS", "AUTOATTACK_VERSIONS", "merge_breakdowns"]
+__all__ = ["autoattack", "COMPONENTS", "VERSIONS", "AUTOATTACK_VERSIONS"]
 
 #: AutoAttack versions the suite implements (Croce & Hein, ICML 2020).
 AUTOATTACK_VERSIONS: tuple[str, ...] = ("standard", "rand")
@@ -224,19 +224,3 @@ def _run_component(comp: Component, model: nn.Module, x: torch.Tensor, y: torch.
     parts.append({"component": comp.name, "backend": comp.backend, "budget": comp.budget(n_classes),
                   "attacked": int(idx.numel()), "robust": int(robust.sum()),
                   "seconds": time.perf_counter() - t0})
-
-
-def merge_breakdowns(batches: list[list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
-    """Sum per-batch breakdowns of :func:`autoattack` over the ``n`` examples of an evaluation and add
-    each component's ``robust_accuracy`` (robust examples after it / n), as AutoAttack's log does."""
-    if not batches:
-        return []
-    out = []
-    for j, first in enumerate(batches[0]):
-        rows = [b[j] for b in batches]
-        robust = sum(r["robust"] for r in rows)
-        out.append({"component": first["component"], "backend": first["backend"], "budget": first["budget"],
-                    "attacked": sum(r["attacked"] for r in rows), "robust": robust,
-                    "robust_accuracy": robust / n if n else float("nan"),
-                    "seconds": sum(r["seconds"] for r in rows)})
-    return out

@@ -62,12 +62,9 @@ from robustbench_dc.errors import UserError
 __all__ = [
     "AttackSpec",
     "AttackConfigError",
-    "DEFAULT_ATTACKS",
-    "configure_attacks",
     "native_attacks",
     "TORCHATTACKS_AUTOATTACK_10IT",
     "STANDARD_EPS",
-    "LARGE_EPS",
     "canonical_dataset",
     "resolve_eps",
     "load_attack_config",
@@ -127,9 +124,6 @@ STANDARD_EPS: dict[str, dict[str, float]] = {
     for name, info in DATASETS.items() if info.base is None
 }
 
-#: "Large" L-inf budgets used by the masking check ``accuracy-not-zero-at-large-eps``:
-#: at these budgets any correct attack drives accuracy to (almost) zero (from the registry).
-LARGE_EPS: dict[str, float] = {name: info.eps_linf_large for name, info in DATASETS.items() if info.base is None}
 
 
 def canonical_dataset(dataset: str) -> str:
@@ -437,7 +431,7 @@ class AttackSpec(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise AttackConfigError(f"{path}: {validation_message(exc)}") from None
+            raise AttackConfigError(f"{path}: {one_line(exc)}") from None
 
     def to_yaml(self) -> str:
         """YAML text of the fields that differ from their defaults."""
@@ -538,40 +532,3 @@ def load_attack_config(name_or_path: str | Path, config_dir: str | Path | None =
         f"attack config: unknown name {str(name_or_path)!r}{did_you_mean(name_or_path, [*known, *names])}; "
         f"available in {d}: {', '.join(known) if known else '(none)'}; or a native attack: {', '.join(names)}"
     )
-
-
-def validation_message(exc: ValidationError) -> str:
-    """One line for a pydantic error of an :class:`AttackSpec`: ``field: message`` per problem."""
-    return one_line(exc)
-
-
-#: The attack set of ``rbdc evaluate`` and ``rbdc transfer`` when none is named.
-DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm-linf", "bim-linf", "pgd-linf")
-
-
-def configure_attacks(names: list[str] | tuple[str, ...] | None = None, *, eps: float | None = None,
-                      backend: str | None = None, steps: int | None = None) -> list[AttackSpec]:
-    """Load named attack configurations (default :data:`DEFAULT_ATTACKS`) and apply overrides
-    to every one: ``eps``, ``backend`` and ``steps`` (not to FGSM, a one-step attack, nor to
-    AutoAttack, whose budgets are fixed by its version).
-
-    Raises:
-        AttackConfigError: an unknown name, or an override the attack does not accept.
-    """
-    specs = []
-    for name in names or DEFAULT_ATTACKS:
-        spec = load_attack_config(name)
-        changes: dict[str, Any] = {}
-        if eps is not None:
-            changes["eps"] = eps
-        if backend is not None:
-            changes["backend"] = backend
-        if steps is not None and spec.name not in ("fgsm", "autoattack"):
-            changes["steps"] = steps
-        if changes:
-            try:
-                spec = type(spec)(**{**spec.model_dump(), **changes})
-            except ValidationError as exc:
-                raise AttackConfigError(f"attack {name!r}: {validation_message(exc)}") from None
-        specs.append(spec)
-    return specs

@@ -26,11 +26,9 @@ Example::
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-__all__ = ["AttackTrace", "TraceView", "incomplete_optimization"]
+__all__ = ["AttackTrace", "TraceView"]
 
 
 class AttackTrace:
@@ -107,24 +105,3 @@ class TraceView:
     def mark_rescued(self, lost: torch.Tensor) -> None:
         """The rows ``lost`` (bool) were non-adversarial on return although an iterate was adversarial."""
         self.trace.rescued[self.rows[lost.detach().to("cpu", torch.bool)]] = True
-
-
-def incomplete_optimization(objective: torch.Tensor, window: float = 0.1, tol: float = 0.05,
-                            min_length: int = 20) -> bool | None:
-    """Whether an attack's objective (maximised) was still improving at the end of its trajectory.
-
-    After Pintor et al. (NeurIPS 2022): the trajectory is rescaled to [0, 1] by its range and
-    replaced by its running maximum; the optimisation is incomplete when that running maximum grew
-    by more than ``tol`` over the last ``window`` fraction of the iterations (at least 2; Pintor et
-    al. use the last 10 of their attacks' 100 iterations). Returns None for trajectories shorter than
-    ``min_length`` or with non-finite values.
-    """
-    t = objective.to(torch.float64)
-    if t.numel() < max(min_length, 3) or not bool(torch.isfinite(t).all()):
-        return None
-    lo, hi = float(t.min()), float(t.max())
-    if not math.isfinite(hi - lo) or hi - lo <= 0.0:
-        return False
-    k = min(t.numel() - 1, max(2, round(window * t.numel())))
-    best = torch.cummax((t - lo) / (hi - lo), dim=0).values
-    return bool(float(best[-1] - best[-1 - k]) > tol)

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-__all__ = [
-    "eval_mode",
-    "model_device",
-    "seeded",
-    "per_example",
-    "model_fingerprint",
-    "data_fingerprint",
-    "batched_logits",
-    "float32_logits",
-    "upcast_logits",
-]
+__all__ = ["eval_mode", "model_device", "seeded", "per_example", "float32_logits", "upcast_logits"]
 
 
 def upcast_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -89,38 +78,3 @@ def per_example(value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if t.shape != (x.shape[0],):
         raise ValueError(f"eps: per-example values must have shape ({x.shape[0]},), got {tuple(t.shape)}")
     return t.view(-1, *([1] * (x.dim() - 1)))
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """sha256 of the model's class and ``state_dict`` (names, shapes, dtypes, bytes).
-
-    Parameter-free models of the same class share a fingerprint: give such
-    models explicit keys (``model_keys=``) where it matters."""
-    h = hashlib.sha256()
-    h.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        if isinstance(t, torch.Tensor):
-            t = t.detach().cpu().contiguous()
-            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        else:  # pragma: no cover - extra state
-            h.update(repr(t).encode())
-    return h.hexdigest()
-
-
-def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
-    """sha256 of the bytes, shapes and dtypes of ``x`` and ``y`` (data slice identity)."""
-    h = hashlib.sha256()
-    for t in (x, y):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-@torch.no_grad()
-def batched_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` in batches (no grad), shape (N, K)."""
-    outs = [model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-    return torch.cat(outs) if outs else torch.empty(0)

@@ -110,8 +110,8 @@ def add_attack_args(p: argparse.ArgumentParser, *, n_default: int = 1000) -> Non
 
 
 def attacks_from_args(args: argparse.Namespace) -> list[Any]:
-    """:func:`robustbench_dc.attacks.configure_attacks` called with the attack arguments."""
-    from robustbench_dc.attacks import configure_attacks
+    """:func:`robustbench_dc.evaluation.configure_attacks` called with the attack arguments."""
+    from robustbench_dc.evaluation import configure_attacks
 
     return configure_attacks(args.attack, eps=args.eps, backend=args.backend, steps=args.steps)
 

@@ -26,9 +26,8 @@ __all__ = ["register", "cmd_evaluate"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from robustbench_dc.attacks import NonFiniteModelError
     from robustbench_dc.errors import gather
-    from robustbench_dc.evaluation import evaluate_whitebox
+    from robustbench_dc.evaluation import NonFiniteModelError, evaluate_whitebox
     from robustbench_dc.evaluation.binarization import BinarizationConfig
 
     # every problem of the command line at once: the model's, the data's and the attacks'

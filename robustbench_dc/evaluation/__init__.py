@@ -22,6 +22,9 @@ Example::
     >>> res = evaluate_whitebox(model, x, y, [AttackSpec(name="fgsm"), AttackSpec(name="pgd")], dataset="mnist")
 """
 
+from robustbench_dc.evaluation.attack_set import DEFAULT_ATTACKS, LARGE_EPS, configure_attacks
+from robustbench_dc.evaluation.checks import NonFiniteModelError, check_finite_logits
+from robustbench_dc.evaluation.fingerprints import data_fingerprint, model_fingerprint
 from robustbench_dc.evaluation.masking import (
     DOC_PATH,
     FLAG_NAMES,
@@ -41,6 +44,8 @@ from robustbench_dc.evaluation.transfer import TransferResult, evaluate_transfer
 from robustbench_dc.evaluation.whitebox import EvalResult, evaluate_whitebox
 
 __all__ = [
+    "DEFAULT_ATTACKS", "LARGE_EPS", "configure_attacks", "NonFiniteModelError", "check_finite_logits",
+    "model_fingerprint", "data_fingerprint",
     "AttackResult", "attack_result", "worst_case",
     "EvalResult", "evaluate_whitebox",
     "TransferResult", "evaluate_transfer",

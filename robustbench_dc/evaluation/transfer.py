@@ -41,15 +41,11 @@ from tqdm.auto import tqdm
 
 from robustbench_dc._atomic import atomic_write
 from robustbench_dc.attacks.attack import run_attack, validate_inputs
-from robustbench_dc.attacks.checks import check_adversarial, check_finite_logits, perturbation_norms
+from robustbench_dc.attacks.checks import check_adversarial, perturbation_norms
 from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
-from robustbench_dc.attacks.utils import (
-    batched_logits,
-    data_fingerprint,
-    eval_mode,
-    model_device,
-    model_fingerprint,
-)
+from robustbench_dc.attacks.utils import eval_mode, model_device
+from robustbench_dc.evaluation.checks import check_finite_logits
+from robustbench_dc.evaluation.fingerprints import batched_logits, data_fingerprint, model_fingerprint
 from robustbench_dc.evaluation.masking import MaskingFlag, flag_transfer_beats_whitebox
 from robustbench_dc.evaluation.metrics import AttackResult, attack_result
 

@@ -26,11 +26,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustbench_dc.attacks.attack import run_attack_detailed, validate_inputs
-from robustbench_dc.attacks.autoattack import merge_breakdowns
-from robustbench_dc.attacks.checks import check_finite_logits, perturbation_norms
+from robustbench_dc.attacks.checks import perturbation_norms
 from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
 from robustbench_dc.attacks.trace import AttackTrace
-from robustbench_dc.attacks.utils import batched_logits, eval_mode, model_device
+from robustbench_dc.attacks.utils import eval_mode, model_device
 from robustbench_dc.evaluation.binarization import (
     BinarizationConfig,
     Readouts,
@@ -38,6 +37,8 @@ from robustbench_dc.evaluation.binarization import (
     build_readouts,
     supports_binarization,
 )
+from robustbench_dc.evaluation.checks import check_finite_logits
+from robustbench_dc.evaluation.fingerprints import batched_logits
 from robustbench_dc.evaluation.masking import (
     MaskingConfig,
     MaskingFlag,
@@ -52,7 +53,8 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:  # pragma: no cover
     from robustbench_dc.evaluation.transfer import TransferResult
 
-__all__ = ["EvalResult", "evaluate_whitebox", "worst_cases", "group_key", "CRAFT_PRECISIONS", "crafting_precision"]
+__all__ = ["EvalResult", "evaluate_whitebox", "worst_cases", "merge_breakdowns", "group_key", "CRAFT_PRECISIONS",
+           "crafting_precision"]
 
 #: Precisions in which adversarial examples can be crafted (scoring is always float32).
 CRAFT_PRECISIONS = ("fp32", "bf16")
@@ -324,6 +326,22 @@ def _craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[Attac
     finally:
         bar.close()
     return results, traces, adversarial
+
+
+def merge_breakdowns(batches: list[list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
+    """Sum per-batch breakdowns of :func:`autoattack` over the ``n`` examples of an evaluation and add
+    each component's ``robust_accuracy`` (robust examples after it / n), as AutoAttack's log does."""
+    if not batches:
+        return []
+    out = []
+    for j, first in enumerate(batches[0]):
+        rows = [b[j] for b in batches]
+        robust = sum(r["robust"] for r in rows)
+        out.append({"component": first["component"], "backend": first["backend"], "budget": first["budget"],
+                    "attacked": sum(r["attacked"] for r in rows), "robust": robust,
+                    "robust_accuracy": robust / n if n else float("nan"),
+                    "seconds": sum(r["seconds"] for r in rows)})
+    return out
 
 
 def worst_cases(results: list[AttackResult]) -> dict[str, AttackResult]:

@@ -21,13 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustbench_dc.attacks.spec import LARGE_EPS, AttackSpec, canonical_dataset, default_step_size
-from robustbench_dc.attacks.trace import AttackTrace, incomplete_optimization
+from robustbench_dc.attacks.spec import AttackSpec, canonical_dataset, default_step_size
+from robustbench_dc.attacks.trace import AttackTrace
 from robustbench_dc.attacks.utils import eval_mode, model_device
+from robustbench_dc.evaluation.attack_set import LARGE_EPS
 from robustbench_dc.evaluation.masking.flags import MaskingConfig, MaskingFlag, group_by_budget, make_flag, spec_of
 from robustbench_dc.evaluation.metrics import AttackResult, prefix
 
 __all__ = [
+    "incomplete_optimization",
     "flag_silent_success",
     "flag_incomplete_optimization",
     "flag_budget_sensitivity",
@@ -76,6 +78,27 @@ def flag_silent_success(results: list[AttackResult], traces: Mapping[str, Attack
 
 
 # ---------------------------------------------------------------------- incomplete optimisation
+def incomplete_optimization(objective: torch.Tensor, window: float = 0.1, tol: float = 0.05,
+                            min_length: int = 20) -> bool | None:
+    """Whether an attack's objective (maximised) was still improving at the end of its trajectory.
+
+    After Pintor et al. (NeurIPS 2022): the trajectory is rescaled to [0, 1] by its range and
+    replaced by its running maximum; the optimisation is incomplete when that running maximum grew
+    by more than ``tol`` over the last ``window`` fraction of the iterations (at least 2; Pintor et
+    al. use the last 10 of their attacks' 100 iterations). Returns None for trajectories shorter than
+    ``min_length`` or with non-finite values.
+    """
+    t = objective.to(torch.float64)
+    if t.numel() < max(min_length, 3) or not bool(torch.isfinite(t).all()):
+        return None
+    lo, hi = float(t.min()), float(t.max())
+    if not math.isfinite(hi - lo) or hi - lo <= 0.0:
+        return False
+    k = min(t.numel() - 1, max(2, round(window * t.numel())))
+    best = torch.cummax((t - lo) / (hi - lo), dim=0).values
+    return bool(float(best[-1] - best[-1 - k]) > tol)
+
+
 def flag_incomplete_optimization(results: list[AttackResult], traces: Mapping[str, AttackTrace] | None,
                                  config: MaskingConfig | None = None) -> MaskingFlag:
     """The attack's objective was still improving over the last ``incomplete_window`` fraction of its

@@ -26,7 +26,7 @@ def flag_large_eps(
     config: MaskingConfig | None = None,
     batch_size: int = 256,
 ) -> MaskingFlag:
-    """(c) PGD-linf at a large eps (:data:`~robustbench_dc.attacks.spec.LARGE_EPS`)
+    """(c) PGD-linf at a large eps (:data:`~robustbench_dc.evaluation.attack_set.LARGE_EPS`)
     should drive accuracy to ~0; robust accuracy above ``large_eps_threshold`` triggers.
 
     Args:
