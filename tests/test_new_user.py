@@ -181,3 +181,13 @@ def test_the_documents_agree_with_the_measurements_they_cite() -> None:
     minutes = sum(phases["job_seconds"].values()) / 60
     assert f"{minutes:.1f} minutes" in row and "over its" not in row
     assert f"{minutes:.1f}" in readme
+
+
+def test_the_readme_is_a_guide_of_at_most_300_lines_whose_links_resolve() -> None:
+    """The README is the user's guide; everything else lives in docs/ (every relative link resolves)."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if not target.startswith(("http://", "https://")):
+                assert (page.parent / target).exists(), f"{page.name}: broken link {target}"

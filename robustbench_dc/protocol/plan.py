@@ -56,12 +56,6 @@ class ResolvedModel:
     training: str
     #: sha256 of the file that defines a user operator (None for the built-in ones)
     operator_source_sha256: str | None = None
-    #: the :class:`~robustbench_dc.operators.OperatorSpec` resolved at planning (not pickled: a Ray
-    #: worker, another process, resolves ``operator`` again in its own interpreter)
-    spec: Any = field(default=None, compare=False, repr=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "spec"} | {"spec": None}
 
     def config(self) -> dict[str, Any]:
         config = {"arch": self.arch, "operator": self.operator, "arch_params": self.arch_params,
@@ -75,8 +69,9 @@ class ResolvedModel:
         """The network, initialised from the model's seed (with ``checkpoint``'s weights if given)."""
         from robustbench_dc.zoo import resolve_model
 
-        return resolve_model(arch=self.arch, operator=self.spec if self.spec is not None else self.operator,
-                             dataset=self.dataset,
+        # Built from the operator's string, in every process alike: resolving it draws from the seeded
+        # generator (a probe layer checks the parameters), so the initial weights depend on it.
+        return resolve_model(arch=self.arch, operator=self.operator, dataset=self.dataset,
                              params={**self.arch_params, **self.operator_params}, checkpoint=checkpoint,
                              pretrained=checkpoint is not None, seed=self.seed, base_dir=base_dir).model
 
@@ -252,8 +247,7 @@ def _resolve_model(m: ModelEntry, i: int, protocol: Protocol, base_dir: Path, er
         name=m.name, arch=arch, operator=operator, operator_label=spec.name,  # type: ignore[arg-type]
         arch_params=arch_params, operator_params=op_params, dataset=_model_dataset(dataset), recipe=recipe,
         seed=seed, role=m.role, label=m.label or _PAPER_LABELS.get(spec.name, spec.name),
-        training="adversarial" if recipe.get("adversarial") else "natural", operator_source_sha256=spec.source_sha256,
-        spec=spec)
+        training="adversarial" if recipe.get("adversarial") else "natural", operator_source_sha256=spec.source_sha256)
     try:  # building once checks the architecture and every parameter
         resolved.build(base_dir)
     except Exception as exc:  # noqa: BLE001
