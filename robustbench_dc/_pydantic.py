@@ -5,11 +5,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
 
-__all__ = ["Problem", "problems", "one_line"]
+from robustbench_dc.params import parse_eps
+
+__all__ = ["Problem", "problems", "one_line", "Eps"]
+
+#: A budget field: a number, or a fraction string such as ``"8/255"`` (RobustBench's spelling).
+Eps = Annotated[float, BeforeValidator(parse_eps)]
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

@@ -16,7 +16,7 @@ import yaml
 from robustbench_dc._yaml import safe_load
 from robustbench_dc.errors import UsageError
 
-__all__ = ["parse_value", "parse_params"]
+__all__ = ["parse_value", "parse_params", "parse_eps"]
 
 _INT = re.compile(r"[-+]?\d+")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -57,3 +57,28 @@ def parse_params(items: Iterable[str] | None, *, what: str = "--param") -> dict[
             raise UsageError(f"{what}: expected KEY=VALUE, got {item!r}")
         out[key.strip()] = parse_value(value, what=f"{what} {key.strip()}")
     return out
+
+
+_FRACTION = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*")
+
+
+def parse_eps(value: Any, *, what: str = "eps") -> Any:
+    """A perturbation budget as users write it: a number (``0.3``, ``0.0314``) or a fraction string
+    (``"8/255"``, RobustBench's spelling), as a float; ``None`` stays ``None``; anything else is
+    returned unchanged for the caller's own check (a bool, a list...).
+
+    Raises:
+        UsageError: a string that is neither a number nor ``A/B`` with ``B`` non-zero.
+    """
+    if not isinstance(value, str):
+        return value
+    m = _FRACTION.fullmatch(value)
+    if m is not None:
+        num, den = float(m.group(1)), float(m.group(2))
+        if den == 0:
+            raise UsageError(f"{what}: division by zero in {value!r}")
+        return num / den
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{what}: expected a number or a fraction like 8/255, got {value!r}") from None

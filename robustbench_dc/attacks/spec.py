@@ -58,6 +58,7 @@ from robustbench_dc.attacks.registry import NativeAttack, native_attack, native_
 from robustbench_dc.data.errors import DataError
 from robustbench_dc.data.registry import DATASETS, dataset_info
 from robustbench_dc.errors import UserError
+from robustbench_dc.params import parse_eps
 
 __all__ = [
     "AttackSpec",
@@ -235,6 +236,7 @@ class AttackSpec(BaseModel):
     @field_validator("eps", "step_size", mode="before")
     @classmethod
     def _check_positive_float(cls, v: Any, info: Any) -> Any:
+        v = parse_eps(v, what=info.field_name)  # a number, or a fraction such as "8/255"
         if v is None:
             return None
         if isinstance(v, bool) or not isinstance(v, (int, float)):

@@ -14,7 +14,8 @@ import argparse
 from typing import Any
 
 __all__ = ["add_command", "add_global_options", "add_model_args", "add_data_args", "add_attack_args",
-           "model_from_args", "attacks_from_args", "check_data_name", "load_test_data", "data_name", "download_progress"]
+           "model_from_args", "attacks_from_args", "check_data_name", "eps_arg", "load_test_data", "data_name",
+           "download_progress"]
 
 
 def _options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -95,12 +96,25 @@ def download_progress(args: argparse.Namespace) -> bool | None:
     return False if args.quiet else None
 
 
+def eps_arg(text: str) -> float:
+    """``--eps 8/255`` or ``--eps 0.0314``: a budget as argparse reads it (a bad one is a usage error)."""
+    from robustbench_dc.errors import UsageError
+    from robustbench_dc.params import parse_eps
+
+    try:
+        value = float(parse_eps(text))
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("eps: ")) from None
+    return value
+
+
 def add_attack_args(p: argparse.ArgumentParser, *, n_default: int = 1000) -> None:
     """The attack set, its overrides and the test data of ``rbdc evaluate`` / ``rbdc transfer``."""
     p.add_argument("--attack", action="append", metavar="NAME",
                    help="attack config from attacks/*.yaml or a YAML path (repeatable; default fgsm, bim, pgd)")
     p.add_argument("--backend", choices=("native", "torchattacks", "foolbox"), help="override every attack's backend")
-    p.add_argument("--eps", type=float, help="override the budget (default: the dataset's standard eps)")
+    p.add_argument("--eps", type=eps_arg, help="override the budget: a number or a fraction like 8/255 (default: the "
+                                                "dataset's standard eps)")
     p.add_argument("--steps", type=int, help="override the iterations of iterative attacks")
     add_data_args(p, "evaluate on")
     p.add_argument("-n", "--n", type=int, default=n_default, help=f"first n test examples (default {n_default})")

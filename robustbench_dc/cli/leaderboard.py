@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from robustbench_dc.cli._args import add_command
+from robustbench_dc.cli._args import add_command, eps_arg
 from robustbench_dc.cli._output import print_job, print_plan
 
 __all__ = ["register", "cmd_leaderboard_show", "cmd_submit"]
@@ -89,7 +89,7 @@ def _show_args(p: argparse.ArgumentParser, default: object = None) -> None:
                         "runs/results.sqlite)")
     p.add_argument("--dataset", default=d(None), help="only this dataset")
     p.add_argument("--threat-model", default=d(None), help="only this threat model (e.g. linf, l2)")
-    p.add_argument("--eps", type=float, default=d(None), help="only this perturbation budget")
+    p.add_argument("--eps", type=eps_arg, default=d(None), help="only this perturbation budget")
     p.add_argument("--protocol", default=d(None), help="only this protocol (by name)")
     p.add_argument("--metric", default=d(None),
                    help="ranking metric: worst_case (default), clean_accuracy, an attack label, "

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from robustbench_dc.cli._args import add_command, add_model_args, data_name, download_progress, model_from_args
+from robustbench_dc.cli._args import add_command, add_model_args, data_name, download_progress, eps_arg, model_from_args
 from robustbench_dc.cli._output import fmt, table, write_json
 
 __all__ = ["register", "cmd_lipschitz"]
@@ -124,9 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--no-download", action="store_true", help="never download")
     e = p.add_argument_group("estimates")
     e.add_argument("--norms", nargs="+", default=["l2", "linf"], choices=("l2", "linf"))
-    e.add_argument("--ball-eps-l2", type=float, help="L2 ball of the local search (default: the data's L2 "
+    e.add_argument("--ball-eps-l2", type=eps_arg, help="L2 ball of the local search (default: the data's L2 "
                                                      "budget; 0 disables)")
-    e.add_argument("--ball-eps-linf", type=float, help="Linf ball of the local search (default: the data's "
+    e.add_argument("--ball-eps-linf", type=eps_arg, help="Linf ball of the local search (default: the data's "
                                                        "Linf budget; 0 disables)")
     e.add_argument("--ball-steps", type=int, default=10, help="ball-search rounds (default 10)")
     e.add_argument("--ball-samples", type=int, default=8, help="random points per round (default 8)")

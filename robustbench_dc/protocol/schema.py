@@ -33,7 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from robustbench_dc._pydantic import Problem
+from robustbench_dc._pydantic import Eps, Problem
 from robustbench_dc._pydantic import problems as validation_problems
 from robustbench_dc._text import did_you_mean
 from robustbench_dc._yaml import MAX_BYTES, safe_load
@@ -127,7 +127,8 @@ class SweepSection(_Strict):
 
     attack: str | dict[str, Any] = Field(description="the attack: a configuration name or an inline spec",
                                          examples=["pgd-linf"])
-    eps: list[float] = Field(min_length=1, description="the budgets", examples=[[0.1, 0.2, 0.3]])
+    eps: list[Eps] = Field(min_length=1, description="the budgets (numbers or fractions like 8/255)",
+                           examples=[[0.1, 0.2, 0.3]])
 
     @field_validator("eps")
     @classmethod
@@ -145,8 +146,9 @@ class Evaluation(_Strict):
         min_length=1, description="white-box attacks: configuration names (attacks/*.yaml), native attack names, "
                                   "or inline specs; an inline entry may run on a prefix of the test set (n_test)",
         examples=[["fgsm-linf", "bim-linf", {"config": "autoattack-linf", "n_test": 500}]])
-    eps: float | None = Field(None, gt=0, description="the budget of every attack that sets none (default: the "
-                                                      "dataset's standard eps)", examples=[0.03137])
+    eps: Eps | None = Field(None, gt=0, description="the budget of every attack that sets none: a number or a "
+                                                    "fraction like 8/255 (default: the dataset's standard eps)",
+                            examples=["8/255"])
     transfer: TransferSection | None = Field(None, description="transfer (black-box) attacks")
     sweeps: list[SweepSection] = Field(default_factory=list, description="eps sweeps")
     masking: bool | dict[str, Any] = Field(True, description="the gradient-masking flags and attack-failure "
@@ -188,7 +190,7 @@ class LipschitzSection(_Strict):
     n: int = Field(100, ge=1, description="test examples the estimates use", examples=[100])
     norms: list[Literal["l2", "linf"]] = Field(default_factory=lambda: list(_NORMS), description="input norms",
                                                examples=[["l2"]])
-    ball_eps: float | None = Field(None, gt=0, description="also the largest gradient norm in a ball of this "
+    ball_eps: Eps | None = Field(None, gt=0, description="also the largest gradient norm in a ball of this "
                                                            "radius around each example", examples=[0.1])
     clever: bool = Field(False, description="also CLEVER scores", examples=[True])
     clever_n: int = Field(4, ge=1, description="examples CLEVER runs on", examples=[4])

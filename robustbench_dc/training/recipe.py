@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from robustbench_dc._pydantic import Eps
 from robustbench_dc._pydantic import problems as validation_problems
 from robustbench_dc._text import did_you_mean
 from robustbench_dc.errors import UserError
@@ -81,7 +82,7 @@ class Adversarial(_Strict):
 
     method: Literal["fgsm", "pgd", "fgsm-rs"] = "fgsm"
     threat_model: Literal["linf", "l2"] = "linf"
-    eps: float = Field(gt=0)
+    eps: Eps = Field(gt=0)
     steps: int = Field(1, ge=1)
     step_size: float | None = Field(None, gt=0)
     ratio: float = Field(0.5, gt=0, le=1)
