@@ -44,8 +44,10 @@ def add_command(sub: argparse._SubParsersAction, name: str, **kwargs: Any) -> ar
 def add_model_args(p: argparse.ArgumentParser, *, checkpoint: bool = True, untrained: bool = True) -> None:
     """``--model CARD`` or ``--arch/--operator/--dataset/--param``, plus ``--checkpoint`` / ``--untrained``."""
     g = p.add_argument_group("model (a zoo card, or an architecture + operator)")
-    g.add_argument("--model", help="zoo card name (see `rbdc zoo list`) or path to a card YAML")
-    g.add_argument("--arch", help="architecture, e.g. mnist2d, cnn9, resnet32")
+    g.add_argument("--model", help="zoo card name (see `rbdc zoo list`), a card YAML, or your own model: "
+                                   "path/to/file.py:factory (a function or class returning the network; --param "
+                                   "values are its arguments; needs --dataset)")
+    g.add_argument("--arch", help="architecture, e.g. mnist2d, cnn9, resnet32 (or path/to/file.py:factory)")
     g.add_argument("--operator", default=None,
                    help="operator spec, e.g. baseline, tanh+cos, my_ops.py:MyOp (default: the card's, else baseline)")
     g.add_argument("--dataset", help="dataset the model is built for (mnist, fashion-mnist, cifar10); "

@@ -68,13 +68,17 @@ def print_masking_warnings(flags: list[Any], target: str | None = None) -> None:
             print(f"WARNING possible gradient masking{where} [{flag.name}]: {flag.message}")
 
 
-def write_results(args: Any, key: str, result: Any, data_sha256: str) -> None:
-    """``--json``: ``{key: result, "provenance": ...}`` built from the command's own arguments."""
+def write_results(args: Any, key: str, result: Any, data_sha256: str, model: Any = None) -> None:
+    """``--json``: ``{key: result, "provenance": ...}`` built from the command's own arguments (and the
+    model: where it came from, its checkpoint, the sha256 of a user's model file)."""
     from robustbench_dc.provenance import provenance
 
-    write_json(args.json, {key: result.to_dict(),
-                           "provenance": provenance(command=getattr(args, "command_line", None), seed=args.seed,
-                                                    data_sha256=data_sha256)})
+    prov = provenance(command=getattr(args, "command_line", None), seed=args.seed, data_sha256=data_sha256)
+    if model is not None:
+        prov["model"] = {"name": model.name, "arch": model.arch, "operator": model.operator,
+                         "checkpoint": None if model.checkpoint is None else str(model.checkpoint),
+                         "source_sha256": model.source_sha256}
+    write_json(args.json, {key: result.to_dict(), "provenance": prov})
 
 
 def print_job(job: Any, status: str, seconds: float, counter: list[int], total: int) -> None:

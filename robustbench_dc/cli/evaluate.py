@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from robustbench_dc.cli._args import (
     add_attack_args,
@@ -26,14 +27,23 @@ __all__ = ["register", "cmd_evaluate"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from robustbench_dc.errors import gather
+    from robustbench_dc.errors import UsageError, gather
     from robustbench_dc.evaluation import NonFiniteModelError, evaluate_whitebox
     from robustbench_dc.evaluation.binarization import BinarizationConfig
 
+    def the_model() -> Any:
+        if args.run is None:
+            return model_from_args(args, seed=args.seed)
+        from robustbench_dc.protocol import model_from_run
+
+        if args.entry is None or args.model or args.arch or args.checkpoint:
+            raise UsageError("--run: give the run's model with --entry NAME (and no --model, --arch or --checkpoint: "
+                             "the run recorded them)")
+        return model_from_run(args.run, args.entry)
+
     # every problem of the command line at once: the model's, the data's and the attacks'
-    choice, specs, _ = gather(lambda: model_from_args(args, seed=args.seed), lambda: attacks_from_args(args),
-                              lambda: check_data_name(args))
-    ds = load_test_data(args, choice.dataset)
+    choice, specs, _ = gather(the_model, lambda: attacks_from_args(args), lambda: check_data_name(args))
+    ds = load_test_data(args, choice.data or choice.dataset)
     try:
         res = evaluate_whitebox(choice.model, ds.to_float(), ds.labels, specs, batch_size=args.batch_size,
                                 progress=not args.quiet, dataset=choice.dataset, model_name=choice.name,
@@ -46,7 +56,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise
         raise NonFiniteModelError(f"checkpoint {choice.checkpoint}: {exc}") from None
     weights = "" if choice.checkpoint is not None else f" (untrained: weights initialised from seed {args.seed})"
-    print(f"{choice.name}{weights}: first {res.n} test examples of {data_name(args, choice.dataset)}, "
+    print(f"{choice.name}{weights}: first {res.n} test examples of {data_name(args, choice.data or choice.dataset)}, "
           f"clean accuracy {100 * res.clean_accuracy:.1f}%")
     print_results(res.results)
     for r in res.results:
@@ -59,7 +69,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print_masking_warnings(res.flags)
     if res.flags and not res.triggered:
         print(f"masking diagnostics: none of {len(res.flags)} flags triggered")
-    write_results(args, "whitebox", res, ds.checksum)
+    write_results(args, "whitebox", res, ds.checksum, choice)
     return 0
 
 
@@ -67,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "evaluate", help="white-box attacks on one model, with gradient-masking diagnostics")
     add_model_args(p)
     add_attack_args(p)
+    p.add_argument("--run", metavar="RUN_DIR", help="evaluate a model a protocol trained, from what its run recorded "
+                                                    "(with --entry)")
+    p.add_argument("--entry", metavar="MODEL", help="with --run: the model's name in the run")
     p.add_argument("--no-masking", action="store_true", help="skip the gradient-masking diagnostics")
     p.add_argument("--binarization-test", action="store_true",
                    help="also run the binarization test (Zimmermann et al. 2022) of every attack that supports it: "

@@ -19,6 +19,7 @@ from robustbench_dc.data.dataset import (
     content_checksum,
     dataset_checksum,
     load_dataset,
+    load_examples,
     load_splits,
 )
 from robustbench_dc.data.download import cache_dir, download_file
@@ -27,6 +28,7 @@ from robustbench_dc.data.loaders import make_loader
 from robustbench_dc.data.registry import DATASETS, DatasetInfo, canonical_name, dataset_info
 
 __all__ = [
+    "load_examples",
     "DATASETS",
     "DataError",
     "DatasetInfo",

@@ -172,3 +172,16 @@ def dataset_checksum(
 ) -> str:
     """The sha256 checksum of the examples :func:`load_dataset` returns for these arguments."""
     return load_dataset(name, split, n=n, data_dir=data_dir, download=download).checksum
+
+
+def load_examples(dataset: str, n_examples: int | None = None, split: str = "test",
+                  data_dir: str | Path | None = None, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_examples`` of a split as RobustBench's ``load_cifar10(n_examples)`` returns
+    them: float32 images in [0, 1], NCHW, and int64 labels (no casting of uint8 by the caller).
+
+    Example::
+
+        >>> x, y = load_examples("cifar10", 1000)          # x: (1000, 3, 32, 32) in [0, 1]
+    """
+    ds = load_dataset(dataset, split, n=n_examples, data_dir=data_dir, download=download)
+    return ds.to_float(), ds.labels.to(torch.int64)

@@ -63,6 +63,9 @@ class AttackResult:
             ``"bf16"``; ``"mixed"`` for a worst case over both); scoring is always float32.
         binarization (dict | None): the binarization test of this attack
             (:class:`~robustbench_dc.evaluation.binarization.BinarizationResult` as a dict), when run.
+        forward_passes (int | None), backward_passes (int | None): the examples that went forward /
+            backward through the model while the attack crafted (examples x passes), as counted by
+            :class:`~robustbench_dc.evaluation.passes.PassCounter`.
     """
 
     model: str
@@ -84,6 +87,10 @@ class AttackResult:
     components: list[dict[str, Any]] | None = None
     precision: str = "fp32"
     binarization: dict[str, Any] | None = None
+    #: examples x passes through the model while crafting (None where not counted: a transfer cell,
+    #: a worst case)
+    forward_passes: int | None = None
+    backward_passes: int | None = None
 
     @property
     def robust_correct_tensor(self) -> torch.Tensor:

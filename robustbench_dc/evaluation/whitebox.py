@@ -46,6 +46,7 @@ from robustbench_dc.evaluation.masking import (
     flag_transfer_beats_whitebox,
 )
 from robustbench_dc.evaluation.metrics import AttackResult, attack_result, prefix, worst_case
+from robustbench_dc.evaluation.passes import PassCounter
 from robustbench_dc.operators import compiled_responses, resolve_compile
 
 log = logging.getLogger(__name__)
@@ -302,11 +303,12 @@ def _craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[Attac
             parts: list[list[dict[str, Any]]] = []
             trace = AttackTrace(n_spec) if record else None
             kept: list[torch.Tensor] = []
+            passes = PassCounter(model)
             for i in range(0, n_spec, batch_size):
                 stop = min(i + batch_size, n_spec)
                 xb, yb = x[i:stop].to(dev), y[i:stop].to(dev)
                 view = None if trace is None else trace.view(torch.arange(i, stop))
-                with compiling(), crafting_precision(prec, dev):
+                with compiling(), crafting_precision(prec, dev), passes:
                     x_adv, batch_parts = run_attack_detailed(model, xb, yb, spec, trace=view)
                 if i < keep:
                     kept.append(x_adv[:keep - i].detach().cpu())
@@ -316,11 +318,11 @@ def _craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[Attac
                     adv_correct[i:stop] = (model(x_adv).argmax(1) == yb).cpu()
                 norms[i:stop] = perturbation_norms(x_adv, xb, spec.threat_model).double().cpu()
                 bar.update(1)
-            results.append(
-                attack_result(model_name, spec, clean_correct[:n_spec], adv_correct, norms,
-                              seconds=time.perf_counter() - t0, components=merge_breakdowns(parts, n_spec) or None,
-                              precision=prec)
-            )
+            result = attack_result(model_name, spec, clean_correct[:n_spec], adv_correct, norms,
+                                   seconds=time.perf_counter() - t0,
+                                   components=merge_breakdowns(parts, n_spec) or None, precision=prec)
+            result.forward_passes, result.backward_passes = passes.forward, passes.backward
+            results.append(result)
             if trace is not None:
                 traces[spec.label], adversarial[spec.label] = trace, torch.cat(kept)
     finally:

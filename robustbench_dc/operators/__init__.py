@@ -40,6 +40,7 @@ from robustbench_dc.operators.registry import (
     get_operator,
     list_operators,
     load_reference,
+    reference_source_sha256,
     register_operator,
 )
 
@@ -52,5 +53,5 @@ __all__ = [
     "RHO_MODES", "DecoupledConv2d", "DecoupledLayer", "DecoupledLinear",
     "MAGNITUDES", "Magnitude", "get_magnitude", "list_magnitudes", "register_magnitude",
     "ENTRY_POINT_GROUP", "OPERATORS", "OperatorSpec", "PluginError", "UnknownOperatorError", "entry_point_operators",
-    "get_operator", "list_operators", "load_reference", "register_operator",
+    "get_operator", "list_operators", "load_reference", "reference_source_sha256", "register_operator",
 ]

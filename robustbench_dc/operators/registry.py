@@ -50,6 +50,7 @@ __all__ = [
     "list_operators",
     "load_reference",
     "entry_point_operators",
+    "reference_source_sha256",
 ]
 
 log = logging.getLogger(__name__)
@@ -221,15 +222,22 @@ def _module_name_for(path: Path) -> str:
     return f"rbdc_user_{path.stem}_{digest}"
 
 
-def load_reference(ref: str, base_dir: str | Path | None = None) -> Any:
+def load_reference(ref: str, base_dir: str | Path | None = None, *, kind: str = "operator") -> Any:
     """Import ``path/to/file.py:Name`` or ``package.module:Name`` and return ``Name``.
 
     A relative file path is resolved against ``base_dir`` (e.g. the folder of the
     protocol that names it), then the working directory. The file is imported once
-    per path (re-used on later calls) under a private module name.
+    per path (re-used on later calls) under a private module name. ``kind`` names what the
+    reference is in error messages (``operator``, ``model``).
     """
-    module, attr = _load_reference(ref, base_dir)
+    module, attr = _load_reference(ref, base_dir, kind)
     return getattr(module, attr)
+
+
+def reference_source_sha256(ref: str, base_dir: str | Path | None = None, *, kind: str = "operator") -> str | None:
+    """sha256 of the file a loaded reference comes from (None for a ``package.module:Name``)."""
+    module, _ = _load_reference(ref, base_dir, kind)
+    return module_source_sha256(module) if str(ref).rpartition(":")[0].endswith(".py") else None
 
 
 _SOURCE_ATTR = "__rbdc_source_sha256__"
@@ -255,7 +263,7 @@ def module_source_sha256(module: Any) -> str | None:
     return digest
 
 
-def _load_reference(ref: str, base_dir: str | Path | None) -> tuple[Any, str]:
+def _load_reference(ref: str, base_dir: str | Path | None, kind: str = "operator") -> tuple[Any, str]:
     """The module a reference names, imported, and the name it looks up there (checked to exist)."""
     if ref.count(":") < 1:
         raise UnknownOperatorError(f"reference {ref!r}: expected 'path/to/file.py:Name' or 'package.module:Name'")
@@ -282,9 +290,9 @@ def _load_reference(ref: str, base_dir: str | Path | None) -> tuple[Any, str]:
                 spec.loader.exec_module(module)
             except Exception as exc:
                 del sys.modules[mod_name]
-                raise PluginError(f"operator {ref!r}: importing {path} failed: {type(exc).__name__}: "
-                                  f"{' '.join(str(exc).split())} (an operator plugin is user code and runs as "
-                                  "such)") from exc
+                what = "an operator plugin" if kind == "operator" else f"a {kind} file"
+                raise PluginError(f"{kind} {ref!r}: importing {path} failed: {type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())} ({what} is user code and runs as such)") from exc
             except BaseException:
                 del sys.modules[mod_name]
                 raise
@@ -295,7 +303,8 @@ def _load_reference(ref: str, base_dir: str | Path | None) -> tuple[Any, str]:
             raise UnknownOperatorError(f"reference {ref!r}: cannot import module {target!r} ({exc})") from exc
     if not hasattr(module, attr):
         public = sorted(n for n in vars(module) if not n.startswith("_"))
-        raise UnknownOperatorError(f"reference {ref!r}: {target} has no {attr!r}; it defines {', '.join(public)}")
+        raise UnknownOperatorError(f"reference {ref!r}: {target} has no {attr!r}{did_you_mean(attr, public)}; it "
+                                   f"defines {', '.join(public)}")
     return module, attr
 
 

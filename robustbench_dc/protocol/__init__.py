@@ -33,7 +33,7 @@ from robustbench_dc.protocol.schema import (
 )
 
 __all__ = ["EXECUTORS", "FIGURES", "execute", "Job", "job_resources", "job_status", "job_threads", "JobResources", "JobsFailed",
-           "load_protocol", "make_plan", "plan_submission", "code_file", "ModelEntry", "parse_protocol",
+           "load_protocol", "make_plan", "plan_submission", "code_file", "model_from_run", "ModelEntry", "parse_protocol",
            "parse_resources", "Plan", "plan_protocol",
            "Protocol", "ProtocolError", "resolve", "ResolvedModel", "results_db", "run_protocol", "RunResult",
            "stable_hash", "submit_operator"]
@@ -57,6 +57,45 @@ def run_protocol(path: str | Path, output: str | Path | None = None, *, progress
     """Run a protocol file end to end (see :func:`execute`; ``executor="ray"`` runs it on Ray)."""
     return execute(plan_protocol(path, output, db, allow_code), progress=progress, force=force, on_job=on_job, command=command,
                    executor=executor, address=address, resources=resources)
+
+
+def model_from_run(run_dir: str | Path, entry: str) -> Any:
+    """The model ``entry`` of a protocol run, rebuilt from what the run recorded (its architecture,
+    operator and parameters in ``summary.json``) with the weights it trained (``models/ENTRY/model.pt``),
+    as a :class:`~robustbench_dc.zoo.ModelChoice`, for evaluating it again with any attack.
+
+    Raises:
+        MissingFileError: no such run folder, summary or checkpoint (the run is not finished).
+        UsageError: no such entry in the run (the message lists the run's models).
+    """
+    import json
+
+    from robustbench_dc._text import did_you_mean
+    from robustbench_dc.errors import MissingFileError, UsageError
+    from robustbench_dc.zoo import resolve_model
+
+    run = Path(run_dir)
+    summary_path = run / "summary.json"
+    if not summary_path.is_file():
+        raise MissingFileError(f"{summary_path}: no summary (a run folder of rbdc run, finished)")
+    summary = json.loads(summary_path.read_text())
+    models = summary.get("models") or {}
+    if entry not in models:
+        raise UsageError(f"--entry: {run} has no model {entry!r}{did_you_mean(entry, models)}; it has "
+                         f"{', '.join(models) or 'none'}")
+    m = models[entry]
+    checkpoint = run / "models" / entry / "model.pt"
+    if not checkpoint.is_file():
+        raise MissingFileError(f"{checkpoint}: the run has not trained {entry!r} (run the protocol again to finish it)")
+    proto = Path(str((summary.get("protocol") or {}).get("path") or "."))
+    base_dir = proto.parent if proto.parent.is_dir() else Path.cwd()
+    from robustbench_dc.data import dataset_info
+
+    choice = resolve_model(arch=m["arch"], operator=m.get("operator"), dataset=dataset_info(summary["dataset"]).base_name,
+                           params={**(m.get("arch_params") or {}), **(m.get("operator_params") or {})},
+                           checkpoint=checkpoint, seed=m.get("seed", 0), base_dir=base_dir)
+    choice.name, choice.data = entry, summary["dataset"]
+    return choice
 
 
 def parse_resources(items: list[str]) -> dict[str, dict[str, Any]]:

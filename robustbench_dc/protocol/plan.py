@@ -56,6 +56,8 @@ class ResolvedModel:
     training: str
     #: sha256 of the file that defines a user operator (None for the built-in ones)
     operator_source_sha256: str | None = None
+    #: sha256 of the file of a user architecture (``arch: file.py:factory``; None for the zoo's)
+    arch_source_sha256: str | None = None
 
     def config(self) -> dict[str, Any]:
         config = {"arch": self.arch, "operator": self.operator, "arch_params": self.arch_params,
@@ -63,6 +65,8 @@ class ResolvedModel:
                   "seed": self.seed}
         if self.operator_source_sha256 is not None:
             config["operator_source_sha256"] = self.operator_source_sha256
+        if self.arch_source_sha256 is not None:
+            config["arch_source_sha256"] = self.arch_source_sha256
         return config
 
     def build(self, base_dir: Path | None = None, checkpoint: Path | None = None) -> Any:
@@ -195,6 +199,7 @@ def _resolve_model(m: ModelEntry, i: int, protocol: Protocol, base_dir: Path, er
     from robustbench_dc.operators import get_operator
     from robustbench_dc.training import get_recipe
     from robustbench_dc.zoo import get_card, split_params
+    from robustbench_dc.zoo.user import factory_source_sha256, is_factory_reference
 
     where = f"models[{i}]"
     n_errors = len(errors)
@@ -210,17 +215,27 @@ def _resolve_model(m: ModelEntry, i: int, protocol: Protocol, base_dir: Path, er
         operator = operator or card.operator
         recipe_spec = recipe_spec if recipe_spec is not None else card.recipe
     operator = operator or "baseline"
-    path = code_file(operator, base_dir)
-    if path is not None:
+    user_arch = is_factory_reference(arch)
+    for field_name, ref in (("operator", operator), ("arch", arch)):
+        path = code_file(str(ref), base_dir)
+        if path is None:
+            continue
         if not _trusted_code(path, base_dir, allow_code):
-            errors.append(f"{source}: {where}.operator: {operator!r} runs the Python file {path}, outside the "
+            errors.append(f"{source}: {where}.{field_name}: {ref!r} runs the Python file {path}, outside the "
                           f"protocol's folder ({base_dir.resolve()}); a protocol runs code from its own folder only "
                           f"(to trust this file, pass --allow-code {path})")
             return None
         if code_files is not None and path not in code_files:
             code_files.append(path)
+    if user_arch and operator != "baseline":
+        errors.append(f"{source}: {where}.operator: {arch!r} builds its own layers; operator applies to the zoo's "
+                      f"architectures, got {operator!r}")
+        return None
     try:
-        extra_arch, extra_op = split_params(arch, dict(m.params))  # type: ignore[arg-type]
+        if user_arch:  # every parameter is the factory's
+            extra_arch, extra_op = dict(m.params), dict[str, Any]()
+        else:
+            extra_arch, extra_op = split_params(arch, dict(m.params))  # type: ignore[arg-type]
     except ValueError as exc:
         errors.append(f"{source}: {where}.arch: {exc}")
         return None
@@ -243,11 +258,18 @@ def _resolve_model(m: ModelEntry, i: int, protocol: Protocol, base_dir: Path, er
         return None
     seed = m.seed if m.seed is not None else protocol.seed
     recipe["seed"] = seed if not isinstance(recipe_spec, dict) or "seed" not in recipe_spec else recipe["seed"]
+    try:
+        arch_sha256 = factory_source_sha256(str(arch), base_dir) if user_arch else None
+    except Exception as exc:  # noqa: BLE001 - the user's file: reported by name
+        errors.append(f"{source}: {where}.arch: {' '.join(str(exc).split())}")
+        return None
     resolved = ResolvedModel(
         name=m.name, arch=arch, operator=operator, operator_label=spec.name,  # type: ignore[arg-type]
         arch_params=arch_params, operator_params=op_params, dataset=_model_dataset(dataset), recipe=recipe,
-        seed=seed, role=m.role, label=m.label or _PAPER_LABELS.get(spec.name, spec.name),
-        training="adversarial" if recipe.get("adversarial") else "natural", operator_source_sha256=spec.source_sha256)
+        seed=seed, role=m.role, label=m.label or (arch.rpartition(":")[2] if user_arch and arch else
+                                                  _PAPER_LABELS.get(spec.name, spec.name)),
+        training="adversarial" if recipe.get("adversarial") else "natural", operator_source_sha256=spec.source_sha256,
+        arch_source_sha256=arch_sha256)
     try:  # building once checks the architecture and every parameter
         resolved.build(base_dir)
     except Exception as exc:  # noqa: BLE001

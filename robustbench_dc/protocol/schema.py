@@ -82,7 +82,8 @@ class ModelEntry(_Strict):
                       description="the model's name in the run (its folder, its leaderboard row)", examples=["tanh"])
     card: str | None = Field(None, description="a zoo card (rbdc zoo list); give a card or an arch",
                              examples=["mnist2d-tanh-mnist"])
-    arch: str | None = Field(None, description="an architecture: cnn9, resnet20/32/56, mnist2d, isonet, risonet",
+    arch: str | None = Field(None, description="an architecture: cnn9, resnet20/32/56, mnist2d, isonet, risonet; "
+                                               "or your own, path/to/file.py:factory in the protocol's folder",
                              examples=["cnn9"])
     operator: str | None = Field(None, description="the operator spec (default: the card's, else baseline): "
                                                    "baseline, tanh+cos, sphereconv, or path/to/file.py:Name in "

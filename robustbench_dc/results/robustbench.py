@@ -57,8 +57,8 @@ def model_info(entry: LeaderboardEntry) -> dict[str, Any]:
         "clean_acc": _pct(entry.clean_accuracy),
         "reported": _pct(autoattack),
         "autoattack_acc": _pct(autoattack),
-        "footnote": (f"{entry.operator} operator, {entry.training or 'unknown'} training; evaluated by robustbench-dc "
-                     f"protocol {entry.protocol!r} on the first {entry.n_test} test examples"),
+        "footnote": ((f"{entry.operator} operator, {entry.training or 'unknown'} training; " if entry.operator else "")
+                     + f"evaluated by robustbench-dc ({entry.protocol}) on the first {entry.n_test} test examples"),
         "robustbench_dc": {
             "model": entry.name, "operator": entry.operator, "operator_params": entry.operator_params,
             "training": entry.training, "threat_model": entry.threat_model, "eps": entry.eps,

@@ -18,6 +18,7 @@ from robustbench_dc.errors import UsageError, gather
 from robustbench_dc.operators import OperatorSpec, get_operator
 from robustbench_dc.zoo.cards import CardError, ModelCard, get_card, load_card_checkpoint, load_weights
 from robustbench_dc.zoo.registry import build_model, split_params
+from robustbench_dc.zoo.user import build_user_model, factory_source_sha256, is_factory_reference
 
 __all__ = ["ModelChoice", "resolve_model"]
 
@@ -48,6 +49,10 @@ class ModelChoice:
     params: dict[str, Any] = field(default_factory=dict)
     card: ModelCard | None = None
     checkpoint: Path | None = None
+    #: sha256 of the user's file that built the model (``file.py:factory``), else None
+    source_sha256: str | None = None
+    #: the data a protocol run evaluated the model on (``mnist-sample``), when it came from a run
+    data: str | None = None
 
 
 def _same_dataset(a: str, b: str) -> bool:
@@ -104,8 +109,10 @@ def resolve_model(card: str | ModelCard | None = None, *, arch: str | None = Non
     """Build the model a card, or an architecture + operator + parameters, describes.
 
     Args:
-        card: a zoo card name, a path to a card file, or a :class:`ModelCard`.
-        arch: an architecture (instead of a card), e.g. ``"mnist2d"``, ``"cnn9"``.
+        card: a zoo card name, a path to a card file, or a :class:`ModelCard`; or a model from the
+            user's code, ``path/to/file.py:factory`` (as ``arch``).
+        arch: an architecture (instead of a card), e.g. ``"mnist2d"``, ``"cnn9"``, or
+            ``path/to/file.py:factory`` (:mod:`robustbench_dc.zoo.user`: called with ``params``).
         operator: the operator spec (default: the card's, else ``"baseline"``).
         dataset: the dataset the model is built for; required with ``arch``, and with a card
             only a check (it must be the card's).
@@ -132,6 +139,8 @@ def resolve_model(card: str | ModelCard | None = None, *, arch: str | None = Non
     params = dict(params or {})
     if card is not None and arch:
         raise UsageError("model: give a zoo card or an architecture, not both (--model or --arch)")
+    if isinstance(card, str) and is_factory_reference(card) and not card.endswith((".yaml", ".yml")):
+        card, arch = None, card  # --model my_net.py:build: a model from the user's own code
     if seed is not None:
         torch.manual_seed(seed)
     op_name = operator if isinstance(operator, str) or operator is None else operator.name
@@ -143,6 +152,14 @@ def resolve_model(card: str | ModelCard | None = None, *, arch: str | None = Non
         choice = ModelChoice(c.name, model, c.dataset, c.recipe, c.arch, op_name or c.operator, params, c)
         if checkpoint is None and pretrained:
             choice.checkpoint = load_card_checkpoint(c, model, map_location)
+    elif arch and is_factory_reference(arch):
+        if not dataset:
+            raise UsageError(f"model: {arch} needs the dataset it is built for (--dataset mnist|fashion-mnist|cifar10)")
+        if op_name not in (None, "baseline"):
+            raise UsageError(f"operator: {arch} builds its own layers; --operator applies to the zoo's architectures")
+        model = build_user_model(arch, dataset, params, base_dir)
+        choice = ModelChoice(arch.rpartition(":")[2], model, dataset, None, arch, "baseline", params,
+                             source_sha256=factory_source_sha256(arch, base_dir))
     elif arch:
         if not dataset:
             raise UsageError("model: an architecture needs the dataset it is built for "
