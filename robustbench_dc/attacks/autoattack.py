@@ -187,7 +187,7 @@ def _check_spec(spec: AttackSpec) -> None:
 
 
 @register_attack("autoattack", params=("version",), ensemble=True, own_step_size=True, default_loss=None,
-                 validate=_check_spec)
+                 validate=_check_spec, requires=("torchattacks",))  # FAB-T and Square run through torchattacks
 def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *,
                    targets: torch.Tensor | None = None, eps: float | torch.Tensor | None = None,
                    step_size: float | torch.Tensor | None = None,

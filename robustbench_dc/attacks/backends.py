@@ -66,7 +66,30 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_INSTALL_HINT = "pip install robustbench-dc[backends]"
+_INSTALL_HINT = 'pip install "robustbench-dc[backends]"'
+#: the extra of the package that installs each optional attack package
+_EXTRAS = {"torchattacks": "backends", "foolbox": "backends", "pyautoattack": "original"}
+
+
+def check_installed(spec: AttackSpec) -> None:
+    """Refuse, before anything runs, an attack whose packages are not installed: a third-party
+    backend's (torchattacks, foolbox), or what a native attack declares (AutoAttack's FAB-T and
+    Square run through torchattacks).
+
+    Raises:
+        BackendMissingError: naming the attack, the package and the command that installs it.
+    """
+    import importlib.util
+
+    attack = spec.native
+    needed = attack.requires if attack is not None else (spec.backend,)
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        extras = sorted({_EXTRAS[name] for name in missing if name in _EXTRAS})
+        others = [name for name in missing if name not in _EXTRAS]
+        fix = " && ".join([f'pip install "robustbench-dc[{",".join(extras)}]"'] * bool(extras)
+                          + [f"pip install {' '.join(others)}"] * bool(others))
+        raise BackendMissingError(f"attack {spec.label} needs the {', '.join(missing)} package; install it: {fix}")
 
 
 class BackendMissingError(UserError, ImportError):

@@ -64,6 +64,7 @@ class NativeAttack:
             ``targeted`` and ``restarts`` are fixed by its ``version`` param.
         validate: extra checks of a spec (raise ``ValueError("field: problem")``).
         label_parts: extra parts of the spec's label.
+        requires: Python packages it needs besides the suite's own (checked before anything runs).
     """
 
     name: str
@@ -78,6 +79,7 @@ class NativeAttack:
     ensemble: bool = False
     validate: Callable[[AttackSpec], None] | None = None
     label_parts: Callable[[AttackSpec], list[str]] | None = None
+    requires: tuple[str, ...] = ()
     doc: str = field(default="", compare=False)
 
     def loss_for(self, spec: AttackSpec) -> str | None:

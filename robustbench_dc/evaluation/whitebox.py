@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustbench_dc.attacks.attack import run_attack_detailed, validate_inputs
+from robustbench_dc.attacks.backends import check_installed
 from robustbench_dc.attacks.checks import perturbation_norms
 from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
 from robustbench_dc.attacks.trace import AttackTrace
@@ -265,6 +266,8 @@ def _attack_plan(attacks: list[AttackSpec], dataset: str | None, n: int, n_examp
     if not attacks:
         raise ValueError("attacks: need at least one AttackSpec")
     specs = [s.resolve(dataset) for s in attacks]
+    for s in specs:
+        check_installed(s)  # before the first attack, not after the others ran
     labels = [s.label for s in specs]
     dup = {lab for lab in labels if labels.count(lab) > 1}
     if dup:

@@ -134,6 +134,7 @@ def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source
     (its eps included), once, at planning; ``n_test``: the dataset's test size where a prefix is
     allowed, else None."""
     from robustbench_dc.attacks import AttackSpec, available_attacks, load_attack_config
+    from robustbench_dc.attacks.backends import check_installed
 
     try:
         if isinstance(entry, str):
@@ -154,6 +155,7 @@ def _attack(entry: Any, eps: float | None, where: str, errors: list[str], source
             known = {n.lower() for n in available_attacks(spec.backend)}
             if spec.name not in known:
                 raise FieldError("name", f"unknown {spec.backend} attack {spec.name!r}")
+        check_installed(spec)  # a missing backend is refused now, not after the training
         return spec.resolve(dataset)
     except ValidationError as exc:
         keys = [*AttackSpec.model_fields, "config", "n_test"]
