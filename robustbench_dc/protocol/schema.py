@@ -387,6 +387,8 @@ def load_protocol(path: str | Path) -> tuple[Protocol, dict[str, Any]]:
 def _type_text(tp: Any) -> str:
     """A field's type as a reader writes it in YAML: ``int``, ``list of str``, ``str or mapping``, ..."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:  # a budget: a number, or a fraction such as 8/255
+        return "number or fraction" if tp == Eps else _type_text(args[0])
     if tp is type(None):
         return "null"
     if tp is Any:
