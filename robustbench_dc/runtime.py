@@ -19,12 +19,14 @@ import logging
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - torch is imported lazily (this module must load without it)
     import torch
 
-__all__ = ["configure_allocator", "cpu_bf16_native", "cpu_model", "machine_info", "usable_cores"]
+__all__ = ["configure_allocator", "cpu_bf16_native", "cpu_model", "machine_info", "usable_cores", "rbdc_home",
+           "timings_log", "machine_kind", "record_timing"]
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +115,49 @@ def machine_info(device: "torch.device | str | None" = None) -> dict[str, Any]:
         props = torch.cuda.get_device_properties(device)
         info.update(gpu_name=props.name, gpu_memory_bytes=props.total_memory, cuda_version=torch.version.cuda)
     return info
+
+
+def rbdc_home() -> Path:
+    """The suite's per-user folder (trained zoo weights, the timing log of finished jobs):
+    ``$RBDC_HOME``, else ``~/.cache/robustbench_dc``."""
+    return Path(os.environ.get("RBDC_HOME") or Path.home() / ".cache" / "robustbench_dc")
+
+
+def timings_log() -> Path:
+    """This machine's log of finished jobs and trainings (JSON lines), for the estimates of dry runs
+    and of ``rbdc zoo list``."""
+    return rbdc_home() / "timings.jsonl"
+
+
+def machine_kind(machine: dict[str, Any] | None = None) -> str:
+    """``"AMD EPYC, avx512 (native bf16), 2 cores"``: what makes two machines' job times comparable."""
+    if machine is None:
+        machine = _this_machine()
+    bf16 = machine.get("cpu_bf16_native")
+    native = "" if bf16 is None else (" (native bf16)" if bf16 else " (no native bf16)")
+    gpu = f", GPU {machine['gpu_name']}" if machine.get("gpu_used") else ""
+    return (f"{machine.get('cpu_model')}, {str(machine.get('cpu_capability') or '?').lower()}{native}, "
+            f"{machine.get('usable_cores')} cores{gpu}")
+
+
+_THIS_MACHINE: dict[str, Any] = {}
+
+
+def _this_machine() -> dict[str, Any]:
+    if not _THIS_MACHINE:
+        _THIS_MACHINE.update(machine_info())
+    return _THIS_MACHINE
+
+
+def record_timing(record: dict[str, Any]) -> None:
+    """Append one finished job to this machine's timing log (the machine's kind added). Best effort:
+    a log that cannot be written (a full disk, a read-only home) never fails the work it measures."""
+    import json
+
+    try:
+        path = timings_log()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({**record, "machine": machine_kind()}, sort_keys=True) + "\n")
+    except OSError as exc:
+        log.debug("timing log not written: %s", exc)

@@ -218,3 +218,82 @@ def test_the_native_autoattack_breaks_what_the_original_breaks(trained) -> None:
     assert 0 < int(ours.sum()) < int(clean.sum())  # the budget leaves work for every component
     assert int((ours & ~original).sum()) <= 1, (ours, original)
     assert res.results[1].attack == "autoattack-original-linf-eps0.0200" and res.results[1].max_perturbation <= 0.02 + 1e-6
+
+
+def _readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"## {title}")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
+
+
+def test_the_readme_evaluates_your_own_model_as_it_says(trained, tmp_path, capsys, monkeypatch) -> None:
+    """The README's "Evaluate your own model": its Python block and its command line, executed as
+    they are written (a user's my_net.py and weights put where the command expects them)."""
+    section = _readme_section("Evaluate your own model")
+    (python,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    (bash,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    assert len([line for line in python.splitlines() if line.strip()]) == 5
+    namespace: dict = {}
+    exec(compile(python, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    result = namespace["result"]
+    assert result.n == 200 and "autoattack-linf-eps0.3000" in result.robust_accuracy
+    assert result.clean_accuracy > 0.8  # the shipped weights are trained, not a random network
+    assert "clean accuracy" in capsys.readouterr().out
+    _, folder = trained
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_net.py").write_text(MY_NET)
+    namespace = {}
+    exec(MY_NET, namespace)  # noqa: S102
+    torch.manual_seed(0)
+    torch.save(namespace["build"]().state_dict(), tmp_path / "my_net.pt")
+    (command,) = [line for line in bash.splitlines() if line.startswith("rbdc ")]
+    argv = command.split()[1:]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "build: first 200 test examples of mnist-sample" in out and "autoattack-linf-eps0.3000" in out
+
+
+def test_zoo_train_puts_a_cards_weights_where_load_model_finds_them(tmp_path, capsys, monkeypatch) -> None:
+    from robustbench_dc.runtime import rbdc_home
+    from robustbench_dc.zoo import CardError, load_model
+
+    monkeypatch.setenv("RBDC_MODELS", str(tmp_path))
+    monkeypatch.setenv("RBDC_HOME", str(tmp_path / "home"))
+    (tmp_path / "toy.yaml").write_text("name: toy\narch: mnist2d\noperator: tanh+cos\narch_params: {width: 0.125}\n"
+                                       "dataset: mnist-sample\nrecipe: {base: mnist-fast, epochs: 1, batch_size: 256}\n")
+    with pytest.raises(CardError, match="rbdc zoo train toy"):
+        load_model("toy")
+    assert main(["zoo", "list"]) == 0
+    assert re.search(r"toy .* rbdc zoo train toy \(time unknown: never trained on this kind of machine\)",
+                     capsys.readouterr().out)
+    assert main(["zoo", "train", "toy", "--quiet"]) == 0
+    weights = rbdc_home() / "models" / "toy" / "model.pt"
+    assert f"weights: {weights}" in capsys.readouterr().out
+    info = json.loads((weights.parent / "weights.json").read_text())
+    assert info["card"] == "toy" and len(info["sha256"]) == 64 and info["data_sha256"] and info["versions"]
+    model = load_model("toy")
+    state = torch.load(weights, weights_only=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert main(["zoo", "list"]) == 0
+    assert re.search(r"toy .* trained here \(cache\)", capsys.readouterr().out)
+    # the cache's weights are checked: a flipped byte is refused
+    raw = bytearray(weights.read_bytes())
+    raw[-100] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(CardError, match="has sha256"):
+        load_model("toy")
+    # a card may name hosted weights: downloaded once into the cache, their sha256 checked
+    (tmp_path / "hosted.pt").write_bytes(bytes(raw))
+    import hashlib
+
+    digest = hashlib.sha256(bytes(raw)).hexdigest()
+    (tmp_path / "hosted.yaml").write_text((tmp_path / "toy.yaml").read_text().replace("name: toy", "name: hosted")
+                                          + f"url: file://{tmp_path / 'hosted.pt'}\nsha256: '{'0' * 64}'\n")
+    with pytest.raises(CardError, match="could not download its weights"):
+        load_model("hosted")
+    (tmp_path / "hosted.yaml").write_text((tmp_path / "hosted.yaml").read_text().replace("0" * 64, digest))
+    assert main(["zoo", "list"]) == 0 and re.search(r"hosted .* downloadable", capsys.readouterr().out)
+    with pytest.raises(Exception):  # the bytes were flipped: the weights do not load, but they were downloaded
+        load_model("hosted")
+    assert (rbdc_home() / "models" / "hosted" / "model.pt").read_bytes() == bytes(raw)

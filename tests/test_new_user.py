@@ -43,8 +43,8 @@ def _protocol(data: Path, **changes: object) -> dict:
 def test_a_card_without_weights_is_refused_unless_an_untrained_network_is_asked_for(capsys) -> None:
     from robustbench_dc.zoo import CardError, load_model
 
-    with pytest.raises(CardError, match=r"'mnist2d-sphere-mnist': the card records no trained weights.*"
-                                        r"rbdc train --model mnist2d-sphere-mnist.*pretrained=False"):
+    with pytest.raises(CardError, match=r"'mnist2d-sphere-mnist': no trained weights yet; train them with "
+                                        r"`rbdc zoo train mnist2d-sphere-mnist`.*pretrained=False"):
         load_model("mnist2d-sphere-mnist")
     assert load_model("mnist2d-sphere-mnist", pretrained=False)(torch.rand(1, 1, 28, 28)).shape == (1, 10)
     args = ["evaluate", "--model", "mnist2d-sphere-mnist", "--data", "mnist-sample", "-n", "8", "--attack", "fgsm",

@@ -62,9 +62,16 @@ def test_the_wheel_holds_everything_rbdc_needs(installed) -> None:
     rbdc = str(venv / "bin" / "rbdc")
     cards = _run([rbdc, "zoo", "list"], work, env)
     assert "18 model cards" in cards and "mnist2d-tanh-mnist" in cards
+    assert cards.count("shipped with the package") == 8  # the MNIST cards' weights are inside the wheel
     out = _run([rbdc, "evaluate", "--model", "mnist2d-baseline-mnist", "--data", "mnist-sample", "-n", "16",
-                "--attack", "fgsm-linf", "--no-masking", "--quiet", "--untrained"], work, env)
+                "--attack", "fgsm-linf", "--no-masking", "--quiet"], work, env)
     assert "fgsm-linf-eps0.3000-s1" in out and "first 16 test examples of mnist-sample" in out
+    # the shipped weights, loaded by name offline, evaluated in one call
+    code = ("from robustbench_dc import benchmark; from robustbench_dc.zoo import load_model; "
+            "r = benchmark(load_model('mnist2d-tanh-mnist'), dataset='mnist-sample', n_examples=32, "
+            "attacks=['fgsm', 'pgd'], progress=False); print(r.clean_accuracy, r.forward_passes)")
+    clean, passes = _run([str(venv / "bin" / "python"), "-c", code], work, {**env, "RBDC_OFFLINE": "1"}).split()
+    assert float(clean) > 0.8 and int(passes) >= 32
     plan = _run([rbdc, "run", "quickstart", "--dry-run"], work, env)
     assert "plan for quickstart -> runs/quickstart" in plan and "whitebox:" in plan
     assert not (work / "runs").exists()  # a dry run writes nothing

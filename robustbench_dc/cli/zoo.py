@@ -7,21 +7,57 @@ import argparse
 from robustbench_dc.cli._args import add_command
 from robustbench_dc.cli._output import table
 
-__all__ = ["register", "cmd_zoo_list", "cmd_zoo_show"]
+__all__ = ["register", "cmd_zoo_list", "cmd_zoo_show", "cmd_zoo_train"]
+
+
+def _training_estimate(card_name: str) -> str:
+    """How long ``rbdc zoo train CARD`` took on this kind of machine, from its timing log."""
+    from robustbench_dc.protocol.estimate import read_timings
+    from robustbench_dc.runtime import machine_kind, timings_log
+
+    here = machine_kind()
+    times = [r["seconds"] for r in read_timings(timings_log())
+             if r.get("protocol") == "zoo" and r.get("job") == f"train:{card_name}" and r.get("machine") == here]
+    if not times:
+        return "time unknown: never trained on this kind of machine"
+    minutes = times[-1] / 60
+    return f"~{minutes:.0f} min here" if minutes >= 1 else f"~{times[-1]:.0f} s here"
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:
-    from robustbench_dc.zoo import list_archs, list_cards
+    from robustbench_dc.zoo import list_archs, list_cards, weights_status
 
     cards = list_cards()
     rows = []
     for c in cards:
         params = ", ".join(f"{k}={v}" for k, v in {**c.arch_params, **c.operator_params}.items())
-        ckpt = "yes" if c.checkpoint and (p := c.checkpoint_path()) is not None and p.is_file() else "no"
+        status = weights_status(c)
+        weights = {"shipped": "shipped with the package", "cached": "trained here (cache)",
+                   "downloadable": "downloadable"}.get(status) or f"rbdc zoo train {c.name} ({_training_estimate(c.name)})"
         recipe = c.recipe if isinstance(c.recipe, str) or c.recipe is None else "(inline)"
-        rows.append((c.name, c.arch, c.operator, c.dataset, recipe, params, ckpt))
-    print(table(rows, ("name", "arch", "operator", "dataset", "recipe", "params", "trained")))
+        rows.append((c.name, c.arch, c.operator, c.dataset, recipe, params, weights))
+    print(table(rows, ("name", "arch", "operator", "dataset", "recipe", "params", "weights")))
     print(f"\n{len(cards)} model cards; architectures: {', '.join(list_archs())}")
+    return 0
+
+
+def cmd_zoo_train(args: argparse.Namespace) -> int:
+    """``rbdc zoo train CARD``: the card's recipe on its dataset, into the cache, resumable."""
+    import sys
+
+    from robustbench_dc.training import train_card
+    from robustbench_dc.zoo import get_card, weights_dir
+
+    card = get_card(args.name)
+    print(f"training {card.name} with its recipe {card.recipe} -> {weights_dir(card)}", flush=True)
+
+    def epoch(record: dict) -> None:
+        print(f"  epoch {record['epoch']:3d}  loss {record['loss']:.4f}  train acc {100 * record['train_accuracy']:.1f}%",
+              flush=True)
+
+    path = train_card(card, data_dir=args.data_dir, progress=not args.quiet and sys.stderr.isatty(),
+                      restart=args.restart, command=getattr(args, "command_line", None), on_epoch_end=epoch)
+    print(f"weights: {path}\nload_model({card.name!r}) and --model {card.name} use them now")
     return 0
 
 
@@ -41,7 +77,14 @@ def cmd_zoo_show(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     zoo = add_command(sub, "zoo", help="model zoo cards").add_subparsers(dest="sub", metavar="ACTION")
-    add_command(zoo, "list", help="list the model cards").set_defaults(func=cmd_zoo_list)
+    add_command(zoo, "list", help="list the model cards and where their weights are").set_defaults(func=cmd_zoo_list)
+    train = add_command(zoo, "train", help="train a card with its recipe into the cache ($RBDC_HOME/models/CARD)",
+                        description="Train the card's network with its recipe on its dataset (seed 0), resuming an "
+                                    "interrupted run; load_model(CARD) and --model CARD find the weights afterwards.")
+    train.add_argument("name", help="the card (rbdc zoo list)")
+    train.add_argument("--data-dir", help="folder holding the dataset files")
+    train.add_argument("--restart", action="store_true", help="start again instead of resuming")
+    train.set_defaults(func=cmd_zoo_train)
     show = add_command(zoo, "show", help="show one card and its network (-v: also the module tree)")
     show.add_argument("name")
     show.set_defaults(func=cmd_zoo_show)

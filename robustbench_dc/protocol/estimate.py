@@ -16,10 +16,8 @@ there is no estimate, and the dry run says so.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import os
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,57 +25,23 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from robustbench_dc.protocol.plan import Job, Plan
+from robustbench_dc.runtime import machine_kind, rbdc_home, record_timing, timings_log
 
 __all__ = ["JobEstimate", "estimate_jobs", "record_job_time", "timings_log", "rbdc_home", "machine_kind",
+           "read_timings",
            "bundled_timings"]
 
 log = logging.getLogger(__name__)
 
 
-def rbdc_home() -> Path:
-    """The suite's per-user folder: ``$RBDC_HOME``, else ``~/.cache/robustbench_dc``."""
-    return Path(os.environ.get("RBDC_HOME") or Path.home() / ".cache" / "robustbench_dc")
-
-
-def timings_log() -> Path:
-    """This machine's log of job times (JSON lines)."""
-    return rbdc_home() / "timings.jsonl"
-
-
-@functools.lru_cache(maxsize=1)
-def _this_machine() -> dict[str, Any]:
-    from robustbench_dc.runtime import machine_info
-
-    return machine_info()
-
-
-def machine_kind(machine: dict[str, Any] | None = None) -> str:
-    """``"AMD EPYC, avx512 (native bf16), 2 cores"``: what makes two machines' job times comparable."""
-    if machine is None:
-        machine = _this_machine()
-    bf16 = machine.get("cpu_bf16_native")
-    native = "" if bf16 is None else (" (native bf16)" if bf16 else " (no native bf16)")
-    gpu = f", GPU {machine['gpu_name']}" if machine.get("gpu_used") else ""
-    return (f"{machine.get('cpu_model')}, {str(machine.get('cpu_capability') or '?').lower()}{native}, "
-            f"{machine.get('usable_cores')} cores{gpu}")
-
-
 def record_job_time(plan: Plan, job: Job, seconds: float, threads: int) -> None:
-    """Append one finished job to this machine's timing log. Best effort: a log that cannot be
-    written (a full disk, a read-only home) never fails the run."""
-    record = {"protocol": plan.protocol.name, "protocol_sha256": plan.provenance.get("sha256"), "job": job.id,
-              "kind": job.kind, "seconds": round(float(seconds), 3), "threads": int(threads),
-              "machine": machine_kind(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    try:
-        path = timings_log()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
-    except OSError as exc:
-        log.debug("timing log not written: %s", exc)
+    """Append one finished job of a protocol to this machine's timing log (best effort)."""
+    record_timing({"protocol": plan.protocol.name, "protocol_sha256": plan.provenance.get("sha256"), "job": job.id,
+                   "kind": job.kind, "seconds": round(float(seconds), 3), "threads": int(threads),
+                   "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 
-def _read_log(path: Path) -> list[dict[str, Any]]:
+def read_timings(path: Path) -> list[dict[str, Any]]:
     records = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -127,7 +91,7 @@ def estimate_jobs(plan: Plan, cached: dict[str, bool] | None = None) -> dict[str
     """Each job's estimated time on this machine (see the module's docstring for the sources)."""
     cached = cached or {}
     here = machine_kind()
-    measured = _read_log(timings_log()) + bundled_timings()
+    measured = read_timings(timings_log()) + bundled_timings()
     name, sha = plan.protocol.name, plan.provenance.get("sha256")
     out: dict[str, JobEstimate] = {}
     for job in plan.jobs:

@@ -17,16 +17,22 @@ from robustbench_dc.zoo.cards import (
     get_card,
     list_cards,
     load_card,
-    load_card_checkpoint,
-    load_model,
     load_weights,
     sha256_file,
 )
 from robustbench_dc.zoo.registry import ARCHS, build_model, list_archs, register_arch, split_params
 from robustbench_dc.zoo.resolve import ModelChoice, resolve_model
+from robustbench_dc.zoo.weights import (
+    find_weights,
+    load_card_checkpoint,
+    load_model,
+    weights_dir,
+    weights_status,
+)
 
 __all__ = [
     "Normalize", "ZooModel", "CardError", "CheckpointError", "ModelCard", "card_dirs", "get_card", "list_cards",
-    "load_card", "load_card_checkpoint", "load_model", "load_weights", "sha256_file", "ARCHS", "build_model",
+    "load_card", "load_card_checkpoint", "load_model", "weights_status", "weights_dir",
+    "find_weights", "load_weights", "sha256_file", "ARCHS", "build_model",
     "list_archs", "register_arch", "split_params", "ModelChoice", "resolve_model",
 ]

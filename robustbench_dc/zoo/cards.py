@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 
 from robustbench_dc._pydantic import one_line
@@ -38,7 +38,7 @@ from robustbench_dc.resources import resource_dir
 from robustbench_dc.zoo.registry import build_model, list_archs
 
 __all__ = ["ModelCard", "CardError", "CheckpointError", "card_dirs", "list_cards", "get_card", "load_card",
-           "load_model", "load_card_checkpoint", "load_weights", "sha256_file", "state_dict_mismatch"]
+           "load_weights", "sha256_file", "state_dict_mismatch"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ class ModelCard(BaseModel):
     description: str = ""
     checkpoint: str | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    #: hosted weights (downloaded once into the cache, checked against ``sha256``)
+    url: str | None = Field(default=None, pattern=r"^(https?|file)://\S+$")
     path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("arch")
@@ -75,6 +77,12 @@ class ModelCard(BaseModel):
             # the loader prefixes 'arch: '
             raise ValueError(f"unknown {value!r}{did_you_mean(value, list_archs())}; known: {', '.join(list_archs())}")
         return value.lower()
+
+    @model_validator(mode="after")
+    def _url_has_sha256(self) -> "ModelCard":
+        if self.url is not None and self.sha256 is None:
+            raise ValueError("url: hosted weights need their sha256 (the card's sha256 field)")
+        return self
 
     def build(self) -> nn.Module:
         """The untrained network described by this card."""
@@ -197,48 +205,3 @@ def state_dict_mismatch(model: nn.Module, state: dict[str, Any]) -> str:
         parts.append(f"the file's {unexpected[0]} ({_shape(state[unexpected[0]])}) is not in the model"
                      + more(unexpected))
     return "; ".join(parts)
-
-
-def load_card_checkpoint(card: ModelCard, model: nn.Module, map_location: str | torch.device = "cpu") -> Path | None:
-    """Load the checkpoint ``card`` records into ``model`` (its sha256 checked against the card);
-    returns its path, or None when the card records none (``model`` stays as it is).
-
-    Raises:
-        CardError: the checkpoint file is missing or its sha256 differs from the card's.
-    """
-    ckpt = card.checkpoint_path()
-    if ckpt is None:
-        log.info("model %s: the card records no checkpoint; the network is untrained", card.name)
-        return None
-    if not ckpt.is_file():
-        raise CardError(f"model {card.name!r}: checkpoint {ckpt} not found (train it, or load with pretrained=False)")
-    if card.sha256 is not None:
-        digest = sha256_file(ckpt)
-        if digest != card.sha256:
-            raise CardError(f"model {card.name!r}: checkpoint {ckpt} has sha256 {digest}, the card says {card.sha256}")
-    load_weights(model, ckpt, map_location)
-    return ckpt
-
-
-def load_model(name: str, pretrained: bool = True, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Build a zoo entry and load its checkpoint (``pretrained=False``: the untrained network).
-
-    The checkpoint's sha256 is checked against the card and the file is read with
-    ``torch.load(..., weights_only=True)`` (no code from the file runs). A checkpoint may
-    be a plain state dict or a training checkpoint holding it under ``"model"``.
-
-    Raises:
-        CardError: unknown name, invalid card, a card without trained weights (unless
-            ``pretrained=False``), missing checkpoint file or checksum mismatch.
-        CheckpointError: the checkpoint does not fit the network.
-    """
-    card = get_card(name)
-    if pretrained and card.checkpoint is None:
-        raise CardError(f"model {card.name!r}: the card records no trained weights; train them "
-                        f"(rbdc train --model {card.name} --out runs/{card.name}) and load them "
-                        f"(load_weights(model, 'runs/{card.name}/model.pt')), or ask for an untrained network: "
-                        f"load_model({card.name!r}, pretrained=False)")
-    model = card.build()
-    if pretrained:
-        load_card_checkpoint(card, model, map_location)
-    return model

@@ -16,9 +16,10 @@ from torch import nn
 
 from robustbench_dc.errors import UsageError, gather
 from robustbench_dc.operators import OperatorSpec, get_operator
-from robustbench_dc.zoo.cards import CardError, ModelCard, get_card, load_card_checkpoint, load_weights
+from robustbench_dc.zoo.cards import CardError, ModelCard, get_card, load_weights
 from robustbench_dc.zoo.registry import build_model, split_params
 from robustbench_dc.zoo.user import build_user_model, factory_source_sha256, is_factory_reference
+from robustbench_dc.zoo.weights import find_weights, load_card_checkpoint
 
 __all__ = ["ModelChoice", "resolve_model"]
 
@@ -87,11 +88,10 @@ def _card_checks(card: str | ModelCard, dataset: str | None, operator: str | Ope
         if not found or checkpoint is not None or not pretrained:
             return
         c = found[0]
-        if c.checkpoint is None:
-            raise CardError(f"model {c.name!r}: the card records no trained weights; train them "
-                            f"(rbdc train --model {c.name} --out runs/{c.name}) and pass the checkpoint "
-                            f"(--checkpoint runs/{c.name}/model.pt), or ask for an untrained network "
-                            "(--untrained; pretrained=False in Python)")
+        if find_weights(c, download=False) is None and c.url is None:
+            raise CardError(f"model {c.name!r}: no trained weights yet; train them with `rbdc zoo train {c.name}` "
+                            "(they go to the cache, where --model finds them), pass a checkpoint (--checkpoint), "
+                            "or ask for an untrained network (--untrained; pretrained=False in Python)")
         if bool(params) or (op_name is not None and op_name != c.operator):
             raise CardError(f"model {c.name!r}: the card's weights do not fit the operator or parameters given; "
                             "pass a checkpoint of that network (--checkpoint), or ask for an untrained one "
