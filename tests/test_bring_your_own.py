@@ -110,6 +110,14 @@ def test_a_model_from_the_users_file_is_evaluated_from_the_command_line(trained,
     assert "build: first 16 test examples of mnist-sample" in capsys.readouterr().out
     prov = json.loads(out.read_text())["provenance"]["model"]
     assert prov["arch"] == "my_net.py:build" and len(prov["source_sha256"]) == 64 and prov["checkpoint"] == "my_net.pt"
+    # the same file and weights from Python, in one call
+    from robustbench_dc import benchmark
+    from robustbench_dc.zoo import resolve_model
+
+    choice = resolve_model("my_net.py:build", dataset="mnist", params={"width": 8}, checkpoint="my_net.pt")
+    assert choice.source_sha256 == prov["source_sha256"]
+    result = benchmark(choice.model, dataset="mnist-sample", n_examples=16, attacks="fgsm", progress=False)
+    assert result.architecture == "Sequential" and result.n == 16
     for argv, message in (
             (["--model", "my_net.py:buil"], "has no 'buil' (did you mean 'build'?)"),
             (["--model", "my_net.py:build", "--param", "depth=3"], "the factory takes no parameter depth"),
