@@ -65,7 +65,8 @@ class BenchmarkResult:
         for label, parts in self.components.items():
             lines += ["", f"{label}, per component (robust accuracy after it):"]
             lines += [f"  {p['component']:<10} {100 * p['robust_accuracy']:.1f}%  ({p['attacked']} attacked, "
-                      f"{p['seconds']:.1f} s)" for p in parts]
+                      f"{p['seconds']:.1f} s, {p.get('forward_passes', '?')} forward / "
+                      f"{p.get('backward_passes', '?')} backward passes)" for p in parts]
         lines += ["", "diagnostics: " + (", ".join(self.triggered) + " triggered (docs/masking_flags.md)"
                                          if self.triggered else f"none of {len(self.evaluation.flags)} triggered"),
                   f"{self.seconds:.1f} s, {self.forward_passes} forward and {self.backward_passes} backward passes "

@@ -411,3 +411,25 @@ def test_autoattack_l2_and_rand_configs(cnn) -> None:
     assert _acc(model, run_attack(model, x, y, spec), y) == pytest.approx(parts[-1]["robust"] / 24)
     rand = load_attack_config("autoattack-rand")
     assert rand.resolve("mnist").label == "autoattack-linf-eps0.3000-rand"
+
+
+def test_every_component_records_the_passes_it_cost() -> None:
+    """AutoAttack's log counts each component's forward and backward passes (examples x passes): the
+    clean pass is one per example; a component that attacked nobody cost nothing."""
+    from robustbench_dc.attacks import AttackSpec
+    from robustbench_dc.evaluation import evaluate_whitebox
+    from robustbench_dc.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mnist2d", "baseline", dataset="mnist", width=0.125).eval()
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    (r,) = evaluate_whitebox(model, x, y, [AttackSpec(name="autoattack", eps=0.5)], dataset="mnist",
+                             masking=False).results
+    parts = {c["component"]: c for c in r.components}
+    assert parts["clean"]["forward_passes"] == 8 and parts["clean"]["backward_passes"] == 0
+    for c in r.components[1:]:
+        assert c["attacked"] > 0 or c["forward_passes"] == c["backward_passes"] == 0
+        assert c["backward_passes"] <= c["forward_passes"]
+    if parts["apgd-ce"]["attacked"]:
+        assert parts["apgd-ce"]["backward_passes"] >= parts["apgd-ce"]["attacked"]
+    assert r.forward_passes >= sum(c["forward_passes"] for c in r.components)

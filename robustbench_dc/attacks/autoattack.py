@@ -43,6 +43,7 @@ from torch import nn
 from robustbench_dc.attacks.apgd import apgd, check_dlr_classes, default_n_target_classes
 from robustbench_dc.attacks.checks import check_adversarial
 from robustbench_dc.attacks.native import attack_mode
+from robustbench_dc.attacks.passes import PassCounter
 from robustbench_dc.attacks.registry import register_attack
 from robustbench_dc.attacks.spec import AttackSpec
 from robustbench_dc.attacks.trace import TraceView
@@ -150,7 +151,8 @@ def autoattack(
     Returns:
         (Tensor, list[dict]): adversarial inputs (N, C, H, W), and per component, in order:
         ``component``, ``backend``, ``budget``, ``attacked`` (examples it ran on), ``robust``
-        (examples still correctly classified after it, of the N) and ``seconds``. The first
+        (examples still correctly classified after it, of the N), ``seconds`` and the
+        ``forward_passes`` / ``backward_passes`` it cost (examples x passes). The first
         entry, component ``clean``, counts the correctly classified clean examples.
     """
     if version not in AUTOATTACK_VERSIONS:
@@ -165,7 +167,8 @@ def autoattack(
         _check_classes(version, n_classes)
         robust = clean_logits.argmax(1) == y
         parts: list[dict[str, Any]] = [{"component": "clean", "backend": None, "budget": {},
-                                        "attacked": 0, "robust": int(robust.sum()), "seconds": 0.0}]
+                                        "attacked": 0, "robust": int(robust.sum()), "seconds": 0.0,
+                                        "forward_passes": x.shape[0], "backward_passes": 0}]
         for key in VERSIONS[version]:
             _run_component(COMPONENTS[key], model, x, y, x_adv, robust, eps, eps_t, threat_model, seed, n_classes,
                            parts, trace)
@@ -212,9 +215,12 @@ def _run_component(comp: Component, model: nn.Module, x: torch.Tensor, y: torch.
     """Run one component on the still-robust examples; update ``x_adv``, ``robust`` and ``parts`` in place."""
     t0 = time.perf_counter()
     idx = robust.nonzero().squeeze(1)
+    passes = PassCounter(model)
     if idx.numel():
         xs, ys = x.index_select(0, idx), y.index_select(0, idx)
-        adv = comp.run(model, xs, ys, eps, threat_model, seed, n_classes, None if trace is None else trace.view(idx))
+        with passes:
+            adv = comp.run(model, xs, ys, eps, threat_model, seed, n_classes,
+                           None if trace is None else trace.view(idx))
         check_adversarial(adv, xs, eps_t, threat_model)
         with torch.no_grad(), _float32(x):  # which points are broken is decided in float32, also when
             broken = model(adv).argmax(1) != ys  # the components craft under bfloat16 autocast
@@ -223,4 +229,5 @@ def _run_component(comp: Component, model: nn.Module, x: torch.Tensor, y: torch.
         robust[rows] = False
     parts.append({"component": comp.name, "backend": comp.backend, "budget": comp.budget(n_classes),
                   "attacked": int(idx.numel()), "robust": int(robust.sum()),
-                  "seconds": time.perf_counter() - t0})
+                  "seconds": time.perf_counter() - t0, "forward_passes": passes.forward,
+                  "backward_passes": passes.backward})

@@ -40,9 +40,11 @@ def breakdown_text(result: Any) -> str:
     for c in result.components:
         budget = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in c["budget"].items()) or "-"
         rows.append((c["component"], c["backend"] or "-", budget, str(c["attacked"]),
-                     f"{100 * c['robust_accuracy']:.1f}", f"{c['seconds']:.1f}"))
+                     f"{100 * c['robust_accuracy']:.1f}", f"{c['seconds']:.1f}", str(c.get("forward_passes", "-")),
+                     str(c.get("backward_passes", "-"))))
     return f"{result.attack}: robust accuracy after each component\n" + table(
-        rows, ("component", "backend", "budget", "attacked", "robust %", "seconds"))
+        rows, ("component", "backend", "budget", "attacked", "robust %", "seconds", "forward passes",
+               "backward passes"))
 
 
 def binarization_text(binarization: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from robustbench_dc.attacks.attack import run_attack_detailed, validate_inputs
 from robustbench_dc.attacks.backends import check_installed
 from robustbench_dc.attacks.checks import perturbation_norms
+from robustbench_dc.attacks.passes import PassCounter
 from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
 from robustbench_dc.attacks.trace import AttackTrace
 from robustbench_dc.attacks.utils import eval_mode, model_device
@@ -47,7 +48,6 @@ from robustbench_dc.evaluation.masking import (
     flag_transfer_beats_whitebox,
 )
 from robustbench_dc.evaluation.metrics import AttackResult, attack_result, prefix, worst_case
-from robustbench_dc.evaluation.passes import PassCounter
 from robustbench_dc.operators import compiled_responses, resolve_compile
 
 log = logging.getLogger(__name__)
@@ -345,7 +345,9 @@ def merge_breakdowns(batches: list[list[dict[str, Any]]], n: int) -> list[dict[s
         out.append({"component": first["component"], "backend": first["backend"], "budget": first["budget"],
                     "attacked": sum(r["attacked"] for r in rows), "robust": robust,
                     "robust_accuracy": robust / n if n else float("nan"),
-                    "seconds": sum(r["seconds"] for r in rows)})
+                    "seconds": sum(r["seconds"] for r in rows),
+                    "forward_passes": sum(r.get("forward_passes", 0) for r in rows),
+                    "backward_passes": sum(r.get("backward_passes", 0) for r in rows)})
     return out
 
 

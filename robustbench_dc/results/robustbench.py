@@ -7,7 +7,10 @@ eps as ``"8/255"`` on CIFAR-10). An entry of this suite fills those fields from 
 results -- ``autoattack_acc`` only when the run evaluated the suite's ``autoattack`` (else
 ``null``: the worst case of other attacks is not an AutoAttack number) -- and keeps its own
 extras (operator, worst-case accuracy over the protocol's attacks, masking flags, protocol,
-run) under the key ``robustbench_dc``, so a RobustBench user reads the file as usual.
+run, AutoAttack's components with the forward and backward passes each cost) under the key
+``robustbench_dc``, so a RobustBench user reads the file as usual. RobustBench's own
+``number_forward_passes`` is the passes one *prediction* of the model needs (1 here: the suite's
+models are deterministic), not what the attack cost, and stays 1.
 
 Example::
 
@@ -66,6 +69,8 @@ def model_info(entry: LeaderboardEntry) -> dict[str, Any]:
             "robust_acc": {k: _pct(v) for k, v in entry.robust_accuracy.items()},
             "flags": list(entry.flags), "n_test": entry.n_test, "protocol": entry.protocol, "run_id": entry.run_id,
             "seed": entry.seed,
+            # AutoAttack's log: per component its robust accuracy and the forward / backward passes it cost
+            "autoattack_components": next((c for k, c in entry.components.items() if k.startswith("autoattack")), None),
         },
     }
 
