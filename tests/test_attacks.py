@@ -625,7 +625,7 @@ def test_an_attack_on_a_prefix_equals_the_full_run_on_those_examples(cnn: nn.Mod
     # batches of 32 over 25 examples: the same per-example outcome as the first 25 of the full run
     assert part.results[1].robust_correct == full.results[1].robust_correct[:25]
     assert dataclasses.asdict(prefix(full.results[1], 25)) == dataclasses.asdict(part.results[1]) | {
-        "seconds": full.results[1].seconds}
+        "seconds": full.results[1].seconds, "forward_passes": None, "backward_passes": None}
     w = part.worst["linf-eps0.1000"]
     assert w.n == 25 and w.robust_correct == full.worst["linf-eps0.1000"].robust_correct[:25]
     assert prefix(full.results[0], 60) is full.results[0]

@@ -40,20 +40,27 @@ def _protocol(data: Path, **changes: object) -> dict:
 
 
 # ----------------------------------------------------------------------------- weights, never silent
-def test_a_card_without_weights_is_refused_unless_an_untrained_network_is_asked_for(capsys) -> None:
+def test_a_card_without_weights_is_refused_unless_an_untrained_network_is_asked_for(tmp_path, capsys,
+                                                                                   monkeypatch) -> None:
     from robustbench_dc.zoo import CardError, load_model
 
-    with pytest.raises(CardError, match=r"'mnist2d-sphere-mnist': no trained weights yet; train them with "
-                                        r"`rbdc zoo train mnist2d-sphere-mnist`.*pretrained=False"):
-        load_model("mnist2d-sphere-mnist")
-    assert load_model("mnist2d-sphere-mnist", pretrained=False)(torch.rand(1, 1, 28, 28)).shape == (1, 10)
-    args = ["evaluate", "--model", "mnist2d-sphere-mnist", "--data", "mnist-sample", "-n", "8", "--attack", "fgsm",
+    monkeypatch.setenv("RBDC_HOME", str(tmp_path))  # an empty cache: the CIFAR-10 cards have no weights
+    with pytest.raises(CardError, match=r"'cnn9-sphere-cifar10': no trained weights yet; train them with "
+                                        r"`rbdc zoo train cnn9-sphere-cifar10`.*pretrained=False"):
+        load_model("cnn9-sphere-cifar10")
+    assert load_model("cnn9-sphere-cifar10", pretrained=False).eval()(torch.rand(1, 3, 32, 32)).shape == (1, 10)
+    args = ["evaluate", "--model", "cnn9-sphere-cifar10", "--data", "mnist-sample", "-n", "8", "--attack", "fgsm",
             "--no-masking", "--quiet"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "no trained weights" in err and "--untrained" in err
+    # an MNIST card carries its weights: loaded, not a random network
+    args = ["evaluate", "--model", "mnist2d-sphere-mnist", "--data", "mnist-sample", "-n", "8", "--attack", "fgsm",
+            "--no-masking", "--quiet"]
+    assert main(args) == 0 and "untrained" not in capsys.readouterr().out
     assert main([*args, "--untrained"]) == 0
-    assert "first 8 test examples of mnist-sample" in capsys.readouterr().out
+    assert "(untrained: weights initialised from seed 0): first 8 test examples of mnist-sample" in \
+        capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- did you mean

@@ -175,14 +175,15 @@ def prefix(result: AttackResult, m: int) -> AttackResult:
 
     Used to compare attacks run on different prefixes of the test set (a protocol may run a
     slow attack on the first 500 of 1,000 images) on the examples they share. The
-    per-component breakdown of an ensemble counts all its examples, so it is dropped.
+    per-component breakdown of an ensemble and the pass counts cover all its examples, so they
+    are dropped.
     """
     if m >= result.n:
         return result
     return replace(result, **_statistics(torch.tensor(result.clean_correct[:m], dtype=torch.bool),
                                          torch.tensor(result.robust_correct[:m], dtype=torch.bool),
                                          torch.tensor(result.perturbation_norms[:m], dtype=torch.float64)),
-                   components=None)
+                   components=None, forward_passes=None, backward_passes=None)
 
 
 def worst_case(results: list[AttackResult], name: str | None = None) -> AttackResult:

@@ -151,6 +151,8 @@ def load_card_checkpoint(card: ModelCard, model: nn.Module, map_location: str | 
     if expected is not None:
         digest = sha256_file(ckpt)
         if digest != expected:
-            raise CardError(f"model {card.name!r}: checkpoint {ckpt} has sha256 {digest}, expected {expected}")
+            says = "the card says" if card.checkpoint is not None or card.url is not None else \
+                "its weights.json says"
+            raise CardError(f"model {card.name!r}: checkpoint {ckpt} has sha256 {digest}, {says} {expected}")
     load_weights(model, ckpt, map_location)
     return ckpt
