@@ -107,7 +107,7 @@ class BenchmarkResult:
 
 
 def _attack_specs(attacks: str | list[Any], threat_model: str, eps: float) -> list[Any]:
-    from robustbench_dc.attacks import AttackSpec, load_attack_config
+    from robustbench_dc.attacks import AttackSpec, load_attack_config, native_attacks
     from robustbench_dc.attacks.spec import attack_config_dir
 
     names = [attacks] if isinstance(attacks, (str, AttackSpec)) else list(attacks)
@@ -115,14 +115,17 @@ def _attack_specs(attacks: str | list[Any], threat_model: str, eps: float) -> li
     for a in names:
         if isinstance(a, AttackSpec):
             spec = a
-        else:
+        elif (attack_config_dir() / f"{a}-{threat_model}.yaml").is_file():
             # "autoattack" on L2 is the configuration "autoattack-l2", as RobustBench's threat model names it
-            name = f"{a}-{threat_model}" if (attack_config_dir() / f"{a}-{threat_model}.yaml").is_file() else a
-            spec = load_attack_config(name)
+            spec = load_attack_config(f"{a}-{threat_model}")
+        elif a in native_attacks():  # a native attack without a configuration: in the benchmark's threat model
+            spec = AttackSpec(name=a, threat_model=threat_model)
+        else:
+            spec = load_attack_config(a)
         if spec.threat_model != threat_model:
             raise InvalidParameterError(f"attacks: {spec.label} is a {spec.threat_model} attack, the threat model is "
                                         f"{threat_model}")
-        specs.append(spec.model_copy(update={"eps": eps}) if spec.eps is None or spec.eps != eps else spec)
+        specs.append(spec.model_copy(update={"eps": eps}))  # the benchmark's budget, for every attack
     return [type(s)(**s.model_dump()) for s in specs]  # validated again with the budget
 
 
@@ -141,7 +144,8 @@ def benchmark(model: nn.Module, *, dataset: str = "cifar10", threat_model: str =
             one (L-inf 8/255 on CIFAR-10, 0.3 on MNIST; L2 0.5 on CIFAR-10).
         n_examples: the first n test examples, in order.
         attacks: ``"autoattack"`` (Croce & Hein's standard version, the default), another attack
-            configuration's name, an :class:`~robustbench_dc.attacks.AttackSpec`, or a list of them.
+            configuration's or native attack's name, an :class:`~robustbench_dc.attacks.AttackSpec`,
+            or a list of them; every one runs at ``eps`` in ``threat_model``.
         batch_size: attack batch size.
         device: where to run (default: the model's device).
         data_dir: folder holding the dataset files (default: ``$RBDC_DATA``, the cache, a download).
