@@ -205,3 +205,22 @@ def test_benchmarks_are_a_package_run_with_python_m() -> None:
     """`python -m benchmarks.NAME` from the repository root: no script edits sys.path."""
     for path in sorted((REPO / "benchmarks").rglob("*.py")):
         assert "sys.path.insert" not in path.read_text(), path
+
+
+def test_the_flops_benchmark_reports_fractions_of_the_peak(tmp_path) -> None:
+    """`python -m benchmarks.flops --quick`: a peak per precision and, per operator, FLOPs, seconds and the
+    fraction of the peak of a training step and an attack gradient (the counted FLOPs of the decoupled
+    operators' convolutions are the baseline's)."""
+    out = tmp_path / "flops.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.flops", "--quick", "--out", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert set(data["peak_flops_per_second"]) == {"fp32", "bf16"}
+    runs = data["runs"]
+    assert {k.split("/")[1] for k in runs} == {"baseline", "SphereConv", "BallConv", "TanhConv"}
+    for key, r in runs.items():
+        assert r["flops"] > 0 and r["seconds"] > 0 and 0 < r["fraction_of_peak"], key
+    assert runs["train/TanhConv/fp32"]["flops"] == pytest.approx(runs["train/baseline/fp32"]["flops"], rel=0.01)
+    assert data["machine"]["cpu_model"] and data["versions"]["torch"]
