@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.harness.common import OpConfig, autocast_ctx, build_cnn9, cifar_batch
+from benchmarks.harness.common import OpConfig, Timer, autocast_ctx, build_cnn9, cifar_batch
 from benchmarks.harness.report import git_commit, versions, write_result
 from robustbench_dc.runtime import machine_info
 
@@ -41,9 +40,9 @@ def _median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> flo
         fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+        with Timer(torch.device("cpu")) as timer:
+            fn()
+        times.append(timer.seconds)
     return statistics.median(times)
 
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover - torch is imported lazily (this module mu
     import torch
 
 __all__ = ["configure_allocator", "cpu_bf16_native", "cpu_model", "machine_info", "usable_cores", "rbdc_home",
-           "timings_log", "machine_kind", "record_timing"]
+           "timings_log", "machine_kind", "record_timing", "read_timings"]
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +161,22 @@ def record_timing(record: dict[str, Any]) -> None:
             fh.write(json.dumps({**record, "machine": machine_kind()}, sort_keys=True) + "\n")
     except OSError as exc:
         log.debug("timing log not written: %s", exc)
+
+
+def read_timings(path: Path | None = None) -> list[dict[str, Any]]:
+    """The records of a timing log (default: this machine's); lines a killed run cut are skipped."""
+    import json
+
+    records = []
+    try:
+        lines = (path or timings_log()).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a killed run
+        if isinstance(r, dict) and isinstance(r.get("seconds"), (int, float)) and isinstance(r.get("job"), str):
+            records.append(r)
+    return records

@@ -27,7 +27,7 @@ and :mod:`~robustbench_dc.attacks.autoattack`.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from robustbench_dc.errors import InvalidParameterError
@@ -63,7 +63,6 @@ class NativeAttack:
         ensemble: runs fixed components and returns their log; ``steps``, ``loss``,
             ``targeted`` and ``restarts`` are fixed by its ``version`` param.
         validate: extra checks of a spec (raise ``ValueError("field: problem")``).
-        label_parts: extra parts of the spec's label.
         requires: Python packages it needs besides the suite's own (checked before anything runs).
     """
 
@@ -78,9 +77,7 @@ class NativeAttack:
     chooses_targets: bool = False
     ensemble: bool = False
     validate: Callable[[AttackSpec], None] | None = None
-    label_parts: Callable[[AttackSpec], list[str]] | None = None
     requires: tuple[str, ...] = ()
-    doc: str = field(default="", compare=False)
 
     def loss_for(self, spec: AttackSpec) -> str | None:
         """The loss a spec without one uses."""
@@ -125,7 +122,7 @@ def register_attack(name: str, **meta: Any) -> Callable[[Callable[..., Any]], Ca
         raise InvalidParameterError(f"attack name: lower-case letters, digits, '-' and '_' only, got {name!r}")
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        _REGISTRY[key] = NativeAttack(key, fn, doc=(fn.__doc__ or "").strip().split("\n")[0], **meta)
+        _REGISTRY[key] = NativeAttack(key, fn, **meta)
         return fn
 
     return decorate

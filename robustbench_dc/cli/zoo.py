@@ -12,16 +12,12 @@ __all__ = ["register", "cmd_zoo_list", "cmd_zoo_show", "cmd_zoo_train"]
 
 def _training_estimate(card_name: str) -> str:
     """How long ``rbdc zoo train CARD`` took on this kind of machine, from its timing log."""
-    from robustbench_dc.protocol.estimate import read_timings
-    from robustbench_dc.runtime import machine_kind, timings_log
+    from robustbench_dc.training import measured_training_seconds
 
-    here = machine_kind()
-    times = [r["seconds"] for r in read_timings(timings_log())
-             if r.get("protocol") == "zoo" and r.get("job") == f"train:{card_name}" and r.get("machine") == here]
-    if not times:
+    seconds = measured_training_seconds(card_name)
+    if seconds is None:
         return "time unknown: never trained on this kind of machine"
-    minutes = times[-1] / 60
-    return f"~{minutes:.0f} min here" if minutes >= 1 else f"~{times[-1]:.0f} s here"
+    return f"~{seconds / 60:.0f} min here" if seconds >= 60 else f"~{seconds:.0f} s here"
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:

@@ -21,11 +21,10 @@ import logging
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Iterable
 
 from robustbench_dc.protocol.plan import Job, Plan
-from robustbench_dc.runtime import machine_kind, rbdc_home, record_timing, timings_log
+from robustbench_dc.runtime import machine_kind, rbdc_home, read_timings, record_timing, timings_log
 
 __all__ = ["JobEstimate", "estimate_jobs", "record_job_time", "timings_log", "rbdc_home", "machine_kind",
            "read_timings",
@@ -39,22 +38,6 @@ def record_job_time(plan: Plan, job: Job, seconds: float, threads: int) -> None:
     record_timing({"protocol": plan.protocol.name, "protocol_sha256": plan.provenance.get("sha256"), "job": job.id,
                    "kind": job.kind, "seconds": round(float(seconds), 3), "threads": int(threads),
                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-
-
-def read_timings(path: Path) -> list[dict[str, Any]]:
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return []
-    for line in lines:
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a killed run
-        if isinstance(r, dict) and isinstance(r.get("seconds"), (int, float)) and isinstance(r.get("job"), str):
-            records.append(r)
-    return records
 
 
 def bundled_timings() -> list[dict[str, Any]]:
@@ -91,7 +74,7 @@ def estimate_jobs(plan: Plan, cached: dict[str, bool] | None = None) -> dict[str
     """Each job's estimated time on this machine (see the module's docstring for the sources)."""
     cached = cached or {}
     here = machine_kind()
-    measured = read_timings(timings_log()) + bundled_timings()
+    measured = read_timings() + bundled_timings()
     name, sha = plan.protocol.name, plan.provenance.get("sha256")
     out: dict[str, JobEstimate] = {}
     for job in plan.jobs:

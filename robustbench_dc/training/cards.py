@@ -11,11 +11,11 @@ from typing import Any, Callable
 
 import torch
 
-from robustbench_dc.runtime import record_timing
+from robustbench_dc.runtime import machine_kind, read_timings, record_timing
 from robustbench_dc.zoo import CardError, ModelCard, sha256_file
 from robustbench_dc.zoo.weights import PROVENANCE_NAME, WEIGHTS_NAME, card_config, weights_dir
 
-__all__ = ["train_card"]
+__all__ = ["train_card", "measured_training_seconds"]
 
 
 def train_card(card: ModelCard, *, data_dir: str | Path | None = None, progress: bool = False, restart: bool = False,
@@ -55,3 +55,12 @@ def train_card(card: ModelCard, *, data_dir: str | Path | None = None, progress:
         record_timing({"protocol": "zoo", "job": f"train:{card.name}", "kind": "train", "seconds": round(seconds, 3),
                        "threads": torch.get_num_threads(), "finished": info["finished"]})
     return path
+
+
+def measured_training_seconds(card_name: str) -> float | None:
+    """How long the last whole ``rbdc zoo train CARD`` took on this kind of machine (its timing
+    log), or None when it never ran here."""
+    here = machine_kind()
+    times = [r["seconds"] for r in read_timings()
+             if r.get("protocol") == "zoo" and r.get("job") == f"train:{card_name}" and r.get("machine") == here]
+    return float(times[-1]) if times else None

@@ -19,7 +19,6 @@ the ``models/`` folder of the repository checkout.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,6 @@ from robustbench_dc.zoo.registry import build_model, list_archs
 
 __all__ = ["ModelCard", "CardError", "CheckpointError", "card_dirs", "list_cards", "get_card", "load_card",
            "load_weights", "sha256_file", "state_dict_mismatch"]
-
-log = logging.getLogger(__name__)
 
 
 class CardError(UserError, ValueError):

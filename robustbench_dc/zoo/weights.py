@@ -122,14 +122,11 @@ def load_model(name: str, pretrained: bool = True, map_location: str | torch.dev
         CheckpointError: the checkpoint does not fit the network.
     """
     card = get_card(name)
-    if pretrained:
-        if find_weights(card) is None:
-            raise CardError(f"model {card.name!r}: no trained weights yet; train them with `rbdc zoo train "
-                            f"{card.name}` (they go to the cache, where load_model finds them), or ask for an "
-                            f"untrained network: load_model({card.name!r}, pretrained=False)")
     model = card.build()
-    if pretrained:
-        load_card_checkpoint(card, model, map_location)
+    if pretrained and load_card_checkpoint(card, model, map_location) is None:
+        raise CardError(f"model {card.name!r}: no trained weights yet; train them with `rbdc zoo train "
+                        f"{card.name}` (they go to the cache, where load_model finds them), or ask for an "
+                        f"untrained network: load_model({card.name!r}, pretrained=False)")
     return model
 
 
