@@ -52,6 +52,13 @@ def _flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
+def _measure(fn: Callable[[], Any], repeats: int, peak_flops: float) -> dict[str, float]:
+    """FLOPs of one call of ``fn``, its median seconds, the FLOP/s and their fraction of ``peak_flops``."""
+    flops, seconds = _flops(fn), _median_seconds(fn, repeats)
+    return {"flops": flops, "seconds": seconds, "flops_per_second": flops / seconds,
+            "fraction_of_peak": flops / seconds / peak_flops}
+
+
 def peak(size: int, conv_batch: int, repeats: int) -> dict[str, dict[str, float]]:
     """FLOP/s of a ``size`` x ``size`` matrix multiply and of a 3x3 convolution (256 -> 256 channels
     on 16 x 16 maps, batch ``conv_batch``), in each precision."""
@@ -106,20 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         for mode, dtype in (("fp32", "fp32"), ("cl-bf16", "bf16")):
             model = build_cnn9(cfg, args.width, args.seed, device, mode).train()
             xs = x.contiguous(memory_format=torch.channels_last) if mode == "cl-bf16" else x
-            step = _train_step(model, xs, y, mode)
-            flops = _flops(step)
-            seconds = _median_seconds(step, args.repeats)
-            best = max(top[dtype].values())
-            rows[f"train/{cfg.key}/{mode}"] = {"flops": flops, "seconds": seconds, "flops_per_second": flops / seconds,
-                                                "fraction_of_peak": flops / seconds / best}
+            rows[f"train/{cfg.key}/{mode}"] = _measure(_train_step(model, xs, y, mode), args.repeats,
+                                                        max(top[dtype].values()))
         model = build_cnn9(cfg, args.width, args.seed, device, "fp32").eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        grad = _input_gradient(model, x, y)
-        flops, seconds = _flops(grad), _median_seconds(grad, args.repeats)
-        rows[f"attack-gradient/{cfg.key}/fp32"] = {"flops": flops, "seconds": seconds,
-                                                   "flops_per_second": flops / seconds,
-                                                   "fraction_of_peak": flops / seconds / max(top["fp32"].values())}
+        rows[f"attack-gradient/{cfg.key}/fp32"] = _measure(_input_gradient(model, x, y), args.repeats,
+                                                            max(top["fp32"].values()))
     for key, r in rows.items():
         print(f"{key:<34} {r['flops'] / 1e9:8.2f} GFLOP  {r['seconds']:7.3f} s  {r['flops_per_second'] / 1e9:7.1f} "
               f"GFLOP/s  {100 * r['fraction_of_peak']:5.1f}% of peak", flush=True)

@@ -26,7 +26,7 @@ from robustbench_dc.errors import InvalidParameterError
 
 __all__ = ["benchmark", "BenchmarkResult"]
 
-_THREAT_MODELS = {"linf": "linf", "l2": "l2"}
+_THREAT_MODELS = ("linf", "l2")
 
 
 @dataclass
@@ -55,8 +55,8 @@ class BenchmarkResult:
     provenance: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __str__(self) -> str:
-        rows = [(label, f"{100 * acc:.1f}", f"{r.seconds:.1f}", r.forward_passes, r.backward_passes)
-                for label, acc, r in ((r.attack, r.robust_accuracy, r) for r in self.evaluation.results)]
+        rows = [(r.attack, f"{100 * r.robust_accuracy:.1f}", f"{r.seconds:.1f}", r.forward_passes, r.backward_passes)
+                for r in self.evaluation.results]
         lines = [f"{self.model}: {self.dataset}, first {self.n} test examples, {self.threat_model} eps {self.eps:.4g}",
                  f"clean accuracy {100 * self.clean_accuracy:.1f}%"
                  + ("" if self.worst_case is None else
@@ -167,8 +167,8 @@ def benchmark(model: nn.Module, *, dataset: str = "cifar10", threat_model: str =
     from robustbench_dc.params import parse_eps
     from robustbench_dc.provenance import provenance
 
-    tm = _THREAT_MODELS.get(str(threat_model).lower())
-    if tm is None:
+    tm = str(threat_model).lower()
+    if tm not in _THREAT_MODELS:
         raise InvalidParameterError(f"threat_model: 'Linf' or 'L2', got {threat_model!r}")
     base = canonical_dataset(dataset)
     budget = parse_eps(eps) if eps is not None else STANDARD_EPS.get(base, {}).get(tm)

@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from robustbench_dc.protocol.estimate import machine_kind
+from robustbench_dc.runtime import machine_kind
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "robustbench_dc" / "resources" / "protocols" / "timings.json"

@@ -113,7 +113,8 @@ def test_every_problem_of_a_command_line_is_reported_at_once(capsys) -> None:
 def test_dry_runs_estimate_each_job_from_the_suites_own_measurements(data, tmp_path, capsys, monkeypatch,
                                                                      rbdc_home) -> None:
     from robustbench_dc.protocol import plan_protocol
-    from robustbench_dc.protocol.estimate import estimate_jobs, machine_kind, timings_log
+    from robustbench_dc.protocol.estimate import estimate_jobs
+    from robustbench_dc.runtime import machine_kind, timings_log
 
     monkeypatch.chdir(tmp_path)
     proto = _protocol(data, submission={"arch": "mnist2d", "params": {"width": 0.125}, "recipe": FAST})

@@ -181,12 +181,10 @@ def _check_spec(spec: AttackSpec) -> None:
     if version not in AUTOATTACK_VERSIONS:
         raise ValueError(f"params.version: must be one of {', '.join(map(repr, AUTOATTACK_VERSIONS))}, "
                          f"got {version!r}")
-    fixed = {"steps": spec.steps, "loss": spec.loss, "targeted": spec.targeted or None,
-             "restarts": spec.restarts if spec.restarts != 1 else None}
-    for key, value in fixed.items():
-        if value is not None:
-            raise ValueError(f"{key}: AutoAttack's budgets and losses are fixed by its version "
-                             f"({version!r}), got {value!r}; use name 'apgd' for a configurable APGD")
+    fixed = spec.version_fixed_field()
+    if fixed is not None:
+        raise ValueError(f"{fixed[0]}: AutoAttack's budgets and losses are fixed by its version "
+                         f"({version!r}), got {fixed[1]!r}; use name 'apgd' for a configurable APGD")
 
 
 @register_attack("autoattack", params=("version",), ensemble=True, own_step_size=True, default_loss=None,

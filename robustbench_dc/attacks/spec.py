@@ -315,6 +315,14 @@ class AttackSpec(BaseModel):
         """The registered native attack this spec runs (None for a third-party backend)."""
         return native_attack(self.name) if self.backend == "native" else None
 
+    def version_fixed_field(self) -> tuple[str, Any] | None:
+        """The first of ``steps``, ``loss``, ``targeted`` and ``restarts`` this spec sets (``restarts``
+        other than 1), as ``(field, value)``: what an attack whose version fixes them (AutoAttack)
+        refuses; None when the spec sets none."""
+        fixed = {"steps": self.steps, "loss": self.loss, "targeted": self.targeted or None,
+                 "restarts": self.restarts if self.restarts != 1 else None}
+        return next(((k, v) for k, v in fixed.items() if v is not None), None)
+
     # ------------------------------------------------------------------ defaults
     @property
     def family(self) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 from robustbench_dc._text import table
 
 __all__ = ["table", "fmt", "print_results", "breakdown_text", "print_masking_warnings", "write_json", "write_results",
-           "print_job", "print_plan"]
+           "print_job", "print_plan", "duration"]
 
 
 def fmt(v: float | None) -> str:
@@ -103,7 +103,8 @@ def print_job(job: Any, status: str, seconds: float, counter: list[int], total: 
     print(f"{clock}[{counter[0]:>2}{of}] {what:<40} {tail}", flush=True)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``"42 s"``, ``"12 min"``, ``"2.5 h"``: an estimated time as the dry runs and ``rbdc zoo list`` show it."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
@@ -111,22 +112,26 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def print_plan(plan: Any, cached: dict[str, bool], estimates: dict[str, Any]) -> None:
+def print_plan(plan: Any, cached: dict[str, bool]) -> None:
     """A dry run: the job plan, what is cached, each job's estimated time on this machine and where
-    the estimate comes from, the total, and the user's code files the protocol runs."""
-    from robustbench_dc.protocol.estimate import machine_kind
+    the estimate comes from (:func:`~robustbench_dc.protocol.estimate.estimate_jobs`), the total, and
+    the user's code files the protocol runs."""
+    from robustbench_dc.protocol.estimate import estimate_jobs
+    from robustbench_dc.runtime import machine_kind
+
+    estimates = estimate_jobs(plan, cached)
 
     print(f"plan for {plan.protocol.name} -> {plan.output} ({len(plan.jobs)} jobs)")
     for job in plan.jobs:
         e = estimates[job.id]
         state = "cached" if cached.get(job.id) else "to run"
-        when = "" if state == "cached" else (f"  ~{_duration(e.seconds)} ({e.source})" if e.seconds is not None
+        when = "" if state == "cached" else (f"  ~{duration(e.seconds)} ({e.source})" if e.seconds is not None
                                              else f"  ({e.source})")
         print(f"  {job.id:<44} {state:<7} key {job.key[:12]}{when}")
     todo = [estimates[j.id] for j in plan.jobs if not cached.get(j.id)]
     known = [e.seconds for e in todo if e.seconds is not None]
     unknown = len(todo) - len(known)
-    total = f"~{_duration(sum(known))}" if known else "unknown"
+    total = f"~{duration(sum(known))}" if known else "unknown"
     print(f"estimated time on this machine ({machine_kind()}): {total} for {len(todo)} job(s) to run"
           + (f", {unknown} of them without an estimate" if unknown else ""))
     if plan.code_files:

@@ -64,10 +64,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     plan = plan_submission(args.operator, args.protocol, name=args.name, db=args.db, out=args.out,
                            allow_code=args.allow_code)
     if args.dry_run:
-        from robustbench_dc.protocol.estimate import estimate_jobs
-
-        status = job_status(plan)
-        print_plan(plan, status, estimate_jobs(plan, status))
+        print_plan(plan, job_status(plan))
         return 0
     counter = [0]
     result = execute(plan, progress=not args.quiet and sys.stderr.isatty(),

@@ -17,12 +17,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(tables_summary(args.summary), end="")
         if args.tables is None and args.figures is None and args.page is None:
             return 0
-    if args.page is not None and args.tables is None and args.figures is None:
-        print(write_reproduction_page(args.page, args.out, phases=args.phases, noise=args.noise,
-                                      command=getattr(args, "command_line", None)))
-        return 0
-    for path in write_report(args.out, tables_run=args.tables, figures_run=args.figures):
-        print(path)
+    if args.page is None or args.tables is not None or args.figures is not None:  # --page alone: the page only
+        for path in write_report(args.out, tables_run=args.tables, figures_run=args.figures):
+            print(path)
     if args.page is not None:
         print(write_reproduction_page(args.page, args.out, phases=args.phases, noise=args.noise,
                                       command=getattr(args, "command_line", None)))

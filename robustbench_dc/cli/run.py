@@ -18,10 +18,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # ProtocolError: one line per problem, exit code 2
     plan = plan_protocol(args.protocol, args.out, args.db, allow_code=args.allow_code)
     if args.dry_run:
-        from robustbench_dc.protocol.estimate import estimate_jobs
-
-        status = {} if args.force else job_status(plan)
-        print_plan(plan, status, estimate_jobs(plan, status))
+        print_plan(plan, {} if args.force else job_status(plan))
         return 0
     where = "" if args.executor == "local" else f" on ray ({args.address or 'local instance'})"
     print(f"running {plan.protocol.name} -> {plan.output}{where}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from robustbench_dc.cli._args import add_command
-from robustbench_dc.cli._output import table
+from robustbench_dc.cli._output import duration, table
 
 __all__ = ["register", "cmd_zoo_list", "cmd_zoo_show", "cmd_zoo_train"]
 
@@ -17,7 +17,7 @@ def _training_estimate(card_name: str) -> str:
     seconds = measured_training_seconds(card_name)
     if seconds is None:
         return "time unknown: never trained on this kind of machine"
-    return f"~{seconds / 60:.0f} min here" if seconds >= 60 else f"~{seconds:.0f} s here"
+    return f"~{duration(seconds)} here"
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:

@@ -30,11 +30,9 @@ def _check_spec(spec: Any) -> None:
     version = spec.params.get("version", "standard")
     if version not in _VERSIONS:
         raise ValueError(f"params.version: one of {', '.join(map(repr, _VERSIONS))}, got {version!r}")
-    fixed = {"steps": spec.steps, "loss": spec.loss, "targeted": spec.targeted or None,
-             "restarts": spec.restarts if spec.restarts != 1 else None}
-    for key, value in fixed.items():
-        if value is not None:
-            raise ValueError(f"{key}: the original AutoAttack's budgets are fixed by its version, got {value!r}")
+    fixed = spec.version_fixed_field()
+    if fixed is not None:
+        raise ValueError(f"{fixed[0]}: the original AutoAttack's budgets are fixed by its version, got {fixed[1]!r}")
 
 
 @register_attack("autoattack-original", params=("version",), own_step_size=True, default_loss=None,

@@ -119,9 +119,7 @@ class EvalResult:
     def add_transfer(self, transfer: TransferResult | list[AttackResult], tol: float = 0.01) -> MaskingFlag:
         """(Re)compute the ``transfer-beats-whitebox`` flag from transfer results
         whose target is this model; returns the flag."""
-        cells = transfer if isinstance(transfer, list) else transfer.cells
-        mine = [c for c in cells if c.model == self.model]
-        new = flag_transfer_beats_whitebox(self.results, mine, tol)
+        new = flag_transfer_beats_whitebox(self.results, _cells_targeting(transfer, self.model), tol)
         if any(f.name == new.name for f in self.flags):
             self.flags = [new if f.name == new.name else f for f in self.flags]
         else:
@@ -153,6 +151,12 @@ _AUTOATTACK_WORK = {"standard": 100 + 900 + 900 + 1000, "rand": 2 * 100 * 20}
 def attack_work(specs: list[AttackSpec], n: int) -> int:
     """Attacked examples x iterations (steps x restarts) summed over ``specs`` (resolved)."""
     return n * sum(_AUTOATTACK_WORK[s.version] if s.version else (s.steps or 1) * s.restarts for s in specs)
+
+
+def _cells_targeting(transfer: TransferResult | list[AttackResult], model: str) -> list[AttackResult]:
+    """The transfer cells (a :class:`TransferResult` or its cells) whose target is ``model``."""
+    cells = transfer if isinstance(transfer, list) else transfer.cells
+    return [c for c in cells if c.model == model]
 
 
 def _worst_on_shared(results: list[AttackResult], name: str) -> AttackResult:
@@ -239,10 +243,7 @@ def evaluate_whitebox(
         _binarization(model, x, specs, results, binarization, dataset, batch_size, compiling)
     flags: list[MaskingFlag] = []
     if cfg is not None:
-        tr_cells: list[AttackResult] = []
-        if transfer is not None:
-            cells = transfer if isinstance(transfer, list) else transfer.cells
-            tr_cells = [c for c in cells if c.model == model_name]
+        tr_cells = [] if transfer is None else _cells_targeting(transfer, model_name)
         shared = min(sizes)
         flags = diagnose_masking(
             model, x[:shared], y[:shared], [prefix(r, shared) for r in results], dataset=dataset, config=cfg,

@@ -71,6 +71,7 @@ def model_from_run(run_dir: str | Path, entry: str) -> Any:
     import json
 
     from robustbench_dc._text import did_you_mean
+    from robustbench_dc.data import dataset_info
     from robustbench_dc.errors import MissingFileError, UsageError
     from robustbench_dc.zoo import resolve_model
 
@@ -89,8 +90,6 @@ def model_from_run(run_dir: str | Path, entry: str) -> Any:
         raise MissingFileError(f"{checkpoint}: the run has not trained {entry!r} (run the protocol again to finish it)")
     proto = Path(str((summary.get("protocol") or {}).get("path") or "."))
     base_dir = proto.parent if proto.parent.is_dir() else Path.cwd()
-    from robustbench_dc.data import dataset_info
-
     choice = resolve_model(arch=m["arch"], operator=m.get("operator"), dataset=dataset_info(summary["dataset"]).base_name,
                            params={**(m.get("arch_params") or {}), **(m.get("operator_params") or {})},
                            checkpoint=checkpoint, seed=m.get("seed", 0), base_dir=base_dir)

@@ -24,11 +24,9 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from robustbench_dc.protocol.plan import Job, Plan
-from robustbench_dc.runtime import machine_kind, rbdc_home, read_timings, record_timing, timings_log
+from robustbench_dc.runtime import machine_kind, read_timings, record_timing
 
-__all__ = ["JobEstimate", "estimate_jobs", "record_job_time", "timings_log", "rbdc_home", "machine_kind",
-           "read_timings",
-           "bundled_timings"]
+__all__ = ["JobEstimate", "estimate_jobs", "record_job_time", "bundled_timings"]
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from robustbench_dc.operators import (
 )
 from robustbench_dc.runtime import cpu_bf16_native
 from robustbench_dc.training.augment import augment
-from robustbench_dc.training.distributed import all_reduce_sum, barrier, device_for, world, wrap
+from robustbench_dc.training.distributed import World, all_reduce_sum, barrier, device_for, world, wrap
 from robustbench_dc.training.recipe import Recipe, get_recipe
 from robustbench_dc.zoo.isonet import orthogonal_conv_penalty
 
@@ -221,9 +221,9 @@ class _Trainer:
     """One training run: the model, its optimizer and the recipe's tricks, one method per part of
     the loop (setup, resume, a step, an epoch, a checkpoint, the end)."""
 
-    def __init__(self, model: nn.Module, recipe: Recipe, device: torch.device, out: Path | None) -> None:
+    def __init__(self, model: nn.Module, recipe: Recipe, device: torch.device, out: Path | None, group: World) -> None:
         self.model, self.recipe, self.device, self.out = model, recipe, device, out
-        self.world = world()  # launched with torchrun: data-parallel over the process group (see .distributed)
+        self.world = group  # launched with torchrun: data-parallel over the process group (see .distributed)
         model.to(device)
         self.amp = resolve_precision(recipe.precision, device)
         self.memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
@@ -412,7 +412,7 @@ def train(model: nn.Module, data: Any, recipe: Recipe | str | dict[str, Any], *,
     device = torch.device(device) if device is not None else next(model.parameters()).device
     x_all, y_all = _as_tensors(data)
     plan = _Schedule.of(recipe, len(y_all), w.size, w.rank)
-    trainer = _Trainer(model, recipe, device, Path(out_dir) if out_dir is not None else None)
+    trainer = _Trainer(model, recipe, device, Path(out_dir) if out_dir is not None else None, w)
     start_epoch = trainer.resume(resume)
     trainer.compile_for(plan.total - trainer.it)
     bar = None
