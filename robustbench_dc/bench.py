@@ -53,6 +53,9 @@ class BenchmarkResult:
     backward_passes: int
     evaluation: Any = field(repr=False)
     provenance: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: the robustness curve (``minimum_norm=[...]``): :func:`~robustbench_dc.minimum_norm.evaluate.evaluate_curves`
+    #: result (``curves``: threat model -> the curve's numbers; ``attacks``: each minimum-norm attack's log)
+    curve: dict[str, Any] | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         rows = [(r.attack, f"{100 * r.robust_accuracy:.1f}", f"{r.seconds:.1f}", r.forward_passes, r.backward_passes)
@@ -67,6 +70,10 @@ class BenchmarkResult:
             lines += [f"  {p['component']:<10} {100 * p['robust_accuracy']:.1f}%  ({p['attacked']} attacked, "
                       f"{p['seconds']:.1f} s, {p.get('forward_passes', '?')} forward / "
                       f"{p.get('backward_passes', '?')} backward passes)" for p in parts]
+        if self.curve is not None:
+            from robustbench_dc.minimum_norm.evaluate import curves_text
+
+            lines += ["", curves_text(self.curve)]
         lines += ["", "diagnostics: " + (", ".join(self.triggered) + " triggered (docs/masking_flags.md)"
                                          if self.triggered else f"none of {len(self.evaluation.flags)} triggered"),
                   f"{self.seconds:.1f} s, {self.forward_passes} forward and {self.backward_passes} backward passes "
@@ -81,7 +88,7 @@ class BenchmarkResult:
                 "worst_case": self.worst_case, "components": self.components, "triggered": self.triggered,
                 "seconds": self.seconds, "forward_passes": self.forward_passes,
                 "backward_passes": self.backward_passes, "evaluation": self.evaluation.to_dict(),
-                "provenance": self.provenance}
+                "curve": self.curve, "provenance": self.provenance}
 
     def to_json(self) -> str:
         """:meth:`to_dict` as JSON text."""
@@ -132,7 +139,8 @@ def _attack_specs(attacks: str | list[Any], threat_model: str, eps: float) -> li
 def benchmark(model: nn.Module, *, dataset: str = "cifar10", threat_model: str = "Linf",
               eps: float | str | None = None, n_examples: int = 1000, attacks: str | list[Any] = "autoattack",
               batch_size: int = 500, device: str | torch.device | None = None, data_dir: str | None = None,
-              progress: bool = True, masking: bool = True, model_name: str = "model") -> BenchmarkResult:
+              progress: bool = True, masking: bool = True, model_name: str = "model",
+              minimum_norm: list[str] | None = None) -> BenchmarkResult:
     """Evaluate ``model`` (any ``nn.Module`` taking [0, 1] inputs and returning logits) on the first
     ``n_examples`` test examples of ``dataset`` under ``attacks``, with every diagnostic.
 
@@ -152,6 +160,10 @@ def benchmark(model: nn.Module, *, dataset: str = "cifar10", threat_model: str =
         progress: a progress bar.
         masking: run the gradient-masking flags and attack-failure indicators.
         model_name: the model's name in the result.
+        minimum_norm: minimum-norm attacks (``["fmn", "fab"]``; also ``fmn-t``, ``fab-t``) whose per-example
+            norms, with the fixed-eps attacks', give the robustness curve on [0, eps] (``result.curve``):
+            the median minimal perturbation and the area under the curve with 95% bootstrap intervals.
+            Default None: no curve.
 
     Returns:
         BenchmarkResult: ``print()`` it; ``to_json()``; ``model_info()`` for RobustBench.
@@ -184,6 +196,13 @@ def benchmark(model: nn.Module, *, dataset: str = "cifar10", threat_model: str =
     t0 = time.perf_counter()
     res = evaluate_whitebox(model, x, y, specs, batch_size=batch_size, progress=progress, dataset=base,
                             model_name=model_name, masking=masking)
+    curve = None
+    if minimum_norm:
+        from robustbench_dc.minimum_norm.evaluate import evaluate_curves
+
+        out = evaluate_curves(model, x, y, list(minimum_norm), {tm: float(budget)},
+                              fixed=[r.to_dict() for r in res.results], batch_size=batch_size)
+        curve = out
     seconds = time.perf_counter() - t0
     worst = [w.robust_accuracy for w in res.worst.values()]
     prov = provenance(command=None, seed=0, data_sha256=data.checksum)
@@ -194,5 +213,8 @@ def benchmark(model: nn.Module, *, dataset: str = "cifar10", threat_model: str =
         worst_case=min(worst) if worst and all(math.isfinite(w) for w in worst) else None,
         components={r.attack: r.components for r in res.results if r.components},
         triggered=list(res.triggered), seconds=seconds,
-        forward_passes=sum(r.forward_passes or 0 for r in res.results),
-        backward_passes=sum(r.backward_passes or 0 for r in res.results), evaluation=res, provenance=prov)
+        forward_passes=sum(r.forward_passes or 0 for r in res.results)
+        + sum(a["forward_passes"] for a in (curve or {}).get("attacks", {}).values()),
+        backward_passes=sum(r.backward_passes or 0 for r in res.results)
+        + sum(a["backward_passes"] for a in (curve or {}).get("attacks", {}).values()),
+        evaluation=res, provenance=prov, curve=curve)

@@ -70,9 +70,10 @@ def print_masking_warnings(flags: list[Any], target: str | None = None) -> None:
             print(f"WARNING possible gradient masking{where} [{flag.name}]: {flag.message}")
 
 
-def write_results(args: Any, key: str, result: Any, data_sha256: str, model: Any = None) -> None:
-    """``--json``: ``{key: result, "provenance": ...}`` built from the command's own arguments (and the
-    model: where it came from, its checkpoint, the sha256 of a user's model file)."""
+def write_results(args: Any, key: str, result: Any, data_sha256: str, model: Any = None,
+                  extra: dict[str, Any] | None = None) -> None:
+    """``--json``: ``{key: result, **extra, "provenance": ...}`` built from the command's own arguments (and
+    the model: where it came from, its checkpoint, the sha256 of a user's model file)."""
     from robustbench_dc.provenance import provenance
 
     prov = provenance(command=getattr(args, "command_line", None), seed=args.seed, data_sha256=data_sha256)
@@ -80,7 +81,7 @@ def write_results(args: Any, key: str, result: Any, data_sha256: str, model: Any
         prov["model"] = {"name": model.name, "arch": model.arch, "operator": model.operator,
                          "checkpoint": None if model.checkpoint is None else str(model.checkpoint),
                          "source_sha256": model.source_sha256}
-    write_json(args.json, {key: result.to_dict(), "provenance": prov})
+    write_json(args.json, {key: result.to_dict(), **(extra or {}), "provenance": prov})
 
 
 def print_job(job: Any, status: str, seconds: float, counter: list[int], total: int) -> None:

@@ -69,7 +69,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print_masking_warnings(res.flags)
     if res.flags and not res.triggered:
         print(f"masking diagnostics: none of {len(res.flags)} flags triggered")
-    write_results(args, "whitebox", res, ds.checksum, choice)
+    curves = None
+    if args.curve:
+        from robustbench_dc.minimum_norm.evaluate import curves_text, evaluate_curves
+
+        eps_max = {r.threat_model: float(r.eps) for r in reversed(res.results) if r.eps is not None}
+        curves = evaluate_curves(choice.model, ds.to_float(), ds.labels, args.curve, eps_max,
+                                 fixed=[r.to_dict() for r in res.results], batch_size=args.batch_size,
+                                 seed=args.seed)
+        print(curves_text(curves))
+    write_results(args, "whitebox", res, ds.checksum, choice, extra=None if curves is None else {"curves": curves})
     return 0
 
 
@@ -81,6 +90,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                     "(with --entry)")
     p.add_argument("--entry", metavar="MODEL", help="with --run: the model's name in the run")
     p.add_argument("--no-masking", action="store_true", help="skip the gradient-masking diagnostics")
+    p.add_argument("--curve", action="append", default=[], choices=("fmn", "fmn-t", "fab", "fab-t"),
+                   metavar="ATTACK", help="also the robustness curve of each threat model of the attacks, on [0, "
+                                          "their eps]: per example the smallest perturbation this minimum-norm attack "
+                                          "(fmn, fab, fmn-t, fab-t; repeatable) or a fixed-eps attack found; prints "
+                                          "the median minimal perturbation and the area under the curve with 95%% "
+                                          "bootstrap intervals")
     p.add_argument("--binarization-test", action="store_true",
                    help="also run the binarization test (Zimmermann et al. 2022) of every attack that supports it: "
                         "can the attack find an adversarial example where one provably exists?")

@@ -62,7 +62,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from robustbench_dc.protocol import execute, job_status, plan_submission  # lazy: the runner is heavy (torch)
 
     plan = plan_submission(args.operator, args.protocol, name=args.name, db=args.db, out=args.out,
-                           allow_code=args.allow_code)
+                           allow_code=args.allow_code, track=args.track)
     if args.dry_run:
         print_plan(plan, job_status(plan))
         return 0
@@ -89,7 +89,9 @@ def _show_args(p: argparse.ArgumentParser, default: object = None) -> None:
     p.add_argument("--eps", type=eps_arg, default=d(None), help="only this perturbation budget")
     p.add_argument("--protocol", default=d(None), help="only this protocol (by name)")
     p.add_argument("--metric", default=d(None),
-                   help="ranking metric: worst_case (default), clean_accuracy, an attack label, "
+                   help="ranking metric: tracks (default: natural training by the median minimal L-inf "
+                        "perturbation, adversarial training by the worst case, one table each), worst_case, "
+                        "clean_accuracy, median:linf, median:l2, auc:linf, auc:l2, an attack label, "
                         "or transfer:<source>:<attack>")
     p.add_argument("--format", action="append", choices=_FORMATS, default=d(None),
                    help="output format, repeatable; the first is printed (default md); with --out, "
@@ -102,7 +104,7 @@ def _show_args(p: argparse.ArgumentParser, default: object = None) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``leaderboard`` sub-command (shows the board; actions ``show`` and ``submit``)."""
     lb = add_command(sub, "leaderboard", help="the leaderboard of the results store",
-                     description="Rank the stored protocol runs (default: by worst-case robust accuracy). "
+                     description="Rank the stored protocol runs (default: one table per training track). "
                                  "Without an action: show the board.")
     _show_args(lb)
     lb.set_defaults(func=cmd_leaderboard_show)
@@ -123,7 +125,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "the results and print the leaderboard.")
     submit.add_argument("operator", help="the operator: path/to/file.py:Name or package.module:Name")
     submit.add_argument("--protocol", required=True, help="protocol YAML file")
-    submit.add_argument("--name", default=None, help="leaderboard entry name (default: from the operator)")
+    submit.add_argument("--name", default=None, help="leaderboard entry name (default: from the operator; the "
+                                                     "adversarial-training entry is NAME-at)")
+    submit.add_argument("--track", choices=("natural", "adversarial", "both"), default="both",
+                        help="the track(s) to enter: natural training, adversarial training (the protocol's "
+                             "submission.adversarial_recipe), or both (default: each the protocol has)")
     submit.add_argument("--db", default=None,
                         help="results database (default: the protocol's leaderboard.db setting)")
     submit.add_argument("--out", metavar="DIR", default=None, help="run/leaderboard output folder")

@@ -248,8 +248,9 @@ def _trainings(names: Sequence[str], explicit: Mapping[str, str | None] | None,
 def plot_eps_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], attack: str = "", *,
                     norm: str | None = None, title: str | None = None,
                     colors: Mapping[str, str] | None = None,
-                    trainings: Mapping[str, str | None] | None = None) -> Figure:
-    """Robust accuracy (%) vs eps for one attack, one line per model.
+                    trainings: Mapping[str, str | None] | None = None, markers: bool = True) -> Figure:
+    """Robust accuracy (%) vs eps for one attack, one line per model (``markers=False``: lines only, for
+    dense curves).
 
     ``curves`` maps a model name to ``{"eps": [...], "robust_accuracy": [...]}`` (fractions in
     [0, 1]; an optional ``"training"`` key or ``trainings[name]`` selects solid (natural) or
@@ -273,7 +274,7 @@ def plot_eps_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], attack:
         if eps.size and np.isfinite(eps).any():
             xmax = max(xmax, float(np.nanmax(eps)))
         ax.plot(eps, acc, color=cols[name], linestyle=linestyle_for(kinds[name]),
-                marker=MARKERS[i % len(MARKERS)], markersize=4, linewidth=1.6, label=name)
+                marker=MARKERS[i % len(MARKERS)] if markers else None, markersize=4, linewidth=1.6, label=name)
     ax.set_xlim(0.0, xmax * 1.03 if xmax > 0 else 1.0)
     ax.set_ylim(-2.0, 102.0)
     ax.grid(True, color="0.9", linewidth=0.6)

@@ -90,7 +90,8 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
 
     Returns ``{"run_dir": Path, "summary": dict, "dataset": str | None, "models": {name: {"info":
     dict, "train": dict | None, "whitebox": dict | None, "sweeps": {attack: dict}, "lipschitz":
-    dict | None, "embedding": {"features", "labels", "accuracy"?} | None}}, "transfer": dict | None,
+    dict | None, "curve": dict | None, "embedding": {"features", "labels", "accuracy"?} | None}},
+    "transfer": dict | None,
     "problems": [str]}``. Models are ordered as in ``summary.json``, then any other folder under
     ``models/`` (sorted). Unreadable files are logged and listed in ``problems``.
 
@@ -119,8 +120,8 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         d = mdir / name
         info = dict(infos.get(name) or {}) if isinstance(infos.get(name, {}), Mapping) else {}
         entry: dict[str, Any] = {"info": info, "train": None, "whitebox": None, "sweeps": {},
-                                 "lipschitz": None, "embedding": None}
-        for key in ("train", "whitebox", "lipschitz"):
+                                 "lipschitz": None, "embedding": None, "curve": None}
+        for key in ("train", "whitebox", "lipschitz", "curve"):
             if (d / f"{key}.json").is_file():
                 v = _read_json(d / f"{key}.json", problems)
                 entry[key] = v if isinstance(v, dict) else None
@@ -312,6 +313,20 @@ def run_figures(run: Mapping[str, Any]) -> list[tuple[str, Figure]]:
         attempt(f"eps-{safe_filename(attack)}", lambda a=attack, c=curves: plot_eps_curves(
             c, attack=a, norm=norms.get(a), colors=colors, trainings=trainings,
             title=f"{ds}robust accuracy vs eps \u2014 {a}" if ds else None))
+
+    # robustness curves: per example the smallest perturbation over all attacks (minimum-norm and fixed-eps)
+    by_norm: dict[str, dict[str, dict[str, Any]]] = {}
+    for n, e in models.items():
+        cv = e.get("curve")
+        for tm, c in ((cv or {}).get("curves") or {}).items():
+            if isinstance(c, Mapping):
+                by_norm.setdefault(str(tm), {})[display[n]] = {"eps": c.get("eps", []),
+                                                               "robust_accuracy": c.get("robust_accuracy", [])}
+    for tm, curves in by_norm.items():
+        norm = {"linf": "L-inf", "l2": "L2"}.get(tm, tm)
+        attempt(f"robustness-curve-{safe_filename(tm)}", lambda c=curves, t=tm, nm=norm: plot_eps_curves(
+            c, norm=t, colors=colors, trainings=trainings, markers=False,
+            title=f"{ds}robustness curves, {nm} (smallest perturbation of any attack)"))
 
     # transfer matrices
     t = run.get("transfer")

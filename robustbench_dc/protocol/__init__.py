@@ -142,23 +142,39 @@ def _absolute_reference(operator: str) -> str:
     return operator
 
 
+#: The tracks a submission can enter (``both``: every track the protocol's ``submission`` has).
+TRACKS = ("natural", "adversarial", "both")
+
+
 def plan_submission(operator: str, protocol_path: str | Path, name: str | None = None, db: str | None = None,
-                    out: str | None = None, allow_code: Iterable[str | Path] = ()) -> Plan:
+                    out: str | None = None, allow_code: Iterable[str | Path] = (), track: str = "both") -> Plan:
     """The plan of :func:`submit_operator` (nothing is run or written). The operator's own file is
-    trusted: the user named it on the command line."""
+    trusted: the user named it on the command line. ``track``: ``natural`` (the submission's ``recipe``),
+    ``adversarial`` (its ``adversarial_recipe``, entry ``NAME-at``) or ``both`` (default: each the
+    protocol has)."""
     protocol, provenance = load_protocol(protocol_path)
     if protocol.submission is None:
         raise ProtocolError([f"{protocol_path}: submission: this protocol has no submission section "
                              "(use protocols/leaderboard-mnist.yaml or protocols/leaderboard-cifar10.yaml)"])
-    entry_name = name or _submission_name(operator)
-    if any(m.name == entry_name for m in protocol.models):
-        raise ProtocolError([f"{protocol_path}: models: an entry named {entry_name!r} exists; pass --name"])
+    if track not in TRACKS:
+        raise ProtocolError([f"track: must be one of {', '.join(TRACKS)}, got {track!r}"])
     sub = protocol.submission
+    if track == "adversarial" and sub.adversarial_recipe is None:
+        raise ProtocolError([f"{protocol_path}: submission: this protocol has no adversarial_recipe (no "
+                             "adversarial-training track); use --track natural"])
+    base_name = name or _submission_name(operator)
+    recipes = {"natural": sub.recipe, "adversarial": sub.adversarial_recipe}
+    wanted = [t for t in ("natural", "adversarial") if track in (t, "both") and recipes[t] is not None]
+    names = {t: base_name if t == "natural" or track == "adversarial" else f"{base_name}-at" for t in wanted}
+    for t in wanted:
+        if any(m.name == names[t] for m in protocol.models):
+            raise ProtocolError([f"{protocol_path}: models: an entry named {names[t]!r} exists; pass --name"])
     data: dict[str, Any] = protocol.model_dump(mode="json", exclude_none=True)
     reference = _absolute_reference(operator)
-    data["models"].append({"name": entry_name, "label": entry_name, "arch": sub.arch, "operator": reference,
-                           "params": dict(sub.params), "recipe": sub.recipe,
-                           **({"seed": sub.seed} if sub.seed is not None else {})})
+    for t in wanted:
+        data["models"].append({"name": names[t], "label": base_name, "arch": sub.arch, "operator": reference,
+                               "params": dict(sub.params), "recipe": recipes[t],
+                               **({"seed": sub.seed} if sub.seed is not None else {})})
     protocol = parse_protocol(data, str(protocol_path))
     own = code_file(reference, Path.cwd())
     # --db: the caller's explicit choice, anywhere
@@ -168,7 +184,8 @@ def plan_submission(operator: str, protocol_path: str | Path, name: str | None =
 def submit_operator(operator: str, protocol_path: str | Path, name: str | None = None, db: str | None = None,
                     out: str | None = None, *, progress: bool = True,
                     on_job: Callable[[Job, str, float], None] | None = None,
-                    command: str | None = None, allow_code: Iterable[str | Path] = ()) -> tuple[RunResult, str]:
+                    command: str | None = None, allow_code: Iterable[str | Path] = (),
+                    track: str = "both") -> tuple[RunResult, str]:
     """Train and evaluate a user operator under a leaderboard protocol; returns the run and
     the rendered leaderboard (Markdown).
 
@@ -177,6 +194,6 @@ def submit_operator(operator: str, protocol_path: str | Path, name: str | None =
     protocol's output folder, so a submission only trains and evaluates the new entry (and
     redoes the transfer matrix, figures and report). ``command`` is recorded in the summary.
     """
-    plan = plan_submission(operator, protocol_path, name, db, out, allow_code)
+    plan = plan_submission(operator, protocol_path, name, db, out, allow_code, track)
     result = execute(plan, progress=progress, on_job=on_job, command=command)
     return result, result.leaderboard

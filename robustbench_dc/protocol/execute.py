@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -87,6 +88,7 @@ def _outputs(run_dir: Path, job: Job, plan: Plan) -> list[Path]:
     return {
         "train": [m / "model.pt", m / "train.json"],
         "whitebox": [m / "whitebox.json"],
+        "curve": [m / "curve.json"],
         "sweep": [m / f"sweep-{job.config.get('label', '')}.json"],
         "lipschitz": [m / "lipschitz.json"],
         "embedding": [m / "embedding.npz"],
@@ -197,6 +199,24 @@ def _run_whitebox(ctx: _Context, job: Job) -> None:
     _write_json(ctx.run_dir / "models" / name / "whitebox.json", res.to_dict())
 
 
+def _run_curve(ctx: _Context, job: Job) -> None:
+    from robustbench_dc.attacks import AttackSpec, resolve_eps
+    from robustbench_dc.minimum_norm.evaluate import evaluate_curves
+
+    name = _job_model(job)
+    x, y = ctx.test_tensors()
+    ev = ctx.plan.protocol.evaluation
+    cfg = ev.curves
+    assert cfg is not None  # planned only with a curves section
+    dataset = ctx.plan.models[name].dataset
+    eps_max: dict[str, float] = {tm: resolve_eps(AttackSpec(name="pgd", threat_model=tm), dataset)
+                                 for tm in cfg.threat_models}
+    wb = _read(ctx.run_dir / "models" / name / "whitebox.json") or {}
+    out = evaluate_curves(ctx.model(name), x, y, cfg.attacks, eps_max, fixed=wb.get("results", []), steps=cfg.steps,
+                          batch_size=ev.batch_size, n_boot=cfg.n_boot, seed=ctx.plan.protocol.seed)
+    _write_json(ctx.run_dir / "models" / name / "curve.json", out)
+
+
 def _run_sweep(ctx: _Context, job: Job) -> None:
     from robustbench_dc.evaluation import run_eps_sweep
 
@@ -295,7 +315,7 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
         d = run / "models" / name
         entry: dict[str, Any] = {"arch": rm.arch, "operator": rm.operator_label, "operator_params": rm.operator_params,
                                  "arch_params": rm.arch_params, "label": rm.label, "training": rm.training,
-                                 "recipe": rm.recipe, "role": rm.role, "seed": rm.seed}
+                                 "recipe": rm.recipe, "role": rm.role, "seed": rm.seed, "track": rm.training}
         tr = _read(d / "train.json")
         if tr is not None:
             entry["checkpoint"] = str(d / "model.pt")
@@ -316,10 +336,17 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
                                  for r in wb["results"]}
             worst = list(wb.get("worst", {}).values())
             if worst:
-                entry["worst_case"] = {"robust_accuracy": min(w["robust_accuracy"] for w in worst),
+                lowest = min(worst, key=lambda w: w["robust_accuracy"])
+                entry["worst_case"] = {"robust_accuracy": lowest["robust_accuracy"],
+                                       "interval": _accuracy_interval(lowest.get("robust_correct"), p.seed),
                                        "groups": {k: v["robust_accuracy"] for k, v in wb["worst"].items()}}
             entry["flags"] = {f["name"]: {"triggered": f["triggered"], "value": f["value"], "message": f["message"],
                                           "evaluated": f.get("evaluated", True)} for f in wb.get("flags", [])}
+        cv = _read(d / "curve.json")
+        if cv is not None:  # the per-example norms stay in curve.json; the database keeps the curve and its numbers
+            entry["curves"] = {tm: {k: v for k, v in c.items() if k not in ("norms", "found_by")}
+                               | {"found_by": dict(Counter(c["found_by"]))} for tm, c in cv["curves"].items()}
+            entry["curve_attacks"] = cv["attacks"]
         if transfer is not None and name in transfer.get("targets", []):
             entry["transfer"] = {s: {a: transfer["matrices"][a][s][name] for a in transfer["attacks"]}
                                  for s in transfer["sources"] if s != name}
@@ -349,6 +376,15 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
     }
     _write_json(run / "summary.json", summary, sort_keys=False)  # models in protocol order
     return summary
+
+
+def _accuracy_interval(correct: list[bool] | None, seed: int) -> list[float] | None:
+    """The 95% bootstrap interval of an accuracy over its per-example vector (None without one)."""
+    if not correct:
+        return None
+    from robustbench_dc.minimum_norm.curve import bootstrap_interval
+
+    return list(bootstrap_interval(torch.tensor(correct, dtype=torch.float64), lambda v: v.mean(-1), seed=seed))
 
 
 def _first_start(run_dir: Path, recorded: str | None) -> str:
@@ -387,7 +423,7 @@ def _run_report(ctx: _Context, job: Job) -> None:
 
 
 _RUNNERS: dict[str, Callable[[_Context, Job], None]] = {
-    "train": _run_train, "whitebox": _run_whitebox, "sweep": _run_sweep, "lipschitz": _run_lipschitz,
+    "train": _run_train, "whitebox": _run_whitebox, "curve": _run_curve, "sweep": _run_sweep, "lipschitz": _run_lipschitz,
     "embedding": _run_embedding, "transfer": _run_transfer, "figures": _run_figures, "report": _run_report,
 }
 

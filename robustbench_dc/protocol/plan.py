@@ -359,10 +359,14 @@ def resolve(protocol: Protocol, provenance: dict[str, Any], allow_code: Iterable
         if protocol.submission.arch.lower() not in list_archs():
             errors.append(f"{source}: submission.arch: unknown {protocol.submission.arch!r}; "
                           f"known: {', '.join(list_archs())}")
-        try:
-            get_recipe(protocol.submission.recipe)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"{source}: submission.recipe: {' '.join(str(exc).split())}")
+        for field_name in ("recipe", "adversarial_recipe"):
+            recipe = getattr(protocol.submission, field_name)
+            try:
+                if recipe is not None and (field_name == "recipe") == bool(get_recipe(recipe).adversarial):
+                    errors.append(f"{source}: submission.{field_name}: must be "
+                                  f"{'a natural' if field_name == 'recipe' else 'an adversarial'} training recipe")
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{source}: submission.{field_name}: {' '.join(str(exc).split())}")
     _check_written_paths(protocol, errors, source)
     if errors:
         raise ProtocolError(errors)
@@ -442,6 +446,11 @@ def make_plan(protocol: Protocol, provenance: dict[str, Any], output: str | Path
              "batch_size": ev.batch_size,
              **({"binarization_test": ev.binarization_test} if ev.binarization_test else {})}),
             [f"train:{name}"], name))
+        if ev.curves is not None:
+            jobs.append(Job(f"curve:{name}", "curve", stable_hash(
+                {**common, **test, "job": "curve", "train": tk, "whitebox": jobs[-1].key,
+                 "curves": ev.curves.model_dump(), "batch_size": ev.batch_size}),
+                [f"train:{name}", f"whitebox:{name}"], name))
         for spec, eps in sweeps:
             label = spec.name + "-" + spec.threat_model
             jobs.append(Job(f"sweep:{name}:{label}", "sweep", stable_hash(

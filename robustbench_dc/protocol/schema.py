@@ -42,7 +42,7 @@ from robustbench_dc.errors import UserError
 __all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "find_protocol", "bundled_protocols",
            "protocol_reference",
            "ModelEntry", "DatasetSection",
-           "Evaluation", "TransferSection", "SweepSection", "LipschitzSection", "LeaderboardSection",
+           "Evaluation", "CurveSection", "TransferSection", "SweepSection", "LipschitzSection", "LeaderboardSection",
            "SubmissionTemplate", "JobResources", "FIGURES", "parse_memory"]
 
 FigureName = Literal["embeddings", "eps_curves", "transfer", "lipschitz", "training"]
@@ -140,6 +140,29 @@ class SweepSection(_Strict):
         return sorted(v)
 
 
+MinimumNormName = Literal["fmn", "fmn-t", "fab", "fab-t"]
+_MINIMUM_NORM_DEFAULT: tuple[MinimumNormName, ...] = ("fmn", "fab")
+
+
+class CurveSection(_Strict):
+    """Robustness curves: per example the smallest perturbation any attack found (minimum-norm attacks and
+    the white-box attacks of the same norm), hence robust accuracy at every eps, the median minimal
+    perturbation and the area under the curve, with bootstrap intervals."""
+
+    attacks: list[MinimumNormName] = Field(
+        default_factory=lambda: list(_MINIMUM_NORM_DEFAULT), min_length=1,
+        description="minimum-norm attacks: fmn, fab (untargeted), fmn-t, fab-t (targeted at the 9 most likely "
+                    "wrong classes)", examples=[["fmn", "fab-t"]])
+    threat_models: list[Literal["linf", "l2"]] = Field(default_factory=lambda: ["linf", "l2"],  # type: ignore[arg-type]
+                                                       min_length=1,
+                                                       description="the norms, one curve each; the curve spans "
+                                                                   "[0, the dataset's standard eps]",
+                                                       examples=[["linf"]])
+    steps: int = Field(100, ge=1, description="iterations of each minimum-norm attack (per target class)",
+                       examples=[50])
+    n_boot: int = Field(1000, ge=100, description="bootstrap resamples of the 95% intervals", examples=[2000])
+
+
 class Evaluation(_Strict):
     """White-box attacks, transfer attacks, eps sweeps and the diagnostics of every evaluated model."""
 
@@ -152,6 +175,8 @@ class Evaluation(_Strict):
                             examples=["8/255"])
     transfer: TransferSection | None = Field(None, description="transfer (black-box) attacks")
     sweeps: list[SweepSection] = Field(default_factory=list, description="eps sweeps")
+    curves: CurveSection | None = Field(None, description="robustness curves from minimum-norm attacks (none: "
+                                                          "skipped)", examples=[{"attacks": ["fmn", "fab"]}])
     masking: bool | dict[str, Any] = Field(True, description="the gradient-masking flags and attack-failure "
                                                              "indicators: true, false, or their thresholds",
                                            examples=[{"one_step_tol": 0.02}])
@@ -202,8 +227,11 @@ class LeaderboardSection(_Strict):
 
     db: str | None = Field(None, description="results database, below the folder the run starts in (default: "
                                              "RUN/results.sqlite)", examples=["runs/results.sqlite"])
-    metric: str = Field("worst_case", description="ranking metric: worst_case, clean_accuracy, an attack label "
-                                                  "or transfer:SOURCE:ATTACK", examples=["clean_accuracy"])
+    metric: str = Field("tracks", description="ranking metric: tracks (natural training by the median minimal "
+                                              "L-inf perturbation where curves ran, adversarial training by the "
+                                              "worst case), worst_case, clean_accuracy, median:linf, median:l2, "
+                                              "auc:linf, auc:l2, an attack label or transfer:SOURCE:ATTACK",
+                        examples=["clean_accuracy"])
 
 
 class SubmissionTemplate(_Strict):
@@ -212,11 +240,15 @@ class SubmissionTemplate(_Strict):
     arch: str = Field(description="the architecture every submission is built on", examples=["mnist2d"])
     params: dict[str, Any] = Field(default_factory=dict, description="its architecture parameters",
                                    examples=[{"width": 0.25}])
-    recipe: str | dict[str, Any] = Field(description="the training recipe", examples=["mnist-fast"])
+    recipe: str | dict[str, Any] = Field(description="the training recipe (the natural-training track)",
+                                         examples=["mnist-fast"])
+    adversarial_recipe: str | dict[str, Any] | None = Field(
+        None, description="the adversarial-training track's recipe, the same for every entry (none: natural "
+                          "track only)", examples=[{"base": "mnist-fast", "adversarial": {"method": "pgd", "eps": 0.3}}])
     seed: int | None = Field(None, description="the submission's seed (default: the protocol's)", examples=[0])
 
 
-JobKind = Literal["all", "train", "whitebox", "sweep", "lipschitz", "embedding", "transfer", "figures", "report"]
+JobKind = Literal["all", "train", "whitebox", "curve", "sweep", "lipschitz", "embedding", "transfer", "figures", "report"]
 
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
                  "g": 2**30, "gb": 10**9, "gib": 2**30}

@@ -1,10 +1,20 @@
 """Leaderboard entries and their ranking.
 
 A :class:`LeaderboardEntry` is one model of one protocol run, with RobustBench-like fields.
-Entries are ranked by a metric (:func:`rank_entries`): by default the worst-case robust accuracy
-(the per-example worst case over the protocol's attack set), descending, ties broken by clean
-accuracy (descending) and then by name. Other metrics: ``clean_accuracy``, a white-box attack
-label (e.g. ``fgsm-linf-eps0.3000-s1``) or ``transfer:<source>:<attack>``.
+Entries are ranked by a metric (:func:`rank_entries`). The default, ``tracks``, splits the board
+in two (:func:`boards`): naturally trained entries are ranked by the median minimal L-inf
+perturbation of their robustness curve (:mod:`~robustbench_dc.minimum_norm.curve`; by the
+worst case where no curve ran), adversarially trained ones by the worst-case robust accuracy (the
+per-example worst case over the protocol's attack set, AutoAttack included), as RobustBench ranks.
+Other metrics: ``worst_case``, ``clean_accuracy``, ``median:linf`` / ``median:l2`` / ``auc:linf``
+/ ``auc:l2``, a white-box attack label (e.g. ``fgsm-linf-eps0.3000-s1``) or
+``transfer:<source>:<attack>``.
+
+Ties (:func:`tie_ranks`): a ranked number that has a 95% interval (the worst case and the curve's
+numbers) gets the rank ``1 + the number of entries whose interval lies entirely above its own``,
+the rule of Chatbot Arena's leaderboard; entries that share a rank are tied (two entries whose
+intervals overlap share a rank unless a third entry's interval separates one of them from the top).
+Entries are listed by rank, then by the number itself.
 """
 
 from __future__ import annotations
@@ -20,15 +30,20 @@ from typing import Any
 from robustbench_dc._text import did_you_mean
 from robustbench_dc.errors import InvalidParameterError
 
-__all__ = ["LeaderboardEntry", "DEFAULT_METRIC", "available_metrics", "metric_value", "metric_title",
-           "rank_entries", "resolve_metric", "latest_entries", "configuration_key"]
+__all__ = ["LeaderboardEntry", "DEFAULT_METRIC", "WORST_CASE_METRIC", "TRACKS_METRIC", "available_metrics",
+           "metric_value", "metric_interval", "metric_title", "rank_entries", "tie_ranks", "boards",
+           "resolve_metric", "latest_entries", "configuration_key"]
 
-DEFAULT_METRIC = "worst_case"
+TRACKS_METRIC = "tracks"
+WORST_CASE_METRIC = "worst_case"
+DEFAULT_METRIC = TRACKS_METRIC
 CLEAN_METRIC = "clean_accuracy"
 TRANSFER_PREFIX = "transfer:"
+#: the robustness curve's numbers, ``KIND:NORM`` (``median:linf``, ``auc:l2``, ...)
+CURVE_KINDS = ("median", "auc")
 _ALIASES = {
-    "worst_case": DEFAULT_METRIC, "worst-case": DEFAULT_METRIC, "worst_case_robust_accuracy": DEFAULT_METRIC,
-    "clean_accuracy": CLEAN_METRIC, "clean": CLEAN_METRIC,
+    "worst_case": WORST_CASE_METRIC, "worst-case": WORST_CASE_METRIC, "worst_case_robust_accuracy": WORST_CASE_METRIC,
+    "clean_accuracy": CLEAN_METRIC, "clean": CLEAN_METRIC, "tracks": TRACKS_METRIC,
 }
 
 
@@ -72,6 +87,11 @@ class LeaderboardEntry:
     role: str | None = None
     #: architecture parameters (width, ...) of the model
     arch_params: dict[str, Any] = field(default_factory=dict)
+    #: the 95% bootstrap interval of the worst-case robust accuracy
+    worst_case_interval: list[float] | None = None
+    #: per threat model, the robustness curve's numbers (:class:`~robustbench_dc.minimum_norm.curve.RobustnessCurve`
+    #: without the per-example norms): ``median``, ``median_interval``, ``auc``, ``eps``, ``robust_accuracy``, ...
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (non-finite numbers become ``None``)."""
@@ -105,7 +125,9 @@ def entry_transfer_pairs(entries: Iterable[LeaderboardEntry]) -> list[tuple[str,
 def available_metrics(entries: Iterable[LeaderboardEntry]) -> list[str]:
     """The metric names :func:`rank_entries` accepts for these entries."""
     entries = list(entries)
-    return ([DEFAULT_METRIC, CLEAN_METRIC] + entry_attack_labels(entries)
+    norms = sorted({tm for e in entries for tm in e.curves})
+    return ([TRACKS_METRIC, WORST_CASE_METRIC, CLEAN_METRIC] + [f"{k}:{tm}" for k in CURVE_KINDS for tm in norms]
+            + entry_attack_labels(entries)
             + [f"{TRANSFER_PREFIX}{s}:{a}" for s, a in entry_transfer_pairs(entries)])
 
 
@@ -125,8 +147,17 @@ def resolve_metric(entries: Iterable[LeaderboardEntry], metric: str | None) -> s
 
 def metric_value(entry: LeaderboardEntry, metric: str) -> float | None:
     """``entry``'s value of the canonical ``metric`` (``None`` when the entry lacks it)."""
-    if metric == DEFAULT_METRIC:
+    if metric == TRACKS_METRIC:
+        return metric_value(entry, track_metric(entry, [entry]))
+    if metric == WORST_CASE_METRIC:
         value = entry.worst_case_robust_accuracy
+    elif _curve_metric(metric) is not None:
+        kind, tm = _curve_metric(metric)  # type: ignore[misc]
+        curve = entry.curves.get(tm)
+        if curve is None:
+            return None
+        value = curve.get(kind)
+        return math.inf if value is None else float(value)  # a median no attack reached is infinite
     elif metric == CLEAN_METRIC:
         value = entry.clean_accuracy
     elif metric in entry.robust_accuracy:
@@ -144,10 +175,86 @@ def metric_value(entry: LeaderboardEntry, metric: str) -> float | None:
     return float(value)
 
 
+def _curve_metric(metric: str) -> tuple[str, str] | None:
+    kind, sep, tm = metric.partition(":")
+    return (kind, tm) if sep and kind in CURVE_KINDS and tm in ("linf", "l2") else None
+
+
+def metric_interval(entry: LeaderboardEntry, metric: str) -> tuple[float, float] | None:
+    """The 95% interval of ``entry``'s value of the canonical ``metric`` (None where it has none)."""
+    if metric == TRACKS_METRIC:
+        return metric_interval(entry, track_metric(entry, [entry]))
+    if metric == WORST_CASE_METRIC:
+        iv = entry.worst_case_interval
+    elif _curve_metric(metric) is not None:
+        kind, tm = _curve_metric(metric)  # type: ignore[misc]
+        iv = entry.curves.get(tm, {}).get(f"{kind}_interval")
+    else:
+        iv = None
+    if not iv or len(iv) != 2:
+        return None
+    return (math.inf if iv[0] is None else float(iv[0]), math.inf if iv[1] is None else float(iv[1]))
+
+
+def track_metric(entry: LeaderboardEntry, board: Iterable[LeaderboardEntry]) -> str:
+    """What ranks ``entry``'s track on a ``tracks`` board: the worst case for adversarial training; the
+    median minimal L-inf perturbation for natural training where some entry of the ``board``'s track
+    has a curve (else the worst case)."""
+    if entry.training == "adversarial":
+        return WORST_CASE_METRIC
+    natural = [e for e in board if e.training != "adversarial"]
+    return "median:linf" if any("linf" in e.curves for e in natural) else WORST_CASE_METRIC
+
+
+def boards(entries: Iterable[LeaderboardEntry], metric: str | None = None
+           ) -> list[tuple[str | None, str, list[LeaderboardEntry], list[int]]]:
+    """The tables a leaderboard shows: ``(title, metric, entries best first, their ranks)``. A
+    ``tracks`` board is two tables (natural, then adversarial training; an empty one is left out),
+    any other metric one table (title None)."""
+    entries = list(entries)
+    metric = resolve_metric(entries, metric)
+    if metric != TRACKS_METRIC:
+        groups: list[tuple[str | None, str, list[LeaderboardEntry]]] = [(None, metric, entries)]
+    else:
+        natural = [e for e in entries if e.training != "adversarial"]
+        adversarial = [e for e in entries if e.training == "adversarial"]
+        groups = [(title, track_metric(group[0], group), group) for title, group in
+                  (("Natural training", natural), ("Adversarial training", adversarial)) if group]
+    out = []
+    for title, m, group in groups:
+        ranked = rank_entries(group, m)
+        out.append((title, m, ranked, tie_ranks(ranked, m)))
+    return out
+
+
+def tie_ranks(ranked: list[LeaderboardEntry], metric: str) -> list[int]:
+    """The ranks of ``ranked`` (as :func:`rank_entries` orders them): ``1 +`` the number of entries whose
+    95% interval lies entirely above the entry's own; an entry without an interval counts its value as
+    one. Entries that share a rank are tied."""
+    bounds = []
+    for e in ranked:
+        value = metric_value(e, metric)
+        iv = metric_interval(e, metric)
+        bounds.append(iv if iv is not None else (None if value is None else (value, value)))
+    ranks = []
+    for i, b in enumerate(bounds):
+        if b is None:
+            ranks.append(len(ranked))
+            continue
+        ranks.append(1 + sum(1 for j, o in enumerate(bounds) if j != i and o is not None and o[0] > b[1]))
+    return ranks
+
+
 def metric_title(metric: str) -> str:
     """A human-readable name of the canonical ``metric``."""
-    if metric == DEFAULT_METRIC:
+    if metric == TRACKS_METRIC:
+        return "track (natural: median minimal L-inf perturbation; adversarial: worst-case robust accuracy)"
+    if metric == WORST_CASE_METRIC:
         return "worst-case robust accuracy"
+    if _curve_metric(metric) is not None:
+        kind, tm = _curve_metric(metric)  # type: ignore[misc]
+        norm = {"linf": "L-inf", "l2": "L2"}[tm]
+        return f"median minimal {norm} perturbation" if kind == "median" else f"area under the {norm} robustness curve"
     if metric == CLEAN_METRIC:
         return "clean accuracy"
     if metric.startswith(TRANSFER_PREFIX):
@@ -197,10 +304,14 @@ def rank_entries(entries: Iterable[LeaderboardEntry], metric: str | None = None)
     """
     entries = list(entries)
     metric = resolve_metric(entries, metric)
+    if metric == TRACKS_METRIC:
+        return [e for _, _, ranked, _ in boards(entries, metric) for e in ranked]
 
     def key(e: LeaderboardEntry) -> tuple[Any, ...]:
         value = metric_value(e, metric)
         clean = metric_value(e, CLEAN_METRIC)
         return (value is None, -(value or 0.0), clean is None, -(clean or 0.0), e.name, e.run_id)
 
-    return sorted(entries, key=key)
+    ordered = sorted(entries, key=key)
+    ranks = tie_ranks(ordered, metric)
+    return [e for _, e in sorted(zip(ranks, ordered), key=lambda p: p[0])]  # stable: by rank, then the value

@@ -21,10 +21,10 @@ from robustbench_dc.errors import InvalidParameterError
 from robustbench_dc.results.leaderboard import (
     TRANSFER_PREFIX,
     LeaderboardEntry,
+    boards,
     entry_attack_labels,
     entry_transfer_pairs,
     metric_title,
-    rank_entries,
     resolve_metric,
 )
 
@@ -33,6 +33,8 @@ __all__ = ["FORMATS", "render_leaderboard", "write_leaderboard", "caption"]
 log = logging.getLogger(__name__)
 
 FORMATS = ("md", "csv", "json", "html")
+#: the tables of a board: (title, metric, entries best first, their ranks), see :func:`boards`
+_Tables = list[tuple[str | None, str, list[LeaderboardEntry], list[int]]]
 _MISSING = "\u2013"
 _WARN = "\u26a0"
 
@@ -74,6 +76,44 @@ def _binarization_cell(b: dict[str, Any] | None) -> tuple[str, float | None]:
     return f"{_pct(asr)} (noise {_pct(noise)}, n={b.get('n_valid')})", asr
 
 
+def _norm(value: float | None) -> str:
+    if value is None:
+        return _MISSING
+    return "\u221e" if value == float("inf") else f"{value:.3g}"
+
+
+def _interval(iv: Any, show: Any = _norm) -> str:
+    if not iv or len(iv) != 2:
+        return ""
+    lo, hi = (float("inf") if v is None else v for v in iv)
+    return f" [{show(lo)}, {show(hi)}]"
+
+
+def _curve_cell(e: LeaderboardEntry, tm: str, kind: str) -> tuple[str, float | None]:
+    c = e.curves.get(tm)
+    if c is None:
+        return _MISSING, None
+    value = c.get(kind)
+    if kind == "median" and value is None:
+        value = float("inf")
+    if kind == "robust_accuracy_eps_max":
+        return _pct(value) + _interval(c.get("robust_accuracy_interval"), _pct), value
+    return _norm(value) + _interval(c.get(f"{kind}_interval")), value
+
+
+def _curve_checks(e: LeaderboardEntry) -> str:
+    """Where the minimum-norm attacks fell short: examples a fixed-budget attack broke that they left
+    robust, and examples no attack broke."""
+    notes = []
+    for tm, c in e.curves.items():
+        missed = sum((c.get("missed") or {}).values())
+        if missed:
+            notes.append(f"{tm}: fixed-eps attacks broke {missed} the minimum-norm attacks missed")
+        if c.get("unbroken"):
+            notes.append(f"{tm}: {c['unbroken']} never broken")
+    return f"{_WARN} " + "; ".join(notes) if notes else ("ok" if e.curves else "")
+
+
 def _eps(value: float | None) -> str:
     return _MISSING if value is None else f"{value:.4g}"
 
@@ -99,8 +139,16 @@ def _columns(entries: Sequence[LeaderboardEntry]) -> list[tuple[str, str, Any]]:
         ("Operator", "text", lambda e: (_operator_cell(e), _operator_cell(e))),
         ("Training", "text", lambda e: (_training_cell(e), _training_cell(e))),
         ("Clean (%)", "num", lambda e: (_pct(e.clean_accuracy), e.clean_accuracy)),
-        ("Worst-case (%)", "num", lambda e: (_pct(e.worst_case_robust_accuracy), e.worst_case_robust_accuracy)),
     ]
+    norms = [tm for tm in ("linf", "l2") if any(tm in e.curves for e in entries)]
+    names = {"linf": "L-inf", "l2": "L2"}
+    for tm in norms:
+        cols.append((f"Median minimal {names[tm]} [95% CI]", "num", lambda e, t=tm: _curve_cell(e, t, "median")))
+    for tm in norms:
+        eps = next((e.curves[tm].get("eps_max") for e in entries if tm in e.curves), None)
+        cols.append((f"AUC {names[tm]} on [0, {_eps(eps)}] [95% CI]", "num", lambda e, t=tm: _curve_cell(e, t, "auc")))
+    cols.append(("Worst-case (%) [95% CI]", "num", lambda e: (
+        _pct(e.worst_case_robust_accuracy) + _interval(e.worst_case_interval, _pct), e.worst_case_robust_accuracy)))
     for attack in entry_attack_labels(entries):
         cols.append((f"{attack} (%)", "num",
                      lambda e, a=attack: (_pct(e.robust_accuracy.get(a)), e.robust_accuracy.get(a))))
@@ -112,6 +160,8 @@ def _columns(entries: Sequence[LeaderboardEntry]) -> list[tuple[str, str, Any]]:
             v = e.transfer_robust_accuracy.get(s, {}).get(a)
             return _pct(v), v
         cols.append((f"transfer {source} \u2192 {attack} (%)", "num", get))
+    if norms:
+        cols.append(("Curve checks", "text", lambda e: (_curve_checks(e), _curve_checks(e))))
     cols += [
         ("Flags", "text", lambda e: (_flags_cell(e), _flags_cell(e))),
         ("Date", "text", lambda e: ((e.date or _MISSING)[:10], e.date or "")),
@@ -129,16 +179,30 @@ def _md_escape(text: str) -> str:
     return (text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;"))
 
 
-def _render_md(ranked: Sequence[LeaderboardEntry], metric: str) -> str:
-    cols = _columns(ranked)
-    header = ["#"] + [c[0] for c in cols]
-    align = ["---:"] + ["---:" if c[1] == "num" else ":---" for c in cols]
-    lines = [f"_{_md_escape(caption(ranked, metric))}_", "",
-             "| " + " | ".join(_md_escape(h) for h in header) + " |", "| " + " | ".join(align) + " |"]
-    for rank, e in enumerate(ranked, 1):
-        cells = [str(rank)] + [_md_escape(get(e)[0]) for _, _, get in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def _render_md(tables: _Tables, metric: str) -> str:
+    lines: list[str] = []
+    for title, m, ranked, ranks in tables:
+        cols = _columns(ranked)
+        header = ["#"] + [c[0] for c in cols]
+        align = ["---:"] + ["---:" if c[1] == "num" else ":---" for c in cols]
+        if title:
+            lines += [f"**{_md_escape(title)}**", ""]
+        lines += [f"_{_md_escape(caption(ranked, m))}_", "",
+                  "| " + " | ".join(_md_escape(h) for h in header) + " |", "| " + " | ".join(align) + " |"]
+        for rank, e in zip(_rank_labels(ranks), ranked):
+            cells = [rank] + [_md_escape(get(e)[0]) for _, _, get in cols]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if any(len(set(r)) < len(r) for *_, r in tables):
+        lines.append("_Equal ranks are ties: an entry's rank is 1 + the number of entries whose 95% interval lies "
+                     "entirely above its own._")
+        lines.append("")
+    return "\n".join(lines[:-1]) + "\n"
+
+
+def _rank_labels(ranks: list[int]) -> list[str]:
+    """``2=`` for a rank shared with another entry (a tie), ``2`` otherwise."""
+    return [f"{r}=" if ranks.count(r) > 1 else str(r) for r in ranks]
 
 
 def _csv_number(value: float | None) -> str:
@@ -156,23 +220,30 @@ def _csv_binarization(b: dict[str, Any] | None, key: str) -> str:
     return str(value) if key.startswith("n_") else _csv_number(value)
 
 
-def _render_csv(ranked: Sequence[LeaderboardEntry], metric: str) -> str:
+def _render_csv(tables: _Tables, metric: str) -> str:
+    ranked = [e for *_, group, _ in tables for e in group]
+    ranks = [(t or "", r) for t, _, group, rs in tables for r in rs]
     attacks = entry_attack_labels(ranked)
     pairs = entry_transfer_pairs(ranked)
     tested = [a for a in attacks if any(a in e.binarization for e in ranked)]
-    header = (["rank", "name", "label", "architecture", "operator", "operator_params", "dataset", "threat_model",
-               "eps", "n_test", "clean_accuracy", "worst_case_robust_accuracy"]
+    norms = [tm for tm in ("linf", "l2") if any(tm in e.curves for e in ranked)]
+    curve_keys = ("median", "median_interval", "auc", "auc_interval", "robust_accuracy_eps_max", "unbroken")
+    header = (["rank", "table", "name", "label", "architecture", "operator", "operator_params", "dataset",
+               "threat_model", "eps", "n_test", "clean_accuracy", "worst_case_robust_accuracy",
+               "worst_case_interval"] + [f"curve:{tm}:{k}" for tm in norms for k in curve_keys]
               + [f"robust_accuracy:{a}" for a in attacks] + [f"{TRANSFER_PREFIX}{s}:{a}" for s, a in pairs]
               + [f"binarization:{a}:{k}" for a in tested for k in _BINARIZATION_CSV]
               + ["flags", "training", "recipe", "date", "version", "protocol", "run_id"])
     buf = io.StringIO()
     writer = csv.writer(buf, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
     writer.writerow(header)
-    for rank, e in enumerate(ranked, 1):
+    for (table, rank), e in zip(ranks, ranked):
         writer.writerow(
-            [rank, e.name, e.label or "", e.architecture, e.operator, json.dumps(e.operator_params, sort_keys=True),
-             e.dataset, e.threat_model, _csv_number(e.eps), "" if e.n_test is None else e.n_test,
-             _csv_number(e.clean_accuracy), _csv_number(e.worst_case_robust_accuracy)]
+            [rank, table, e.name, e.label or "", e.architecture, e.operator,
+             json.dumps(e.operator_params, sort_keys=True), e.dataset, e.threat_model, _csv_number(e.eps),
+             "" if e.n_test is None else e.n_test, _csv_number(e.clean_accuracy),
+             _csv_number(e.worst_case_robust_accuracy), json.dumps(e.worst_case_interval)]
+            + [json.dumps(e.curves.get(tm, {}).get(k)) for tm in norms for k in curve_keys]
             + [_csv_number(e.robust_accuracy.get(a)) for a in attacks]
             + [_csv_number(e.transfer_robust_accuracy.get(s, {}).get(a)) for s, a in pairs]
             + [_csv_binarization(e.binarization.get(a), k) for a in tested for k in _BINARIZATION_CSV]
@@ -181,8 +252,9 @@ def _render_csv(ranked: Sequence[LeaderboardEntry], metric: str) -> str:
     return buf.getvalue()
 
 
-def _render_json(ranked: Sequence[LeaderboardEntry], metric: str) -> str:
-    rows = [{"rank": rank, **e.to_dict()} for rank, e in enumerate(ranked, 1)]
+def _render_json(tables: _Tables, metric: str) -> str:
+    rows = [{"table": title, "ranked_by": m, "rank": rank, **e.to_dict()}
+            for title, m, ranked, ranks in tables for rank, e in zip(ranks, ranked)]
     return json.dumps(rows, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
 
 
@@ -241,22 +313,27 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _render_html(ranked: Sequence[LeaderboardEntry], metric: str, title: str = "robustbench-dc leaderboard") -> str:
-    cols = _columns(ranked)
-    head = ['<th data-type="num" scope="col">#</th>'] + [
-        f'<th data-type="{kind}" scope="col">{_esc(name)}</th>' for name, kind, _ in cols]
-    body = []
-    for rank, e in enumerate(ranked, 1):
-        cells = [f'<td class="num" data-sort="{rank}">{rank}</td>']
-        for _, kind, get in cols:
-            text, sort = get(e)
-            if kind == "num":
-                cells.append(f'<td class="num" data-sort="{"" if sort is None else _esc(repr(float(sort)))}">'
-                             f"{_esc(text)}</td>")
-            else:
-                cls = ' class="flags"' if text.startswith(_WARN) else ""
-                cells.append(f'<td{cls} data-sort="{_esc(sort)}">{_esc(text)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
+def _render_html(tables: _Tables, metric: str, title: str = "robustbench-dc leaderboard") -> str:
+    sections = []
+    for heading, m, ranked, ranks in tables:
+        cols = _columns(ranked)
+        head = ['<th data-type="num" scope="col">#</th>'] + [
+            f'<th data-type="{kind}" scope="col">{_esc(name)}</th>' for name, kind, _ in cols]
+        body = []
+        for rank, label, e in zip(ranks, _rank_labels(ranks), ranked):
+            cells = [f'<td class="num" data-sort="{rank}">{_esc(label)}</td>']
+            for _, kind, get in cols:
+                text, sort = get(e)
+                if kind == "num":
+                    cells.append(f'<td class="num" data-sort="{"" if sort is None else _esc(repr(float(sort)))}">'
+                                 f"{_esc(text)}</td>")
+                else:
+                    cls = ' class="flags"' if text.startswith(_WARN) else ""
+                    cells.append(f'<td{cls} data-sort="{_esc(sort)}">{_esc(text)}</td>')
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        sections += ([f"<h2>{_esc(heading)}</h2>"] if heading else []) + [
+            '<table class="leaderboard">', f"<caption>{_esc(caption(ranked, m))}</caption>",
+            "<thead><tr>" + "".join(head) + "</tr></thead>", "<tbody>", *body, "</tbody>", "</table>"]
     from robustbench_dc.version import VERSION
 
     return "\n".join([
@@ -270,15 +347,11 @@ def _render_html(ranked: Sequence[LeaderboardEntry], metric: str, title: str = "
         "</head>",
         "<body>",
         f"<h1>{_esc(title)}</h1>",
-        '<table class="leaderboard">',
-        f"<caption>{_esc(caption(ranked, metric))}</caption>",
-        "<thead><tr>" + "".join(head) + "</tr></thead>",
-        "<tbody>",
-        *body,
-        "</tbody>",
-        "</table>",
-        f"<footer>Accuracies in %; {_esc(_WARN)} marks triggered gradient-masking flags. Click a column header "
-        f"to sort. Generated by robustbench-dc {_esc(VERSION)}.</footer>",
+        *sections,
+        f"<footer>Accuracies in %; {_esc(_WARN)} marks triggered gradient-masking flags; brackets are 95% bootstrap "
+        f"intervals over the test examples, and equal ranks (2=) are ties: an entry's rank is 1 + the number of "
+        f"entries whose interval lies entirely above its own. Click a column header to sort. Generated by "
+        f"robustbench-dc {_esc(VERSION)}.</footer>",
         f"<script>{_JS}</script>",
         "</body>",
         "</html>",
@@ -299,7 +372,8 @@ def _format(fmt: str) -> str:
 
 def render_leaderboard(entries: Iterable[LeaderboardEntry], fmt: str = "md", metric: str | None = None,
                        ranked: bool = True) -> str:
-    """The leaderboard of ``entries`` ranked by ``metric`` (default: worst-case robust accuracy) as text.
+    """The leaderboard of ``entries`` ranked by ``metric`` (default ``tracks``: one table per training track,
+    see :func:`~robustbench_dc.results.leaderboard.boards`) as text.
 
     ``fmt`` is ``md``, ``csv``, ``json`` or ``html``; ``ranked=False`` keeps the order of ``entries``
     (the history of runs). Unknown format or metric -> ``ValueError``.
@@ -307,7 +381,9 @@ def render_leaderboard(entries: Iterable[LeaderboardEntry], fmt: str = "md", met
     entries = list(entries)
     fmt = _format(fmt)
     canonical = resolve_metric(entries, metric)
-    return _RENDERERS[fmt](rank_entries(entries, canonical) if ranked else entries, canonical)
+    tables: _Tables = (boards(entries, canonical) if ranked
+                       else [(None, canonical, entries, list(range(1, len(entries) + 1)))])
+    return _RENDERERS[fmt](tables, canonical)
 
 
 def write_leaderboard(entries: Iterable[LeaderboardEntry], out_dir: str | Path, formats: Iterable[str] = FORMATS,

@@ -481,7 +481,9 @@ class ResultsStore:
                 run_id=r["run_id"], protocol=r["protocol"], n_test=r["n_test"], label=r["label"],
                 attack_success_rate=success, lipschitz={x["kind"]: x["value"] for x in lips.get(key, [])},
                 seed=info.get("seed", r["seed"]), checkpoint=r["checkpoint"], components=components,
-                binarization=binarization, role=info.get("role"), arch_params=dict(info.get("arch_params") or {})))
+                binarization=binarization, role=info.get("role"), arch_params=dict(info.get("arch_params") or {}),
+                worst_case_interval=(info.get("worst_case") or {}).get("interval"),
+                curves=dict(info.get("curves") or {})))
         return latest_entries(entries) if latest else entries
 
     @staticmethod
