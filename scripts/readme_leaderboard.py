@@ -7,7 +7,11 @@ followed by the run's provenance from ``RUN/summary.json``: the command, run id,
 checksums, library versions and machine. Usage::
 
     rbdc run protocols/leaderboard-mnist.yaml --out runs/leaderboard-mnist
-    python scripts/readme_leaderboard.py runs/leaderboard-mnist --name leaderboard-mnist
+    python scripts/readme_leaderboard.py runs/leaderboard-mnist --name leaderboard-mnist --figures figures
+
+``--figures DIR`` also copies the run's robustness-curve figures (one curve per entry) to
+``DIR/NAME-curves-<norm>.png`` with ``DIR/NAME-curves.json``: every entry's curve (eps, robust
+accuracy, median and area with their intervals) and the run's provenance.
 """
 
 from __future__ import annotations
@@ -34,6 +38,30 @@ def block(run_dir: Path, name: str) -> str:
             f"x{m.get('usable_cores', '?')}, finished {summary['finished']}).</sub>")
 
 
+def provenance(run_dir: Path, name: str) -> dict:
+    """The run's provenance as the README's note states it, for a figure's JSON file."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    keys = ("run_id", "command", "seed", "data_sha256", "train_data_sha256", "versions", "machine", "finished")
+    return {"made_by": f"python scripts/readme_leaderboard.py {run_dir} --name {name} --figures DIR",
+            **{k: summary.get(k) for k in keys}, "protocol": summary.get("protocol")}
+
+
+def copy_curves(run_dir: Path, name: str, out: Path) -> list[Path]:
+    """Copy the run's robustness-curve figures to ``out`` and write their numbers and provenance."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for png in sorted((run_dir / "figures").glob("robustness-curve-*.png")):
+        dest = out / f"{name}-curves-{png.stem.rsplit('-', 1)[1]}.png"
+        dest.write_bytes(png.read_bytes())
+        written.append(dest)
+    curves = {m: e["curves"] for m, e in summary["models"].items() if e.get("curves")}
+    info = out / f"{name}-curves.json"
+    info.write_text(json.dumps({"curves": curves, "provenance": provenance(run_dir, name)}, indent=1,
+                               sort_keys=True) + "\n")
+    return [*written, info]
+
+
 def update(readme: Path, name: str, run_dir: Path) -> None:
     text = readme.read_text()
     begin, end = f"<!-- leaderboard:{name}:begin -->", f"<!-- leaderboard:{name}:end -->"
@@ -48,9 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--name", required=True, help="the marker name, e.g. leaderboard-mnist")
     p.add_argument("--readme", type=Path, default=REPO / "README.md")
+    p.add_argument("--figures", type=Path, default=None, metavar="DIR",
+                   help="also copy the run's robustness-curve figures and their numbers to DIR")
     args = p.parse_args(argv)
     update(args.readme, args.name, args.run_dir)
     print(f"updated {args.readme} ({args.name})")
+    if args.figures is not None:
+        for path in copy_curves(args.run_dir, args.name, args.figures):
+            print(f"wrote {path}")
     return 0
 
 

@@ -3,6 +3,7 @@ the two-track leaderboard and its tie rule."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -233,3 +234,34 @@ def test_submission_enters_both_tracks(tmp_path) -> None:
     plan = plan_submission("sphere+cos", natural_only, name="mine", out=str(tmp_path / "o2"),
                            db=str(tmp_path / "db.sqlite"))
     assert [n for n in plan.models if n.startswith("mine")] == ["mine"]
+
+
+# ----------------------------------------------------------------------------- one call, one command
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_benchmark_and_evaluate_draw_the_curve_of_a_shipped_model(tmp_path, capsys) -> None:
+    from robustbench_dc import benchmark
+    from robustbench_dc.cli import main
+    from robustbench_dc.zoo import load_model
+
+    model = load_model("mnist2d-baseline-mnist")
+    result = benchmark(model, dataset="mnist-sample", n_examples=24, attacks=["pgd"], progress=False,
+                       minimum_norm=["fmn"], batch_size=24)
+    curve = result.curve["curves"]["linf"]
+    pgd = result.evaluation.results[0]
+    # the curve at the benchmark's eps agrees with the fixed-eps attack it contains (never above it)
+    assert curve["eps_max"] == pytest.approx(0.3)
+    assert curve["robust_accuracy"][-1] <= pgd.robust_accuracy + 1e-9
+    assert curve["robust_accuracy"][0] == pytest.approx(result.clean_accuracy)
+    assert 0 < curve["median"] < 0.3 and curve["median_interval"][0] <= curve["median"] <= curve["median_interval"][1]
+    assert "robustness curve, linf (fmn-linf-s100, pgd-linf-eps0.3000-s20): median minimal perturbation" in str(result)
+    assert json.loads(result.to_json())["curve"]["attacks"]["fmn-linf-s100"]["forward_passes"] > 0
+    out = tmp_path / "res.json"
+    assert main(["evaluate", "--model", "mnist2d-baseline-mnist", "--data", "mnist-sample", "-n", "24",
+                 "--attack", "fgsm-linf", "--curve", "fmn", "--no-masking", "--quiet", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "robustness curve, linf (fmn-linf-s100, fgsm-linf-eps0.3000-s1): median minimal perturbation" in text
+    assert "fmn-linf-s100: 0 never broken, 0 reported but not adversarial" in text
+    stored = json.loads(out.read_text())["curves"]["curves"]["linf"]
+    assert len(stored["norms"]) == 24 and stored["attacks"] == ["fmn-linf-s100", "fgsm-linf-eps0.3000-s1"]

@@ -193,9 +193,6 @@ def test_mnist_answers_are_valid(mnist, tm, targeted, restarts):
     found = norms > 0
     assert int(found.sum()) >= 7
     assert (pred[found] != y[found]).all()
-    if targeted:   # predicted as one of the two targets: the top non-true clean logits
-        top2 = clean.scatter(1, y[:, None], -math.inf).topk(2, dim=1).indices
-        assert (pred[found][:, None] == top2[found]).any(dim=1).all()
     runs = 2 if targeted else restarts                        # one trace segment per run
     assert trace._segment == runs
     assert not trace.ever_adversarial[5] and trace.ever_adversarial[found].all()
@@ -232,29 +229,14 @@ def test_jacobian_batched_equals_per_class(mnist):
 def _original_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tm: str, steps: int, targeted: bool,
                     n_target_classes: int) -> torch.Tensor:
     """Per example the smallest norm of the original FAB's answers (one run from x per target class;
-    inf where none). FAB-T made to count a success only where the prediction is the run's target,
-    as ours does (the original counts any misclassification)."""
+    inf where none). FAB-T counts any misclassification as a success, in both."""
     fab_pt = pytest.importorskip("pyautoattack.fab_pt")
 
-    class StrictTarget(fab_pt.FABAttack_PT):
-        labels: tuple[torch.Tensor, torch.Tensor] | None = None
-
-        def get_diff_logits_grads_batch_targeted(self, imgs, la, la_target):
-            self.labels = (la, la_target)
-            return super().get_diff_logits_grads_batch_targeted(imgs, la, la_target)
-
-        def _get_predicted_label(self, x):
-            pred = super()._get_predicted_label(x)
-            if self.labels is None or pred.shape != self.labels[0].shape:
-                return pred
-            la, target = self.labels
-            return torch.where(pred == target, pred, la)   # "still y" unless the target is reached
-
     model.eval()
-    attack = StrictTarget(model, norm={"linf": "Linf", "l2": "L2"}[tm], n_iter=steps, targeted=targeted)
+    attack = fab_pt.FABAttack_PT(model, norm={"linf": "Linf", "l2": "L2"}[tm], n_iter=steps, targeted=targeted)
     best = torch.full((len(y),), math.inf)
     for target_class in range(2, n_target_classes + 2) if targeted else [None]:
-        attack.target_class, attack.labels = target_class, None
+        attack.target_class = target_class
         adv = attack.attack_single_run(x, y, use_rand_start=False, is_targeted=targeted)
         with torch.no_grad():
             ok = model(adv).argmax(1) != y
