@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from robustbench_dc.attacks.attack import validate_inputs
-from robustbench_dc.attacks.checks import ConstraintViolation, perturbation_norms
+from robustbench_dc.attacks.checks import check_adversarial, perturbation_norms
 from robustbench_dc.attacks.passes import PassCounter
 from robustbench_dc.attacks.trace import AttackTrace
 from robustbench_dc.attacks.utils import eval_mode, model_device
@@ -105,7 +105,7 @@ class MinimumNormSpec:
         best_norm = torch.full((x.shape[0],), math.inf, dtype=torch.float64, device=x.device)
         for k in range(min(self.n_target_classes, logits.shape[1] - 1)):
             cand = fmn(model, x, y, threat_model=self.threat_model, steps=self.steps, targets=order[:, k], trace=view)
-            norms = _bounds(model, cand, x, y, self.threat_model, self.label)[0].to(x.device)
+            norms = _bounds(model, cand, x, y, self.threat_model)[0].to(x.device)
             better = norms < best_norm
             best[better] = cand[better]
             best_norm = torch.minimum(best_norm, norms)
@@ -136,25 +136,12 @@ class MinimumNormResult:
     backward_passes: int = 0
 
 
-def _bounds(model: nn.Module, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, threat_model: str,
-            label: str) -> tuple[torch.Tensor, int]:
+def _bounds(model: nn.Module, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+            threat_model: str) -> tuple[torch.Tensor, int]:
     """Per-example bounds of ``x_adv`` (float64, on the CPU: see :class:`MinimumNormResult`) and the
     number of perturbed points the scoring pass classifies correctly. Raises
     :class:`ConstraintViolation` for points that are not finite or leave [0, 1]."""
-    if x_adv.shape != x.shape:
-        raise ConstraintViolation("shape", x.shape[0], x.shape[0], math.nan, None, [],
-                                  f"{label} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
-    flat = x_adv.detach().flatten(1)
-    bad = ~torch.isfinite(flat).all(dim=1)
-    if bool(bad.any()):
-        raise ConstraintViolation("finite", int(bad.sum()), x.shape[0], float((~torch.isfinite(flat)).sum()), None,
-                                  bad.nonzero().flatten()[:10].tolist(), f"{label} returned non-finite inputs")
-    out = (flat < 0) | (flat > 1)
-    if bool(out.any()):
-        rows = out.any(dim=1)
-        worst = float(torch.maximum(-flat.min(), flat.max() - 1))
-        raise ConstraintViolation("range", int(rows.sum()), x.shape[0], worst, None,
-                                  rows.nonzero().flatten()[:10].tolist(), f"{label} left [0, 1]")
+    check_adversarial(x_adv, x, math.inf, threat_model)  # shape, finite, in [0, 1]; no budget
     with torch.no_grad(), eval_mode(model):  # scoring: float32, eval mode, whatever the attack did
         clean_ok = (model(x.float()).float().argmax(1) == y).cpu()
         broken = clean_ok & (model(x_adv.float()).float().argmax(1) != y).cpu()
@@ -190,7 +177,7 @@ def minimal_perturbations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sp
         with PassCounter(model) as passes:
             x_adv = spec.run(model, xb, yb, trace=trace)
         fwd, bwd = fwd + passes.forward, bwd + passes.backward
-        bounds, n_not_adv = _bounds(model, x_adv, xb, yb, spec.threat_model, spec.label)
+        bounds, n_not_adv = _bounds(model, x_adv, xb, yb, spec.threat_model)
         not_adv += n_not_adv
         lost += int((trace.ever_adversarial & torch.isinf(bounds)).sum())  # clean errors are 0
         norms.append(bounds)

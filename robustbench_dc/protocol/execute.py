@@ -315,7 +315,7 @@ def _write_summary(ctx: _Context, partial: bool = False) -> dict[str, Any]:
         d = run / "models" / name
         entry: dict[str, Any] = {"arch": rm.arch, "operator": rm.operator_label, "operator_params": rm.operator_params,
                                  "arch_params": rm.arch_params, "label": rm.label, "training": rm.training,
-                                 "recipe": rm.recipe, "role": rm.role, "seed": rm.seed, "track": rm.training}
+                                 "recipe": rm.recipe, "role": rm.role, "seed": rm.seed}
         tr = _read(d / "train.json")
         if tr is not None:
             entry["checkpoint"] = str(d / "model.pt")
