@@ -1,4 +1,4 @@
-"""Native FAB (robustbench_dc.minimum_norm.fab): the projection, closed forms on linear models, the
+"""Native FAB (robustbench_dc.autoattack.fab): the projection, closed forms on linear models, the
 validity of what it returns, and agreement with Croce & Hein's own FAB (``pyautoattack``)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import nn
 
 from robustbench_dc.attacks.checks import perturbation_norms
 from robustbench_dc.attacks.trace import AttackTrace
-from robustbench_dc.minimum_norm.fab import _Jacobian, _project, fab
+from robustbench_dc.autoattack.fab import _Jacobian, _project, fab
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -291,3 +291,56 @@ def test_agrees_with_original_100_steps(mnist, tm, targeted):
     model, x, y = mnist
     n = 40 if targeted else 100
     _assert_agrees(*_compare(model, x[:n], y[:n], tm, 100, targeted=targeted), tight=True)
+
+
+# -- FAB-T at a fixed budget, as AutoAttack runs it ---------------------------------------------------
+
+def test_fixed_budget_matches_the_originals_fab_t(mnist):
+    """AutoAttack's FAB-T (one run from x per target class, an example done once broken within eps):
+    per example the same outcome as the original's ``perturb`` at the same eps. Tolerance 1 of the
+    examples (float rounding of the folded batch norms can part trajectories). Measured on 40
+    examples at L-inf 0.08: the same 36 broken by both."""
+    fab_pt = pytest.importorskip("pyautoattack.fab_pt")
+    model, x, y = mnist
+    x, y = x[:40], y[:40]
+    model.eval()
+    eps = 0.08
+    ours = fab(model, x, y, threat_model="linf", steps=100, targeted=True, n_target_classes=9, eps=eps)
+    ref_attack = fab_pt.FABAttack_PT(model, norm="Linf", n_restarts=1, n_iter=100, eps=eps, seed=0, targeted=True)
+    ref_attack.n_target_classes = 9
+    ref = ref_attack.perturb(x, y)
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+        a = (model(ours).argmax(1) != y) & clean
+        b = (model(ref).argmax(1) != y) & clean & (perturbation_norms(ref, x, "linf") <= eps)
+    assert int(b.sum()) >= 10
+    assert int((a != b).sum()) <= 1, (int(a.sum()), int(b.sum()))
+    norms = perturbation_norms(ours, x, "linf")
+    assert float(norms.max()) <= eps
+    assert torch.equal(ours[~a], x[~a])               # unbroken within eps: the clean input
+
+
+def test_fixed_budget_drops_broken_examples():
+    """With eps, an example broken at the first iterate leaves the batch: later iterations and
+    targets run on the others only."""
+    calls: list[int] = []
+
+    class Lin(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+            with torch.no_grad():
+                self.lin.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]]))
+                self.lin.bias.zero_()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(x.shape[0])
+            return self.lin(x.flatten(1))
+
+    x = torch.tensor([[0.52, 0.5, 0.0, 0.0], [0.9, 0.0, 0.0, 0.0]])   # margin 0.02 vs 0.9
+    y = torch.zeros(2, dtype=torch.long)
+    out = fab(Lin(), x, y, steps=5, targeted=True, n_target_classes=2, eps=0.05)
+    assert perturbation_norms(out, x, "linf").tolist()[1] == 0.0      # not within 0.05: the clean input
+    assert 0 < float(perturbation_norms(out, x, "linf")[0]) <= 0.05
+    assert calls.count(2) == 4 and 1 in calls     # clean pass, first iterate (2), the run's final check
+    assert len(calls) < 2 * 5 * 2 + 4                # without the early exit: 2 passes x 5 steps x 2 targets

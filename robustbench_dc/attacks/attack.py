@@ -153,7 +153,7 @@ def run_attack_detailed(
     trace: AttackTrace | TraceView | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
     """:func:`run_attack`, and the per-component breakdown of an ensemble (native ``autoattack``:
-    see :func:`~robustbench_dc.attacks.autoattack.autoattack`); ``None`` for other attacks.
+    see :func:`~robustbench_dc.autoattack.ensemble.autoattack`); ``None`` for other attacks.
 
     ``trace`` (an :class:`~robustbench_dc.attacks.trace.AttackTrace` over the batch, or a view of
     one) records the attack's iterates for the attack-failure indicators."""

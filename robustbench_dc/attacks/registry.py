@@ -21,7 +21,7 @@ After that, ``AttackSpec(name="noise")``, ``rbdc evaluate --attack noise`` and a
 entry-point group ``robustbench_dc.attacks``; a Python session registers them by importing
 the module that defines them). The suite's own attacks (FGSM, BIM, PGD, APGD, AutoAttack)
 register the same way, in :mod:`~robustbench_dc.attacks.native`, :mod:`~robustbench_dc.attacks.apgd`
-and :mod:`~robustbench_dc.attacks.autoattack`.
+and :mod:`~robustbench_dc.autoattack.ensemble`.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ AttackSpec = Any
 __all__ = ["NativeAttack", "register_attack", "native_attack", "native_attacks", "unregister_attack"]
 
 #: The modules that register the suite's own attacks (imported on first use of the registry).
-BUILTIN_MODULES = ("robustbench_dc.attacks.native", "robustbench_dc.attacks.apgd", "robustbench_dc.attacks.autoattack")
+BUILTIN_MODULES = ("robustbench_dc.attacks.native", "robustbench_dc.attacks.apgd", "robustbench_dc.autoattack.ensemble")
 #: The suite's own attacks, in the order they are listed.
-BUILTIN_ATTACKS = ("fgsm", "bim", "pgd", "apgd", "autoattack")
+BUILTIN_ATTACKS = ("fgsm", "bim", "pgd", "apgd", "autoattack", "square")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ autoattack  fixed by ``params.version`` (``standard`` / ``rand``)
 
 * APGD / APGD-T and AutoAttack: Croce & Hein, "Reliable Evaluation of Adversarial
   Robustness with an Ensemble of Diverse Parameter-free Attacks", ICML 2020
-  (:mod:`~robustbench_dc.attacks.apgd`, :mod:`~robustbench_dc.attacks.autoattack`).
+  (:mod:`~robustbench_dc.attacks.apgd`, :mod:`~robustbench_dc.autoattack.ensemble`).
 
 * FGSM: Goodfellow et al., "Explaining and Harnessing Adversarial Examples",
   ICLR 2015 (one step of size eps).

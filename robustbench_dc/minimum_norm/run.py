@@ -90,7 +90,7 @@ class MinimumNormSpec:
         algorithm, targeted = MINIMUM_NORM_ATTACKS[self.name]
         view = None if trace is None else trace.view()
         if algorithm == "fab":
-            from robustbench_dc.minimum_norm.fab import fab
+            from robustbench_dc.autoattack.fab import fab
 
             return fab(model, x, y, threat_model=self.threat_model, steps=self.steps, targeted=targeted,
                        n_target_classes=self.n_target_classes, seed=self.seed, trace=view)

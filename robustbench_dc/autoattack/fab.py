@@ -195,44 +195,59 @@ def _random_start(x0: torch.Tensor, radius: torch.Tensor, threat_model: str,
 def _run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, others: torch.Tensor | None,
          target: torch.Tensor | None, start: torch.Tensor, *, threat_model: str, steps: int, alpha_max: float,
          eta: float, beta: float, channels_last: bool, jac: _Jacobian, trace: TraceView | None,
-         idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+         idx: torch.Tensor, eps: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One FAB run on the rows ``x0`` (rows ``idx`` of the caller's batch): the closest adversarial
     iterate per row (``x0`` where none) and its norm (``inf`` where none). ``others`` (n, K - 1): the
-    classes other than ``y`` (untargeted); ``target`` (n,): FAB-T's target (else None)."""
+    classes other than ``y`` (untargeted); ``target`` (n,): FAB-T's target (else None). With ``eps``,
+    a row leaves the batch once it has an adversarial iterate within ``eps`` (its outcome at that
+    budget is settled: the best norm only decreases)."""
     n = x0.shape[0]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x0f = x0.flatten(1)
-    x1f = start.flatten(1)
+    x1f = start.flatten(1).clone()
     best_x = x0f.clone()
     best_norm = torch.full((n,), math.inf, dtype=x0.dtype, device=x0.device)
+    act = torch.arange(n, device=x0.device)          # the rows still in the batch
     if trace is not None:
         trace.new_segment()
     for _ in range(steps):
-        f, w = jac(x1f.view_as(x0).contiguous(memory_format=fmt), y, others, target)
+        if act.numel() == 0:
+            break
+        full = act.numel() == n
+        a0 = x0f if full else x0f[act]
+        a1 = x1f if full else x1f[act]
+        ya = y if full else y[act]
+        oth = None if others is None else (others if full else others[act])
+        tg = None if target is None else (target if full else target[act])
+        f, w = jac(a1.view(-1, *x0.shape[1:]).contiguous(memory_format=fmt), ya, oth, tg)
         with torch.no_grad():
             # the hyperplane f + <w, z - x1> = 0, reached from x1 and from x0
+            m = a1.shape[0]
             r1 = -f
-            r0 = -f + (w * (x1f - x0f)).sum(dim=1)
-            d = _project(torch.cat((x1f, x0f)), torch.cat((w, w)), torch.cat((r1, r0)), threat_model)
-            d1, d0 = d[:n], d[n:]
-            a1 = _norm(d1, threat_model).clamp_min(1e-8)
-            a0 = _norm(d0, threat_model).clamp_min(1e-8)
-            alpha = (a1 / (a1 + a0)).clamp(0.0, alpha_max)[:, None]
-            x1f = ((1 - alpha) * (x1f + eta * d1) + alpha * (x0f + eta * d0)).clamp(0.0, 1.0)
-            logits = model(x1f.view_as(x0).contiguous(memory_format=fmt))
-            success = attack_success(logits, y)  # any wrong class, for FAB-T too (Croce & Hein's rule)
-            dist = _norm(x1f - x0f, threat_model)
-            better = success & (dist < best_norm)
-            best_x = torch.where(better[:, None], x1f, best_x)
-            best_norm = torch.where(better, dist, best_norm)
+            r0 = -f + (w * (a1 - a0)).sum(dim=1)
+            d = _project(torch.cat((a1, a0)), torch.cat((w, w)), torch.cat((r1, r0)), threat_model)
+            d1, d0 = d[:m], d[m:]
+            n1 = _norm(d1, threat_model).clamp_min(1e-8)
+            n0 = _norm(d0, threat_model).clamp_min(1e-8)
+            alpha = (n1 / (n1 + n0)).clamp(0.0, alpha_max)[:, None]
+            a1 = ((1 - alpha) * (a1 + eta * d1) + alpha * (a0 + eta * d0)).clamp(0.0, 1.0)
+            logits = model(a1.view(-1, *x0.shape[1:]).contiguous(memory_format=fmt))
+            success = attack_success(logits, ya)  # any wrong class, for FAB-T too (Croce & Hein's rule)
+            dist = _norm(a1 - a0, threat_model)
+            better = success & (dist < best_norm[act])
+            rows = act[better]
+            best_x[rows] = a1[better]
+            best_norm[rows] = dist[better]
             if trace is not None:
-                zy = logits.gather(1, y[:, None]).squeeze(1)
-                if target is None:
-                    other = logits.scatter(1, y[:, None], -math.inf).amax(dim=1)
+                zy = logits.gather(1, ya[:, None]).squeeze(1)
+                if tg is None:
+                    other = logits.scatter(1, ya[:, None], -math.inf).amax(dim=1)
                 else:
-                    other = logits.gather(1, target[:, None]).squeeze(1)
-                trace.record(torch.where(success, -dist, other - zy), success, idx)
-            x1f = torch.where(success[:, None], x0f + beta * (x1f - x0f), x1f)
+                    other = logits.gather(1, tg[:, None]).squeeze(1)
+                trace.record(torch.where(success, -dist, other - zy), success, idx[act])
+            x1f[act] = torch.where(success[:, None], a0 + beta * (a1 - a0), a1)
+            if eps is not None:
+                act = act[~(best_norm[act] <= eps)]
     return best_x.view_as(x0), best_norm
 
 
@@ -253,7 +268,7 @@ def _check_args(x: torch.Tensor, y: torch.Tensor, threat_model: str, steps: int,
 
 def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat_model: str = "linf", steps: int = 100,
         restarts: int = 1, targeted: bool = False, n_target_classes: int = 9, eps_init: float | None = None,
-        alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int = 0,
+        alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int = 0, eps: float | None = None,
         trace: TraceView | None = None) -> torch.Tensor:
     """FAB (Croce & Hein, ICML 2020): per example, the closest adversarial point found.
 
@@ -276,6 +291,10 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat_model: str
         eta (float): overshoot of the projection step. Default 1.05.
         beta (float): backward step after a success (``x + beta (x_adv - x)``). Default 0.9.
         seed (int): seed of the random restarts. Default 0.
+        eps (float | None): a fixed budget (FAB-T inside AutoAttack): an example leaves the batch as
+            soon as a run finds an adversarial point within ``eps`` and later targets and restarts
+            skip it; the example's answer is that point, and ``x`` where none within ``eps`` was
+            found. None (default): the minimum-norm attack, every run on every example.
         trace (TraceView | None): per run a new segment, per iterate the objective (minus the norm
             where adversarial, else the logit margin ``f_target_or_best_other - f_y``) and the success.
 
@@ -286,6 +305,8 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat_model: str
         ``x`` itself where none was found or where ``x`` is already misclassified.
     """
     _check_args(x, y, threat_model, steps, restarts, n_target_classes, eps_init, alpha_max, eta, beta)
+    if eps is not None and not eps > 0:
+        raise ValueError(f"eps: must be > 0, got {eps}")
     x_in = x.detach()
     n = x_in.shape[0]
     if n == 0:
@@ -309,12 +330,18 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat_model: str
     eps_start = _DEFAULT_EPS[threat_model] if eps_init is None else float(eps_init)
     gen = torch.Generator(device=x0.device).manual_seed(seed)
     jac = _Jacobian(model, threat_model, batched=x0.device.type != "cpu")
-    xs, ys = x0[correct], y[correct]
     ar = torch.arange(n_classes - 1, device=y.device)
-    others = ar[None, :] + (ar[None, :] >= ys[:, None]).long()        # (n, K - 1): the classes != y
+    others_all = ar[None, :] + (ar[None, :] >= y[:, None]).long()     # (N, K - 1): the classes != y
+    attacked = correct
     for tgt in targets:
-        ts = None if tgt is None else tgt[correct]
         for run in range(restarts):
+            if eps is not None:  # AutoAttack's FAB-T: only the examples not yet broken within eps
+                correct = attacked[~(best_norm[attacked] <= eps)]
+                if correct.numel() == 0:
+                    break
+            xs, ys = x0[correct], y[correct]
+            ts = None if tgt is None else tgt[correct]
+            others = others_all[correct]
             if run == 0:
                 start = xs
             else:  # drawn for the whole batch: the same starts whatever the rows attacked
@@ -323,7 +350,7 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat_model: str
             with attack_mode(model, xs) as channels_last:
                 cand, _ = _run(model, xs, ys, None if targeted else others, ts, start, threat_model=threat_model,
                                steps=steps, alpha_max=alpha_max, eta=eta, beta=beta, channels_last=channels_last,
-                               jac=jac, trace=trace, idx=correct)
+                               jac=jac, trace=trace, idx=correct, eps=eps)
             # keep only what the original model (batch norms unfolded) classifies as adversarial,
             # after rounding to the caller's dtype
             cand = cand.to(x_in.dtype).to(work)
@@ -334,4 +361,6 @@ def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat_model: str
             rows = correct[better]
             best[rows] = cand[better]
             best_norm[rows] = norms[better]
+    if eps is not None:
+        best = torch.where((best_norm <= eps).view(-1, *([1] * (x0.dim() - 1))), best, x0)
     return best.to(x_in.dtype).contiguous()

@@ -16,10 +16,15 @@ previous ones (clean errors are never attacked), and the robust accuracy is the 
 worst case over the components. The number of target classes follows the model:
 ``min(9, K - 1)`` for K classes, never a hard-coded 10; APGD-T needs K >= 4.
 
-APGD-CE, APGD-T and APGD-DLR are the suite's native APGD (:mod:`~robustbench_dc.attacks.apgd`);
-FAB-T and Square run through torchattacks with the published budgets set explicitly (its
-constructors default to 10 FAB iterations and ``n_classes - 1`` target classes: the suite sets
-100 and ``min(9, K - 1)``, and checks the returned points like any other backend's).
+Every component is native: APGD-CE, APGD-T and APGD-DLR are the suite's APGD
+(:mod:`~robustbench_dc.attacks.apgd`), FAB-T its FAB (:mod:`~robustbench_dc.autoattack.fab`, at
+AutoAttack's budget: 100 iterations per target, 9 targets, an example leaving the batch once it is
+broken within ``eps``) and Square its Square Attack (:mod:`~robustbench_dc.autoattack.square`,
+5,000 queries, ``p_init`` 0.8, AutoAttack's schedule of ``p``). Each runs with the model in attack
+mode (batch norms folded, parameters frozen, channels-last where it pays), records its iterates in
+the trace and has its returned points checked (:func:`~robustbench_dc.attacks.checks.check_adversarial`).
+torchattacks' FAB and Square stay reachable by name (``AttackSpec(name="fab", backend="torchattacks")``);
+Croce & Hein's own code runs beside the suite's through :mod:`robustbench_dc.evaluation.reference`.
 
 :func:`autoattack` returns the adversarial inputs (the clean input where every component
 failed, as AutoAttack does) and the per-component breakdown that AutoAttack's own log prints:
@@ -47,7 +52,8 @@ from robustbench_dc.attacks.passes import PassCounter
 from robustbench_dc.attacks.registry import register_attack
 from robustbench_dc.attacks.spec import AttackSpec
 from robustbench_dc.attacks.trace import TraceView
-from robustbench_dc.attacks.utils import seeded
+from robustbench_dc.autoattack.fab import fab
+from robustbench_dc.autoattack.square import square
 
 __all__ = ["autoattack", "COMPONENTS", "VERSIONS", "AUTOATTACK_VERSIONS"]
 
@@ -59,6 +65,7 @@ Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, str, int, int, 
 
 _STEPS = 100
 _SQUARE_QUERIES = 5000
+_SQUARE_P_INIT = 0.8
 _EOT_RAND = 20
 
 
@@ -80,18 +87,16 @@ def _apgd(loss: str, targeted: bool, eot_iter: int) -> Runner:
     return run
 
 
-def _torchattacks(name: str, steps: int | None = None, **params: Any) -> Runner:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, threat_model: str, seed: int,
-            n_classes: int, trace: TraceView | None) -> torch.Tensor:
-        # FAB-T and Square query subsets of the batch: their iterates are not traced
-        from robustbench_dc.attacks.backends import run_torchattacks
+def _fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, threat_model: str, seed: int,
+           n_classes: int, trace: TraceView | None) -> torch.Tensor:
+    return fab(model, x, y, threat_model=threat_model, steps=_STEPS, restarts=1, targeted=True,
+               n_target_classes=default_n_target_classes(n_classes), eps=eps, seed=seed, trace=trace)
 
-        # run_torchattacks sets n_classes and AutoAttack's min(9, K - 1) target classes from the model
-        spec = AttackSpec(name=name, backend="torchattacks", threat_model=threat_model, eps=eps, seed=seed,
-                          steps=steps, params=params)
-        with seeded(seed, x.device):
-            return run_torchattacks(model, x, y, spec)
-    return run
+
+def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, threat_model: str, seed: int,
+            n_classes: int, trace: TraceView | None) -> torch.Tensor:
+    return square(model, x, y, eps, threat_model=threat_model, queries=_SQUARE_QUERIES, p_init=_SQUARE_P_INIT,
+                  seed=seed, trace=trace)
 
 
 #: The components, by the names AutoAttack's log uses.
@@ -101,11 +106,11 @@ COMPONENTS: dict[str, Component] = {
     "apgd-t": Component("apgd-t", "native", _apgd("dlr", True, 1),
                         lambda k: {"iterations": _STEPS, "restarts": 1,
                                    "target_classes": default_n_target_classes(k)}),
-    "fab-t": Component("fab-t", "torchattacks", _torchattacks("fab", steps=_STEPS, multi_targeted=True),
+    "fab-t": Component("fab-t", "native", _fab_t,
                        lambda k: {"iterations": _STEPS, "restarts": 1,
                                   "target_classes": default_n_target_classes(k)}),
-    "square": Component("square", "torchattacks", _torchattacks("square", n_queries=_SQUARE_QUERIES, p_init=0.8),
-                        lambda k: {"queries": _SQUARE_QUERIES, "restarts": 1}),
+    "square": Component("square", "native", _square,
+                        lambda k: {"queries": _SQUARE_QUERIES, "p_init": _SQUARE_P_INIT, "restarts": 1}),
     "apgd-ce-eot": Component("apgd-ce", "native", _apgd("ce", False, _EOT_RAND),
                              lambda k: {"iterations": _STEPS, "restarts": 1, "eot_iter": _EOT_RAND}),
     "apgd-dlr-eot": Component("apgd-dlr", "native", _apgd("dlr", False, _EOT_RAND),
@@ -145,8 +150,8 @@ def autoattack(
         eps (float): the budget. threat_model (str): ``"linf"`` (default) or ``"l2"``.
         version (str): ``"standard"`` (default) or ``"rand"``.
         seed (int): seed of every component's randomness. Default 0.
-        trace (TraceView | None): records the iterates of the APGD components
-            (:mod:`~robustbench_dc.attacks.trace`). Default None.
+        trace (TraceView | None): records the iterates of every component, one segment per
+            run (:mod:`~robustbench_dc.attacks.trace`). Default None.
 
     Returns:
         (Tensor, list[dict]): adversarial inputs (N, C, H, W), and per component, in order:
@@ -160,7 +165,7 @@ def autoattack(
     x, y = x.detach(), y.detach()
     x_adv = x.clone()
     eps_t = torch.tensor(eps, dtype=x.dtype, device=x.device)
-    with attack_mode(model, x):  # also for the torchattacks components: no weight gradients in FAB's backward
+    with attack_mode(model, x):  # folded once for all components (FAB and Square nest their own)
         with torch.no_grad(), _float32(x):
             clean_logits = model(x)
         n_classes = clean_logits.shape[1]
@@ -188,7 +193,7 @@ def _check_spec(spec: AttackSpec) -> None:
 
 
 @register_attack("autoattack", params=("version",), ensemble=True, own_step_size=True, default_loss=None,
-                 validate=_check_spec, requires=("torchattacks",))  # FAB-T and Square run through torchattacks
+                 validate=_check_spec)
 def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *,
                    targets: torch.Tensor | None = None, eps: float | torch.Tensor | None = None,
                    step_size: float | torch.Tensor | None = None,
@@ -229,3 +234,24 @@ def _run_component(comp: Component, model: nn.Module, x: torch.Tensor, y: torch.
                   "attacked": int(idx.numel()), "robust": int(robust.sum()),
                   "seconds": time.perf_counter() - t0, "forward_passes": passes.forward,
                   "backward_passes": passes.backward})
+
+
+def _check_square_spec(spec: AttackSpec) -> None:
+    if spec.targeted:
+        raise ValueError("targeted: the native Square Attack is untargeted (AutoAttack's); "
+                         "use backend 'torchattacks' for a targeted Square")
+    if spec.restarts != 1:
+        raise ValueError(f"restarts: the native Square Attack runs once (AutoAttack's), got {spec.restarts}")
+
+
+@register_attack("square", params=("p_init",), iterative=False, default_steps=_SQUARE_QUERIES, default_loss="margin",
+                 own_step_size=True, validate=_check_square_spec)
+def run_square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *,
+               targets: torch.Tensor | None = None, eps: float | torch.Tensor | None = None,
+               step_size: float | torch.Tensor | None = None, trace: TraceView | None = None) -> torch.Tensor:
+    """The Square Attack on a resolved spec: ``steps`` queries (default 5,000), ``params.p_init`` (0.8)."""
+    if eps is not None or step_size is not None:
+        raise ValueError(f"{spec.label}: the Square Attack runs at one budget (no per-example eps or step size)")
+    assert spec.eps is not None and spec.steps is not None
+    return square(model, x, y, spec.eps, threat_model=spec.threat_model, queries=spec.steps,
+                  p_init=float(spec.params.get("p_init", _SQUARE_P_INIT)), seed=spec.seed, trace=trace)
