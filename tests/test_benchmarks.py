@@ -224,3 +224,23 @@ def test_the_flops_benchmark_reports_fractions_of_the_peak(tmp_path) -> None:
         assert r["flops"] > 0 and r["seconds"] > 0 and 0 < r["fraction_of_peak"], key
     assert runs["train/TanhConv/fp32"]["flops"] == pytest.approx(runs["train/baseline/fp32"]["flops"], rel=0.01)
     assert data["machine"]["cpu_model"] and data["versions"]["torch"]
+
+
+def test_autoattack_side_by_side_compares_the_three_implementations(tmp_path) -> None:
+    pytest.importorskip("pyautoattack")
+    from benchmarks.autoattack_side_by_side import main
+
+    out = tmp_path / "sbs.json"
+    assert main(["--card", "mnist2d-baseline-mnist", "--n", "8", "--eps", "0.3", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["n"] == 8 and r["eps"] == 0.3 and r["data_sha256"] and r["versions"]["pyautoattack"]
+    m = r["models"]["mnist2d-baseline-mnist"]
+    for impl in ("suite", "original", "torchattacks"):
+        assert len(m[impl]["robust"]) == 8 and _positive_finite(m[impl]["seconds"])
+        assert m[impl]["components"][0]["component"] == "apgd-ce"
+        assert m[impl]["components"][0]["attacked"] == round(8 * m["clean_accuracy"])
+        assert m[impl]["forward_passes"] >= m[impl]["components"][0]["attacked"]
+        assert m[impl]["robust_accuracy"] == 0.0          # eps 0.3 on a naturally trained MNIST model
+    for impl in ("original", "torchattacks"):
+        vs = m[f"{impl}_vs_suite"]
+        assert vs["robust_only_in_suite"] == vs["robust_only_in_other"] == [] and _positive_finite(vs["seconds_ratio"])

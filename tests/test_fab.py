@@ -344,3 +344,20 @@ def test_fixed_budget_drops_broken_examples():
     assert 0 < float(perturbation_norms(out, x, "linf")[0]) <= 0.05
     assert calls.count(2) == 4 and 1 in calls     # clean pass, first iterate (2), the run's final check
     assert len(calls) < 2 * 5 * 2 + 4                # without the early exit: 2 passes x 5 steps x 2 targets
+
+
+def test_fixed_budget_traces_only_successes_within_eps(mnist):
+    """FAB finds adversarial points beyond eps on its way; at a fixed budget they are no success: the
+    trace's ``ever_adversarial`` (what the silent-success check reads) is exactly the examples broken
+    within eps."""
+    model, x, y = mnist
+    model.eval()
+    x, y = x[:20], y[:20]
+    trace = AttackTrace(len(y))
+    out = fab(model, x, y, threat_model="linf", steps=20, targeted=True, n_target_classes=2, eps=0.05, trace=trace.view())
+    with torch.no_grad():
+        broken = (model(out).argmax(1) != y) & (model(x).argmax(1) == y)
+    unbounded = AttackTrace(len(y))
+    fab(model, x, y, threat_model="linf", steps=20, targeted=True, n_target_classes=2, trace=unbounded.view())
+    assert unbounded.ever_adversarial.sum() > broken.sum()       # FAB went beyond eps for some examples
+    assert torch.equal(trace.ever_adversarial, broken)

@@ -244,7 +244,9 @@ def _run(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, others: torch.Tens
                     other = logits.scatter(1, ya[:, None], -math.inf).amax(dim=1)
                 else:
                     other = logits.gather(1, tg[:, None]).squeeze(1)
-                trace.record(torch.where(success, -dist, other - zy), success, idx[act])
+                # at a fixed budget an adversarial iterate beyond eps is no success (the silent-success check reads this)
+                won = success if eps is None else success & (dist <= eps)
+                trace.record(torch.where(success, -dist, other - zy), won, idx[act])
             x1f[act] = torch.where(success[:, None], a0 + beta * (a1 - a0), a1)
             if eps is not None:
                 act = act[~(best_norm[act] <= eps)]
