@@ -32,6 +32,7 @@ Usage (a finished Tables 7-8 run; or ``--card NAME --dataset D`` for a model car
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -184,19 +185,35 @@ def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, data
 
 
 def _load(args: argparse.Namespace) -> tuple[str, dict[str, tuple[nn.Module, dict[str, Any]]]]:
+    """The models to attack: a model card, or models of a run folder (their settings from the run's
+    ``summary.json``, or from ``--protocol`` for a run that did not finish)."""
     if args.card:
         choice = resolve_model(card=args.card)
         return args.dataset, {args.card: (choice.model, {"card": args.card})}
-    summary = json.loads((args.run / "summary.json").read_text())
+    if args.protocol is not None:
+        import yaml
+
+        proto = yaml.safe_load(args.protocol.read_text())
+        dataset = proto["dataset"]["name"]
+        entries = {m["name"]: {"arch": m["arch"], "operator": m["operator"], "params": m.get("params") or {}}
+                   for m in proto["models"]}
+        run_id = None
+    else:
+        summary = json.loads((args.run / "summary.json").read_text())
+        dataset, run_id = summary["dataset"], summary.get("run_id")
+        entries = {name: {"arch": m["arch"], "operator": m["operator"],
+                          "params": {**(m.get("arch_params") or {}), **(m.get("operator_params") or {})}}
+                   for name, m in summary["models"].items()}
     models = {}
     for name in args.models:
-        m = summary["models"][name]
-        params = {**(m.get("arch_params") or {}), **(m.get("operator_params") or {})}
+        m = entries[name]
         ckpt = args.run / "models" / name / "model.pt"
-        choice = resolve_model(arch=m["arch"], operator=m["operator"], dataset=summary["dataset"], params=params,
+        choice = resolve_model(arch=m["arch"], operator=m["operator"], dataset=dataset, params=m["params"],
                                checkpoint=ckpt)
-        models[name] = (choice.model, {"run_id": summary.get("run_id"), "checkpoint_sha256": m.get("checkpoint_sha256")})
-    return summary["dataset"], models
+        models[name] = (choice.model, {"run_id": run_id, "arch": m["arch"], "operator": m["operator"],
+                                       "params": m["params"],
+                                       "checkpoint_sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()})
+    return dataset, models
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--run", type=Path, help="a finished protocol run folder")
     src.add_argument("--card", help="a model card of the zoo (e.g. mnist2d-baseline-mnist)")
     ap.add_argument("--models", nargs="+", default=[], help="models of --run")
+    ap.add_argument("--protocol", type=Path, default=None,
+                    help="the protocol file of --run, for a run without summary.json (one that did not finish)")
     ap.add_argument("--dataset", default="mnist-sample", help="test set of --card (default mnist-sample)")
     ap.add_argument("--n", type=int, default=500, help="first N test images (default 500)")
     ap.add_argument("--eps", type=float, default=None, help="L-inf budget (default: the dataset's standard eps)")

@@ -168,8 +168,8 @@ def test_a_model_from_the_users_file_is_trained_ranked_and_re_evaluated_from_its
 
 
 def test_a_missing_backend_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch) -> None:
-    """A plain install used to pass --dry-run and stop after the training: AutoAttack's FAB-T and
-    Square run through torchattacks."""
+    """A plain install (no torchattacks) runs AutoAttack, all native, and refuses an attack of the
+    torchattacks backend before anything runs (it used to pass --dry-run and stop after training)."""
     import importlib.util
 
     real = importlib.util.find_spec
@@ -179,20 +179,24 @@ def test_a_missing_backend_is_refused_before_anything_runs(tmp_path, capsys, mon
              "models": [{"name": "m", "arch": "mnist2d", "params": {"width": 0.125}, "recipe": "mnist-fast"}],
              "evaluation": {"attacks": ["autoattack"]}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(proto))
+    assert main(["run", "p.yaml", "--dry-run"]) == 0                  # AutoAttack needs no backend
+    capsys.readouterr()
+    proto["evaluation"]["attacks"] = [{"name": "square", "backend": "torchattacks"}]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(proto))
     assert main(["run", "p.yaml", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "needs the torchattacks package" in err
     assert 'pip install "robustbench-dc[backends]"' in err and not (tmp_path / "runs").exists()
-    assert main(["evaluate", "--arch", "mnist2d", "--dataset", "mnist", "--attack", "autoattack", "--untrained",
-                 "-n", "4"]) == 2
+    assert main(["evaluate", "--arch", "mnist2d", "--dataset", "mnist", "--attack", "fgsm", "--backend", "torchattacks",
+                 "--untrained", "-n", "4"]) == 2
     assert "needs the torchattacks package" in capsys.readouterr().err
     from robustbench_dc import benchmark
-    from robustbench_dc.attacks import BackendMissingError
+    from robustbench_dc.attacks import AttackSpec, BackendMissingError
     from robustbench_dc.zoo import build_model
 
     with pytest.raises(BackendMissingError, match="robustbench-dc\\[backends\\]"):
         benchmark(build_model("mnist2d", dataset="mnist", width=0.125), dataset="mnist-sample", n_examples=4,
-                  progress=False)
+                  attacks=[AttackSpec(name="fgsm", backend="torchattacks")], progress=False)
 
 
 def test_the_original_autoattack_is_refused_with_the_install_command_when_missing(capsys, monkeypatch) -> None:
