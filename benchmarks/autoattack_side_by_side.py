@@ -266,5 +266,32 @@ def report_line(name: str, r: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The report's table: per model and implementation, robust accuracy, total seconds and their
+    ratio to the suite's, each component's seconds (and microseconds per pass), the examples robust
+    under one of the two only (``python -m benchmarks.autoattack_side_by_side --table FILE...``)."""
+    head = ("| model | implementation | robust accuracy | seconds | / suite | "
+            + " | ".join(f"{c} s (us/pass)" for c in COMPONENTS) + " | robust only in suite / only in it |")
+    lines = [head, "|" + "---|" * (6 + len(COMPONENTS))]
+    for res in results:
+        for name, r in res["models"].items():
+            for impl in IMPLEMENTATIONS:
+                if impl not in r:
+                    continue
+                q = r[impl]
+                comps = {c["component"]: c for c in q["components"]}
+                cells = [f"{comps[c]['seconds']:.1f} ({comps[c]['microseconds_per_pass']:.0f})"
+                         if c in comps and comps[c].get("microseconds_per_pass") else "-" for c in COMPONENTS]
+                vs = r.get(f"{impl}_vs_suite")
+                ratio = f"{vs['seconds_ratio']:.2f}" if vs else "1"
+                agree = f"{len(vs['robust_only_in_suite'])} / {len(vs['robust_only_in_other'])}" if vs else ""
+                lines.append(f"| {name} | {impl} | {100 * q['robust_accuracy']:.1f}% | {q['seconds']:.0f} | {ratio} | "
+                             + " | ".join(cells) + f" | {agree} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--table"]:
+        print(markdown([json.loads(Path(f).read_text()) for f in sys.argv[2:]]))
+        raise SystemExit(0)
     raise SystemExit(main())

@@ -228,7 +228,7 @@ def test_the_flops_benchmark_reports_fractions_of_the_peak(tmp_path) -> None:
 
 def test_autoattack_side_by_side_compares_the_three_implementations(tmp_path) -> None:
     pytest.importorskip("pyautoattack")
-    from benchmarks.autoattack_side_by_side import main
+    from benchmarks.autoattack_side_by_side import main, markdown
 
     out = tmp_path / "sbs.json"
     assert main(["--card", "mnist2d-baseline-mnist", "--n", "8", "--eps", "0.3", "--out", str(out)]) == 0
@@ -244,3 +244,6 @@ def test_autoattack_side_by_side_compares_the_three_implementations(tmp_path) ->
     for impl in ("original", "torchattacks"):
         vs = m[f"{impl}_vs_suite"]
         assert vs["robust_only_in_suite"] == vs["robust_only_in_other"] == [] and _positive_finite(vs["seconds_ratio"])
+    table = markdown([r]).splitlines()
+    assert len(table) == 2 + 3 and table[3].startswith("| mnist2d-baseline-mnist | original | 0.0% |")
+    assert table[3].endswith("| 0 / 0 |")
