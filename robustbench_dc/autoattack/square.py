@@ -37,6 +37,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from robustbench_dc.attacks.losses import margin_loss
 from robustbench_dc.attacks.steps import attack_mode
 from robustbench_dc.attacks.trace import TraceView
 
@@ -80,8 +81,7 @@ def _margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``f_y - max_{l != y} f_l`` per row (<= 0: misclassified), in float32."""
     with torch.autocast(x.device.type, enabled=False):
         z = model(x).float()
-    zy = z.gather(1, y[:, None]).squeeze(1)
-    return zy - z.scatter(1, y[:, None], -math.inf).amax(dim=1)
+    return -margin_loss(z, y)
 
 
 def _eta(s: int, draws: _Draws, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
