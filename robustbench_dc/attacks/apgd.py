@@ -5,7 +5,9 @@ Parameter-free Attacks", ICML 2020, Algorithm 1 (the reference code is fra31/aut
 ``autopgd_base.py``). Per example and per restart:
 
 * start: a random point of the eps-ball (L-inf: ``x + eps * t / ||t||_inf`` with ``t`` uniform
-  in [-1, 1]^d; L2: ``x + eps * t / ||t||_2`` with ``t`` Gaussian), clipped to [0, 1];
+  in [-1, 1]^d; L2: ``x + eps * t / ||t||_2`` with ``t`` Gaussian), clipped to [0, 1], drawn from
+  one generator seeded with ``seed`` for the examples still to attack only, in batch order, as
+  the reference code draws them: with the same seed, the same starts as Croce & Hein's;
 * step size ``eta = 2 eps``; each iteration takes a projected (sign / normalised) gradient
   step ``z``, then the momentum step ``x <- P(x + 0.75 (z - x) + 0.25 (x - x_prev))``
   (no momentum in the first iteration);
@@ -287,15 +289,19 @@ def apgd(
         best.update(x0, torch.full_like(best.loss, float("-inf")), clean_logits.argmax(1) != y)
         for tgt in targets:
             for _ in range(restarts):
-                start = _start(x0, eps_b, threat_model, gen)  # drawn for the whole batch: independent of compaction
+                todo = (~best.success).nonzero().squeeze(1)
+                if todo.numel() == 0:
+                    break
+                # random starts for the examples still to attack only, in batch order, as Croce & Hein's
+                # code draws them: with the same seed, the same starts as theirs (and with or without compaction)
+                start = _start(x0.index_select(0, todo), eps_b.index_select(0, todo), threat_model, gen)
                 if compact:
-                    idx = (~best.success).nonzero().squeeze(1)
-                    if idx.numel() == 0:
-                        break
-                    sub = lambda t: t.index_select(0, idx)  # noqa: E731
+                    idx = todo
+                    sub = lambda t: t.index_select(0, todo)  # noqa: E731
                 else:
                     idx, sub = None, (lambda t: t)
-                _run(model, sub(x0), sub(y), sub(eps_b), best, idx, sub(start), steps=steps,
+                    start = x0.index_copy(0, todo, start)
+                _run(model, sub(x0), sub(y), sub(eps_b), best, idx, start, steps=steps,
                      threat_model=threat_model, loss=loss, target=None if tgt is None else sub(tgt),
                      eot_iter=eot_iter, rho=rho, compact=compact, stats=stats, trace=trace)
     return best.x.contiguous()
