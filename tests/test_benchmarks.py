@@ -209,8 +209,8 @@ def test_benchmarks_are_a_package_run_with_python_m() -> None:
 
 def test_the_flops_benchmark_reports_fractions_of_the_peak(tmp_path) -> None:
     """`python -m benchmarks.flops --quick`: a peak per precision and, per operator, FLOPs, seconds and the
-    fraction of the peak of a training step and an attack gradient (the counted FLOPs of the decoupled
-    operators' convolutions are the baseline's)."""
+    fraction of the peak of a training step, an attack gradient and a forward pass (the counted FLOPs of the
+    decoupled operators' convolutions are the baseline's)."""
     out = tmp_path / "flops.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.flops", "--quick", "--out", str(out)], cwd=REPO, env=env,
@@ -223,6 +223,9 @@ def test_the_flops_benchmark_reports_fractions_of_the_peak(tmp_path) -> None:
     for key, r in runs.items():
         assert r["flops"] > 0 and r["seconds"] > 0 and 0 < r["fraction_of_peak"], key
     assert runs["train/TanhConv/fp32"]["flops"] == pytest.approx(runs["train/baseline/fp32"]["flops"], rel=0.01)
+    for op in ("baseline", "TanhConv"):  # as the attacks run the model: a forward, and a forward + input gradient
+        fwd, grad = runs[f"attack-forward/{op}/fp32-attack-mode"], runs[f"attack-gradient/{op}/fp32-attack-mode"]
+        assert 1.5 * fwd["flops"] < grad["flops"] < 3.5 * fwd["flops"]
     assert data["machine"]["cpu_model"] and data["versions"]["torch"]
 
 
