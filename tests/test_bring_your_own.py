@@ -209,27 +209,25 @@ def test_the_original_autoattack_is_refused_with_the_install_command_when_missin
     assert 'pip install "robustbench-dc[original]"' in capsys.readouterr().err
 
 
-def test_the_native_autoattack_breaks_what_the_original_breaks(trained) -> None:
-    """Both AutoAttacks, standard version, on the same 32 images of a small trained network at an eps
-    where APGD-CE leaves points to the other components (L-inf 0.02). Tolerance: at most one example
-    broken by the original and not by the suite's, for the randomness of both (APGD's random start,
-    Square's random search: each draws from its own generator, so the two runs are not the same
-    random experiment); the suite's may break more."""
+def test_the_original_autoattack_runs_through_the_suites_evaluation(trained) -> None:
+    """``autoattack-original`` (Croce & Hein's code) is an attack of the suite's evaluation like any
+    other: same examples, same budget, its points checked and scored by the suite. At L-inf 0.3
+    APGD-CE breaks every example in both, so the rest of either AutoAttack has nothing to do (the
+    comparison example by example, at a budget that leaves work for every component, is
+    tests/test_autoattack.py::test_native_autoattack_breaks_what_the_original_breaks)."""
     pytest.importorskip("pyautoattack")
     from robustbench_dc.attacks import AttackSpec
     from robustbench_dc.data import load_dataset
     from robustbench_dc.evaluation import evaluate_whitebox
 
     model, _ = trained
-    ds = load_dataset("mnist-sample", "test", n=32)
-    res = evaluate_whitebox(model, ds.to_float(), ds.labels, [AttackSpec(name="autoattack", eps=0.02),
-                                                              AttackSpec(name="autoattack-original", eps=0.02)],
-                            dataset="mnist", masking=False, batch_size=32)
+    ds = load_dataset("mnist-sample", "test", n=16)
+    res = evaluate_whitebox(model, ds.to_float(), ds.labels, [AttackSpec(name="autoattack", eps=0.3),
+                                                              AttackSpec(name="autoattack-original", eps=0.3)],
+                            dataset="mnist", masking=False, batch_size=16)
     ours, original = (torch.tensor(r.robust_correct) for r in res.results)
-    clean = torch.tensor(res.results[0].clean_correct)
-    assert 0 < int(ours.sum()) < int(clean.sum())  # the budget leaves work for every component
-    assert int((ours & ~original).sum()) <= 1, (ours, original)
-    assert res.results[1].attack == "autoattack-original-linf-eps0.0200" and res.results[1].max_perturbation <= 0.02 + 1e-6
+    assert int(torch.tensor(res.results[0].clean_correct).sum()) > 0 and not ours.any() and not original.any()
+    assert res.results[1].attack == "autoattack-original-linf-eps0.3000" and res.results[1].max_perturbation <= 0.3 + 1e-6
 
 
 def _readme_section(title: str) -> str:

@@ -119,6 +119,18 @@ def _permuted(x: Any, dims: tuple[int, ...]) -> Any:
 _TO_NHWC, _FROM_NHWC = (0, 2, 3, 1), (0, 3, 1, 2)
 
 
+def _intercepted() -> bool:
+    """Whether a Python dispatch mode intercepts every operation (torch's FLOP counter, a debug or
+    tracing mode), outside of compilation. The call then runs eagerly: a compiled kernel run under
+    torch's FLOP counter left a compiled CNN-9 training step 2.4x slower for the rest of the process
+    (benchmarks/flops.py, TanhConv, bf16; no warning, no recompilation counted)."""
+    if torch.compiler.is_compiling():
+        return False
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return _get_current_dispatch_mode() is not None
+
+
 def _call(key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], args: tuple[Any, ...], what: str,
           elementwise: bool = True) -> Any:
     """Call the compiled version of the function ``build()`` makes for ``key`` (built and
@@ -157,7 +169,7 @@ def _call(key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], args: t
                         "the %s runs eagerly", device, what)
         entry = _COMPILED[key] = (fn, compiled)
     fn, compiled = entry
-    if compiled is None:
+    if compiled is None or _intercepted():
         return fn(*args)
     try:
         return compiled(*args)
