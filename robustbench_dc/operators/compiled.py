@@ -126,9 +126,9 @@ def _intercepted() -> bool:
     (benchmarks/flops.py, TanhConv, bf16; no warning, no recompilation counted)."""
     if torch.compiler.is_compiling():
         return False
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
+    from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
-    return _get_current_dispatch_mode() is not None
+    return is_in_torch_dispatch_mode()
 
 
 def _call(key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], args: tuple[Any, ...], what: str,
