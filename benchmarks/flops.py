@@ -60,11 +60,10 @@ def _flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def _measure(fn: Callable[[], Any], count: Callable[[], Any], repeats: int, peak_flops: float) -> dict[str, float]:
-    """The FLOPs of one call of ``count`` (the same work as ``fn`` on an eager copy of its model: no
-    compiled kernel runs under the FLOP counter), the median seconds of ``fn``, the FLOP/s and their
-    fraction of ``peak_flops``."""
-    flops, seconds = _flops(count), _median_seconds(fn, repeats)
+def _measure(fn: Callable[[], Any], repeats: int, peak_flops: float) -> dict[str, float]:
+    """FLOPs of one call of ``fn`` (compiled responses run eagerly under the FLOP counter, and
+    compiled again after it), its median seconds, the FLOP/s and their fraction of ``peak_flops``."""
+    flops, seconds = _flops(fn), _median_seconds(fn, repeats)
     return {"flops": flops, "seconds": seconds, "flops_per_second": flops / seconds,
             "fraction_of_peak": flops / seconds / peak_flops}
 
@@ -128,25 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, Any]] = {}
     for cfg in OPERATORS:
         cfg = replace(cfg, compiled=cfg.compiled and not args.quick)  # --quick checks the harness: no compilation
-        eager = replace(cfg, compiled=False)  # the same network, for counting FLOPs
         for mode, dtype in (("fp32", "fp32"), ("cl-bf16", "bf16")):
-            model, twin = (build_cnn9(c, args.width, args.seed, device, mode).train() for c in (cfg, eager))
+            model = build_cnn9(cfg, args.width, args.seed, device, mode).train()
             xs = x.contiguous(memory_format=torch.channels_last) if mode == "cl-bf16" else x
-            rows[f"train/{cfg.key}/{mode}"] = _measure(_train_step(model, xs, y, mode), _train_step(twin, xs, y, mode),
-                                                        args.repeats, max(top[dtype].values()))
-        model, twin = (build_cnn9(c, args.width, args.seed, device, "fp32").eval() for c in (cfg, eager))
-        for p in (*model.parameters(), *twin.parameters()):
+            rows[f"train/{cfg.key}/{mode}"] = _measure(_train_step(model, xs, y, mode), args.repeats,
+                                                        max(top[dtype].values()))
+        model = build_cnn9(cfg, args.width, args.seed, device, "fp32").eval()
+        for p in model.parameters():
             p.requires_grad_(False)
         fp32_peak = max(top["fp32"].values())
-        rows[f"attack-gradient/{cfg.key}/fp32"] = _measure(_input_gradient(model, x, y), _input_gradient(twin, x, y),
-                                                            args.repeats, fp32_peak)
+        rows[f"attack-gradient/{cfg.key}/fp32"] = _measure(_input_gradient(model, x, y), args.repeats, fp32_peak)
         # as the suite's attacks run it (AutoAttack's passes): batch norms folded, channels-last
-        with attack_mode(model, x) as channels_last, attack_mode(twin, x):
+        with attack_mode(model, x) as channels_last:
             xa = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-            rows[f"attack-gradient/{cfg.key}/fp32-attack-mode"] = _measure(
-                _input_gradient(model, xa, y), _input_gradient(twin, xa, y), args.repeats, fp32_peak)
-            rows[f"attack-forward/{cfg.key}/fp32-attack-mode"] = _measure(
-                _forward(model, xa), _forward(twin, xa), args.repeats, fp32_peak)
+            rows[f"attack-gradient/{cfg.key}/fp32-attack-mode"] = _measure(_input_gradient(model, xa, y), args.repeats,
+                                                                           fp32_peak)
+            rows[f"attack-forward/{cfg.key}/fp32-attack-mode"] = _measure(_forward(model, xa), args.repeats, fp32_peak)
     for key, r in rows.items():
         print(f"{key:<34} {r['flops'] / 1e9:8.2f} GFLOP  {r['seconds']:7.3f} s  {r['flops_per_second'] / 1e9:7.1f} "
               f"GFLOP/s  {100 * r['fraction_of_peak']:5.1f}% of peak", flush=True)

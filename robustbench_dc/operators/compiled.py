@@ -45,6 +45,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 from robustbench_dc.operators.angular import Angular
 from robustbench_dc.operators.magnitude import Magnitude
@@ -124,11 +125,7 @@ def _intercepted() -> bool:
     tracing mode), outside of compilation. The call then runs eagerly: a compiled kernel run under
     torch's FLOP counter left a compiled CNN-9 training step 2.4x slower for the rest of the process
     (benchmarks/flops.py, TanhConv, bf16; no warning, no recompilation counted)."""
-    if torch.compiler.is_compiling():
-        return False
-    from torch.utils._python_dispatch import is_in_torch_dispatch_mode
-
-    return is_in_torch_dispatch_mode()
+    return not torch.compiler.is_compiling() and is_in_torch_dispatch_mode()
 
 
 def _call(key: tuple[Any, ...], build: Callable[[], Callable[..., Any]], args: tuple[Any, ...], what: str,
