@@ -247,6 +247,20 @@ class DecoupledConv2d(DecoupledLayer):
             bound = 1.0 / math.sqrt(self.weight[0].numel())
             nn.init.uniform_(self.bias, -bound, bound)
 
+    def window_geometry(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]] | None:
+        """``(kernel_size, stride, padding, dilation)`` where each output position depends only on
+        a window of the input (zero padding given as numbers, a radius that does not depend on the
+        batch); else None (a relative radius before any training batch takes the batch mean). For
+        :class:`~robustbench_dc.attacks.windowed.WindowedForward`, with :meth:`forward_unpadded`."""
+        if self.padding_mode != "zeros" or isinstance(self.padding, str) or \
+                (self.rho_mode == "relative" and self.uses_rho and self.running_xnorm() is None):
+            return None
+        return self.kernel_size, self.stride, self.padding, self.dilation
+
+    def forward_unpadded(self, x: Tensor) -> Tensor:
+        """The forward pass on ``x`` already padded with zeros (no padding added)."""
+        return self._forward(x, padding=(0, 0))
+
     def _geometry(self, x: Tensor) -> tuple[Tensor, Any]:
         if self.padding_mode == "zeros":
             return x, self.padding
@@ -258,8 +272,9 @@ class DecoupledConv2d(DecoupledLayer):
     def forward(self, x: Tensor) -> Tensor:
         return self._forward(x)
 
-    def _forward(self, x: Tensor, affine: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        x, padding = self._geometry(x)
+    def _forward(self, x: Tensor, affine: tuple[Tensor, Tensor] | None = None,
+                 padding: tuple[int, int] | None = None) -> Tensor:
+        x, padding = self._geometry(x) if padding is None else (x, padding)
         xnorm = patch_norm2d(x, self.kernel_size, self.stride, padding, self.dilation, self.eps)
         rho = self.effective_rho(xnorm)
         fold = affine is not None and not (isinstance(rho, Tensor) and rho.requires_grad)
@@ -325,9 +340,17 @@ class _BatchNormFolded(nn.Module):
         self.register_buffer("scale", scale.view(1, -1, 1, 1))
         self.register_buffer("shift", shift.view(1, -1, 1, 1))
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.layer._forward(x, (self.scale, self.shift))  # type: ignore[arg-type]  # buffers are tensors
+    def forward(self, x: Tensor, padding: tuple[int, int] | None = None) -> Tensor:
+        out = self.layer._forward(x, (self.scale, self.shift), padding)  # type: ignore[arg-type]  # buffers are tensors
         return torch.relu(out) if self.relu else out
+
+    def window_geometry(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]] | None:
+        """As :meth:`DecoupledConv2d.window_geometry` (the batch norm and the ReLU act per position)."""
+        return self.layer.window_geometry()
+
+    def forward_unpadded(self, x: Tensor) -> Tensor:
+        """The forward pass on ``x`` already padded with zeros (no padding added)."""
+        return self.forward(x, padding=(0, 0))
 
 
 class DecoupledLinear(DecoupledLayer):

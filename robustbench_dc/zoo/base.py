@@ -3,7 +3,7 @@ and the model base class."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -140,11 +140,25 @@ class ZooModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        f = self.features(x)
+        return self._classify(self.features(x))
+
+    def _classify(self, f: Tensor) -> Tensor:
+        """Logits from :meth:`features`' output."""
         projection = getattr(self, "projection", None)
         if projection is not None:
             f = projection(f)
         return self.classifier(f)
+
+    def local_split(self) -> tuple[list[nn.Module], Callable[[Tensor], Tensor]] | None:
+        """The network as ``(layers, tail)``, ``forward(x) == tail(layers[-1](... layers[0](x)))``,
+        where the layers are the input normalization and the convolutional body (spatially local:
+        a position of each output depends on a window of its input), the tail the rest; None for a
+        network without a ``body`` of that kind. Square Attack recomputes only what a query's
+        changed window reaches (:class:`~robustbench_dc.attacks.windowed.WindowedForward`)."""
+        body, embed = getattr(self, "body", None), getattr(self, "_embed", None)
+        if not isinstance(body, nn.Sequential) or not callable(embed):
+            return None
+        return [self.normalize, *body], lambda z: self._classify(embed(z))
 
     def _record(self, arch: str, operator: OperatorSpec, **arch_params: Any) -> None:
         self.info = {"arch": arch, "operator": operator.describe(), "arch_params": arch_params}

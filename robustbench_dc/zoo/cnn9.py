@@ -40,8 +40,11 @@ class CNN9(ZooModel):
                      input_size=input_size, num_classes=num_classes, projection=projection)
 
     def features(self, x: Tensor) -> Tensor:
-        z = self.body(self.normalize(x)).flatten(1)
-        return self.fc_bn(self.fc(z)).relu()
+        return self._embed(self.body(self.normalize(x)))
+
+    def _embed(self, z: Tensor) -> Tensor:
+        """:meth:`features` from the body's output."""
+        return self.fc_bn(self.fc(z.flatten(1))).relu()
 
 
 @register_arch("cnn9")

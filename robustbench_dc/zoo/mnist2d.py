@@ -48,7 +48,11 @@ class MNIST2D(ZooModel):
                      embed_scale=self.embed_scale, projection=projection)
 
     def features(self, x: Tensor) -> Tensor:
-        return self.embed_scale * self.embed(self.body(self.normalize(x)).flatten(1))
+        return self._embed(self.body(self.normalize(x)))
+
+    def _embed(self, z: Tensor) -> Tensor:
+        """:meth:`features` from the body's output."""
+        return self.embed_scale * self.embed(z.flatten(1))
 
 
 @register_arch("mnist2d")
