@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 #: From this fraction of a feature map on, the rest of the network runs on full maps.
 FULL_FRACTION = 0.5
 
-# Modules that act per position (in evaluation mode).
+# Modules that act per position (in evaluation mode); a subclass of one need not.
 _POINTWISE = (nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid,
               nn.Softplus, nn.Hardtanh, nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, Normalize)
 
@@ -81,7 +81,7 @@ class _Window:
 def layer_window(m: nn.Module) -> _Window | str | None:
     """How ``m`` (in evaluation mode) maps positions: ``"point"`` (per position), a :class:`_Window`
     (a convolution or pooling with zero padding given as numbers), or None (unknown or not local)."""
-    if isinstance(m, _POINTWISE) and not (isinstance(m, nn.BatchNorm2d) and m.training):
+    if type(m) in _POINTWISE and not (type(m) is nn.BatchNorm2d and m.training):  # exact types: a subclass may not be
         return "point"
     if type(m) is nn.Conv2d:
         if m.padding_mode != "zeros" or isinstance(m.padding, str):
