@@ -240,7 +240,7 @@ def _padded_crop(current: Tensor, in_rect: Rect, rect: Rect, crop: Tensor) -> Te
     i0, i1, j0, j1 = in_rect
     fmt = torch.channels_last if current.is_contiguous(memory_format=torch.channels_last) and \
         not current.is_contiguous() else torch.contiguous_format
-    buf = current.new_zeros((n, c, i1 - i0, j1 - j0)).contiguous(memory_format=fmt)
+    buf = torch.empty((n, c, i1 - i0, j1 - j0), dtype=current.dtype, device=current.device, memory_format=fmt).zero_()
     a0, a1, b0, b1 = max(i0, 0), min(i1, h), max(j0, 0), min(j1, w)
     buf[:, :, a0 - i0:a1 - i0, b0 - j0:b1 - j0] = current[:, :, a0:a1, b0:b1]
     # the changed values, where they fall inside the needed rectangle

@@ -85,10 +85,12 @@ class _Draws:
         return int(high * self.rand(1))
 
 
-def _margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``f_y - max_{l != y} f_l`` per row (<= 0: misclassified), in float32."""
+def _margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fwd: WindowedForward | None = None,
+            rect: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """``f_y - max_{l != y} f_l`` per row (<= 0: misclassified), in float32; with ``fwd`` and ``rect``
+    from its windowed pass (``x`` differs from its current points only in ``rect``)."""
     with torch.autocast(x.device.type, enabled=False):
-        z = model(x).float()
+        z = (model(x) if fwd is None or rect is None else fwd.window(x, rect)).float()
     return -margin_loss(z, y)
 
 
@@ -243,19 +245,15 @@ def _search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, star
             break
         cand, rect = step(x[todo], x_best[todo], eps, p_schedule(it, p_init, queries, rescale), draws)
         cand = cand.contiguous(memory_format=fmt)
-        if fwd is not None and rect is not None:
-            if todo.numel() != held.numel():  # rows only ever leave
-                fwd.keep(torch.searchsorted(held, todo))
-                held = todo
-            with torch.autocast(x.device.type, enabled=False):
-                m = -margin_loss(fwd.window(cand, rect).float(), y[todo])
-        else:
-            m = _margin(model, cand, y[todo])
+        if fwd is not None and todo.numel() != held.numel():  # rows only ever leave
+            fwd.keep(torch.searchsorted(held, todo))
+            held = todo
+        m = _margin(model, cand, y[todo], fwd, rect)
         better = m < margin[todo]        # the margin is the loss: improved, or misclassified
         rows = todo[better]
         margin[rows] = m[better]
         x_best[rows] = cand[better]
-        if fwd is not None and rect is not None:
+        if fwd is not None:
             fwd.accept(better.nonzero().squeeze(1))
         if trace is not None:
             trace.record(-margin[todo], m <= 0, todo)
