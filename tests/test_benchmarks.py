@@ -139,6 +139,45 @@ def test_profile_step_groups_the_step_time(tmp_path: Path) -> None:
     assert "wall" in proc.stdout and "wrote" in proc.stdout
 
 
+def test_profile_step_profiles_the_attack_units_of_a_runs_models(tmp_path: Path) -> None:
+    """``--run RUN --entries ...``: the input gradient and the forward pass of trained models as the
+    attacks run them, grouped the same way; the decoupled model's patch norms show up (a sum pooling
+    in attack mode), the baseline has none, and each unit's ratio is to the first entry's."""
+    import torch
+
+    from benchmarks.profile_step import main
+    from robustbench_dc.data import load_dataset
+    from robustbench_dc.zoo import build_model
+
+    try:
+        load_dataset("cifar10", "test", n=4, download=False)
+    except Exception as exc:  # noqa: BLE001 - any failure means: no local CIFAR-10
+        pytest.skip(f"needs CIFAR-10 (RBDC_DATA): {exc}")
+    run = tmp_path / "run"
+    models = {}
+    for entry, operator in (("base", "baseline"), ("sphere", "sphere+cos")):
+        torch.manual_seed(0)
+        model = build_model("cnn9", operator, dataset="cifar10", width=0.0625)
+        (run / "models" / entry).mkdir(parents=True)
+        torch.save(model.state_dict(), run / "models" / entry / "model.pt")
+        models[entry] = {"arch": "cnn9", "operator": operator, "arch_params": {"width": 0.0625}, "operator_params": {}}
+    (run / "summary.json").write_text(json.dumps({"dataset": "cifar10", "models": models}))
+    out = tmp_path / "units.json"
+    assert main(["--run", str(run), "--entries", "base", "sphere", "--batch", "4", "--steps", "1",
+                 "--threads", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["mode"] == "attack-fp32" and res["run"] == str(run) and res["data"]["real"]
+    rows = {r["config"]: r for r in res["rows"]}
+    assert list(rows) == ["base gradient", "base forward", "sphere gradient", "sphere forward"]
+    for name, row in rows.items():
+        assert _positive_finite(row["wall_seconds_per_step"]) and row["groups"]["convolution"] > 0
+        assert row["ratio_vs_baseline"] == pytest.approx(
+            row["wall_seconds_per_step"] / rows["base " + row["unit"]]["wall_seconds_per_step"])
+        assert (row["groups"].get("patch norms (sum pooling)", 0) > 0) == name.startswith("sphere")
+    with pytest.raises(SystemExit):  # operators and --run together
+        main(["tanh+cos", "--run", str(run), "--entries", "base", "--out", str(out)])
+
+
 @pytest.mark.slow
 def test_quick_run_with_compiled_configs(tmp_path: Path) -> None:
     """``--quick --compile``: the compiled configs are built, timed and measured for memory."""

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustbench_dc.attacks import windowed as windowed_mod
 from robustbench_dc.attacks.passes import PassCounter
 from robustbench_dc.attacks.steps import attack_mode
 from robustbench_dc.attacks.windowed import FULL_FRACTION, WindowedForward, _Window, layer_window
@@ -142,7 +143,7 @@ def test_reach_is_exactly_the_outputs_a_change_reaches(kernel: int, stride: int,
                 assert inp[1] == (out[1] - 1) * stride - padding + dilation * (kernel - 1) + 1
 
 
-def test_layers_that_are_not_known_local_turn_it_off() -> None:
+def test_layers_not_known_local_or_too_many_inputs_turn_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     x = torch.rand(3, 3, 32, 32)
     # a relative radius before any training batch takes the batch mean: not local
@@ -156,6 +157,13 @@ def test_layers_that_are_not_known_local_turn_it_off() -> None:
         handle = model.body[0].register_forward_hook(lambda *a: None)
         assert WindowedForward.build(model, x, model(x)) is None
         handle.remove()
+        # feature maps over the memory cap: ~650 kB per input here (3 inputs fit 2 MB, 6 do not)
+        one = WindowedForward.build(model, x[:1], model(x[:1]))
+        assert one is not None and 600_000 < one.cache_bytes() < 700_000
+        monkeypatch.setattr(windowed_mod, "MAX_CACHE_BYTES", 2_000_000)
+        assert WindowedForward.build(model, x, model(x)) is not None
+        x6 = torch.cat((x, x))
+        assert WindowedForward.build(model, x6, model(x6)) is None
         # logits that are not the split's (a forward that does more than the split says)
         assert WindowedForward.build(model, x, model(x) + 1.0) is None
         # no split, or a layer of unknown locality

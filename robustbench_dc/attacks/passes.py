@@ -38,6 +38,16 @@ class PassCounter:
     def _backward(self, n: int) -> None:
         self.backward += n
 
+    @staticmethod
+    def counting(model: nn.Module) -> list[PassCounter]:
+        """The counters whose ``with`` block is open on ``model`` (hooked on ``model`` itself)."""
+        return [c for h in model._forward_hooks.values() if isinstance(c := getattr(h, "__self__", None), PassCounter)]
+
+    def add_forward(self, n: int) -> None:
+        """Count ``n`` forward passes that computed the model's logits without calling its ``forward``
+        (:class:`~robustbench_dc.attacks.windowed.WindowedForward`, from cached feature maps)."""
+        self.forward += n
+
     def __enter__(self) -> PassCounter:
         self._handle = self.model.register_forward_hook(self._hook)
         return self

@@ -65,7 +65,7 @@ class AttackResult:
             (:class:`~robustbench_dc.evaluation.binarization.BinarizationResult` as a dict), when run.
         forward_passes (int | None), backward_passes (int | None): the examples that went forward /
             backward through the model while the attack crafted (examples x passes), as counted by
-            :class:`~robustbench_dc.evaluation.passes.PassCounter`.
+            :class:`~robustbench_dc.attacks.passes.PassCounter`.
     """
 
     model: str
