@@ -472,12 +472,26 @@ def _decoupled_bn_net(magnitude: str, **kw):
     return net.eval()
 
 
+def _grad_fn_names(t):
+    """The names of every node of the autograd graph that produced ``t``."""
+    names, stack, seen = set(), [t.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(f for f, _ in node.next_functions)
+    return names
+
+
 @needs_compiler
 @pytest.mark.parametrize("magnitude", ["tanh", "ball"])
 def test_attacks_fold_batch_norm_and_relu_into_the_compiled_cosine_kernel(magnitude):
     """Under compiled responses an attack runs each BallConv / TanhConv with a per-channel radius,
-    the batch norm and the ReLU after it as one module whose kernel applies the batch norm: same
-    logits and input gradients as the original model, which is restored afterwards."""
+    the batch norm and the ReLU after it as one module whose kernel applies the batch norm and the
+    ReLU (no ReLU node left in the autograd graph): same logits and input gradients as the original
+    model, which is restored afterwards."""
     from torch import nn
 
     from robustbench_dc.attacks.steps import attack_mode
@@ -493,6 +507,7 @@ def test_attacks_fold_batch_norm_and_relu_into_the_compiled_cosine_kernel(magnit
         xa = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         xa.requires_grad_(True)
         out = net(xa)
+        assert not any("Relu" in n or "Threshold" in n for n in _grad_fn_names(out))
         (g,) = torch.autograd.grad((out * w).sum(), xa)
         with torch.no_grad():  # a query without gradients (Square's) takes a kernel without the factors
             torch.testing.assert_close(net(xa), ref.detach(), rtol=1e-5, atol=1e-5)
@@ -532,6 +547,39 @@ def test_decoupled_layers_are_folded_only_on_the_compiled_per_channel_path():
     with pytest.raises(ValueError, match="frozen"):
         compiled_mod.compiled_cos_response(torch.rand(2, 4, 3, 3), torch.rand(2, 1, 3, 3) + 1, ones.requires_grad_(True), None,
                               magnitude=get_magnitude("tanh"), shift=torch.zeros(1, 4, 1, 1))
+    with pytest.raises(ValueError, match="relu"):
+        compiled_mod.compiled_cos_response(torch.rand(2, 4, 3, 3), torch.rand(2, 1, 3, 3) + 1, ones.detach(), None,
+                                           magnitude=get_magnitude("tanh"), relu=True)
+
+
+@needs_compiler
+def test_the_kernels_relu_is_torch_relu_with_its_gradient():
+    """``relu=True`` after the shift: the values and input gradients of ``torch.relu`` applied after the
+    kernel, with and without gradients, a third of the outputs exactly zero or negative before it."""
+    from robustbench_dc.operators import get_magnitude
+
+    torch.manual_seed(0)
+    dot = torch.randn(3, 4, 5, 5)
+    xnorm = dot.abs().amax(1, keepdim=True) + torch.rand(3, 1, 5, 5)
+    rho, s = torch.rand(1, 4, 1, 1) + 0.5, torch.rand(1, 4, 1, 1) + 0.5
+    shift = torch.tensor([-0.3, 0.0, 0.2, -1.0]).view(1, 4, 1, 1)
+    dot[0, 1, 0, 0] = 0.0  # an output exactly at zero: no gradient through the ReLU, as torch.relu's
+    g_out = torch.randn(3, 4, 5, 5)
+    results = []
+    for fused in (False, True):
+        d, x = dot.clone().requires_grad_(True), xnorm.clone().requires_grad_(True)
+        out = compiled_mod.compiled_cos_response(d, x, rho, s, magnitude=get_magnitude("tanh"), shift=shift, relu=fused)
+        out = out if fused else torch.relu(out)
+        results.append((out.detach(), *torch.autograd.grad(out, (d, x), g_out)))
+        with torch.no_grad():
+            plain = compiled_mod.compiled_cos_response(dot, xnorm, rho, s, magnitude=get_magnitude("tanh"),
+                                                       shift=shift, relu=fused)
+            torch.testing.assert_close(plain if fused else torch.relu(plain), out.detach(), rtol=1e-6, atol=1e-6)
+    (ref, *g_ref), (got, *g_got) = results
+    assert 0.2 < float((ref == 0).float().mean()) < 0.8
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @needs_compiler

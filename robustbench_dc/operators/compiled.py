@@ -259,7 +259,8 @@ def _cos_channel_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: boo
     return forward, backward
 
 
-def _cos_channel_input_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: bool, has_shift: bool = False
+def _cos_channel_input_fns(magnitude: Magnitude, alpha: float, beta: float, has_s: bool, has_shift: bool = False,
+                           relu: bool = False
                            ) -> tuple[Callable[..., tuple[Tensor, Tensor, Tensor]], Callable[..., tuple[Tensor, Tensor]]]:
     """The forward and backward of :class:`_CosChannelResponse` when only the inputs' gradients are
     needed (an attack: the radius and the scale are frozen). The forward also returns the two
@@ -268,7 +269,10 @@ def _cos_channel_input_fns(magnitude: Magnitude, alpha: float, beta: float, has_
     the backward is ``g A`` and ``sum_c g B``: no magnitude function, no division, one pass. It
     keeps two full-size tensors more than the training path, which an attack's batch affords.
     With ``has_shift`` the forward adds a constant per-channel shift to its output (a folded
-    batch norm's), which changes no gradient."""
+    batch norm's), which changes no gradient; with ``relu`` it then applies a ReLU, whose gradient
+    (``1`` where the shifted output is positive, else ``0``, as ``torch.relu``'s) the two factors
+    absorb: the backward is unchanged, and the ReLU costs neither a pass over the response nor its
+    own backward."""
     def h_fn(xnorm: Tensor, rho: Tensor) -> Tensor:
         return magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
 
@@ -289,6 +293,9 @@ def _cos_channel_input_fns(magnitude: Magnitude, alpha: float, beta: float, has_
             out, a, b = out * s_c, a * s_c, b * s_c
         if has_shift:
             out = out + shift.to(ct)
+        if relu:
+            on = out > 0
+            out, a, b = torch.relu(out), torch.where(on, a, 0.0), torch.where(on, b, 0.0)
         return out.to(dot_hat.dtype), a, b
 
     def backward(grad: Tensor, a: Tensor, b: Tensor, xnorm: Tensor) -> tuple[Tensor, Tensor]:
@@ -298,11 +305,12 @@ def _cos_channel_input_fns(magnitude: Magnitude, alpha: float, beta: float, has_
     return forward, backward
 
 
-def _shifted(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """``forward(dot_hat, xnorm, rho, s) + shift``, computed in at least float32."""
+def _shifted(forward: Callable[..., Tensor], relu: bool = False) -> Callable[..., Tensor]:
+    """``forward(dot_hat, xnorm, rho, s) + shift`` (then a ReLU with ``relu``), computed in at least float32."""
     def shifted(dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor, shift: Tensor) -> Tensor:
         ct = _compute_dtype(dot_hat.dtype)
-        return (forward(dot_hat, xnorm, rho, s).to(ct) + shift.to(ct)).to(dot_hat.dtype)
+        out = forward(dot_hat, xnorm, rho, s).to(ct) + shift.to(ct)
+        return (torch.relu(out) if relu else out).to(dot_hat.dtype)
 
     return shifted
 
@@ -310,11 +318,11 @@ def _shifted(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
 class _CosChannelResponse(torch.autograd.Function):
     """``clip(dot_hat / ||x||) * h(||x||, rho_c) * s_c (+ shift_c)`` keeping only its output for the
     backward (or, when only the inputs need gradients, the two factors of their gradients; always
-    with a shift, which only attacks use)."""
+    with a shift, which only attacks use, and then optionally followed by a ReLU)."""
 
     @staticmethod
     def forward(ctx: Any, dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor | None, shift: Tensor | None,
-                params: tuple[Any, ...]) -> Tensor:
+                params: tuple[Any, ...], relu: bool = False) -> Tensor:
         has_s, has_shift = s is not None, shift is not None
         s_t = s if s is not None else rho.new_ones(())
         key = ("cos_channel", *params, has_s)
@@ -322,17 +330,21 @@ class _CosChannelResponse(torch.autograd.Function):
         need_dot, need_x, need_rho, need_s, need_shift = ctx.needs_input_grad[:5]
         if has_shift and (need_rho or (has_s and need_s) or need_shift):
             raise ValueError("a shifted cosine response is for attacks: its radius, scale and shift must be frozen")
+        if relu and not has_shift:
+            raise ValueError("relu: only after a shift (a folded batch norm, for attacks)")
         if has_shift and not (need_dot or need_x):  # a forward pass without gradients (Square's queries)
             ctx.inputs_only = False
-            return _call(key + ("forward-shift",), lambda: _shifted(_cos_channel_fns(params[0], params[1], params[2],
-                                                                                     has_s)[0]),
+            return _call(key + ("forward-shift-relu" if relu else "forward-shift",),
+                         lambda: _shifted(_cos_channel_fns(params[0], params[1], params[2], has_s)[0], relu),
                          (dot_hat, xnorm, rho, s_t, shift), f"decoupled response {params[0].name}+cos (forward)")
         # only the inputs' gradients (an attack): store their factors, unless h is cheap to recompute
         ctx.inputs_only = has_shift or ((need_dot or need_x) and not (need_rho or (has_s and need_s))
                                         and not params[0].piecewise_linear)
         if ctx.inputs_only:
-            out, a, b = _call(key + ("forward-inputs-shift" if has_shift else "forward-inputs",),
-                              lambda: _cos_channel_input_fns(params[0], params[1], params[2], has_s, has_shift)[0],
+            kind = "forward-inputs" + ("-shift" if has_shift else "") + ("-relu" if relu else "")
+            out, a, b = _call(key + (kind,),
+                              lambda: _cos_channel_input_fns(params[0], params[1], params[2], has_s, has_shift,
+                                                             relu)[0],
                               (dot_hat, xnorm, rho, s_t, shift if shift is not None else rho.new_zeros(())),
                               f"decoupled response {params[0].name}+cos (forward)")
             ctx.save_for_backward(a, b, xnorm)
@@ -352,19 +364,19 @@ class _CosChannelResponse(torch.autograd.Function):
                                                               ctx.has_s)[1],
                                (grad, a, b, xnorm), f"decoupled response {ctx.params[0].name}+cos (backward)")
             return (g_dot if ctx.needs_input_grad[0] else None), (g_x if ctx.needs_input_grad[1] else None), \
-                None, None, None, None
+                None, None, None, None, None
         out, xnorm, rho, s_t = ctx.saved_tensors
         needs = tuple(bool(n) for n in ctx.needs_input_grad[:4])
         g_dot, g_x, g_rho, g_s = _call(ctx.key + ("backward", needs),
                                        lambda: _cos_channel_fns(ctx.params[0], ctx.params[1], ctx.params[2], ctx.has_s, needs)[1],
                                        (grad, out, xnorm, rho, s_t),
                                        f"decoupled response {ctx.params[0].name}+cos (backward)")
-        return g_dot, g_x, g_rho, g_s, None, None
+        return g_dot, g_x, g_rho, g_s, None, None, None
 
 
 def compiled_cos_response(dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor | None, *,
                           magnitude: Magnitude, alpha: float = 1.0, beta: float = 0.5,
-                          shift: Tensor | None = None) -> Tensor:
+                          shift: Tensor | None = None, relu: bool = False) -> Tensor:
     """The cosine response with a per-channel radius, ``clip(<w_hat, x> / ||x||) * h(||x||, rho_c) * s``.
 
     ``dot_hat`` holds inner products with normalised filters; ``xnorm``, ``rho`` and ``s``
@@ -377,6 +389,7 @@ def compiled_cos_response(dot_hat: Tensor, xnorm: Tensor, rho: Tensor, s: Tensor
     ``shift`` (broadcastable against ``dot_hat``, e.g. ``(1, C, 1, 1)``) is added to the output in
     the same kernel: with ``s``, a following evaluation-mode batch norm folded in
     (:meth:`~robustbench_dc.operators.layers.DecoupledConv2d.fold_batch_norm`). Only for attacks:
-    the radius, ``s`` and ``shift`` must not require gradients.
+    the radius, ``s`` and ``shift`` must not require gradients. ``relu`` (with ``shift`` only): a
+    ReLU after the shift, in the same kernel (the batch norm's ReLU), its gradient in the backward's.
     """
-    return _CosChannelResponse.apply(dot_hat, xnorm, rho, s, shift, (magnitude, float(alpha), float(beta)))
+    return _CosChannelResponse.apply(dot_hat, xnorm, rho, s, shift, (magnitude, float(alpha), float(beta)), relu)

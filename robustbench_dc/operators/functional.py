@@ -121,10 +121,11 @@ def _generic(dot: Tensor, xnorm: Tensor, wnorm: Tensor, compiled: bool, **kwargs
 
 def _fused_cos(dot_hat: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: Magnitude, weighted: str | None,
                alpha: float, beta: float, rho: float | Tensor, eps: float, channel_dim: int,
-               compiled: bool = False, affine: tuple[Tensor, Tensor] | None = None) -> Tensor:
+               compiled: bool = False, affine: tuple[Tensor, Tensor] | None = None, relu: bool = False) -> Tensor:
     """``clip(cos) * h * s`` (``dot_hat`` uses normalised filters) through :class:`CosResponse`,
     or with ``compiled`` (a per-channel radius) through :func:`compiled_cos_response`, which also
-    applies ``affine`` (per-channel scale and shift of the output; only there)."""
+    applies ``affine`` (per-channel scale and shift of the output) and then, with ``relu``, a ReLU
+    (only there)."""
     s = None
     if weighted == "linear":
         s = wnorm
@@ -136,7 +137,7 @@ def _fused_cos(dot_hat: Tensor, xnorm: Tensor, wnorm: Tensor, *, magnitude: Magn
             s = affine[0] if s is None else s * affine[0]
             shift = affine[1]
         return compiled_cos_response(dot_hat, xnorm, rho, s, magnitude=magnitude, alpha=alpha,  # type: ignore[arg-type]
-                                     beta=beta, shift=shift)
+                                     beta=beta, shift=shift, relu=relu)
     h = magnitude(xnorm, alpha=alpha, beta=beta, rho=rho)
     keep_output = _keeps_output(magnitude, alpha, beta, eps)
     return CosResponse.apply(dot_hat, xnorm.reciprocal(), h, s, channel_dim, keep_output)
@@ -147,7 +148,7 @@ def decoupled_conv2d(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular
                      weighted: str | None = None, alpha: float = 1.0, beta: float = 0.5,
                      rho: float | Tensor = 1.0, k: float = 0.3, eps: float = 1e-4,
                      xnorm: Tensor | None = None, fused: bool = True, compiled: bool = False,
-                     affine: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                     affine: tuple[Tensor, Tensor] | None = None, relu: bool = False) -> Tensor:
     """Decoupled 2-D convolution of ``x`` (N, C, H, W) with ``weight`` (O, C, kh, kw).
 
     ``rho`` may be a float or a tensor of shape ``(O,)`` (per filter). ``xnorm`` may be
@@ -157,7 +158,8 @@ def decoupled_conv2d(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular
     (:mod:`~robustbench_dc.operators.compiled`; same values, no double backward).
     ``affine``: frozen per-channel ``(scale, shift)`` of shape ``(1, O, 1, 1)`` applied to the
     response in its compiled kernel (a folded batch norm; only on the route of
-    :func:`compiled_cos_response`, i.e. cosine, per-channel radius, ``compiled``; else an error).
+    :func:`compiled_cos_response`, i.e. cosine, per-channel radius, ``compiled``; else an error);
+    ``relu``: a ReLU after ``affine``, in the same kernel (only with ``affine``).
     """
     if xnorm is None:
         xnorm = patch_norm2d(x, tuple(weight.shape[2:]), stride, padding, dilation, eps)  # type: ignore[arg-type]
@@ -167,10 +169,13 @@ def decoupled_conv2d(x: Tensor, weight: Tensor, *, magnitude: Magnitude, angular
     route = response_route(angular, weighted, magnitude, rho, alpha, beta, eps, fused, compiled)
     if affine is not None and route != "cos-compiled":
         raise ValueError(f"affine: needs the compiled cosine path with a per-channel radius, this call takes {route!r}")
+    if relu and affine is None:
+        raise ValueError("relu: only with affine (a folded batch norm and its ReLU)")
     if route in ("fused", "cos-compiled"):
         dot_hat = F.conv2d(x, weight / wnorm.view(-1, 1, 1, 1), None, stride, padding, dilation)
         return _fused_cos(dot_hat, xnorm, wnorm, magnitude=magnitude, weighted=weighted, alpha=alpha, beta=beta,
-                          rho=rho, eps=eps, channel_dim=1, compiled=route == "cos-compiled", affine=affine)
+                          rho=rho, eps=eps, channel_dim=1, compiled=route == "cos-compiled", affine=affine,
+                          relu=relu)
     dot = F.conv2d(x, weight, None, stride, padding, dilation)
     return _generic(dot, xnorm, wnorm, compiled, magnitude=magnitude, angular=angular,
                     weighted=weighted, alpha=alpha, beta=beta, rho=rho, k=k)

@@ -273,20 +273,22 @@ class DecoupledConv2d(DecoupledLayer):
         return self._forward(x)
 
     def _forward(self, x: Tensor, affine: tuple[Tensor, Tensor] | None = None,
-                 padding: tuple[int, int] | None = None) -> Tensor:
+                 padding: tuple[int, int] | None = None, relu: bool = False) -> Tensor:
         x, padding = self._geometry(x) if padding is None else (x, padding)
         xnorm = patch_norm2d(x, self.kernel_size, self.stride, padding, self.dilation, self.eps)
         rho = self.effective_rho(xnorm)
         fold = affine is not None and not (isinstance(rho, Tensor) and rho.requires_grad)
         out = decoupled_conv2d(x, self.weight, stride=self.stride, padding=padding, dilation=self.dilation, rho=rho,
-                               xnorm=xnorm, affine=affine if fold else None, **self._response_kwargs())
+                               xnorm=xnorm, affine=affine if fold else None, relu=relu and fold,
+                               **self._response_kwargs())
         if fold:
             return out
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1)
         # a radius that depends on x (the batch mean of ||x|| before any training step, or on an
-        # accelerator): the kernel cannot apply the affine map, which follows it instead
-        return out if affine is None else torch.addcmul(affine[1], out, affine[0])
+        # accelerator): the kernel cannot apply the affine map, which follows it instead, with the ReLU
+        out = out if affine is None else torch.addcmul(affine[1], out, affine[0])
+        return torch.relu(out) if relu else out
 
     def fold_batch_norm(self, bn: nn.BatchNorm2d, relu: bool = False) -> nn.Module | None:
         """This layer followed by ``bn`` (both in evaluation mode, ``bn`` with running statistics), and
@@ -321,8 +323,9 @@ class DecoupledConv2d(DecoupledLayer):
 class _BatchNormFolded(nn.Module):
     """A :class:`DecoupledConv2d` and the evaluation-mode batch norm after it (and a ReLU with
     ``relu``), as one module: the batch norm's per-channel scale and shift (a snapshot) are applied
-    in the response's kernel. Made by :meth:`DecoupledConv2d.fold_batch_norm`, for attacks only.
-    The ReLU is not in place: the kernel's output may be a view, which autograd forbids modifying."""
+    in the response's kernel, and so is the ReLU (with its gradient), where the radius does not
+    depend on ``x``; else both follow the kernel. Made by :meth:`DecoupledConv2d.fold_batch_norm`,
+    for attacks only."""
 
     def __init__(self, layer: DecoupledConv2d, bn: nn.BatchNorm2d, relu: bool = False) -> None:
         super().__init__()
@@ -341,8 +344,7 @@ class _BatchNormFolded(nn.Module):
         self.register_buffer("shift", shift.view(1, -1, 1, 1))
 
     def forward(self, x: Tensor, padding: tuple[int, int] | None = None) -> Tensor:
-        out = self.layer._forward(x, (self.scale, self.shift), padding)  # type: ignore[arg-type]  # buffers are tensors
-        return torch.relu(out) if self.relu else out
+        return self.layer._forward(x, (self.scale, self.shift), padding, self.relu)  # type: ignore[arg-type]
 
     def window_geometry(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]] | None:
         """As :meth:`DecoupledConv2d.window_geometry` (the batch norm and the ReLU act per position)."""
