@@ -163,8 +163,12 @@ def test_profile_step_profiles_the_attack_units_of_a_runs_models(tmp_path: Path)
         models[entry] = {"arch": "cnn9", "operator": operator, "arch_params": {"width": 0.0625}, "operator_params": {}}
     (run / "summary.json").write_text(json.dumps({"dataset": "cifar10", "models": models}))
     out = tmp_path / "units.json"
-    assert main(["--run", str(run), "--entries", "base", "sphere", "--batch", "4", "--steps", "1",
-                 "--threads", "1", "--out", str(out)]) == 0
+    threads = torch.get_num_threads()
+    try:  # main() sets the process's torch threads (as a command does): the later tests must not run on 1
+        assert main(["--run", str(run), "--entries", "base", "sphere", "--batch", "4", "--steps", "1",
+                     "--threads", "1", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     res = json.loads(out.read_text())
     assert res["mode"] == "attack-fp32" and res["run"] == str(run) and res["data"]["real"]
     rows = {r["config"]: r for r in res["rows"]}
