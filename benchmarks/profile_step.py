@@ -71,8 +71,7 @@ def profile_case(cfg: OpConfig, mode: str, x: torch.Tensor, y: torch.Tensor, ste
 
 def profile_attack_units(run: Path, entry: str, x: torch.Tensor, y: torch.Tensor, steps: int) -> list[dict[str, Any]]:
     """The input gradient and the forward pass of the run's trained ``entry`` as its attacks run them."""
-    import torch.nn.functional as F
-
+    from benchmarks.thread_scaling import attack_unit
     from robustbench_dc.attacks.steps import attack_mode
     from robustbench_dc.operators import compiled_responses
     from robustbench_dc.protocol import model_from_run
@@ -84,19 +83,9 @@ def profile_attack_units(run: Path, entry: str, x: torch.Tensor, y: torch.Tensor
     rows = []
     with compiled_responses(model), attack_mode(model, x) as channels_last:
         xa = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-        def gradient() -> None:
-            xr = xa.clone().requires_grad_(True)
-            with torch.enable_grad():
-                torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
-
-        def forward() -> None:
-            with torch.no_grad():
-                model(xa)
-
-        for unit in (gradient, forward):
-            rows.append({"config": f"{entry} {unit.__name__}", "unit": unit.__name__, "mode": "attack-fp32",
-                         **profile_unit(unit, steps)})
+        for kind in ("gradient", "forward"):
+            rows.append({"config": f"{entry} {kind}", "unit": kind, "mode": "attack-fp32",
+                         **profile_unit(attack_unit(model, xa, y, kind), steps)})
     return rows
 
 

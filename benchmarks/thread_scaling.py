@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,11 +90,10 @@ def _worker(label: str, kind: str, threads: int, args: argparse.Namespace) -> fl
         return attack_unit_seconds(model, x, y, kind, args.units, warmup=3)
 
 
-def attack_unit_seconds(model: Any, x: Any, y: Any, kind: str, units: int, warmup: int) -> float:
-    """Seconds per attack unit of ``kind`` on ``model`` as the caller has set it up (attack mode,
-    compilation, ``x``'s layout): ``"forward"``, a forward pass without gradients (Square's unit),
-    else the input gradient of the cross-entropy (FGSM/BIM/PGD/APGD/FAB's); ``warmup`` untimed units
-    first (compilation included), then the mean over ``units``."""
+def attack_unit(model: Any, x: Any, y: Any, kind: str) -> Callable[[], None]:
+    """One attack unit of ``kind`` on ``model`` as the caller has set it up (attack mode, compilation,
+    ``x``'s layout): ``"forward"``, a forward pass without gradients (Square's unit, FAB-T's check),
+    else the input gradient of the cross-entropy (FGSM/BIM/PGD/APGD/FAB's)."""
     import torch
 
     def unit() -> None:
@@ -105,6 +104,13 @@ def attack_unit_seconds(model: Any, x: Any, y: Any, kind: str, units: int, warmu
             xa = x.clone().requires_grad_(True)
             torch.autograd.grad(torch.nn.functional.cross_entropy(model(xa), y), xa)
 
+    return unit
+
+
+def attack_unit_seconds(model: Any, x: Any, y: Any, kind: str, units: int, warmup: int) -> float:
+    """Seconds per :func:`attack_unit` of ``kind``: ``warmup`` untimed units first (compilation
+    included), then the mean over ``units``."""
+    unit = attack_unit(model, x, y, kind)
     for _ in range(warmup):
         unit()
     t0 = time.perf_counter()
