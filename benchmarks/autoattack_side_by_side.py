@@ -185,29 +185,35 @@ def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, data
 
 
 def _load(args: argparse.Namespace) -> tuple[str, dict[str, tuple[nn.Module, dict[str, Any]]]]:
-    """The models to attack: a model card, or models of a run folder (their settings from the run's
-    ``summary.json``, or from ``--protocol`` for a run that did not finish)."""
+    """The models to attack: a model card, or models of a run folder."""
     if args.card:
         choice = resolve_model(card=args.card)
         return args.dataset, {args.card: (choice.model, {"card": args.card})}
-    if args.protocol is not None:
+    return load_models(args.run, args.models, args.protocol)
+
+
+def load_models(run: Path, names: list[str],
+                protocol: Path | None = None) -> tuple[str, dict[str, tuple[nn.Module, dict[str, Any]]]]:
+    """The dataset and the models ``names`` of the run folder ``run`` with the weights it trained, their
+    settings from the run's ``summary.json`` (or from ``protocol`` for a run that did not finish)."""
+    if protocol is not None:
         import yaml
 
-        proto = yaml.safe_load(args.protocol.read_text())
+        proto = yaml.safe_load(protocol.read_text())
         dataset = proto["dataset"]["name"]
         entries = {m["name"]: {"arch": m["arch"], "operator": m["operator"], "params": m.get("params") or {}}
                    for m in proto["models"]}
         run_id = None
     else:
-        summary = json.loads((args.run / "summary.json").read_text())
+        summary = json.loads((run / "summary.json").read_text())
         dataset, run_id = summary["dataset"], summary.get("run_id")
         entries = {name: {"arch": m["arch"], "operator": m["operator"],
                           "params": {**(m.get("arch_params") or {}), **(m.get("operator_params") or {})}}
                    for name, m in summary["models"].items()}
     models = {}
-    for name in args.models:
+    for name in names:
         m = entries[name]
-        ckpt = args.run / "models" / name / "model.pt"
+        ckpt = run / "models" / name / "model.pt"
         choice = resolve_model(arch=m["arch"], operator=m["operator"], dataset=dataset, params=m["params"],
                                checkpoint=ckpt)
         models[name] = (choice.model, {"run_id": run_id, "arch": m["arch"], "operator": m["operator"],

@@ -24,6 +24,14 @@ on the examples still correctly classified: success is a *misclassification*, as
 ``n_target_classes`` defaults to ``min(9, K - 1)`` for a K-class model (AutoAttack's 9 on
 CIFAR-10), never a hard-coded 10. The DLR loss needs >= 3 classes (>= 4 targeted).
 
+``target_order="malt"`` ranks the target classes instead by MALT's targeting (Melamed, Yehudai &
+Shamir, "MALT Powers Up Adversarial Attacks", NeurIPS 2024): per example, the distance to the
+boundary of class ``t`` of the model linearised at the clean input,
+``(z_y - z_t) / ||grad z_y - grad z_t||_*`` (``||.||_*`` the dual norm: L1 for L-inf, L2 for L2),
+smallest first, among the ``malt_candidates`` classes with the highest clean logits (MALT's
+restriction, for many-class models). It costs one forward pass and one backward pass per
+candidate class, on the clean batch, before the first target runs (:func:`malt_ranking`).
+
 ``eot_iter`` averages the gradient over that many forward-backward passes (Expectation over
 Transformation, AutoAttack's ``rand`` version for randomized models).
 
@@ -58,7 +66,7 @@ from robustbench_dc.attacks.steps import BestTracker, attack_mode, default_compa
 from robustbench_dc.attacks.trace import TraceView
 from robustbench_dc.attacks.utils import per_example
 
-__all__ = ["apgd", "apgd_schedule", "default_n_target_classes", "check_dlr_classes", "ApgdStats"]
+__all__ = ["apgd", "apgd_schedule", "default_n_target_classes", "check_dlr_classes", "malt_ranking", "ApgdStats"]
 
 _TINY = 1e-12
 
@@ -227,6 +235,8 @@ def apgd(
     compact: bool | None = None,
     stats: ApgdStats | None = None,
     trace: TraceView | None = None,
+    target_order: str = "logits",
+    malt_candidates: int | None = None,
 ) -> torch.Tensor:
     """APGD (Croce & Hein, ICML 2020) on one batch; returns the adversarial inputs.
 
@@ -249,6 +259,11 @@ def apgd(
         stats (ApgdStats | None): filled with the gradient evaluations performed.
         trace (TraceView | None): records the objective at every iterate and which were
             adversarial (:mod:`~robustbench_dc.attacks.trace`), one segment per run. Default None.
+        target_order (str): how APGD-T ranks the target classes: ``"logits"`` (default,
+            AutoAttack's: the highest clean logits after the top one) or ``"malt"`` (MALT's
+            linearised distance, :func:`malt_ranking`).
+        malt_candidates (int | None): with ``"malt"``, the classes with the highest clean logits
+            it ranks; None -> ``min(100, K - 1)``.
 
     Returns:
         Tensor: (N, ...) per example the first misclassified iterate found, else the
@@ -281,8 +296,15 @@ def apgd(
             n_t = default_n_target_classes(n_classes) if n_target_classes is None else n_target_classes
             if not 1 <= n_t <= n_classes - 1:
                 raise AttackConfigError(f"n_target_classes: must be in [1, {n_classes - 1}] for {n_classes} classes, got {n_t}")
-            ranked = clean_logits.argsort(dim=1, descending=True)
-            targets: list[torch.Tensor | None] = [ranked[:, j] for j in range(1, n_t + 1)]
+            if target_order == "malt":
+                ranked = malt_ranking(model, x0, y, threat_model, malt_candidates)
+            elif target_order == "logits":
+                ranked = clean_logits.argsort(dim=1, descending=True)[:, 1:]
+            else:
+                raise AttackConfigError(f"target_order: 'logits' or 'malt', got {target_order!r}")
+            if n_t > ranked.shape[1]:
+                raise AttackConfigError(f"n_target_classes: {n_t} is more than the {ranked.shape[1]} classes ranked")
+            targets: list[torch.Tensor | None] = [ranked[:, j] for j in range(n_t)]
         else:
             targets = [None]
         # Already misclassified examples are not attacked (they are not robust anyway).
@@ -307,6 +329,44 @@ def apgd(
     return best.x.contiguous()
 
 
+def malt_ranking(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat_model: str = "linf",
+                 candidates: int | None = None) -> torch.Tensor:
+    """MALT's targeting (Melamed, Yehudai & Shamir, NeurIPS 2024): per example, the classes other
+    than ``y`` ordered by the distance to their decision boundary of the model linearised at
+    ``x``, ``(z_y - z_t) / ||grad z_y - grad z_t||_*`` (the dual norm of the threat model: L1 for
+    L-inf, L2 for L2), closest first. Only the ``candidates`` classes with the highest logits
+    (other than ``y``) are ranked: None -> ``min(100, K - 1)``.
+
+    Cost: one forward pass and one backward pass per candidate class (each gives
+    ``grad (z_y - z_t)`` for one candidate of every example).
+
+    Returns:
+        Tensor: (N, candidates) int64 class indices.
+    """
+    if threat_model not in ("linf", "l2"):
+        raise ValueError(f"threat_model: must be 'linf' or 'l2', got {threat_model!r}")
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xg)
+        k = logits.shape[1]
+        c = min(100, k - 1) if candidates is None else candidates
+        if not 1 <= c <= k - 1:
+            raise AttackConfigError(f"malt_candidates: must be in [1, {k - 1}] for {k} classes, got {c}")
+        z = logits.detach().float()
+        zy = z.gather(1, y[:, None])
+        cand = z.scatter(1, y[:, None], float("-inf")).topk(c, dim=1).indices  # (N, c), never y
+        dual = 1 if threat_model == "linf" else 2
+        dist = torch.empty(cand.shape, dtype=torch.float32, device=x.device)
+        for j in range(c):
+            t = cand[:, j:j + 1]
+            margin = (logits.gather(1, y[:, None]) - logits.gather(1, t)).sum()
+            (g,) = torch.autograd.grad(margin, xg, retain_graph=j + 1 < c)
+            norm = g.float().flatten(1).norm(p=dual, dim=1).clamp_min(1e-12)
+            dist[:, j] = (zy[:, 0] - z.gather(1, t)[:, 0]) / norm
+    # a stable sort: equal distances keep the logit order
+    return cand.gather(1, dist.argsort(dim=1, stable=True))
+
+
 def _check_spec(spec: AttackSpec) -> None:
     """A native ``apgd`` spec: its params in range, a loss APGD has, APGD-T's own targets."""
     p = spec.params
@@ -317,16 +377,26 @@ def _check_spec(spec: AttackSpec) -> None:
     rho = p.get("rho")
     if rho is not None and (isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho < 1):
         raise ValueError(f"params.rho: must be a number in (0, 1), got {rho!r}")
-    if "n_target_classes" in p and not spec.targeted:
-        raise ValueError("params.n_target_classes: only used by targeted APGD (APGD-T)")
+    for key in ("n_target_classes", "target_order", "malt_candidates"):
+        if key in p and not spec.targeted:
+            raise ValueError(f"params.{key}: only used by targeted APGD (APGD-T)")
+    if p.get("target_order", "logits") not in ("logits", "malt"):
+        raise ValueError(f"params.target_order: 'logits' (AutoAttack's) or 'malt', got {p['target_order']!r}")
+    v = p.get("malt_candidates")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        raise ValueError(f"params.malt_candidates: must be an integer >= 1, got {v!r}")
+    if "malt_candidates" in p and p.get("target_order") != "malt":
+        raise ValueError("params.malt_candidates: only used with params.target_order 'malt'")
     if spec.loss == "margin":
         raise ValueError("loss: APGD uses 'ce' or 'dlr', got 'margin'")
     if spec.targeted and spec.target != "random":
-        raise ValueError("target: APGD-T targets the classes with the highest clean logits "
-                         f"(params.n_target_classes of them); 'target' cannot be {spec.target!r}")
+        raise ValueError("target: APGD-T targets the classes with the highest clean logits, or those MALT "
+                         "ranks first (params.n_target_classes of them, params.target_order); 'target' "
+                         f"cannot be {spec.target!r}")
 
 
-@register_attack("apgd", params=("n_target_classes", "eot_iter", "rho"), default_steps=100, own_step_size=True,
+@register_attack("apgd", params=("n_target_classes", "eot_iter", "rho", "target_order", "malt_candidates"),
+                 default_steps=100, own_step_size=True,
                  chooses_targets=True, default_loss=lambda spec: "dlr" if spec.targeted else "ce",
                  validate=_check_spec)
 def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *,
@@ -339,4 +409,5 @@ def run_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpe
     return apgd(model, x, y, spec.eps if eps is None else eps, steps=spec.steps, threat_model=spec.threat_model,
                 restarts=spec.restarts, loss=spec.loss or "ce", targeted=spec.targeted,
                 n_target_classes=p.get("n_target_classes"), eot_iter=p.get("eot_iter", 1),
-                rho=p.get("rho", 0.75), seed=spec.seed, trace=trace)
+                rho=p.get("rho", 0.75), seed=spec.seed, trace=trace,
+                target_order=p.get("target_order", "logits"), malt_candidates=p.get("malt_candidates"))

@@ -38,9 +38,10 @@ AttackSpec = Any
 __all__ = ["NativeAttack", "register_attack", "native_attack", "native_attacks", "unregister_attack"]
 
 #: The modules that register the suite's own attacks (imported on first use of the registry).
-BUILTIN_MODULES = ("robustbench_dc.attacks.native", "robustbench_dc.attacks.apgd", "robustbench_dc.autoattack.ensemble")
+BUILTIN_MODULES = ("robustbench_dc.attacks.native", "robustbench_dc.attacks.apgd", "robustbench_dc.autoattack.ensemble",
+                   "robustbench_dc.autoattack.malt")
 #: The suite's own attacks, in the order they are listed.
-BUILTIN_ATTACKS = ("fgsm", "bim", "pgd", "apgd", "autoattack", "square")
+BUILTIN_ATTACKS = ("fgsm", "bim", "pgd", "apgd", "autoattack", "square", "malt")
 
 
 @dataclass(frozen=True)

@@ -394,7 +394,8 @@ class AttackSpec(BaseModel):
         """Short human-readable label, e.g. ``"pgd-linf-eps0.0314-s10"``.
 
         Non-default options are appended (``-r5`` restarts, ``-margin`` loss,
-        ``-tgt`` targeted) and third-party backends suffixed (``@torchattacks``)."""
+        ``-tgt`` targeted, ``-malt`` MALT's target order, ``-t3`` a given number of target
+        classes) and third-party backends suffixed (``@torchattacks``)."""
         eps = "std" if self.eps is None else f"{self.eps:.4f}"
         parts = [self.name, self.threat_model, f"eps{eps}"]
         steps = self.steps
@@ -412,6 +413,10 @@ class AttackSpec(BaseModel):
             parts.append(self.loss)
         if self.targeted:
             parts.append("tgt" if self.target == "random" else "tgt-ll")
+        if self.params.get("target_order") == "malt":  # APGD-T with MALT's choice of target classes
+            parts.append("malt")
+        if "n_target_classes" in self.params:
+            parts.append(f"t{self.params['n_target_classes']}")
         if self.version not in (None, "standard"):
             parts.append(str(self.version))
         label = "-".join(parts)

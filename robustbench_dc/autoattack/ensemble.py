@@ -55,7 +55,7 @@ from robustbench_dc.attacks.trace import TraceView
 from robustbench_dc.autoattack.fab import fab
 from robustbench_dc.autoattack.square import square
 
-__all__ = ["autoattack", "COMPONENTS", "VERSIONS", "AUTOATTACK_VERSIONS"]
+__all__ = ["autoattack", "run_ensemble", "Component", "COMPONENTS", "VERSIONS", "AUTOATTACK_VERSIONS"]
 
 #: AutoAttack versions the suite implements (Croce & Hein, ICML 2020).
 AUTOATTACK_VERSIONS: tuple[str, ...] = ("standard", "rand")
@@ -162,6 +162,17 @@ def autoattack(
     """
     if version not in AUTOATTACK_VERSIONS:
         raise ValueError(f"version: must be one of {', '.join(AUTOATTACK_VERSIONS)}, got {version!r}")
+    return run_ensemble(model, x, y, eps, [COMPONENTS[key] for key in VERSIONS[version]],
+                        threat_model=threat_model, seed=seed, trace=trace,
+                        check_classes=lambda k: _check_classes(version, k))
+
+
+def run_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, components: list[Component], *,
+                 threat_model: str = "linf", seed: int = 0, trace: TraceView | None = None,
+                 check_classes: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Run ``components`` in order, each on the examples still robust after the previous ones, as
+    :func:`autoattack` runs its version's (which see for what is returned); ``check_classes(K)``
+    refuses a model whose number of classes the components cannot attack."""
     x, y = x.detach(), y.detach()
     x_adv = x.clone()
     eps_t = torch.tensor(eps, dtype=x.dtype, device=x.device)
@@ -169,14 +180,14 @@ def autoattack(
         with torch.no_grad(), _float32(x):
             clean_logits = model(x)
         n_classes = clean_logits.shape[1]
-        _check_classes(version, n_classes)
+        if check_classes is not None:
+            check_classes(n_classes)
         robust = clean_logits.argmax(1) == y
         parts: list[dict[str, Any]] = [{"component": "clean", "backend": None, "budget": {},
                                         "attacked": 0, "robust": int(robust.sum()), "seconds": 0.0,
                                         "forward_passes": x.shape[0], "backward_passes": 0}]
-        for key in VERSIONS[version]:
-            _run_component(COMPONENTS[key], model, x, y, x_adv, robust, eps, eps_t, threat_model, seed, n_classes,
-                           parts, trace)
+        for comp in components:
+            _run_component(comp, model, x, y, x_adv, robust, eps, eps_t, threat_model, seed, n_classes, parts, trace)
     return x_adv, parts
 
 
