@@ -104,12 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=500, help="examples per batch (default 500, the protocol's)")
     ap.add_argument("--targets", type=int, nargs="+", default=[3], help="malt's target counts to measure (default 3)")
     ap.add_argument("--tolerance", type=float, default=0.2, help="points of robust accuracy (default 0.2)")
+    ap.add_argument("--eps", type=float, default=None, help="L-inf budget (default: the dataset's standard eps)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     dataset, models = load_models(args.run, args.models)
     ds = load_dataset(dataset, "test", n=args.n)
     x, y = ds.to_float(), ds.labels
-    eps = dataset_info(dataset).eps_linf
+    eps = args.eps if args.eps is not None else dataset_info(dataset).eps_linf
     command = shlex.join(["python", "-m", "benchmarks.fast_attack", *(argv if argv is not None else sys.argv[1:])])
     result: dict[str, Any] = {
         **provenance(command=command, seed=0, data_sha256=ds.checksum),

@@ -293,3 +293,39 @@ def test_autoattack_side_by_side_compares_the_three_implementations(tmp_path) ->
     table = markdown([r]).splitlines()
     assert len(table) == 2 + 3 and table[3].startswith("| mnist2d-baseline-mnist | original | 0.0% |")
     assert table[3].endswith("| 0 / 0 |")
+
+
+def test_fast_attack_measures_malt_against_autoattack_on_a_runs_models(tmp_path: Path) -> None:
+    """``benchmarks/fast_attack.py`` on a run folder holding the shipped MNIST model: both attacks
+    on the same examples, their robust sets compared, the tolerance rule applied, the table written."""
+    import torch
+
+    from benchmarks.fast_attack import main, markdown
+    from robustbench_dc.zoo import load_model
+
+    run = tmp_path / "run"
+    (run / "models" / "base").mkdir(parents=True)
+    torch.save(load_model("mnist2d-baseline-mnist").state_dict(), run / "models" / "base" / "model.pt")
+    (run / "summary.json").write_text(json.dumps({"dataset": "mnist-sample", "models": {"base": {
+        "arch": "mnist2d", "operator": "baseline", "arch_params": {"width": 0.25}, "operator_params": {}}}}))
+    out = tmp_path / "fast.json"
+    assert main(["--run", str(run), "--models", "base", "--n", "40", "--batch", "20", "--eps", "0.08",
+                 "--targets", "1", "3", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["n"] == 40 and r["eps"] == 0.08 and r["batch"] == 20 and r["data_sha256"] and r["tolerance_points"] == 0.2
+    m = r["models"]["base"]
+    aa = m["autoattack"]
+    assert [c["component"] for c in aa["components"]] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert 0 < sum(aa["robust"]) < round(40 * m["clean_accuracy"])          # something broken, something left
+    for k in ("1", "3"):
+        f = m["malt"][k]
+        assert [c["component"] for c in f["components"]] == ["apgd-ce", "apgd-t-malt"]
+        assert f["components"][1]["attacked"] == f["components"][0]["robust"]
+        assert f["robust_accuracy_minus_autoattack"] == pytest.approx(f["robust_accuracy"] - aa["robust_accuracy"])
+        only_m, only_aa = f["robust_only_in_malt"], f["robust_only_in_autoattack"]
+        assert sum(f["robust"]) - sum(aa["robust"]) == len(only_m) - len(only_aa)
+        assert f["within_tolerance"] == (abs(f["robust_accuracy_minus_autoattack"]) <= 0.002 + 1e-12)
+        assert f["autoattack_passes_ratio"] > 1 and _positive_finite(f["autoattack_seconds_ratio"])
+    table = markdown(r).splitlines()
+    assert len(table) == 2 + 3 and table[2].startswith("| base | AutoAttack (standard) |")
+
