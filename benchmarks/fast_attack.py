@@ -68,18 +68,6 @@ def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, data
     return out
 
 
-def report_line(name: str, r: dict[str, Any]) -> str:
-    aa = r["autoattack"]
-    parts = [f"{name}: clean {100 * r['clean_accuracy']:.1f}%, AutoAttack {100 * aa['robust_accuracy']:.1f}% "
-             f"in {aa['seconds']:.0f} s"]
-    for k, f in r["malt"].items():
-        parts.append(f"malt ({k} targets) {100 * f['robust_accuracy']:.1f}% in {f['seconds']:.0f} s "
-                     f"({f['autoattack_seconds_ratio']:.1f}x faster, {f['autoattack_passes_ratio']:.1f}x fewer passes; "
-                     f"robust only under malt {len(f['robust_only_in_malt'])}, "
-                     f"only under AutoAttack {len(f['robust_only_in_autoattack'])})")
-    return "; ".join(parts)
-
-
 def markdown(result: dict[str, Any]) -> str:
     """The report's table (``python -m benchmarks.fast_attack --table FILE``)."""
     lines = ["| model | attack | robust accuracy | - AutoAttack | seconds | AutoAttack / it, time | "
@@ -123,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     args.tolerance)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")   # after each model: a partial report survives
-        print(report_line(name, result["models"][name]), flush=True)
+        print(markdown({"models": {name: result["models"][name]}}), flush=True)
     return 0
 
 

@@ -14,7 +14,7 @@ from robustbench_dc.attacks.passes import PassCounter
 from robustbench_dc.autoattack import autoattack, malt
 from robustbench_dc.evaluation import evaluate_whitebox
 
-from test_autoattack import Counter, Unbreakable
+from counting_models import Counter, Unbreakable
 from synthetic import mnist_sample_tensors, train_small
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -147,3 +147,11 @@ def test_malt_is_a_registered_attack_with_its_own_label(cnn) -> None:
     assert r.backward_passes == sum(c["backward_passes"] for c in r.components) > 0
     x_adv = run_attack(model, x[:20], y[:20], AttackSpec(name="malt", eps=0.1))
     assert (x_adv - x[:20]).abs().max() <= 0.1 + 1e-6
+
+
+def test_malt_declares_its_own_work_for_the_compile_decision() -> None:
+    from robustbench_dc.evaluation.whitebox import attack_work
+
+    specs = [AttackSpec(name=name, **kw).resolve("cifar10") for name, kw in
+             [("malt", {}), ("malt", {"params": {"n_target_classes": 1}}), ("autoattack", {}), ("pgd", {"steps": 20})]]
+    assert [attack_work([s], 10) for s in specs] == [10 * (101 * 4 + 10), 10 * (101 * 2 + 10), 10 * 2900, 10 * 20]

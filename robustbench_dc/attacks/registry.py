@@ -65,6 +65,9 @@ class NativeAttack:
             ``targeted`` and ``restarts`` are fixed by its ``version`` param.
         validate: extra checks of a spec (raise ``ValueError("field: problem")``).
         requires: Python packages it needs besides the suite's own (checked before anything runs).
+        work: gradient iterations per example at most, as a function of the spec, where
+            ``steps x restarts`` does not say it (an ensemble); the evaluation decides from it
+            whether compiling the decoupled responses pays.
     """
 
     name: str
@@ -79,6 +82,7 @@ class NativeAttack:
     ensemble: bool = False
     validate: Callable[[AttackSpec], None] | None = None
     requires: tuple[str, ...] = ()
+    work: Callable[[AttackSpec], int] | None = None
 
     def loss_for(self, spec: AttackSpec) -> str | None:
         """The loss a spec without one uses."""

@@ -89,8 +89,14 @@ def _check_spec(spec: AttackSpec) -> None:
         raise ValueError(f"params.n_target_classes: must be an integer >= 1, got {n!r}")
 
 
+def _work(spec: AttackSpec) -> int:
+    """Gradient iterations per example at most: APGD-CE, the ranking (one backward pass per candidate
+    class, at most 9 on CIFAR-10, counted as 10) and APGD-T's targets."""
+    return (_STEPS + 1) * (1 + int(spec.params.get("n_target_classes", DEFAULT_TARGETS))) + 10
+
+
 @register_attack("malt", params=("version", "n_target_classes"), ensemble=True, own_step_size=True,
-                 default_loss=None, validate=_check_spec)
+                 default_loss=None, validate=_check_spec, work=_work)
 def run_malt(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *,
              targets: torch.Tensor | None = None, eps: float | torch.Tensor | None = None,
              step_size: float | torch.Tensor | None = None,

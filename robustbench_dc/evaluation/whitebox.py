@@ -149,8 +149,14 @@ _AUTOATTACK_WORK = {"standard": 100 + 900 + 900 + 1000, "rand": 2 * 100 * 20}
 
 
 def attack_work(specs: list[AttackSpec], n: int) -> int:
-    """Attacked examples x iterations (steps x restarts) summed over ``specs`` (resolved)."""
-    return n * sum(_AUTOATTACK_WORK[s.version] if s.version else (s.steps or 1) * s.restarts for s in specs)
+    """Attacked examples x iterations (steps x restarts, or what the attack declares) summed over
+    ``specs`` (resolved)."""
+    def per_example(s: AttackSpec) -> int:
+        attack = s.native
+        if attack is not None and attack.work is not None:
+            return attack.work(s)
+        return _AUTOATTACK_WORK[s.version] if s.version else (s.steps or 1) * s.restarts
+    return n * sum(per_example(s) for s in specs)
 
 
 def _cells_targeting(transfer: TransferResult | list[AttackResult], model: str) -> list[AttackResult]:

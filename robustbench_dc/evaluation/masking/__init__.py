@@ -53,6 +53,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustbench_dc.attacks.steps import attack_mode
 from robustbench_dc.attacks.trace import AttackTrace
 from robustbench_dc.attacks.utils import model_device
 from robustbench_dc.evaluation.masking.flags import DOC_PATH, FLAG_NAMES, MaskingConfig, MaskingFlag, masking_config
@@ -149,7 +150,10 @@ def diagnose_masking(
     dev = model_device(model, x.device)
     xs, ys = x[:m].to(dev), y[:m].to(dev)
     ctx = attack_context or contextlib.nullcontext
-    with ctx():
+    # the probes run the model as the attacks do (batch norms folded, frozen, channels-last on the
+    # CPU): the attacks among them would fold it anyway, and the forward-only ones (noise, unstable
+    # predictions) then skip the batch norms' own passes; the same function up to float32 rounding
+    with ctx(), attack_mode(model, xs):
         probes = _attack_probes(model, xs, ys, results, dataset, cfg, batch_size, adversarial)
     by_name = {"one-step-beats-iterative": flag_one_step_beats_iterative(results, cfg.one_step_tol),
                "transfer-beats-whitebox": flag_transfer_beats_whitebox(results, transfer or [], cfg.transfer_tol),
