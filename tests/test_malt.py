@@ -11,6 +11,7 @@ import robustbench_dc.attacks.apgd as apgd_mod
 from robustbench_dc.attacks import AttackSpec, load_attack_config, native_attacks, run_attack
 from robustbench_dc.attacks.apgd import apgd, malt_ranking
 from robustbench_dc.attacks.passes import PassCounter
+from robustbench_dc.attacks.registry import register_attack, unregister_attack
 from robustbench_dc.autoattack import autoattack, malt
 from robustbench_dc.evaluation import evaluate_whitebox
 
@@ -155,3 +156,14 @@ def test_malt_declares_its_own_work_for_the_compile_decision() -> None:
     specs = [AttackSpec(name=name, **kw).resolve("cifar10") for name, kw in
              [("malt", {}), ("malt", {"params": {"n_target_classes": 1}}), ("autoattack", {}), ("pgd", {"steps": 20})]]
     assert [attack_work([s], 10) for s in specs] == [10 * (101 * 4 + 10), 10 * (101 * 2 + 10), 10 * 2900, 10 * 20]
+    rand = AttackSpec(name="autoattack", params={"version": "rand"}).resolve("cifar10")
+    assert attack_work([rand], 10) == 10 * 2 * 100 * 20
+
+    @register_attack("undeclared-ensemble", ensemble=True, own_step_size=True, default_loss=None)
+    def run(model, x, y, spec, *, targets=None, eps=None, step_size=None, trace=None):  # pragma: no cover
+        raise AssertionError("not run")
+
+    try:   # an ensemble that declares no work counts as AutoAttack's standard version
+        assert attack_work([AttackSpec(name="undeclared-ensemble").resolve("cifar10")], 10) == 10 * 2900
+    finally:
+        unregister_attack("undeclared-ensemble")

@@ -66,8 +66,8 @@ class NativeAttack:
         validate: extra checks of a spec (raise ``ValueError("field: problem")``).
         requires: Python packages it needs besides the suite's own (checked before anything runs).
         work: gradient iterations per example at most, as a function of the spec, where
-            ``steps x restarts`` does not say it (an ensemble); the evaluation decides from it
-            whether compiling the decoupled responses pays.
+            ``steps x restarts`` does not say it (an ensemble; one that declares none is counted as
+            AutoAttack); the evaluation decides from it whether compiling the decoupled responses pays.
     """
 
     name: str

@@ -203,8 +203,13 @@ def _check_spec(spec: AttackSpec) -> None:
                          f"({version!r}), got {fixed[1]!r}; use name 'apgd' for a configurable APGD")
 
 
+#: Iterations per example of each version, at most (APGD-CE + 9 x APGD-T + 9 x FAB-T + Square's 5,000
+#: forward-only queries, counted as 1,000 gradient iterations), for the evaluation's ``compile="auto"``.
+_WORK = {"standard": 100 + 900 + 900 + 1000, "rand": 2 * 100 * 20}
+
+
 @register_attack("autoattack", params=("version",), ensemble=True, own_step_size=True, default_loss=None,
-                 validate=_check_spec)
+                 validate=_check_spec, work=lambda spec: _WORK[spec.version or "standard"])
 def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *,
                    targets: torch.Tensor | None = None, eps: float | torch.Tensor | None = None,
                    step_size: float | torch.Tensor | None = None,

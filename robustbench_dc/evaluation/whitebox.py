@@ -29,6 +29,7 @@ from robustbench_dc.attacks.attack import run_attack_detailed, validate_inputs
 from robustbench_dc.attacks.backends import check_installed
 from robustbench_dc.attacks.checks import perturbation_norms
 from robustbench_dc.attacks.passes import PassCounter
+from robustbench_dc.attacks.registry import native_attack
 from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
 from robustbench_dc.attacks.trace import AttackTrace
 from robustbench_dc.attacks.utils import eval_mode, model_device
@@ -143,19 +144,14 @@ class EvalResult:
 COMPILE_MIN_ATTACK_WORK = 100_000
 
 
-#: Iterations per example of AutoAttack's versions, at most (APGD-CE + 9 x APGD-T + 9 x FAB-T + Square's
-#: 5,000 forward-only queries, counted as 1,000 gradient iterations), for ``compile="auto"``.
-_AUTOATTACK_WORK = {"standard": 100 + 900 + 900 + 1000, "rand": 2 * 100 * 20}
-
-
 def attack_work(specs: list[AttackSpec], n: int) -> int:
-    """Attacked examples x iterations (steps x restarts, or what the attack declares) summed over
-    ``specs`` (resolved)."""
+    """Attacked examples x iterations (steps x restarts, or what an ensemble declares: its registry
+    entry's ``work``) summed over ``specs`` (resolved)."""
     def per_example(s: AttackSpec) -> int:
         attack = s.native
-        if attack is not None and attack.work is not None:
-            return attack.work(s)
-        return _AUTOATTACK_WORK[s.version] if s.version else (s.steps or 1) * s.restarts
+        if attack is not None and attack.ensemble and attack.work is None:
+            attack = native_attack("autoattack")  # an ensemble that declares no work counts as AutoAttack
+        return attack.work(s) if attack is not None and attack.work is not None else (s.steps or 1) * s.restarts
     return n * sum(per_example(s) for s in specs)
 
 
