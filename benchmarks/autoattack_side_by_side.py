@@ -47,6 +47,7 @@ from robustbench_dc.attacks import AttackSpec
 from robustbench_dc.attacks.passes import PassCounter
 from robustbench_dc.data import dataset_info, load_dataset
 from robustbench_dc.evaluation import evaluate_whitebox
+from robustbench_dc.evaluation.metrics import AttackResult
 from robustbench_dc.provenance import package_versions, provenance
 from robustbench_dc.runtime import machine_info
 from robustbench_dc.zoo import resolve_model
@@ -66,10 +67,21 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, da
                             dataset=dataset, masking=False)
     seconds = time.perf_counter() - t0
     (r,) = res.results
-    parts = [{k: p[k] for k in ("component", "attacked", "robust", "seconds", "forward_passes", "backward_passes")}
-             for p in r.components or [] if p["component"] != "clean"]
-    return {"robust": [bool(v) for v in r.robust_correct], "seconds": seconds, "components": parts,
+    return {"robust": [bool(v) for v in r.robust_correct], "seconds": seconds, "components": component_log(r),
             "forward_passes": r.forward_passes, "backward_passes": r.backward_passes}
+
+
+def component_log(r: AttackResult) -> list[dict[str, Any]]:
+    """An ensemble result's components (without the clean entry): examples attacked, robust after it,
+    seconds and passes."""
+    return [{k: p[k] for k in ("component", "attacked", "robust", "seconds", "forward_passes", "backward_passes")}
+            for p in r.components or [] if p["component"] != "clean"]
+
+
+def robust_only(a: list[bool], b: list[bool]) -> tuple[list[int], list[int]]:
+    """The examples robust under ``a`` only and under ``b`` only (per-example robust flags)."""
+    return ([i for i, (u, v) in enumerate(zip(a, b)) if u and not v],
+            [i for i, (u, v) in enumerate(zip(a, b)) if v and not u])
 
 
 class _Timed:
@@ -175,10 +187,11 @@ def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, data
             if name == "suite":
                 continue
             other = out[name]
+            only_suite, only_other = robust_only(ours["robust"], other["robust"])
             out[f"{name}_vs_suite"] = {
                 "seconds_ratio": other["seconds"] / ours["seconds"],
-                "robust_only_in_suite": [i for i, (a, b) in enumerate(zip(ours["robust"], other["robust"])) if a and not b],
-                "robust_only_in_other": [i for i, (a, b) in enumerate(zip(ours["robust"], other["robust"])) if b and not a],
+                "robust_only_in_suite": only_suite,
+                "robust_only_in_other": only_other,
                 "robust_accuracy_difference": ours["robust_accuracy"] - other["robust_accuracy"],
             }
     return out

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.autoattack_side_by_side import load_models
+from benchmarks.autoattack_side_by_side import component_log, load_models, robust_only
 from robustbench_dc.attacks import AttackSpec
 from robustbench_dc.data import dataset_info, load_dataset
 from robustbench_dc.evaluation import evaluate_whitebox
@@ -37,10 +37,8 @@ from robustbench_dc.runtime import machine_info
 
 
 def _summary(r: AttackResult) -> dict[str, Any]:
-    parts = [{k: p.get(k) for k in ("component", "attacked", "robust", "seconds", "forward_passes", "backward_passes")}
-             for p in r.components or [] if p["component"] != "clean"]
     return {"attack": r.attack, "robust_accuracy": r.robust_accuracy, "seconds": r.seconds,
-            "forward_passes": r.forward_passes, "backward_passes": r.backward_passes, "components": parts,
+            "forward_passes": r.forward_passes, "backward_passes": r.backward_passes, "components": component_log(r),
             "robust": [bool(v) for v in r.robust_correct]}
 
 
@@ -56,14 +54,15 @@ def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, data
     for k, f in zip(targets, fast):
         diff = f["robust_accuracy"] - full["robust_accuracy"]
         passes = (f["forward_passes"] or 0) + (f["backward_passes"] or 0)
+        only_malt, only_aa = robust_only(f["robust"], full["robust"])
         out["malt"][str(k)] = {
             **f,
             "robust_accuracy_minus_autoattack": diff,
             "within_tolerance": abs(diff) <= tolerance / 100 + 1e-12,
             "autoattack_seconds_ratio": full["seconds"] / f["seconds"],
             "autoattack_passes_ratio": aa_passes / passes if passes else None,
-            "robust_only_in_malt": [i for i, (a, b) in enumerate(zip(f["robust"], full["robust"])) if a and not b],
-            "robust_only_in_autoattack": [i for i, (a, b) in enumerate(zip(f["robust"], full["robust"])) if b and not a],
+            "robust_only_in_malt": only_malt,
+            "robust_only_in_autoattack": only_aa,
         }
     return out
 
