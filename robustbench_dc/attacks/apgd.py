@@ -357,9 +357,10 @@ def malt_ranking(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat_mode
         cand = z.scatter(1, y[:, None], float("-inf")).topk(c, dim=1).indices  # (N, c), never y
         dual = 1 if threat_model == "linf" else 2
         dist = torch.empty(cand.shape, dtype=torch.float32, device=x.device)
+        logit_y = logits.gather(1, y[:, None])   # one node of the graph, shared by every candidate's backward
         for j in range(c):
             t = cand[:, j:j + 1]
-            margin = (logits.gather(1, y[:, None]) - logits.gather(1, t)).sum()
+            margin = (logit_y - logits.gather(1, t)).sum()
             (g,) = torch.autograd.grad(margin, xg, retain_graph=j + 1 < c)
             norm = g.float().flatten(1).norm(p=dual, dim=1).clamp_min(1e-12)
             dist[:, j] = (zy[:, 0] - z.gather(1, t)[:, 0]) / norm
