@@ -55,7 +55,7 @@ from robustbench_dc.attacks.trace import TraceView
 from robustbench_dc.autoattack.fab import fab
 from robustbench_dc.autoattack.square import square
 
-__all__ = ["autoattack", "run_ensemble", "Component", "COMPONENTS", "VERSIONS", "AUTOATTACK_VERSIONS"]
+__all__ = ["autoattack", "run_ensemble", "apgd_runner", "Component", "COMPONENTS", "VERSIONS", "AUTOATTACK_VERSIONS"]
 
 #: AutoAttack versions the suite implements (Croce & Hein, ICML 2020).
 AUTOATTACK_VERSIONS: tuple[str, ...] = ("standard", "rand")
@@ -63,7 +63,8 @@ AUTOATTACK_VERSIONS: tuple[str, ...] = ("standard", "rand")
 #: (model, x, y, eps, threat_model, seed, n_classes, trace) -> adversarial inputs
 Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, str, int, int, "TraceView | None"], torch.Tensor]
 
-_STEPS = 100
+#: Iterations of each gradient component (AutoAttack's budget; malt's components use it too).
+STEPS = 100
 _SQUARE_QUERIES = 5000
 _SQUARE_P_INIT = 0.8
 _EOT_RAND = 20
@@ -79,17 +80,22 @@ class Component:
     budget: Callable[[int], dict[str, Any]]
 
 
-def _apgd(loss: str, targeted: bool, eot_iter: int) -> Runner:
+def apgd_runner(loss: str, targeted: bool, eot_iter: int = 1, n_targets: int | None = None,
+                target_order: str = "logits") -> Runner:
+    """A component running the suite's APGD at AutoAttack's budget (100 iterations, 1 restart); APGD-T
+    on ``min(n_targets, K - 1)`` target classes (None: AutoAttack's ``min(9, K - 1)``) in ``target_order``."""
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, threat_model: str, seed: int,
             n_classes: int, trace: TraceView | None) -> torch.Tensor:
-        return apgd(model, x, y, eps, steps=_STEPS, threat_model=threat_model, restarts=1, loss=loss,
-                    targeted=targeted, eot_iter=eot_iter, seed=seed, trace=trace)
+        n_t = None if n_targets is None else min(n_targets, n_classes - 1)
+        return apgd(model, x, y, eps, steps=STEPS, threat_model=threat_model, restarts=1, loss=loss,
+                    targeted=targeted, n_target_classes=n_t, eot_iter=eot_iter, seed=seed, trace=trace,
+                    target_order=target_order)
     return run
 
 
 def _fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, threat_model: str, seed: int,
            n_classes: int, trace: TraceView | None) -> torch.Tensor:
-    return fab(model, x, y, threat_model=threat_model, steps=_STEPS, restarts=1, targeted=True,
+    return fab(model, x, y, threat_model=threat_model, steps=STEPS, restarts=1, targeted=True,
                n_target_classes=default_n_target_classes(n_classes), eps=eps, seed=seed, trace=trace)
 
 
@@ -101,20 +107,20 @@ def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, thre
 
 #: The components, by the names AutoAttack's log uses.
 COMPONENTS: dict[str, Component] = {
-    "apgd-ce": Component("apgd-ce", "native", _apgd("ce", False, 1),
-                         lambda k: {"iterations": _STEPS, "restarts": 1}),
-    "apgd-t": Component("apgd-t", "native", _apgd("dlr", True, 1),
-                        lambda k: {"iterations": _STEPS, "restarts": 1,
+    "apgd-ce": Component("apgd-ce", "native", apgd_runner("ce", False),
+                         lambda k: {"iterations": STEPS, "restarts": 1}),
+    "apgd-t": Component("apgd-t", "native", apgd_runner("dlr", True),
+                        lambda k: {"iterations": STEPS, "restarts": 1,
                                    "target_classes": default_n_target_classes(k)}),
     "fab-t": Component("fab-t", "native", _fab_t,
-                       lambda k: {"iterations": _STEPS, "restarts": 1,
+                       lambda k: {"iterations": STEPS, "restarts": 1,
                                   "target_classes": default_n_target_classes(k)}),
     "square": Component("square", "native", _square,
                         lambda k: {"queries": _SQUARE_QUERIES, "p_init": _SQUARE_P_INIT, "restarts": 1}),
-    "apgd-ce-eot": Component("apgd-ce", "native", _apgd("ce", False, _EOT_RAND),
-                             lambda k: {"iterations": _STEPS, "restarts": 1, "eot_iter": _EOT_RAND}),
-    "apgd-dlr-eot": Component("apgd-dlr", "native", _apgd("dlr", False, _EOT_RAND),
-                              lambda k: {"iterations": _STEPS, "restarts": 1, "eot_iter": _EOT_RAND}),
+    "apgd-ce-eot": Component("apgd-ce", "native", apgd_runner("ce", False, _EOT_RAND),
+                             lambda k: {"iterations": STEPS, "restarts": 1, "eot_iter": _EOT_RAND}),
+    "apgd-dlr-eot": Component("apgd-dlr", "native", apgd_runner("dlr", False, _EOT_RAND),
+                              lambda k: {"iterations": STEPS, "restarts": 1, "eot_iter": _EOT_RAND}),
 }
 
 #: The components of each version, in the order they run.

@@ -36,29 +36,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustbench_dc.attacks.apgd import apgd, check_dlr_classes
+from robustbench_dc.attacks.apgd import check_dlr_classes
 from robustbench_dc.attacks.registry import register_attack
 from robustbench_dc.attacks.spec import AttackConfigError, AttackSpec
 from robustbench_dc.attacks.trace import TraceView
-from robustbench_dc.autoattack.ensemble import COMPONENTS, Component, run_ensemble
+from robustbench_dc.autoattack.ensemble import COMPONENTS, STEPS, Component, apgd_runner, run_ensemble
 
 __all__ = ["malt", "DEFAULT_TARGETS"]
 
 #: APGD-T's target classes in ``malt`` unless ``n_target_classes`` says otherwise.
 DEFAULT_TARGETS = 3
 
-_STEPS = 100
 
 
 def _apgd_t_malt(n_targets: int) -> Component:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, threat_model: str, seed: int,
-            n_classes: int, trace: TraceView | None) -> torch.Tensor:
-        return apgd(model, x, y, eps, steps=_STEPS, threat_model=threat_model, restarts=1, loss="dlr",
-                    targeted=True, n_target_classes=min(n_targets, n_classes - 1), seed=seed, trace=trace,
-                    target_order="malt")
-
-    return Component("apgd-t-malt", "native", run,
-                     lambda k: {"iterations": _STEPS, "restarts": 1, "target_classes": min(n_targets, k - 1),
+    return Component("apgd-t-malt", "native", apgd_runner("dlr", True, n_targets=n_targets, target_order="malt"),
+                     lambda k: {"iterations": STEPS, "restarts": 1, "target_classes": min(n_targets, k - 1),
                                 "targeting": "malt", "candidates": min(100, k - 1)})
 
 
@@ -92,7 +85,7 @@ def _check_spec(spec: AttackSpec) -> None:
 def _work(spec: AttackSpec) -> int:
     """Gradient iterations per example at most: APGD-CE, the ranking (one backward pass per candidate
     class, at most 9 on CIFAR-10, counted as 10) and APGD-T's targets."""
-    return (_STEPS + 1) * (1 + int(spec.params.get("n_target_classes", DEFAULT_TARGETS))) + 10
+    return (STEPS + 1) * (1 + int(spec.params.get("n_target_classes", DEFAULT_TARGETS))) + 10
 
 
 @register_attack("malt", params=("version", "n_target_classes"), ensemble=True, own_step_size=True,
